@@ -1,0 +1,75 @@
+# slimvirt: virtual machines on Kubernetes, slim and composable.
+# `make help` lists the targets. Each module adds its own targets in its folder's *.mk file.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+SLIMVIRT_CACHE ?= /var/cache/slimvirt
+K8S_VERSION ?= v1.37.2
+OUT := $(CURDIR)/_output
+BIN := $(OUT)/bin
+TOOLS_BIN := $(SLIMVIRT_CACHE)/tools/bin
+K8S_BIN := $(SLIMVIRT_CACHE)/k8s/$(K8S_VERSION)/bin
+export SLIMVIRT_CACHE K8S_VERSION
+export PATH := $(TOOLS_BIN):$(K8S_BIN):$(PATH)
+
+# Modules append to these.
+BINS :=
+TEST_TARGETS :=
+E2E_TARGETS :=
+BENCH_TARGETS :=
+
+GO_SOURCES := $(shell find . -name '*.go' -not -path './_output/*' 2>/dev/null) go.mod go.sum
+
+##@ Setup
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*##/ {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install the Debian packages and the pinned Go tools (helm, controller-gen)
+	@bash hack/deps.sh
+	@bash hack/tools.sh
+
+##@ Build
+
+.PHONY: generate
+generate: ## Regenerate deepcopy code and CRDs from api/
+	controller-gen object paths=./api/...
+	controller-gen crd paths=./api/... output:crd:dir=charts/slimvirt/crds
+
+.PHONY: build
+build: $(BINS) ## Build every binary into _output/bin
+
+##@ Test
+
+.PHONY: test
+test: ## Run the unit and integration tests (as root: netns, libvirt, apiserver)
+	@$(MAKE) --no-print-directory test-unit $(TEST_TARGETS)
+
+.PHONY: test-unit
+test-unit: ## Run the tests that need nothing but Go
+	go test ./api/... ./images/...
+
+.PHONY: e2e
+e2e: ## Run the end-to-end tests on the local cluster
+	@$(MAKE) --no-print-directory $(E2E_TARGETS)
+
+.PHONY: bench
+bench: ## Run the benchmarks and print the results table
+	@$(MAKE) --no-print-directory $(BENCH_TARGETS)
+
+.PHONY: clean
+clean: ## Remove build output (not the caches in $(SLIMVIRT_CACHE))
+	rm -rf $(OUT)
+
+-include cluster/cluster.mk
+-include images/images.mk
+-include cni/cni.mk
+-include runtime/runtime.mk
+-include controller/controller.mk
+-include csi/csi.mk
+-include nodeagent/nodeagent.mk
+-include e2e/e2e.mk

@@ -1,0 +1,105 @@
+// Package launcherpod is the contract between the controller, which makes a launcher pod for a
+// VMI, and the components that act on that pod: the CNI plugin (annotations), the launcher
+// (environment and paths) and the node agent (sockets). Changing a name here changes all of them.
+package launcherpod
+
+const (
+	// ComputeContainer runs the launcher, PID 1 of the VM's container.
+	ComputeContainer = "compute"
+
+	// LabelVMI is set on a launcher pod to the name of its VMI.
+	LabelVMI = "slimvirt.io/vmi"
+	// LabelApp marks every launcher pod.
+	LabelApp = "slimvirt.io/app"
+	// AppLauncher is LabelApp's value on launcher pods.
+	AppLauncher = "virt-launcher"
+
+	// AnnotationInterfaces holds the pod's VM interfaces as JSON ([]Interface); the CNI plugin
+	// builds the binding from it.
+	AnnotationInterfaces = "slimvirt.io/interfaces"
+	// AnnotationSignature holds Sign(key, namespace, pod name, AnnotationInterfaces value) in hex;
+	// the CNI plugin acts only on pods whose signature verifies.
+	AnnotationSignature = "slimvirt.io/interfaces-signature"
+
+	// EnvVMI holds the VMI (metadata name/namespace/uid/labels and spec) as JSON for the launcher.
+	EnvVMI = "SLIMVIRT_VMI"
+	// EnvAllowEmulation lets the launcher fall back to TCG when KVM cannot be used ("true").
+	EnvAllowEmulation = "SLIMVIRT_ALLOW_EMULATION"
+
+	// RunDir is an emptyDir shared by the launcher's containers and seen by the node agent.
+	RunDir = "/var/run/slimvirt"
+	// StatusFile is written atomically by the launcher with a Status as JSON.
+	StatusFile = RunDir + "/status.json"
+	// SerialSocket is the guest's first serial port.
+	SerialSocket = RunDir + "/serial0"
+	// VNCSocket is the guest's VNC display.
+	VNCSocket = RunDir + "/vnc"
+	// ControlSocket takes power actions (pause, unpause, reset, soft reboot, shutdown).
+	ControlSocket = RunDir + "/control.sock"
+
+	// ContainerDiskDir/<volume>/ holds the disk copied out of a containerDisk image by an init
+	// container; the launcher puts a qcow2 overlay over it.
+	ContainerDiskDir = "/var/run/slimvirt/container-disks"
+	// ContainerDiskCopier is the static binary, installed by the first init container into
+	// ToolsDir, that the containerDisk init containers run to copy the image's disk out.
+	ToolsDir            = "/var/run/slimvirt-tools"
+	ContainerDiskCopier = ToolsDir + "/slimvirt-diskcopy"
+	// PVCDir/<volume>/ is where a filesystem PVC is mounted (it holds disk.img).
+	PVCDir = "/var/run/slimvirt/pvcs"
+	// BlockDir/<volume> is where a block PVC's device appears.
+	BlockDir = "/dev/slimvirt"
+	// HostDiskDir/<volume>/ is where the directory of a hostDisk is mounted.
+	HostDiskDir = "/var/run/slimvirt/hostdisks"
+	// EmptyDiskDir holds emptyDisk images and overlays; gone with the pod.
+	EmptyDiskDir = "/var/run/slimvirt/scratch"
+)
+
+// Launcher exit codes, read by the controller from the compute container's termination state.
+const (
+	ExitGuestShutdown = 0 // the guest powered off: the VMI Succeeded
+	ExitGuestCrashed  = 1 // the guest or QEMU died: the VMI Failed
+	ExitSetupFailed   = 2 // the VM could not be started; the termination message says why
+)
+
+// Binding is how a VM interface is joined to the pod network.
+type Binding string
+
+const (
+	BindingBridge     Binding = "bridge"
+	BindingMasquerade Binding = "masquerade"
+)
+
+// Interface is one VM interface as the CNI plugin sees it.
+type Interface struct {
+	// Name is the VMI's interface name.
+	Name    string  `json:"name"`
+	Binding Binding `json:"binding"`
+	// MAC is the guest MAC from the spec; empty means the pod's original MAC (bridge) or a
+	// generated one (masquerade).
+	MAC string `json:"mac,omitempty"`
+	// VMNetworkCIDR is the masquerade network (default 10.0.2.0/24).
+	VMNetworkCIDR string `json:"vmNetworkCIDR,omitempty"`
+	// Ports are forwarded to a masqueraded guest; all when empty.
+	Ports []Port `json:"ports,omitempty"`
+	// TapOwner is the uid that will open the tap device.
+	TapOwner *int `json:"tapOwner,omitempty"`
+}
+
+// Port is one forwarded port.
+type Port struct {
+	Protocol string `json:"protocol"` // TCP or UDP
+	Port     int32  `json:"port"`
+}
+
+// Status is what the launcher reports in StatusFile.
+type Status struct {
+	// Phase is Starting, Running, Paused, ShuttingDown, Shutdown or Crashed.
+	Phase string `json:"phase"`
+	// Reason says why, for Crashed and failures.
+	Reason string `json:"reason,omitempty"`
+	// Accelerator is kvm or tcg.
+	Accelerator string `json:"accelerator,omitempty"`
+	// GuestMAC and GuestIP are what the guest's first NIC got (IP from the DHCP lease).
+	GuestMAC string `json:"guestMAC,omitempty"`
+	GuestIP  string `json:"guestIP,omitempty"`
+}

@@ -1,0 +1,35 @@
+// Command imagebuild makes a container image tarball (docker-archive, loadable with
+// `ctr images import`) from a root filesystem and single files, without a registry or a daemon.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/slimvirt/slimvirt/images/ocitar"
+)
+
+type list []string
+
+func (l *list) String() string     { return strings.Join(*l, ",") }
+func (l *list) Set(v string) error { *l = append(*l, v); return nil }
+
+func main() {
+	var cfg ocitar.Config
+	var adds, envs, entry list
+	flag.StringVar(&cfg.Tag, "tag", "", "image reference, e.g. slimvirt.io/launcher:dev")
+	flag.StringVar(&cfg.Output, "o", "", "output tarball")
+	flag.StringVar(&cfg.RootFS, "rootfs", "", "directory to use as the first layer")
+	flag.Var(&adds, "add", "SRC:DST[:MODE] file to add (repeatable)")
+	flag.Var(&envs, "env", "K=V environment (repeatable)")
+	flag.Var(&entry, "entrypoint", "entrypoint argument (repeatable, in order)")
+	flag.StringVar(&cfg.User, "user", "", "user to run as")
+	flag.Parse()
+	cfg.Adds, cfg.Env, cfg.Entrypoint = adds, envs, entry
+	if err := ocitar.Build(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "imagebuild:", err)
+		os.Exit(1)
+	}
+}
