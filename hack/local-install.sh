@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs or upgrades the slimvirt chart on the local cluster, with the node's paths and TCG
+# emulation allowed (the machines this runs on may have no usable KVM), and waits for it.
+set -euo pipefail
+env_file=/var/lib/slimvirt-cluster/cluster.env
+[ -f "$env_file" ] || { echo "local-install: no local cluster (run: make cluster-up)" >&2; exit 1; }
+# shellcheck disable=SC1090
+source "$env_file"
+export KUBECONFIG
+helm upgrade --install slimvirt charts/slimvirt --namespace slimvirt --create-namespace \
+  --set allowEmulation=true \
+  --set node.cni.binDir="$CNI_BIN_DIR" \
+  --set node.cni.confDir="$CNI_CONF_DIR" \
+  --set node.stateDir="$STATE_DIR/slimvirt" \
+  --set node.kubeletDir="$KUBELET_DIR" \
+  --wait --timeout 5m >/dev/null
+# The node agent chains the plugin into the node's conflist; launcher pods need it.
+for _ in $(seq 1 60); do
+  if grep -qs '"type": *"slimvirt"' "$CNI_CONF_DIR"/*.conflist; then
+    echo "local-install: slimvirt installed and chained into $(ls "$CNI_CONF_DIR"/*.conflist)"
+    exit 0
+  fi
+  sleep 1
+done
+echo "local-install: the node agent did not chain the CNI plugin into $CNI_CONF_DIR" >&2
+kubectl -n slimvirt logs daemonset/slimvirt-node --tail=30 >&2 || true
+exit 1
