@@ -11,7 +11,7 @@ packages=(
   # local cluster
   containerd runc etcd-server iptables nftables iproute2 conntrack socat openssl ethtool
   # launcher and guests
-  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev qemu-system-x86 qemu-utils
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev qemu-system-x86 qemu-utils xfsprogs
   ovmf busybox-static cpio debootstrap syslinux syslinux-common mtools dosfstools xz-utils
   # network tests
   isc-dhcp-client tcpdump

@@ -17,6 +17,8 @@ import (
 // +kubebuilder:printcolumn:name="IP",type=string,JSONPath=`.status.interfaces[0].ipAddress`
 // +kubebuilder:printcolumn:name="NodeName",type=string,JSONPath=`.status.nodeName`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:validation:XValidation:rule="self.spec == oldSelf.spec",message="spec is immutable: a VMI runs as it was made; change its VirtualMachine (and restart it) or make a new VMI"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label (at most 63 lowercase letters, digits and '-'): it becomes the launcher pod's label value and the guest's hostname"
 type VirtualMachineInstance struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -102,7 +104,7 @@ type DomainSpec struct {
 	// +optional
 	Features *Features `json:"features,omitempty"`
 	// +optional
-	Clock *Clock `json:"clock,omitempty"`
+	Clock   *Clock  `json:"clock,omitempty"`
 	Devices Devices `json:"devices"`
 }
 
@@ -205,6 +207,8 @@ type KernelBoot struct {
 }
 
 // KernelBootContainer names the image and the paths of the kernel and initrd in it.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.kernelPath) || has(self.initrdPath)",message="kernelBoot.container needs kernelPath, initrdPath or both"
 type KernelBootContainer struct {
 	// +kubebuilder:validation:MinLength=1
 	Image string `json:"image"`
@@ -313,24 +317,28 @@ type DiskBus string
 // DiskTarget is a hard disk.
 type DiskTarget struct {
 	// +optional
+	// +kubebuilder:default=virtio
 	Bus DiskBus `json:"bus,omitempty"`
 	// +optional
 	ReadOnly bool `json:"readonly,omitempty"`
 }
 
 // CDRomTarget is a CD-ROM drive; read-only.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.bus) || self.bus in ['sata', 'scsi']",message="a cdrom's bus must be sata or scsi"
 type CDRomTarget struct {
 	// +optional
-	// +kubebuilder:validation:Enum=sata;scsi
+	// +kubebuilder:default=sata
 	Bus DiskBus `json:"bus,omitempty"`
 	// +optional
 	ReadOnly *bool `json:"readonly,omitempty"`
 }
 
 // LunTarget is a SCSI LUN.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.bus) || self.bus == 'scsi'",message="a lun's bus must be scsi"
 type LunTarget struct {
 	// +optional
-	// +kubebuilder:validation:Enum=scsi
 	Bus DiskBus `json:"bus,omitempty"`
 	// +optional
 	ReadOnly bool `json:"readonly,omitempty"`
@@ -346,6 +354,7 @@ type Interface struct {
 	Name string `json:"name"`
 	// Model is the NIC model (virtio by default).
 	// +optional
+	// +kubebuilder:default=virtio
 	// +kubebuilder:validation:Enum=virtio;e1000;e1000e;rtl8139
 	Model string `json:"model,omitempty"`
 	// +optional
@@ -593,8 +602,13 @@ type VirtualMachineInstancePhaseTransitionTimestamp struct {
 type VirtualMachineInstanceStatus struct {
 	// +optional
 	Phase VirtualMachineInstancePhase `json:"phase,omitempty"`
+	// Reason is why the VMI reached a final phase, in CamelCase.
 	// +optional
 	Reason string `json:"reason,omitempty"`
+	// Message says in words why the VMI reached a final phase (the launcher's termination
+	// message when it failed).
+	// +optional
+	Message string `json:"message,omitempty"`
 	// +optional
 	NodeName string `json:"nodeName,omitempty"`
 	// LauncherPod is the name of the pod running this VMI.

@@ -1,0 +1,250 @@
+package binding
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+)
+
+// The plugin owns one table per family in the pod netns, both named NFTableName: "bridge" for
+// anti-spoofing, "ip" for masquerade NAT. Deleting the tables undoes all its rules.
+
+func ifname(name string) []byte {
+	b := make([]byte, 16)
+	copy(b, name)
+	return b
+}
+
+func matchIIF(name string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(name)},
+	}
+}
+
+func matchOIF(name string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(name)},
+	}
+}
+
+func matchProto(etherType uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(etherType)},
+	}
+}
+
+// loadNotIn loads len bytes at offset of base and goes on only if they equal none of values.
+func loadNotIn(base expr.PayloadBase, offset, length uint32, values ...[]byte) []expr.Any {
+	e := []expr.Any{&expr.Payload{DestRegister: 1, Base: base, Offset: offset, Len: length}}
+	for _, v := range values {
+		e = append(e, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: v})
+	}
+	return e
+}
+
+func concat(parts ...[]expr.Any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func drop() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}} }
+
+// spoofCheckRules lets the VM's tap send only from the VM's MAC and IP, as the bridge plugin's
+// macspoofchk does for MACs. 0.0.0.0 stays allowed: DHCP DISCOVER and ARP probes use it.
+func spoofCheckRules(guestMAC net.HardwareAddr, guestIP net.IP) [][]expr.Any {
+	ip := guestIP.To4()
+	zero := net.IPv4zero.To4()
+	tap := matchIIF(TapName)
+	return [][]expr.Any{
+		concat(tap, loadNotIn(expr.PayloadBaseLLHeader, 6, 6, guestMAC), drop()),
+		concat(tap, matchProto(unix.ETH_P_IP), loadNotIn(expr.PayloadBaseNetworkHeader, 12, 4, ip, zero), drop()),
+		concat(tap, matchProto(unix.ETH_P_ARP), loadNotIn(expr.PayloadBaseNetworkHeader, 8, 6, guestMAC), drop()),
+		concat(tap, matchProto(unix.ETH_P_ARP), loadNotIn(expr.PayloadBaseNetworkHeader, 14, 4, ip, zero), drop()),
+		// Only IPv4 and ARP: the binding carries nothing else, so nothing else can be spoofed.
+		concat(tap, []expr.Any{&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1}},
+			[]expr.Any{
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_IP)},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_ARP)},
+			}, drop()),
+	}
+}
+
+// dhcpIsolationRules keep DHCP between the VM and its launcher: the VM's requests do not leak to
+// the cluster network, and no DHCP server there (a rogue pod on the same segment) can answer it.
+func dhcpIsolationRules(nic string) [][]expr.Any {
+	udpPort := func(offset uint32, port uint16) []expr.Any {
+		return []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: offset, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+		}
+	}
+	return [][]expr.Any{
+		concat(matchIIF(TapName), matchOIF(nic), matchProto(unix.ETH_P_IP), udpPort(2, 67), drop()),
+		concat(matchIIF(nic), matchOIF(TapName), matchProto(unix.ETH_P_IP), udpPort(0, 67), drop()),
+	}
+}
+
+func addSpoofCheck(att *Attachment) error {
+	mac, err := net.ParseMAC(att.GuestMAC)
+	if err != nil {
+		return fmt.Errorf("parse guest mac %s: %w", att.GuestMAC, err)
+	}
+	ip := net.ParseIP(att.GuestIP)
+	if ip == nil || ip.To4() == nil {
+		return fmt.Errorf("guest ip %q is not IPv4", att.GuestIP)
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Name: NFTableName, Family: nftables.TableFamilyBridge})
+	ch := c.AddChain(&nftables.Chain{
+		Name: "spoofcheck", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-300),
+	})
+	for _, r := range spoofCheckRules(mac, ip) {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
+	}
+	if att.Binding == launcherpod.BindingBridge {
+		fwd := c.AddChain(&nftables.Chain{
+			Name: "dhcp", Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(-300),
+		})
+		for _, r := range dhcpIsolationRules(NICName(att.IfName)) {
+			c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: r})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("add anti-spoofing rules: %w", err)
+	}
+	return nil
+}
+
+func dnatTo(ip net.IP) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: ip.To4()},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
+	}
+}
+
+func snatTo(ip net.IP) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: ip.To4()},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
+	}
+}
+
+func matchPort(p launcherpod.Port) []expr.Any {
+	proto := byte(unix.IPPROTO_TCP)
+	if p.Protocol == "UDP" {
+		proto = unix.IPPROTO_UDP
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(uint16(p.Port))},
+	}
+}
+
+func matchAddr(offset uint32, ip net.IP) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ip.To4()},
+	}
+}
+
+// addMasqueradeNAT writes KubeVirt's masquerade rules: inbound on the pod NIC DNATed to the VM
+// (only the listed ports, all when none), the VM's traffic masqueraded out, and the pod's own
+// localhost connections to those ports sent to the VM with the gateway as source.
+func addMasqueradeNAT(podIf, bridge string, gw, vm net.IP, ports []launcherpod.Port) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Name: NFTableName, Family: nftables.TableFamilyIPv4})
+	pre := c.AddChain(&nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+	post := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
+	out := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest})
+	preIn := c.AddChain(&nftables.Chain{Name: "PREINBOUND", Table: t})
+	postIn := c.AddChain(&nftables.Chain{Name: "POSTINBOUND", Table: t})
+	loopback := net.IPv4(127, 0, 0, 1)
+
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: concat(matchAddr(12, vm), []expr.Any{&expr.Masq{}})})
+	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: concat(matchIIF(podIf), []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: preIn.Name}})})
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: concat(matchOIF(bridge), []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: postIn.Name}})})
+	c.AddRule(&nftables.Rule{Table: t, Chain: postIn, Exprs: concat(matchAddr(12, loopback), snatTo(gw))})
+	if len(ports) == 0 {
+		c.AddRule(&nftables.Rule{Table: t, Chain: preIn, Exprs: dnatTo(vm)})
+		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: concat(matchAddr(16, loopback), dnatTo(vm))})
+	}
+	for _, p := range ports {
+		c.AddRule(&nftables.Rule{Table: t, Chain: preIn, Exprs: concat(matchPort(p), dnatTo(vm))})
+		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: concat(matchAddr(16, loopback), matchPort(p), dnatTo(vm))})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("add masquerade rules: %w", err)
+	}
+	return nil
+}
+
+// deleteTables removes the plugin's tables; absent tables are fine.
+func deleteTables() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	var errs []error
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyBridge, nftables.TableFamilyIPv4} {
+		tables, err := c.ListTablesOfFamily(fam)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list nftables tables: %w", err))
+			continue
+		}
+		for _, t := range tables {
+			if t.Name == NFTableName {
+				c.DelTable(t)
+			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		errs = append(errs, fmt.Errorf("delete nftables tables: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// hasTable says whether the plugin's table of family exists (for CHECK).
+func hasTable(fam nftables.TableFamily) (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("open nftables: %w", err)
+	}
+	tables, err := c.ListTablesOfFamily(fam)
+	if err != nil {
+		return false, fmt.Errorf("list nftables tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == NFTableName {
+			return true, nil
+		}
+	}
+	return false, nil
+}

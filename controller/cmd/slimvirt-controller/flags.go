@@ -1,0 +1,38 @@
+package main
+
+import (
+	"flag"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/slimvirt/slimvirt/controller/manager"
+)
+
+// defaultOverhead is the launcher's memory overhead until it is measured on a real cluster:
+// libvirtd, virtlogd, QEMU's own memory and the launcher, beyond the guest's RAM.
+const defaultOverhead = "64Mi"
+
+// parseFlags reads the command line into a Config (all but RestConfig, which comes from the
+// usual kubeconfig flag and in-cluster settings) and the logging options.
+func parseFlags() (manager.Config, *zap.Options) {
+	var cfg manager.Config
+	cfg.LauncherMemoryOverhead = resource.MustParse(defaultOverhead)
+	flag.StringVar(&cfg.LauncherImage, "launcher-image", "slimvirt.io/launcher:dev", "image of the launcher pods")
+	flag.StringVar(&cfg.SigningKeyFile, "signing-key-file", "", "file holding the key that signs launcher pods' interfaces annotation (a mounted Secret)")
+	flag.BoolVar(&cfg.AllowEmulation, "allow-emulation", false, "let launchers run guests under TCG where KVM is missing")
+	flag.BoolVar(&cfg.AllowHostDisk, "allow-host-disk", false, "let VMIs use hostDisk volumes (they mount a node directory into the launcher pod)")
+	flag.Func("launcher-memory-overhead", "memory added to each launcher pod's request for libvirtd, virtlogd, QEMU and the launcher (default "+defaultOverhead+")", func(s string) error {
+		q, err := resource.ParseQuantity(s)
+		cfg.LauncherMemoryOverhead = q
+		return err
+	})
+	flag.StringVar(&cfg.MetricsBindAddress, "metrics-bind-address", ":8080", "address of the metrics endpoint (0 turns it off)")
+	flag.StringVar(&cfg.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "address of the health probes (0 turns them off)")
+	flag.BoolVar(&cfg.LeaderElect, "leader-elect", false, "elect a leader so only one replica reconciles")
+	flag.StringVar(&cfg.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease (the pod's own when empty)")
+	opts := &zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	return cfg, opts
+}

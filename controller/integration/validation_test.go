@@ -1,0 +1,125 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+)
+
+// create sends a manifest as `kubectl apply` does by default: strict field validation, so an
+// unknown or misspelt field is an error and never silently dropped.
+func create(ns string, raw []byte) error {
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(raw, &obj.Object); err != nil {
+		return err
+	}
+	obj.SetNamespace(ns)
+	return env.c.Create(context.Background(), obj, client.FieldValidation("Strict"))
+}
+
+// TestExamplesAccepted: the seed guide's two manifests (vmi-linux.yaml, vm-windows.yaml, only
+// apiVersion changed in the Windows one) and the other examples are accepted by the API server
+// with strict field validation.
+func TestExamplesAccepted(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(repoRoot(), "examples", "*.yaml"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("examples: %v (%d files)", err, len(files))
+	}
+	for _, file := range files {
+		name := filepath.Base(file)
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join(repoRoot(), "examples", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := create(newNamespace(t), raw); err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+		})
+	}
+}
+
+// TestBadInputRefused applies every manifest under testdata/bad to the API server; each must
+// be refused with the message its first line names ("# want: ...").
+func TestBadInputRefused(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "bad", "*.yaml"))
+	if err != nil || len(files) < 30 {
+		t.Fatalf("want at least 30 bad manifests, found %d (%v)", len(files), err)
+	}
+	ns := newNamespace(t)
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml"), func(t *testing.T) {
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := wantLine(raw)
+			if want == "" {
+				t.Fatalf("%s has no '# want:' line", file)
+			}
+			err = create(ns, raw)
+			if err == nil {
+				t.Fatalf("accepted; want refused with %q", want)
+			}
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("refused with\n  %v\nwant a message containing\n  %q", err, want)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+}
+
+func wantLine(raw []byte) string {
+	s := bufio.NewScanner(bytes.NewReader(raw))
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "# want: "); ok {
+			return rest
+		}
+	}
+	return ""
+}
+
+// TestVMISpecImmutable: a VMI's spec cannot change after creation (its pod is made from it);
+// its metadata can.
+func TestVMISpecImmutable(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	vmi := loadExampleVMI(t, ns)
+	if err := env.c.Create(ctx, vmi); err != nil {
+		t.Fatal(err)
+	}
+	// Defaults from the schema are filled in.
+	got := getVMI(t, ns, vmi.Name)
+	if bus := got.Spec.Domain.Devices.Disks[0].Disk.Bus; bus != "virtio" {
+		t.Errorf("default disk bus = %q", bus)
+	}
+	if m := got.Spec.Domain.Devices.Interfaces[0].Model; m != "virtio" {
+		t.Errorf("default interface model = %q", m)
+	}
+	eventually(t, "a label update", func() (bool, error) {
+		got := getVMI(t, ns, vmi.Name)
+		got.Labels["tier"] = "web"
+		err := env.c.Update(ctx, got)
+		return err == nil, err
+	})
+	var err error
+	for range 20 {
+		got = getVMI(t, ns, vmi.Name)
+		got.Spec.TerminationGracePeriodSeconds = ptrTo(int64(5))
+		if err = env.c.Update(ctx, got); !apierrors.IsConflict(err) {
+			break
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "spec is immutable") {
+		t.Errorf("spec update: %v, want refused as immutable", err)
+	}
+}

@@ -1,0 +1,368 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+)
+
+func loadExampleVMI(t *testing.T, ns string) *v1.VirtualMachineInstance {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(repoRoot(), "examples", "vmi-linux.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmi := &v1.VirtualMachineInstance{}
+	if err := yaml.UnmarshalStrict(raw, vmi); err != nil {
+		t.Fatalf("parse example: %v", err)
+	}
+	vmi.Namespace = ns
+	return vmi
+}
+
+// TestExampleVMILifecycle walks the seed's Linux VMI through its whole life: the launcher pod
+// the controller makes for it, then each phase as the (played) kubelet reports the pod.
+func TestExampleVMILifecycle(t *testing.T) {
+	needController(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	vmi := loadExampleVMI(t, ns)
+	if err := env.c.Create(ctx, vmi); err != nil {
+		t.Fatalf("create example vmi: %v", err)
+	}
+	pod := launcherPod(t, ns, vmi.Name)
+	vmi = waitPhase(t, ns, vmi.Name, v1.Scheduling)
+	if vmi.Status.LauncherPod != pod.Name {
+		t.Errorf("status.launcherPod = %q, pod is %q", vmi.Status.LauncherPod, pod.Name)
+	}
+	checkLauncherPod(t, vmi, pod)
+
+	bindPod(t, pod, testNode)
+	vmi = waitPhase(t, ns, vmi.Name, v1.Scheduled)
+	if vmi.Status.NodeName != testNode {
+		t.Errorf("nodeName = %q, want %q", vmi.Status.NodeName, testNode)
+	}
+	if c := condition(vmi, v1.VMIReady); c == nil || c.Status != corev1.ConditionFalse {
+		t.Errorf("Ready condition while scheduled = %+v, want False", c)
+	}
+
+	setPodStatus(t, ns, pod.Name, runningStatus("10.244.0.17"))
+	vmi = waitPhase(t, ns, vmi.Name, v1.Running)
+	if len(vmi.Status.Interfaces) != 1 || vmi.Status.Interfaces[0].IP != "10.244.0.17" || vmi.Status.Interfaces[0].Name != "default" ||
+		!slices.Equal(vmi.Status.Interfaces[0].IPs, []string{"10.244.0.17"}) {
+		t.Errorf("interfaces = %+v, want default with 10.244.0.17", vmi.Status.Interfaces)
+	}
+	if c := condition(vmi, v1.VMIReady); c == nil || c.Status != corev1.ConditionTrue {
+		t.Errorf("Ready condition while running = %+v, want True", c)
+	}
+	var phases []v1.VirtualMachineInstancePhase
+	for _, p := range vmi.Status.PhaseTransitionTimestamps {
+		phases = append(phases, p.Phase)
+	}
+	if want := []v1.VirtualMachineInstancePhase{v1.Pending, v1.Scheduling, v1.Scheduled, v1.Running}; !slices.Equal(phases, want) {
+		t.Errorf("phase transitions = %v, want %v", phases, want)
+	}
+
+	setPodStatus(t, ns, pod.Name, terminatedStatus(0, "Completed", ""))
+	vmi = waitPhase(t, ns, vmi.Name, v1.Succeeded)
+	if vmi.Status.Reason != "GuestShutdown" {
+		t.Errorf("reason = %q, want GuestShutdown", vmi.Status.Reason)
+	}
+
+	// A final phase never changes, and a final VMI gets no new pod when its pod goes.
+	forceDelete(t, pod)
+	eventually(t, "the VMI to stay Succeeded", func() (bool, error) {
+		got := getVMI(t, ns, vmi.Name)
+		if got.Status.Phase != v1.Succeeded {
+			t.Fatalf("phase moved from Succeeded to %s", got.Status.Phase)
+		}
+		return len(podsOf(t, ns, vmi.Name)) == 0, nil
+	})
+	if n := len(podsOf(t, ns, vmi.Name)); n != 0 {
+		t.Errorf("a final VMI got a new pod: %d pods", n)
+	}
+}
+
+func checkLauncherPod(t *testing.T, vmi *v1.VirtualMachineInstance, pod *corev1.Pod) {
+	t.Helper()
+	for k, want := range map[string]string{
+		"special": "vmi-nocloud2", "kubevirt.io/domain": vmi.Name,
+		launcherpod.LabelVMI: vmi.Name, launcherpod.LabelApp: launcherpod.AppLauncher,
+	} {
+		if got := pod.Labels[k]; got != want {
+			t.Errorf("pod label %s = %q, want %q", k, got, want)
+		}
+	}
+	if !metav1.IsControlledBy(pod, vmi) {
+		t.Errorf("pod is not controlled by the vmi: %+v", pod.OwnerReferences)
+	}
+	ifaces := pod.Annotations[launcherpod.AnnotationInterfaces]
+	var got []launcherpod.Interface
+	if err := json.Unmarshal([]byte(ifaces), &got); err != nil || len(got) != 1 || got[0].Name != "default" || got[0].Binding != launcherpod.BindingBridge {
+		t.Errorf("interfaces annotation = %s (%v), want one bridge interface named default", ifaces, err)
+	}
+	if !launcherpod.Verify(env.key, pod.Namespace, pod.Name, ifaces, pod.Annotations[launcherpod.AnnotationSignature]) {
+		t.Error("the interfaces signature does not verify with the controller's key")
+	}
+	if launcherpod.Verify(env.key, pod.Namespace, "other-pod", ifaces, pod.Annotations[launcherpod.AnnotationSignature]) {
+		t.Error("the signature verifies for another pod name")
+	}
+	spec := pod.Spec
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Error("the launcher pod mounts a service account token")
+	}
+	if spec.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("restartPolicy = %s", spec.RestartPolicy)
+	}
+	if spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds != 45 {
+		t.Errorf("terminationGracePeriodSeconds = %v, want 45", spec.TerminationGracePeriodSeconds)
+	}
+	var inits []string
+	for _, c := range spec.InitContainers {
+		inits = append(inits, c.Name)
+	}
+	if want := []string{"install-tools", "container-disk-containerdisk"}; !slices.Equal(inits, want) {
+		t.Fatalf("init containers = %v, want %v", inits, want)
+	}
+	cd := spec.InitContainers[1]
+	wantCmd := []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/disk", "--dst", launcherpod.ContainerDiskDir + "/containerdisk"}
+	if cd.Image != "slimvirt.io/guest:dev" || cd.ImagePullPolicy != corev1.PullIfNotPresent || !slices.Equal(cd.Command, wantCmd) {
+		t.Errorf("containerDisk init container = %s %s %v", cd.Image, cd.ImagePullPolicy, cd.Command)
+	}
+	if len(spec.Containers) != 1 || spec.Containers[0].Name != launcherpod.ComputeContainer {
+		t.Fatalf("containers = %+v", spec.Containers)
+	}
+	compute := spec.Containers[0]
+	if compute.Image != launcherImage {
+		t.Errorf("compute image = %s", compute.Image)
+	}
+	mem := compute.Resources.Requests[corev1.ResourceMemory]
+	if want := resource.MustParse("192Mi"); mem.Cmp(want) != 0 {
+		t.Errorf("compute memory request = %s, want 192Mi (128Mi guest + 64Mi overhead)", mem.String())
+	}
+	if compute.ReadinessProbe == nil || compute.ReadinessProbe.Exec == nil || !slices.Equal(compute.ReadinessProbe.Exec.Command, []string{"/usr/bin/slimvirt-launcher", "probe"}) {
+		t.Errorf("readiness probe = %+v", compute.ReadinessProbe)
+	}
+	if compute.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError {
+		t.Errorf("terminationMessagePolicy = %s", compute.TerminationMessagePolicy)
+	}
+	env := map[string]string{}
+	for _, e := range compute.Env {
+		env[e.Name] = e.Value
+	}
+	var passed v1.VirtualMachineInstance
+	if err := json.Unmarshal([]byte(env[launcherpod.EnvVMI]), &passed); err != nil {
+		t.Fatalf("SLIMVIRT_VMI is not a VMI: %v", err)
+	}
+	if passed.Name != vmi.Name || passed.UID != vmi.UID || len(passed.Spec.Volumes) != 3 || passed.Spec.Volumes[2].CloudInitNoCloud == nil {
+		t.Errorf("SLIMVIRT_VMI = %s", env[launcherpod.EnvVMI])
+	}
+	if env[launcherpod.EnvAllowEmulation] != "true" {
+		t.Errorf("SLIMVIRT_ALLOW_EMULATION = %q", env[launcherpod.EnvAllowEmulation])
+	}
+}
+
+// TestVMIFailures: each way a launcher can end badly gives a Failed VMI saying why.
+func TestVMIFailures(t *testing.T) {
+	needController(t)
+	tests := []struct {
+		name        string
+		end         func(t *testing.T, pod *corev1.Pod)
+		wantReason  string
+		wantMessage string
+	}{
+		{"guest crashed", func(t *testing.T, pod *corev1.Pod) {
+			setPodStatus(t, pod.Namespace, pod.Name, terminatedStatus(1, "Error", "qemu: guest panicked"))
+		}, "GuestCrashed", "qemu: guest panicked"},
+		{"setup failed", func(t *testing.T, pod *corev1.Pod) {
+			setPodStatus(t, pod.Namespace, pod.Name, terminatedStatus(2, "Error", "no KVM and emulation is not allowed"))
+		}, "SetupFailed", "no KVM and emulation is not allowed"},
+		{"out of memory", func(t *testing.T, pod *corev1.Pod) {
+			setPodStatus(t, pod.Namespace, pod.Name, terminatedStatus(137, "OOMKilled", ""))
+		}, "OOMKilled", "the launcher was killed for using more memory than its limit"},
+		{"evicted", func(t *testing.T, pod *corev1.Pod) {
+			setPodStatus(t, pod.Namespace, pod.Name, func(st *corev1.PodStatus) {
+				st.Phase, st.Reason, st.Message = corev1.PodFailed, "Evicted", "The node was low on resource: memory."
+				st.ContainerStatuses = nil
+			})
+		}, "Evicted", "The node was low on resource: memory."},
+		{"pod deleted", func(t *testing.T, pod *corev1.Pod) { forceDelete(t, pod) }, "LauncherPodDeleted", "the launcher pod was deleted while the VMI ran"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := newNamespace(t)
+			vmi := loadExampleVMI(t, ns)
+			if err := env.c.Create(context.Background(), vmi); err != nil {
+				t.Fatal(err)
+			}
+			pod := launcherPod(t, ns, vmi.Name)
+			bindPod(t, pod, testNode)
+			setPodStatus(t, ns, pod.Name, runningStatus("10.244.0.9"))
+			waitPhase(t, ns, vmi.Name, v1.Running)
+			tt.end(t, pod)
+			got := waitPhase(t, ns, vmi.Name, v1.Failed)
+			if got.Status.Reason != tt.wantReason || got.Status.Message != tt.wantMessage {
+				t.Errorf("reason, message = %q, %q; want %q, %q", got.Status.Reason, got.Status.Message, tt.wantReason, tt.wantMessage)
+			}
+			if c := condition(got, v1.VMIReady); c == nil || c.Status != corev1.ConditionFalse || c.Reason != tt.wantReason {
+				t.Errorf("Ready condition = %+v", c)
+			}
+		})
+	}
+}
+
+// TestVMIMissingReferences: a VMI whose PVC or Secret is missing says so, and gets its pod once
+// the object appears.
+func TestVMIMissingReferences(t *testing.T) {
+	needController(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	block := corev1.PersistentVolumeBlock
+	vmi := &v1.VirtualMachineInstance{
+		ObjectMeta: metav1.ObjectMeta{Name: "refs", Namespace: ns},
+		Spec: v1.VirtualMachineInstanceSpec{
+			Domain: v1.DomainSpec{
+				Resources: v1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}},
+				Devices:   v1.Devices{Disks: []v1.Disk{{Name: "root"}, {Name: "ci"}}},
+			},
+			Volumes: []v1.Volume{
+				{Name: "root", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "rootdisk"}}},
+				{Name: "ci", VolumeSource: v1.VolumeSource{CloudInitNoCloud: &v1.CloudInitNoCloudSource{UserDataSecretRef: &corev1.LocalObjectReference{Name: "userdata"}}}},
+			},
+		},
+	}
+	if err := env.c.Create(ctx, vmi); err != nil {
+		t.Fatal(err)
+	}
+	waitSynchronizedFalse(t, ns, vmi.Name, "PVCNotFound", "volume root: PersistentVolumeClaim rootdisk not found in namespace "+ns)
+	waitEvent(t, ns, vmi.Name, "PVCNotFound")
+
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "rootdisk", Namespace: ns},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			VolumeMode:  &block,
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	if err := env.c.Create(ctx, pvc); err != nil {
+		t.Fatal(err)
+	}
+	waitSynchronizedFalse(t, ns, vmi.Name, "SecretNotFound", "volume ci: Secret userdata not found in namespace "+ns)
+	if n := len(podsOf(t, ns, vmi.Name)); n != 0 {
+		t.Fatalf("a pod was made while a Secret is missing: %d pods", n)
+	}
+
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "userdata", Namespace: ns}, StringData: map[string]string{"userdata": "#cloud-config\n"}}
+	if err := env.c.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	pod := launcherPod(t, ns, vmi.Name)
+	eventually(t, "Synchronized to clear", func() (bool, error) {
+		return condition(getVMI(t, ns, vmi.Name), v1.VMISynchronized) == nil, nil
+	})
+	compute := pod.Spec.Containers[0]
+	if len(compute.VolumeDevices) != 1 || compute.VolumeDevices[0].DevicePath != launcherpod.BlockDir+"/root" {
+		t.Errorf("block PVC devices = %+v, want one at %s/root", compute.VolumeDevices, launcherpod.BlockDir)
+	}
+	var mounted bool
+	for _, m := range compute.VolumeMounts {
+		mounted = mounted || m.MountPath == launcherpod.RunDir+"/secrets/ci"
+	}
+	if !mounted {
+		t.Errorf("the cloud-init Secret is not mounted at %s/secrets/ci: %+v", launcherpod.RunDir, compute.VolumeMounts)
+	}
+}
+
+func waitSynchronizedFalse(t *testing.T, ns, name, reason, message string) {
+	t.Helper()
+	eventually(t, "Synchronized=False "+reason, func() (bool, error) {
+		c := condition(getVMI(t, ns, name), v1.VMISynchronized)
+		if c == nil {
+			return false, nil
+		}
+		return c.Status == corev1.ConditionFalse && c.Reason == reason && c.Message == message, nil
+	})
+}
+
+func waitEvent(t *testing.T, ns, name, reason string) {
+	t.Helper()
+	eventually(t, "event "+reason, func() (bool, error) {
+		var events eventsv1.EventList
+		if err := env.c.List(context.Background(), &events, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		for _, e := range events.Items {
+			if e.Regarding.Name == name && e.Reason == reason {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// TestVMIDeletion: deleting a VMI deletes its pod, and the VMI stays until the pod is gone.
+func TestVMIDeletion(t *testing.T) {
+	needController(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	vmi := loadExampleVMI(t, ns)
+	if err := env.c.Create(ctx, vmi); err != nil {
+		t.Fatal(err)
+	}
+	pod := launcherPod(t, ns, vmi.Name)
+	bindPod(t, pod, testNode)
+	setPodStatus(t, ns, pod.Name, runningStatus("10.244.0.5"))
+	waitPhase(t, ns, vmi.Name, v1.Running)
+	if err := env.c.Delete(ctx, vmi); err != nil {
+		t.Fatal(err)
+	}
+	// A bound pod is deleted gracefully: it stays, terminating, until the kubelet confirms.
+	eventually(t, "the pod to be terminating", func() (bool, error) {
+		p := &corev1.Pod{}
+		err := env.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: pod.Name}, p)
+		return err == nil && p.DeletionTimestamp != nil, err
+	})
+	if err := env.c.Get(ctx, client.ObjectKeyFromObject(vmi), &v1.VirtualMachineInstance{}); err != nil {
+		t.Fatalf("the VMI went away before its pod: %v", err)
+	}
+	forceDelete(t, pod)
+	eventually(t, "the VMI to be gone", func() (bool, error) {
+		err := env.c.Get(ctx, client.ObjectKeyFromObject(vmi), &v1.VirtualMachineInstance{})
+		return apierrors.IsNotFound(err), err
+	})
+}
+
+// TestHostDiskNeedsPermission: hostDisk volumes mount a node directory into a privileged pod,
+// so the controller makes no pod for them unless started with --allow-host-disk.
+func TestHostDiskNeedsPermission(t *testing.T) {
+	needController(t)
+	ns := newNamespace(t)
+	vmi := loadExampleVMI(t, ns)
+	vmi.Spec.Volumes[1] = v1.Volume{Name: "emptydisk", VolumeSource: v1.VolumeSource{HostDisk: &v1.HostDisk{
+		Path: "/data/disk.img", Type: v1.HostDiskExistsOrCreate, Capacity: ptrTo(resource.MustParse("1Gi"))}}}
+	if err := env.c.Create(context.Background(), vmi); err != nil {
+		t.Fatal(err)
+	}
+	waitSynchronizedFalse(t, ns, vmi.Name, "HostDiskNotAllowed",
+		"volume emptydisk: hostDisk volumes are turned off in this cluster (the controller's --allow-host-disk flag)")
+	waitEvent(t, ns, vmi.Name, "HostDiskNotAllowed")
+	if n := len(podsOf(t, ns, vmi.Name)); n != 0 {
+		t.Errorf("%d pods made for a forbidden hostDisk", n)
+	}
+}

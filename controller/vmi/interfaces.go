@@ -1,0 +1,33 @@
+package vmi
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+)
+
+// launcherInterfaces is what the CNI plugin needs to know of the VMI's NICs; the launcher
+// computes the same list with the same function.
+func launcherInterfaces(vmi *v1.VirtualMachineInstance) []launcherpod.Interface {
+	return launcherpod.InterfacesFor(vmi)
+}
+
+// interfacesAnnotation returns the interfaces annotation value and its signature for a pod.
+func interfacesAnnotation(key []byte, vmi *v1.VirtualMachineInstance, podName string) (string, string, error) {
+	raw, err := json.Marshal(launcherInterfaces(vmi))
+	if err != nil {
+		return "", "", fmt.Errorf("encode interfaces of vmi %s: %w", vmi.Name, err)
+	}
+	value := string(raw)
+	return value, launcherpod.Sign(key, vmi.Namespace, podName, value), nil
+}
+
+// firstInterfaceName names the interface whose address the VMI's status reports.
+func firstInterfaceName(vmi *v1.VirtualMachineInstance) string {
+	if ifs := vmi.Spec.Domain.Devices.Interfaces; len(ifs) > 0 {
+		return ifs[0].Name
+	}
+	return launcherpod.DefaultInterfaceName
+}

@@ -1,0 +1,375 @@
+package vmi
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path"
+	"path/filepath"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+)
+
+const (
+	runVolume    = "slimvirt-run"
+	toolsVolume  = "slimvirt-tools"
+	installTools = "install-tools"
+	// launcherBinary is the compute container's entry point in the launcher image.
+	launcherBinary = "/usr/bin/slimvirt-launcher"
+	// diskcopyInImage is where the launcher image ships the copier that install-tools copies out.
+	diskcopyInImage = "/usr/bin/slimvirt-diskcopy"
+	// KernelBootDir holds the kernel ("kernel") and initrd ("initrd") of a kernelBoot VMI,
+	// copied out of its image by init containers; the launcher boots them.
+	KernelBootDir    = launcherpod.RunDir + "/kernel-boot"
+	kernelBootVolume = "kernel-boot"
+	// SecretsDir/<volume>/ holds the cloud-init Secrets of a volume (keys userdata, networkdata).
+	SecretsDir = launcherpod.RunDir + "/secrets"
+	// defaultContainerDiskPath is where a containerDisk image keeps its disk (KubeVirt's /disk/).
+	defaultContainerDiskPath = "/disk"
+	// defaultGracePeriod is KubeVirt's default VMI terminationGracePeriodSeconds.
+	defaultGracePeriod = 30
+	// podGraceExtra gives the launcher time to destroy the domain and exit after the guest's grace.
+	podGraceExtra = 15
+	// probePeriod is short so the VMI turns Running within a couple of seconds of the guest.
+	probePeriod = 2
+)
+
+// PodConfig is what the controller adds to a VMI to make its launcher pod.
+type PodConfig struct {
+	LauncherImage  string
+	SigningKey     []byte
+	AllowEmulation bool
+	MemoryOverhead resource.Quantity
+	// AllowHostDisk lets VMIs use hostDisk volumes, which mount a node directory into the
+	// launcher: off unless the cluster's owner turns it on (KubeVirt's HostDisk feature gate).
+	AllowHostDisk bool
+}
+
+// VolumeFacts are what the controller looked up in the API for a VMI's volumes.
+type VolumeFacts struct {
+	// Block lists the PVC-backed volumes whose PVC has volumeMode Block.
+	Block map[string]bool
+	// ClaimName maps PVC and DataVolume volumes to the claim they mount.
+	ClaimName map[string]string
+}
+
+// LauncherVMI is the VMI as the launcher receives it in EnvVMI: identity, labels and spec only.
+func LauncherVMI(vmi *v1.VirtualMachineInstance) ([]byte, error) {
+	out := v1.VirtualMachineInstance{
+		TypeMeta: metav1.TypeMeta{APIVersion: v1.GroupVersion.String(), Kind: "VirtualMachineInstance"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: vmi.Name, Namespace: vmi.Namespace, UID: vmi.UID, Labels: vmi.Labels,
+		},
+		Spec: vmi.Spec,
+	}
+	raw, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("encode vmi %s for the launcher: %w", vmi.Name, err)
+	}
+	return raw, nil
+}
+
+// BuildPod makes the launcher pod of a VMI. It is pure: everything it needs is in its arguments.
+func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, facts VolumeFacts) (*corev1.Pod, error) {
+	ifaces, sig, err := interfacesAnnotation(cfg.SigningKey, vmi, podName)
+	if err != nil {
+		return nil, err
+	}
+	vmiJSON, err := LauncherVMI(vmi)
+	if err != nil {
+		return nil, err
+	}
+	resources, err := computeResources(cfg, vmi)
+	if err != nil {
+		return nil, err
+	}
+	vols := podVolumes(vmi, facts)
+	compute := corev1.Container{
+		Name:    launcherpod.ComputeContainer,
+		Image:   cfg.LauncherImage,
+		Command: []string{launcherBinary},
+		Env: []corev1.EnvVar{
+			{Name: launcherpod.EnvVMI, Value: string(vmiJSON)},
+			{Name: launcherpod.EnvAllowEmulation, Value: strconv.FormatBool(cfg.AllowEmulation)},
+		},
+		Resources:       resources,
+		SecurityContext: computeSecurityContext(),
+		VolumeMounts:    append([]corev1.VolumeMount{{Name: runVolume, MountPath: launcherpod.RunDir}}, vols.computeMounts...),
+		VolumeDevices:   vols.computeDevices,
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{launcherBinary, "probe"}}},
+			PeriodSeconds:    probePeriod,
+			TimeoutSeconds:   probePeriod,
+			FailureThreshold: 1,
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		ImagePullPolicy:          corev1.PullIfNotPresent,
+	}
+	grace := int64(defaultGracePeriod)
+	if g := vmi.Spec.TerminationGracePeriodSeconds; g != nil {
+		grace = *g
+	}
+	hostname := vmi.Spec.Hostname
+	if hostname == "" {
+		hostname = vmi.Name
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      podName,
+			Namespace: vmi.Namespace,
+			Labels:    podLabels(vmi),
+			Annotations: map[string]string{
+				launcherpod.AnnotationInterfaces:          ifaces,
+				launcherpod.AnnotationSignature:           sig,
+				"kubectl.kubernetes.io/default-container": launcherpod.ComputeContainer,
+			},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vmi, v1.GroupVersion.WithKind("VirtualMachineInstance"))},
+		},
+		Spec: corev1.PodSpec{
+			AutomountServiceAccountToken:  ptr.To(false),
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			TerminationGracePeriodSeconds: ptr.To(grace + podGraceExtra),
+			NodeSelector:                  vmi.Spec.NodeSelector,
+			Affinity:                      vmi.Spec.Affinity,
+			Tolerations:                   vmi.Spec.Tolerations,
+			PriorityClassName:             vmi.Spec.PriorityClassName,
+			Hostname:                      hostname,
+			Subdomain:                     vmi.Spec.Subdomain,
+			EnableServiceLinks:            ptr.To(false),
+			Volumes:                       append(baseVolumes(), vols.volumes...),
+			InitContainers:                append([]corev1.Container{installToolsContainer(cfg)}, vols.initContainers...),
+			Containers:                    []corev1.Container{compute},
+		},
+	}
+	return pod, nil
+}
+
+// computeSecurityContext is the compute container's privileges, kept in one place so they can be
+// narrowed when the launcher's real needs are known.
+func computeSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{Privileged: ptr.To(true)}
+}
+
+func podLabels(vmi *v1.VirtualMachineInstance) map[string]string {
+	labels := make(map[string]string, len(vmi.Labels)+2)
+	for k, v := range vmi.Labels {
+		labels[k] = v
+	}
+	labels[launcherpod.LabelVMI] = vmi.Name
+	labels[launcherpod.LabelApp] = launcherpod.AppLauncher
+	return labels
+}
+
+// GuestMemory is the RAM the guest sees: memory.guest, else resources.requests.memory.
+func GuestMemory(vmi *v1.VirtualMachineInstance) (resource.Quantity, bool) {
+	if m := vmi.Spec.Domain.Memory; m != nil && m.Guest != nil {
+		return *m.Guest, true
+	}
+	if q, ok := vmi.Spec.Domain.Resources.Requests[corev1.ResourceMemory]; ok {
+		return q, true
+	}
+	return resource.Quantity{}, false
+}
+
+// computeResources sizes the compute container: the VMI's requests and limits, with the memory
+// request (and limit) raised by the launcher's overhead unless the VMI overcommits it.
+func computeResources(cfg PodConfig, vmi *v1.VirtualMachineInstance) (corev1.ResourceRequirements, error) {
+	spec := vmi.Spec.Domain.Resources
+	out := corev1.ResourceRequirements{Requests: spec.Requests.DeepCopy(), Limits: spec.Limits.DeepCopy()}
+	if out.Requests == nil {
+		out.Requests = corev1.ResourceList{}
+	}
+	mem, ok := out.Requests[corev1.ResourceMemory]
+	if !ok {
+		guest, found := GuestMemory(vmi)
+		if !found {
+			return out, fmt.Errorf("vmi %s sets neither memory.guest nor resources.requests.memory", vmi.Name)
+		}
+		mem = guest
+	}
+	if !spec.OvercommitGuestOverhead {
+		mem.Add(cfg.MemoryOverhead)
+	}
+	out.Requests[corev1.ResourceMemory] = mem
+	if limit, ok := out.Limits[corev1.ResourceMemory]; ok {
+		limit.Add(cfg.MemoryOverhead)
+		out.Limits[corev1.ResourceMemory] = limit
+	}
+	if len(out.Limits) == 0 {
+		out.Limits = nil
+	}
+	return out, nil
+}
+
+func baseVolumes() []corev1.Volume {
+	return []corev1.Volume{
+		{Name: runVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: toolsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+}
+
+func toolsMount() corev1.VolumeMount {
+	return corev1.VolumeMount{Name: toolsVolume, MountPath: launcherpod.ToolsDir}
+}
+
+// installToolsContainer copies the static disk copier into the tools volume, so containerDisk
+// images need no shell or tool of their own.
+func installToolsContainer(cfg PodConfig) corev1.Container {
+	return corev1.Container{
+		Name:                     installTools,
+		Image:                    cfg.LauncherImage,
+		ImagePullPolicy:          corev1.PullIfNotPresent,
+		Command:                  []string{diskcopyInImage, "install", launcherpod.ToolsDir},
+		VolumeMounts:             []corev1.VolumeMount{toolsMount()},
+		Resources:                initResources(),
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+func initResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("10m"),
+		corev1.ResourceMemory: resource.MustParse("16Mi"),
+	}}
+}
+
+// podVolumeSet is what a VMI's volumes add to its pod.
+type podVolumeSet struct {
+	volumes        []corev1.Volume
+	initContainers []corev1.Container
+	computeMounts  []corev1.VolumeMount
+	computeDevices []corev1.VolumeDevice
+}
+
+func podVolumes(vmi *v1.VirtualMachineInstance, facts VolumeFacts) podVolumeSet {
+	var set podVolumeSet
+	if fw := vmi.Spec.Domain.Firmware; fw != nil && fw.KernelBoot != nil && fw.KernelBoot.Container != nil {
+		set.addKernelBoot(fw.KernelBoot.Container)
+	}
+	for _, vol := range vmi.Spec.Volumes {
+		switch {
+		case vol.ContainerDisk != nil:
+			set.addContainerDisk(vol.Name, vol.ContainerDisk)
+		case vol.PersistentVolumeClaim != nil || vol.DataVolume != nil:
+			set.addClaim(vol, facts)
+		case vol.HostDisk != nil:
+			set.addHostDisk(vol.Name, vol.HostDisk)
+		case vol.CloudInitNoCloud != nil:
+			set.addSecrets(vol.Name, vol.CloudInitNoCloud.UserDataSecretRef, vol.CloudInitNoCloud.NetworkDataSecretRef)
+		case vol.CloudInitConfigDrive != nil:
+			set.addSecrets(vol.Name, vol.CloudInitConfigDrive.UserDataSecretRef, vol.CloudInitConfigDrive.NetworkDataSecretRef)
+		}
+	}
+	return set
+}
+
+func (s *podVolumeSet) addContainerDisk(name string, cd *v1.ContainerDiskSource) {
+	volName := dnsLabel("cd-", name)
+	dir := path.Join(launcherpod.ContainerDiskDir, name)
+	src := cd.Path
+	if src == "" {
+		src = defaultContainerDiskPath
+	}
+	s.volumes = append(s.volumes, corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	s.initContainers = append(s.initContainers, corev1.Container{
+		Name:                     dnsLabel("container-disk-", name),
+		Image:                    cd.Image,
+		ImagePullPolicy:          cd.ImagePullPolicy,
+		Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", src, "--dst", dir},
+		VolumeMounts:             []corev1.VolumeMount{toolsMount(), {Name: volName, MountPath: dir}},
+		Resources:                initResources(),
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	})
+	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: dir})
+}
+
+// addKernelBoot copies the kernel and initrd out of a kernelBoot image, one init container each
+// (the copier takes one file per run), into a volume of their own: the user's image never sees
+// the rest of the launcher's run directory.
+func (s *podVolumeSet) addKernelBoot(kb *v1.KernelBootContainer) {
+	s.volumes = append(s.volumes, corev1.Volume{Name: kernelBootVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	mount := corev1.VolumeMount{Name: kernelBootVolume, MountPath: KernelBootDir}
+	for _, f := range []struct{ name, path string }{{"kernel", kb.KernelPath}, {"initrd", kb.InitrdPath}} {
+		if f.path == "" {
+			continue
+		}
+		s.initContainers = append(s.initContainers, corev1.Container{
+			Name:                     "kernel-boot-" + f.name,
+			Image:                    kb.Image,
+			ImagePullPolicy:          kb.ImagePullPolicy,
+			Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", f.path, "--dst", KernelBootDir, "--as", f.name},
+			VolumeMounts:             []corev1.VolumeMount{toolsMount(), mount},
+			Resources:                initResources(),
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		})
+	}
+	s.computeMounts = append(s.computeMounts, mount)
+}
+
+func (s *podVolumeSet) addClaim(vol v1.Volume, facts VolumeFacts) {
+	volName := dnsLabel("pvc-", vol.Name)
+	readOnly := vol.PersistentVolumeClaim != nil && vol.PersistentVolumeClaim.ReadOnly
+	s.volumes = append(s.volumes, corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: facts.ClaimName[vol.Name], ReadOnly: readOnly},
+	}})
+	if facts.Block[vol.Name] {
+		s.computeDevices = append(s.computeDevices, corev1.VolumeDevice{Name: volName, DevicePath: path.Join(launcherpod.BlockDir, vol.Name)})
+		return
+	}
+	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: path.Join(launcherpod.PVCDir, vol.Name), ReadOnly: readOnly})
+}
+
+func (s *podVolumeSet) addHostDisk(name string, hd *v1.HostDisk) {
+	volName := dnsLabel("hostdisk-", name)
+	hostPathType := corev1.HostPathDirectory
+	if hd.Type == v1.HostDiskExistsOrCreate {
+		hostPathType = corev1.HostPathDirectoryOrCreate
+	}
+	s.volumes = append(s.volumes, corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{
+		HostPath: &corev1.HostPathVolumeSource{Path: filepath.Dir(hd.Path), Type: &hostPathType},
+	}})
+	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: path.Join(launcherpod.HostDiskDir, name)})
+}
+
+// addSecrets mounts a cloud-init volume's Secrets, merged into one directory (a projected
+// volume): the user-data Secret carries key userdata, the network-data Secret networkdata.
+func (s *podVolumeSet) addSecrets(name string, refs ...*corev1.LocalObjectReference) {
+	var sources []corev1.VolumeProjection
+	seen := map[string]bool{}
+	for _, ref := range refs {
+		if ref == nil || seen[ref.Name] {
+			continue
+		}
+		seen[ref.Name] = true
+		sources = append(sources, corev1.VolumeProjection{Secret: &corev1.SecretProjection{LocalObjectReference: *ref}})
+	}
+	if len(sources) == 0 {
+		return
+	}
+	volName := dnsLabel("secret-", name)
+	s.volumes = append(s.volumes, corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{
+		Projected: &corev1.ProjectedVolumeSource{Sources: sources},
+	}})
+	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: path.Join(SecretsDir, name), ReadOnly: true})
+}
+
+// dnsLabel makes a pod volume or container name from a prefix and a VMI volume name. Both are
+// DNS labels of at most 63 characters; a name that would grow past that is shortened and made
+// unique again with a hash.
+func dnsLabel(prefix, name string) string {
+	if len(prefix)+len(name) <= 63 {
+		return prefix + name
+	}
+	sum := sha256.Sum256([]byte(name))
+	h := hex.EncodeToString(sum[:])[:8]
+	keep := 63 - len(prefix) - len(h) - 1
+	return prefix + name[:keep] + "-" + h
+}

@@ -1,0 +1,233 @@
+package vmi
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+)
+
+func testConfig() PodConfig {
+	return PodConfig{LauncherImage: "launcher:t", SigningKey: []byte("k"), MemoryOverhead: resource.MustParse("64Mi")}
+}
+
+func baseVMI() *v1.VirtualMachineInstance {
+	return &v1.VirtualMachineInstance{
+		ObjectMeta: metav1.ObjectMeta{Name: "vm1", Namespace: "ns", UID: "uid-1", Labels: map[string]string{"app": "web"}},
+		Spec: v1.VirtualMachineInstanceSpec{Domain: v1.DomainSpec{
+			Resources: v1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}},
+		}},
+	}
+}
+
+func mustBuild(t *testing.T, vmi *v1.VirtualMachineInstance, facts VolumeFacts) *corev1.Pod {
+	t.Helper()
+	pod, err := BuildPod(testConfig(), vmi, "virt-launcher-vm1-abcde", facts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod
+}
+
+func TestComputeResources(t *testing.T) {
+	tests := []struct {
+		name             string
+		res              v1.ResourceRequirements
+		guest            string
+		wantReq, wantLim string
+	}{
+		{"request plus overhead", v1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}, "", "1088Mi", ""},
+		{"guest memory only", v1.ResourceRequirements{}, "512Mi", "576Mi", ""},
+		{"request wins over guest", v1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}, "512Mi", "1088Mi", ""},
+		{"limit raised too", v1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}}, "", "1088Mi", "2112Mi"},
+		{"overcommit leaves the overhead out", v1.ResourceRequirements{OvercommitGuestOverhead: true,
+			Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}, "", "1Gi", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vmi := baseVMI()
+			vmi.Spec.Domain.Resources = tt.res
+			if tt.guest != "" {
+				vmi.Spec.Domain.Memory = &v1.Memory{Guest: ptr.To(resource.MustParse(tt.guest))}
+			}
+			got, err := computeResources(testConfig(), vmi)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := got.Requests[corev1.ResourceMemory]
+			if req.Cmp(resource.MustParse(tt.wantReq)) != 0 {
+				t.Errorf("memory request = %s, want %s", req.String(), tt.wantReq)
+			}
+			lim, ok := got.Limits[corev1.ResourceMemory]
+			if tt.wantLim == "" && ok || tt.wantLim != "" && lim.Cmp(resource.MustParse(tt.wantLim)) != 0 {
+				t.Errorf("memory limit = %s (set %v), want %q", lim.String(), ok, tt.wantLim)
+			}
+		})
+	}
+}
+
+func TestLauncherInterfaces(t *testing.T) {
+	tests := []struct {
+		name       string
+		interfaces []v1.Interface
+		networks   []v1.Network
+		autoattach *bool
+		want       string
+	}{
+		{"none listed: default bridge", nil, nil, nil, `[{"name":"default","binding":"bridge"}]`},
+		{"none listed, autoattach off", nil, nil, ptr.To(false), `[]`},
+		{"bridge with mac", []v1.Interface{{Name: "default", Bridge: &v1.InterfaceBridge{}, MacAddress: "02:00:00:00:00:01"}}, nil, nil,
+			`[{"name":"default","binding":"bridge","mac":"02:00:00:00:00:01"}]`},
+		{"masquerade with ports and cidr", []v1.Interface{{Name: "default", Masquerade: &v1.InterfaceMasquerade{}, Ports: []v1.Port{{Port: 80}, {Port: 53, Protocol: "UDP"}}}},
+			[]v1.Network{{Name: "default", NetworkSource: v1.NetworkSource{Pod: &v1.PodNetwork{VMNetworkCIDR: "10.11.0.0/24"}}}}, nil,
+			`[{"name":"default","binding":"masquerade","vmNetworkCIDR":"10.11.0.0/24","ports":[{"protocol":"TCP","port":80},{"protocol":"UDP","port":53}]}]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vmi := baseVMI()
+			vmi.Spec.Domain.Devices.Interfaces = tt.interfaces
+			vmi.Spec.Domain.Devices.AutoattachPodInterface = tt.autoattach
+			vmi.Spec.Networks = tt.networks
+			raw, _ := json.Marshal(launcherInterfaces(vmi))
+			if string(raw) != tt.want {
+				t.Errorf("got %s\nwant %s", raw, tt.want)
+			}
+		})
+	}
+}
+
+func TestPodVolumes(t *testing.T) {
+	vmi := baseVMI()
+	vmi.Spec.Volumes = []v1.Volume{
+		{Name: "cd", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "img:1", Path: "/disk/os.qcow2", ImagePullPolicy: corev1.PullNever}}},
+		{Name: "fs", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "claim-fs", ReadOnly: true}}},
+		{Name: "blk", VolumeSource: v1.VolumeSource{DataVolume: &v1.DataVolumeSource{Name: "dv-blk"}}},
+		{Name: "host", VolumeSource: v1.VolumeSource{HostDisk: &v1.HostDisk{Path: "/data/win/disk.img", Type: v1.HostDiskExistsOrCreate, Capacity: ptr.To(resource.MustParse("1Gi"))}}},
+		{Name: "ci", VolumeSource: v1.VolumeSource{CloudInitNoCloud: &v1.CloudInitNoCloudSource{
+			UserDataSecretRef: &corev1.LocalObjectReference{Name: "ud"}, NetworkDataSecretRef: &corev1.LocalObjectReference{Name: "nd"}}}},
+		{Name: "scratch", VolumeSource: v1.VolumeSource{EmptyDisk: &v1.EmptyDiskSource{Capacity: resource.MustParse("1Gi")}}},
+	}
+	pod := mustBuild(t, vmi, VolumeFacts{
+		Block:     map[string]bool{"blk": true},
+		ClaimName: map[string]string{"fs": "claim-fs", "blk": "dv-blk"},
+	})
+	vols := map[string]corev1.Volume{}
+	for _, v := range pod.Spec.Volumes {
+		vols[v.Name] = v
+	}
+	if v := vols["pvc-fs"]; v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != "claim-fs" || !v.PersistentVolumeClaim.ReadOnly {
+		t.Errorf("pvc-fs = %+v", v)
+	}
+	if v := vols["pvc-blk"]; v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != "dv-blk" {
+		t.Errorf("pvc-blk = %+v", v)
+	}
+	if v := vols["hostdisk-host"]; v.HostPath == nil || v.HostPath.Path != "/data/win" || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate {
+		t.Errorf("hostdisk-host = %+v", v)
+	}
+	if v := vols["secret-ci"]; v.Projected == nil || len(v.Projected.Sources) != 2 {
+		t.Errorf("secret-ci = %+v", v)
+	}
+	if _, ok := vols["cd-cd"]; !ok {
+		t.Error("no emptyDir for the containerDisk")
+	}
+	if len(vols) != 7 {
+		t.Errorf("%d volumes, want 7 (run, tools, cd, 2 pvcs, hostdisk, secret): %v", len(vols), pod.Spec.Volumes)
+	}
+	compute := pod.Spec.Containers[0]
+	mounts := map[string]string{}
+	for _, m := range compute.VolumeMounts {
+		mounts[m.MountPath] = m.Name
+	}
+	for path, name := range map[string]string{
+		launcherpod.RunDir:                   runVolume,
+		launcherpod.ContainerDiskDir + "/cd": "cd-cd",
+		launcherpod.PVCDir + "/fs":           "pvc-fs",
+		launcherpod.HostDiskDir + "/host":    "hostdisk-host",
+		SecretsDir + "/ci":                   "secret-ci",
+	} {
+		if mounts[path] != name {
+			t.Errorf("mount at %s = %q, want %q", path, mounts[path], name)
+		}
+	}
+	if len(compute.VolumeDevices) != 1 || compute.VolumeDevices[0].DevicePath != launcherpod.BlockDir+"/blk" {
+		t.Errorf("devices = %+v", compute.VolumeDevices)
+	}
+	cd := pod.Spec.InitContainers[1]
+	if !slices.Equal(cd.Command, []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/disk/os.qcow2", "--dst", launcherpod.ContainerDiskDir + "/cd"}) || cd.ImagePullPolicy != corev1.PullNever {
+		t.Errorf("containerDisk init = %v %s", cd.Command, cd.ImagePullPolicy)
+	}
+}
+
+func TestPodScheduling(t *testing.T) {
+	vmi := baseVMI()
+	vmi.Spec.NodeSelector = map[string]string{"disk": "ssd"}
+	vmi.Spec.Tolerations = []corev1.Toleration{{Key: "vm", Operator: corev1.TolerationOpExists}}
+	vmi.Spec.PriorityClassName = "high"
+	vmi.Spec.Hostname = "web1"
+	vmi.Spec.Subdomain = "vms"
+	vmi.Spec.TerminationGracePeriodSeconds = ptr.To(int64(120))
+	vmi.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{}}
+	pod := mustBuild(t, vmi, VolumeFacts{})
+	s := pod.Spec
+	if s.NodeSelector["disk"] != "ssd" || len(s.Tolerations) != 1 || s.PriorityClassName != "high" || s.Hostname != "web1" || s.Subdomain != "vms" || s.Affinity == nil {
+		t.Errorf("scheduling fields not copied: %+v", s)
+	}
+	if *s.TerminationGracePeriodSeconds != 135 {
+		t.Errorf("grace = %d, want 135", *s.TerminationGracePeriodSeconds)
+	}
+	if pod.Labels["app"] != "web" || pod.Labels[launcherpod.LabelVMI] != "vm1" {
+		t.Errorf("labels = %v", pod.Labels)
+	}
+	if !*s.Containers[0].SecurityContext.Privileged {
+		t.Error("compute is not privileged")
+	}
+}
+
+func TestDNSLabel(t *testing.T) {
+	long := strings.Repeat("a", 63)
+	got := dnsLabel("container-disk-", long)
+	if len(got) > 63 || !strings.HasPrefix(got, "container-disk-") {
+		t.Errorf("dnsLabel = %q (%d)", got, len(got))
+	}
+	if other := dnsLabel("container-disk-", strings.Repeat("a", 62)+"b"); other == got {
+		t.Error("two long names collide")
+	}
+	if got := dnsLabel("pvc-", "root"); got != "pvc-root" {
+		t.Errorf("short name changed: %q", got)
+	}
+}
+
+func TestKernelBoot(t *testing.T) {
+	vmi := baseVMI()
+	vmi.Spec.Domain.Firmware = &v1.Firmware{KernelBoot: &v1.KernelBoot{Container: &v1.KernelBootContainer{
+		Image: "kernels:1", KernelPath: "/boot/vmlinuz", InitrdPath: "/boot/initrd.gz"}}}
+	pod := mustBuild(t, vmi, VolumeFacts{})
+	var names []string
+	for _, c := range pod.Spec.InitContainers {
+		names = append(names, c.Name)
+	}
+	if !slices.Equal(names, []string{"install-tools", "kernel-boot-kernel", "kernel-boot-initrd"}) {
+		t.Fatalf("init containers = %v", names)
+	}
+	k := pod.Spec.InitContainers[1]
+	if k.Image != "kernels:1" || !slices.Equal(k.Command, []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/boot/vmlinuz", "--dst", KernelBootDir, "--as", "kernel"}) {
+		t.Errorf("kernel init = %s %v", k.Image, k.Command)
+	}
+	var mounted bool
+	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+		mounted = mounted || m.MountPath == KernelBootDir
+	}
+	if !mounted {
+		t.Error("compute does not mount the kernel-boot volume")
+	}
+}

@@ -1,0 +1,263 @@
+package vmi
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+)
+
+// Reasons a VMI gives in its status, conditions and events.
+const (
+	ReasonLauncherPodDeleted = "LauncherPodDeleted"
+	ReasonGuestShutdown      = "GuestShutdown"
+	ReasonGuestCrashed       = "GuestCrashed"
+	ReasonSetupFailed        = "SetupFailed"
+	ReasonLauncherFailed     = "LauncherFailed"
+	ReasonPodFailed          = "PodFailed"
+	ReasonPodNotExists       = "PodNotExists"
+	ReasonPodNotReady        = "PodNotReady"
+	ReasonUnschedulable      = "Unschedulable"
+	ReasonGuestRunning       = "GuestRunning"
+)
+
+// msgPodDeleted explains a VMI whose pod went away under it; the guest is killed with the pod.
+const msgPodDeleted = "the launcher pod was deleted while the VMI ran"
+
+// Problem says why the controller cannot make a VMI's pod (a missing PVC or Secret, ...).
+type Problem struct {
+	Reason  string
+	Message string
+}
+
+// Observation is what the controller saw of a VMI's launcher pod.
+type Observation struct {
+	// PodName is the launcher pod's name (status.launcherPod), empty before it is chosen.
+	PodName string
+	// Pod is the launcher pod, nil when it does not exist.
+	Pod *corev1.Pod
+	// Problem is why the pod cannot be made; nil when nothing is wrong.
+	Problem *Problem
+}
+
+// phaseRank orders the phases a VMI moves through; it never moves to a lower rank.
+func phaseRank(p v1.VirtualMachineInstancePhase) int {
+	switch p {
+	case v1.Scheduling:
+		return 1
+	case v1.Scheduled:
+		return 2
+	case v1.Running:
+		return 3
+	case v1.Succeeded, v1.Failed:
+		return 4
+	}
+	return 0
+}
+
+// outcome is a phase with why it was reached.
+type outcome struct {
+	phase   v1.VirtualMachineInstancePhase
+	reason  string
+	message string
+}
+
+// ComputeStatus is the VMI's status given what was observed. It is pure; the VMI's phase only
+// moves forward and a final phase never changes.
+func ComputeStatus(vmi *v1.VirtualMachineInstance, obs Observation, now metav1.Time) v1.VirtualMachineInstanceStatus {
+	old := vmi.Status
+	st := *old.DeepCopy()
+	if old.Phase == "" {
+		st.Phase = v1.Pending
+	}
+	if obs.PodName != "" {
+		st.LauncherPod = obs.PodName
+	}
+	setCondition(&st, obs.problemCondition(), now)
+	if old.Phase.IsFinal() {
+		setCondition(&st, readyCondition(false, old.Reason, old.Message), now)
+		return st
+	}
+	out := podOutcome(old.Phase, obs.Pod)
+	if phaseRank(out.phase) > phaseRank(st.Phase) || out.phase.IsFinal() {
+		st.Phase = out.phase
+	}
+	if st.Phase.IsFinal() {
+		st.Reason, st.Message = out.reason, out.message
+	}
+	if st.Phase != old.Phase {
+		st.PhaseTransitionTimestamps = append(st.PhaseTransitionTimestamps,
+			v1.VirtualMachineInstancePhaseTransitionTimestamp{Phase: st.Phase, PhaseTransitionTimestamp: now})
+	}
+	if pod := obs.Pod; pod != nil {
+		if pod.Spec.NodeName != "" {
+			st.NodeName = pod.Spec.NodeName
+		}
+		setInterfaces(&st, vmi, pod)
+	}
+	ready := st.Phase == v1.Running && out.phase == v1.Running
+	reason, message := ReasonGuestRunning, ""
+	if !ready {
+		reason, message = notReadyReason(st.Phase, out, obs.Pod)
+	}
+	setCondition(&st, readyCondition(ready, reason, message), now)
+	return st
+}
+
+// podOutcome reads the VMI's phase off its launcher pod.
+func podOutcome(current v1.VirtualMachineInstancePhase, pod *corev1.Pod) outcome {
+	if pod == nil {
+		if phaseRank(current) > phaseRank(v1.Pending) {
+			return outcome{v1.Failed, ReasonLauncherPodDeleted, msgPodDeleted}
+		}
+		return outcome{phase: v1.Pending}
+	}
+	compute := containerStatus(pod, launcherpod.ComputeContainer)
+	if compute != nil && compute.State.Terminated != nil {
+		return exitOutcome(compute.State.Terminated)
+	}
+	if pod.DeletionTimestamp != nil {
+		return outcome{v1.Failed, ReasonLauncherPodDeleted, msgPodDeleted}
+	}
+	switch pod.Status.Phase {
+	case corev1.PodFailed:
+		reason := pod.Status.Reason
+		if reason == "" {
+			reason = ReasonPodFailed
+		}
+		return outcome{v1.Failed, reason, pod.Status.Message}
+	case corev1.PodSucceeded:
+		return outcome{v1.Succeeded, ReasonGuestShutdown, ""}
+	}
+	if compute != nil && compute.Ready {
+		return outcome{phase: v1.Running}
+	}
+	if pod.Spec.NodeName != "" {
+		return outcome{phase: v1.Scheduled}
+	}
+	return outcome{phase: v1.Scheduling}
+}
+
+// exitOutcome maps the launcher's exit code (launcherpod.Exit*) to a final phase.
+func exitOutcome(t *corev1.ContainerStateTerminated) outcome {
+	msg := t.Message
+	switch {
+	case t.ExitCode == launcherpod.ExitGuestShutdown:
+		return outcome{v1.Succeeded, ReasonGuestShutdown, msg}
+	case t.Reason == "OOMKilled":
+		return outcome{v1.Failed, "OOMKilled", firstNonEmpty(msg, "the launcher was killed for using more memory than its limit")}
+	case t.ExitCode == launcherpod.ExitGuestCrashed:
+		return outcome{v1.Failed, ReasonGuestCrashed, msg}
+	case t.ExitCode == launcherpod.ExitSetupFailed:
+		return outcome{v1.Failed, ReasonSetupFailed, msg}
+	}
+	return outcome{v1.Failed, ReasonLauncherFailed, firstNonEmpty(msg, fmt.Sprintf("the launcher exited with code %d", t.ExitCode))}
+}
+
+// notReadyReason explains a VMI that is not ready, most specific cause first.
+func notReadyReason(phase v1.VirtualMachineInstancePhase, out outcome, pod *corev1.Pod) (string, string) {
+	if phase.IsFinal() {
+		return out.reason, out.message
+	}
+	if pod == nil {
+		return ReasonPodNotExists, "the launcher pod does not exist yet"
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason != "" {
+			return c.Reason, c.Message
+		}
+	}
+	all := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
+	for _, cs := range all {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "PodInitializing" && w.Reason != "ContainerCreating" {
+			return w.Reason, fmt.Sprintf("container %s: %s", cs.Name, w.Message)
+		}
+	}
+	return ReasonPodNotReady, "the launcher has not reported the guest running"
+}
+
+func (o Observation) problemCondition() v1.VirtualMachineInstanceCondition {
+	if o.Problem == nil {
+		return v1.VirtualMachineInstanceCondition{Type: v1.VMISynchronized, Status: corev1.ConditionTrue}
+	}
+	return v1.VirtualMachineInstanceCondition{Type: v1.VMISynchronized, Status: corev1.ConditionFalse,
+		Reason: o.Problem.Reason, Message: o.Problem.Message}
+}
+
+func readyCondition(ready bool, reason, message string) v1.VirtualMachineInstanceCondition {
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	return v1.VirtualMachineInstanceCondition{Type: v1.VMIReady, Status: status, Reason: reason, Message: message}
+}
+
+// setInterfaces reports the pod's addresses as the first interface's, keeping what others (the
+// node agent) wrote of it, such as the guest MAC.
+func setInterfaces(st *v1.VirtualMachineInstanceStatus, vmi *v1.VirtualMachineInstance, pod *corev1.Pod) {
+	if pod.Status.PodIP == "" {
+		return
+	}
+	var first v1.VirtualMachineInstanceNetworkInterface
+	if len(st.Interfaces) > 0 {
+		first = st.Interfaces[0]
+	}
+	first.Name = firstInterfaceName(vmi)
+	first.IP = pod.Status.PodIP
+	first.IPs = nil
+	for _, ip := range pod.Status.PodIPs {
+		first.IPs = append(first.IPs, ip.IP)
+	}
+	if len(first.IPs) == 0 {
+		first.IPs = []string{pod.Status.PodIP}
+	}
+	if len(st.Interfaces) == 0 {
+		st.Interfaces = []v1.VirtualMachineInstanceNetworkInterface{first}
+		return
+	}
+	st.Interfaces[0] = first
+}
+
+// setCondition puts c into the status, keeping the transition time when its status is unchanged.
+// A Synchronized=True condition is removed rather than stored: it is the normal state.
+func setCondition(st *v1.VirtualMachineInstanceStatus, c v1.VirtualMachineInstanceCondition, now metav1.Time) {
+	for i, old := range st.Conditions {
+		if old.Type != c.Type {
+			continue
+		}
+		if c.Type == v1.VMISynchronized && c.Status == corev1.ConditionTrue {
+			st.Conditions = append(st.Conditions[:i], st.Conditions[i+1:]...)
+			return
+		}
+		c.LastTransitionTime = old.LastTransitionTime
+		if old.Status != c.Status {
+			c.LastTransitionTime = now
+		}
+		st.Conditions[i] = c
+		return
+	}
+	if c.Type == v1.VMISynchronized && c.Status == corev1.ConditionTrue {
+		return
+	}
+	c.LastTransitionTime = now
+	st.Conditions = append(st.Conditions, c)
+}
+
+func containerStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
+	for i := range pod.Status.ContainerStatuses {
+		if pod.Status.ContainerStatuses[i].Name == name {
+			return &pod.Status.ContainerStatuses[i]
+		}
+	}
+	return nil
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

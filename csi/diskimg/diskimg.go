@@ -1,0 +1,185 @@
+// Package diskimg makes and changes the sparse raw files that back slimvirt volumes: disk.img
+// of an exact size, grown in place, reset to holes, and copied by reflink or sparse-aware copy.
+package diskimg
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Name is the file KubeVirt and the slimvirt launcher read from a filesystem volume.
+const Name = "disk.img"
+
+// SectorSize is what sizes are rounded up to: QEMU and loop devices work in 512-byte sectors.
+const SectorSize = 512
+
+// RoundUp returns size rounded up to a whole sector.
+func RoundUp(size int64) int64 {
+	return (size + SectorSize - 1) / SectorSize * SectorSize
+}
+
+// Create makes a sparse file of exactly size bytes. An existing file of that size is kept, so
+// the call can be repeated.
+func Create(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o660)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("size %s to %d bytes: %w", path, size, err)
+	}
+	return f.Sync()
+}
+
+// Grow makes the file size bytes long if it is shorter; it never shrinks a disk.
+func Grow(path string, size int64) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("grow %s: %w", path, err)
+	}
+	if fi.Size() >= size {
+		return nil
+	}
+	if err := os.Truncate(path, size); err != nil {
+		return fmt.Errorf("grow %s to %d bytes: %w", path, size, err)
+	}
+	return nil
+}
+
+// Reset drops every block of the file, keeping its size: the disk reads as zeros again and
+// uses no space. Used before an import starts over and after one fails.
+func Reset(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("reset %s: %w", path, err)
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		return fmt.Errorf("reset %s: %w", path, err)
+	}
+	if err := os.Truncate(path, fi.Size()); err != nil {
+		return fmt.Errorf("reset %s: %w", path, err)
+	}
+	return nil
+}
+
+// Allocated returns the bytes the file occupies on disk.
+func Allocated(path string) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return st.Blocks * 512, nil
+}
+
+// Clone copies src to a new file dst of size bytes (at least src's size). It asks the
+// filesystem for a reflink first (btrfs, XFS: instant, shares blocks); otherwise it copies
+// only the data extents, so the time and the space taken follow the data, not the size.
+func Clone(src, dst string, size int64) (reflinked bool, err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return false, fmt.Errorf("open clone source %s: %w", src, err)
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return false, fmt.Errorf("stat clone source %s: %w", src, err)
+	}
+	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o660)
+	if err != nil {
+		return false, fmt.Errorf("create clone %s: %w", dst, err)
+	}
+	defer out.Close()
+	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
+		reflinked = true
+	} else if err := copySparse(in, out, fi.Size()); err != nil {
+		return false, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	if size < fi.Size() {
+		size = fi.Size()
+	}
+	if err := out.Truncate(size); err != nil {
+		return reflinked, fmt.Errorf("size clone %s: %w", dst, err)
+	}
+	if err := out.Sync(); err != nil {
+		return reflinked, fmt.Errorf("sync clone %s: %w", dst, err)
+	}
+	return reflinked, nil
+}
+
+// copySparse copies the data extents of in (found with SEEK_DATA/SEEK_HOLE) to the same
+// offsets of out, using copy_file_range so the kernel moves the bytes.
+func copySparse(in, out *os.File, size int64) error {
+	if err := out.Truncate(size); err != nil {
+		return err
+	}
+	ifd, ofd := int(in.Fd()), int(out.Fd())
+	var off int64
+	for off < size {
+		data, err := unix.Seek(ifd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return nil // only a hole is left
+		}
+		if err != nil {
+			return fmt.Errorf("find data after %d: %w", off, err)
+		}
+		hole, err := unix.Seek(ifd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("find hole after %d: %w", data, err)
+		}
+		if err := copyRange(ifd, ofd, data, hole-data); err != nil {
+			return err
+		}
+		off = hole
+	}
+	return nil
+}
+
+func copyRange(ifd, ofd int, off, n int64) error {
+	roff, woff := off, off
+	for n > 0 {
+		chunk := n
+		if chunk > 1<<30 {
+			chunk = 1 << 30
+		}
+		c, err := unix.CopyFileRange(ifd, &roff, ofd, &woff, int(chunk), 0)
+		if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
+			return copyRead(ifd, ofd, roff, n)
+		}
+		if err != nil {
+			return fmt.Errorf("copy %d bytes at %d: %w", chunk, roff, err)
+		}
+		if c == 0 {
+			return fmt.Errorf("copy at %d: %w", roff, io.ErrUnexpectedEOF)
+		}
+		n -= int64(c)
+	}
+	return nil
+}
+
+func copyRead(ifd, ofd int, off, n int64) error {
+	buf := make([]byte, 1<<20)
+	for n > 0 {
+		b := buf
+		if int64(len(b)) > n {
+			b = b[:n]
+		}
+		r, err := unix.Pread(ifd, b, off)
+		if err != nil {
+			return fmt.Errorf("read at %d: %w", off, err)
+		}
+		if r == 0 {
+			return fmt.Errorf("read at %d: %w", off, io.ErrUnexpectedEOF)
+		}
+		if _, err := unix.Pwrite(ofd, b[:r], off); err != nil {
+			return fmt.Errorf("write at %d: %w", off, err)
+		}
+		off += int64(r)
+		n -= int64(r)
+	}
+	return nil
+}

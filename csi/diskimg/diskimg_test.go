@@ -1,0 +1,76 @@
+package diskimg
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestRoundUp(t *testing.T) {
+	for _, tt := range []struct{ in, want int64 }{{0, 0}, {1, 512}, {512, 512}, {513, 1024}, {1_000_000_000, 1_000_000_000}, {6 << 30, 6 << 30}} {
+		if got := RoundUp(tt.in); got != tt.want {
+			t.Errorf("RoundUp(%d) = %d, want %d", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestCloneIsSparse: a clone has the source's bytes, takes about the source's allocated space
+// (not its size), and can be larger than the source.
+func TestCloneIsSparse(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	if err := Create(src, 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	f, _ := os.OpenFile(src, os.O_WRONLY, 0)
+	f.WriteAt(data, 100<<20)
+	f.Close()
+	if _, err := Clone(src, dst, 300<<20); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(dst)
+	if fi.Size() != 300<<20 {
+		t.Fatalf("clone is %d bytes", fi.Size())
+	}
+	alloc, _ := Allocated(dst)
+	if alloc > 8<<20 {
+		t.Fatalf("clone allocates %d bytes for 4 MiB of data", alloc)
+	}
+	got := make([]byte, len(data))
+	g, _ := os.Open(dst)
+	g.ReadAt(got, 100<<20)
+	g.Close()
+	if !bytes.Equal(got, data) {
+		t.Fatal("clone data differs")
+	}
+}
+
+func TestResetAndGrow(t *testing.T) {
+	p := filepath.Join(t.TempDir(), Name)
+	if err := Create(p, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(p+".x", nil, 0o600)
+	f, _ := os.OpenFile(p, os.O_WRONLY, 0)
+	f.WriteAt(bytes.Repeat([]byte{1}, 1<<20), 0)
+	f.Close()
+	if err := Reset(p); err != nil {
+		t.Fatal(err)
+	}
+	if alloc, _ := Allocated(p); alloc != 0 {
+		t.Fatalf("reset file allocates %d", alloc)
+	}
+	if err := Grow(p, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := Grow(p, 4<<20); err != nil { // never shrinks
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(p); fi.Size() != 16<<20 {
+		t.Fatalf("size %d after grow", fi.Size())
+	}
+}

@@ -1,0 +1,313 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/slimvirt/slimvirt/csi/diskimg"
+	"github.com/slimvirt/slimvirt/csi/state"
+)
+
+// jobs runs the work that fills volumes (clones and imports) in the background, one goroutine
+// per volume, and restarts what a killed driver left unfinished.
+type jobs struct {
+	d       *Driver
+	mu      sync.Mutex
+	running map[string]context.CancelFunc
+	wg      sync.WaitGroup
+	base    context.Context
+}
+
+func newJobs(d *Driver) *jobs {
+	return &jobs{d: d, running: map[string]context.CancelFunc{}, base: context.Background()}
+}
+
+// resume restarts fills a previous run did not finish. An interrupted upload cannot be
+// resumed by the driver: the volume goes back to waiting for its upload.
+func (j *jobs) resume(ctx context.Context) {
+	j.mu.Lock()
+	j.base = ctx
+	j.mu.Unlock()
+	for _, v := range j.d.store.List() {
+		if v.Content.Phase != state.PhasePopulating {
+			continue
+		}
+		v, err := j.d.store.Update(v.ID, func(v *state.Volume) error {
+			v.Content.Restarts++
+			v.Content.Progress = "0.00%"
+			if v.Source != nil && v.Source.Upload {
+				v.Content.Phase = state.PhasePending
+				v.Content.Message = "upload interrupted by a driver restart; upload again"
+			}
+			return nil
+		})
+		if err != nil {
+			j.d.log.Error("resume fill", "volume", v.ID, "error", err)
+			continue
+		}
+		j.d.report(ctx, v)
+		if v.Content.Phase == state.PhasePopulating {
+			j.d.log.Info("restarting fill", "volume", v.ID, "restarts", v.Content.Restarts)
+			j.start(v)
+		}
+	}
+}
+
+func (j *jobs) start(v state.Volume) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if _, ok := j.running[v.ID]; ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(j.base)
+	j.running[v.ID] = cancel
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		defer func() {
+			j.mu.Lock()
+			delete(j.running, v.ID)
+			j.mu.Unlock()
+			cancel()
+		}()
+		j.d.fill(ctx, v)
+	}()
+}
+
+// cancel stops the fill of a volume that is being deleted and waits for it to let go.
+func (j *jobs) cancel(id string) {
+	j.mu.Lock()
+	c, ok := j.running[id]
+	j.mu.Unlock()
+	if !ok {
+		return
+	}
+	c()
+	for i := 0; i < 300; i++ {
+		j.mu.Lock()
+		_, ok = j.running[id]
+		j.mu.Unlock()
+		if !ok {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (j *jobs) stopAll() {
+	j.mu.Lock()
+	for _, c := range j.running {
+		c()
+	}
+	j.mu.Unlock()
+	j.wg.Wait()
+}
+
+// fill makes a volume's content and marks it Ready, or Failed with its space released.
+func (d *Driver) fill(ctx context.Context, v state.Volume) {
+	disk := filepath.Join(v.Dir, diskimg.Name)
+	// A restarted fill may find part of an earlier attempt; start from holes.
+	if err := diskimg.Reset(disk); err != nil {
+		d.finishFill(ctx, v, err)
+		return
+	}
+	progress := d.progressReporter(ctx, v.ID)
+	for attempt := 0; ; attempt++ {
+		var err error
+		switch {
+		case v.Source == nil:
+		case v.Source.CloneOf != "":
+			err = d.cloneFrom(v)
+		case v.Source.Import != nil && d.cfg.Filler != nil:
+			err = d.cfg.Filler.Import(ctx, v, *v.Source.Import, progress)
+		default:
+			err = fmt.Errorf("volume %s has no source this driver can fill it from", v.ID)
+		}
+		if ctx.Err() != nil {
+			return // deleted or shutting down; a restart resumes
+		}
+		if err == nil || permanent(err) || attempt >= maxFillRetries {
+			d.finishFill(ctx, v, err)
+			return
+		}
+		// Start over from holes after a pause; the restart is counted and shown.
+		d.log.Info("fill failed, starting over", "volume", v.ID, "attempt", attempt+1, "error", err)
+		if err := diskimg.Reset(disk); err != nil {
+			d.finishFill(ctx, v, err)
+			return
+		}
+		nv, uerr := d.store.Update(v.ID, func(sv *state.Volume) error {
+			sv.Content.Restarts++
+			sv.Content.Message = "restarted after: " + err.Error()
+			return nil
+		})
+		if uerr == nil {
+			d.report(ctx, nv)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(fillRetryDelay << attempt):
+		}
+	}
+}
+
+const (
+	maxFillRetries = 3
+	fillRetryDelay = 5 * time.Second
+)
+
+// permanent says whether retrying cannot help: the filler said so, or the pool is full.
+func permanent(err error) bool {
+	var p interface{ Permanent() bool }
+	if errors.As(err, &p) && p.Permanent() {
+		return true
+	}
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+func (d *Driver) cloneFrom(v state.Volume) error {
+	src, err := d.store.Get(v.Source.CloneOf)
+	if err != nil {
+		return fmt.Errorf("clone source %s: %w", v.Source.CloneOf, err)
+	}
+	start := time.Now()
+	reflinked, err := diskimg.Clone(filepath.Join(src.Dir, diskimg.Name), filepath.Join(v.Dir, diskimg.Name), v.Size)
+	if err != nil {
+		return err
+	}
+	d.log.Info("cloned volume", "volume", v.ID, "source", src.ID, "reflink", reflinked, "duration", time.Since(start))
+	return nil
+}
+
+func (d *Driver) finishFill(ctx context.Context, v state.Volume, fillErr error) {
+	disk := filepath.Join(v.Dir, diskimg.Name)
+	content := state.Content{Phase: state.PhaseReady, Progress: "100.0%"}
+	if fillErr != nil {
+		d.log.Error("fill failed", "volume", v.ID, "error", fillErr)
+		// Never leave half-written data in the pool: give the space back.
+		if err := diskimg.Reset(disk); err != nil {
+			d.log.Error("release space of failed volume", "volume", v.ID, "error", err)
+		}
+		content = state.Content{Phase: state.PhaseFailed, Message: fillErr.Error()}
+	}
+	nv, err := d.store.Update(v.ID, func(sv *state.Volume) error {
+		content.Restarts = sv.Content.Restarts
+		if fillErr != nil {
+			content.Progress = sv.Content.Progress
+		}
+		sv.Content = content
+		return nil
+	})
+	if errors.Is(err, state.ErrNotFound) {
+		return
+	}
+	if err != nil {
+		d.log.Error("record fill result", "volume", v.ID, "error", err)
+		return
+	}
+	d.report(ctx, nv)
+}
+
+// progressReporter records progress at most every 2 seconds, in state and on the PVC.
+func (d *Driver) progressReporter(ctx context.Context, id string) func(float64) {
+	var last time.Time
+	return func(f float64) {
+		if time.Since(last) < 2*time.Second && f < 1 {
+			return
+		}
+		last = time.Now()
+		if f > 1 {
+			f = 1
+		}
+		v, err := d.store.Update(id, func(v *state.Volume) error {
+			v.Content.Progress = fmt.Sprintf("%.2f%%", f*100)
+			return nil
+		})
+		if err == nil {
+			d.report(ctx, v)
+		}
+	}
+}
+
+// report publishes a volume's content state on its PVC, when there is a cluster to tell.
+func (d *Driver) report(ctx context.Context, v state.Volume) {
+	if d.cfg.Cluster == nil || v.Claim == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := d.cfg.Cluster.ReportContent(ctx, v.Claim.Namespace, v.Claim.Name, v.Content); err != nil {
+		d.log.Info("report progress on PVC failed", "volume", v.ID, "pvc", v.Claim.Namespace+"/"+v.Claim.Name, "error", err)
+	}
+}
+
+// WriteFunc writes a volume's content into disk (size bytes, all holes), staging in scratch
+// if it must, and reports progress from 0 to 1.
+type WriteFunc func(ctx context.Context, disk string, size int64, progress func(float64)) error
+
+// Upload fills an upload volume with what write produces. It is refused unless the volume is
+// waiting for its upload (or a previous upload failed); the volume is Ready only if write
+// succeeds, and any failure releases the space and leaves the volume Failed until it is
+// uploaded again.
+func (d *Driver) Upload(ctx context.Context, id string, write WriteFunc) error {
+	d.mu.Lock()
+	v, err := d.store.Get(id)
+	if err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	if v.Source == nil || !v.Source.Upload {
+		d.mu.Unlock()
+		return fmt.Errorf("volume %s: %w", id, ErrNotUpload)
+	}
+	if v.Content.Phase != state.PhasePending && v.Content.Phase != state.PhaseFailed {
+		d.mu.Unlock()
+		return fmt.Errorf("volume %s is %s: %w", id, v.Content.Phase, ErrUploadBusy)
+	}
+	restarts := v.Content.Restarts
+	if v.Content.Phase == state.PhaseFailed {
+		restarts++
+	}
+	v, err = d.store.Update(id, func(sv *state.Volume) error {
+		sv.Content = state.Content{Phase: state.PhasePopulating, Progress: "0.00%", Restarts: restarts}
+		return nil
+	})
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	d.report(ctx, v)
+	disk := filepath.Join(v.Dir, diskimg.Name)
+	if err := diskimg.Reset(disk); err != nil {
+		d.finishFill(ctx, v, err)
+		return err
+	}
+	err = write(ctx, disk, v.Size, d.progressReporter(ctx, id))
+	d.finishFill(ctx, v, err)
+	return err
+}
+
+// Upload errors.
+var (
+	ErrNotUpload  = errors.New("volume does not take uploads")
+	ErrUploadBusy = errors.New("an upload is running or done")
+)
+
+// VolumeForClaim finds the volume made for a PVC on this node.
+func (d *Driver) VolumeForClaim(namespace, name string) (state.Volume, error) {
+	for _, v := range d.store.List() {
+		if v.Claim != nil && v.Claim.Namespace == namespace && v.Claim.Name == name {
+			return v, nil
+		}
+	}
+	return state.Volume{}, fmt.Errorf("PVC %s/%s: %w", namespace, name, state.ErrNotFound)
+}
+
+// Volume returns a copy of a volume's state.
+func (d *Driver) Volume(id string) (state.Volume, error) { return d.store.Get(id) }

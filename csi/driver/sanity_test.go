@@ -1,0 +1,75 @@
+package driver_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/slimvirt/slimvirt/csi/driver"
+)
+
+// TestSanity runs csi-sanity against a real driver on a unix socket, once with filesystem
+// (mount) volumes and once with block volumes (loop devices). It needs root for bind mounts
+// and losetup.
+func TestSanity(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("csi-sanity publishes volumes with bind mounts and loop devices: run as root")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "csi.sock")
+	d, err := driver.New(driver.Config{
+		Endpoint:          "unix://" + sock,
+		NodeID:            "sanity-node",
+		StateDir:          filepath.Join(dir, "state"),
+		Pools:             []driver.Pool{{Name: "default", Dir: filepath.Join(dir, "pool")}},
+		MaxVolumesPerNode: 100,
+		Log:               slog.New(slog.NewTextHandler(GinkgoWriter, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx, lis) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	configs := map[string]*sanity.TestConfig{}
+	for _, accessType := range []string{"mount", "block"} {
+		cfg := sanity.NewTestConfig()
+		cfg.Address = "unix://" + sock
+		cfg.TargetPath = filepath.Join(dir, accessType, "target")
+		cfg.StagingPath = filepath.Join(dir, accessType, "staging")
+		if err := os.MkdirAll(filepath.Join(dir, accessType), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		cfg.TestVolumeSize = 16 << 20
+		cfg.TestVolumeExpandSize = 32 << 20
+		cfg.TestVolumeAccessType = accessType
+		cfg.TestNodeVolumeAttachLimit = true
+		cfg.IdempotentCount = 3
+		cfg.TestVolumeParameters = map[string]string{driver.ParamPool: "default"}
+		configs[accessType] = &cfg
+	}
+	var contexts []*sanity.TestContext
+	for _, accessType := range []string{"mount", "block"} {
+		Describe(accessType, func() {
+			contexts = append(contexts, sanity.GinkgoTest(configs[accessType]))
+		})
+	}
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "slimvirt-csi sanity")
+	for _, sc := range contexts {
+		sc.Finalize()
+	}
+}

@@ -1,0 +1,282 @@
+// Package state keeps what slimvirt-csi knows about its volumes in one JSON file.
+//
+// Every change is written before the call that made it returns, atomically (a temp file in the
+// same directory, fsync, rename), so a driver killed at any point restarts with either the old
+// or the new state and never with a torn file. csi-driver-host-path lost updates because only
+// some changes were saved (its issue #457); here the only way to change state is a method that
+// saves. Readers get copies, so a caller cannot change state without saving it.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Phase is where a volume's content stands.
+type Phase string
+
+const (
+	// PhaseReady volumes may be published.
+	PhaseReady Phase = "Ready"
+	// PhasePending volumes wait for their content (an upload that has not started).
+	PhasePending Phase = "Pending"
+	// PhasePopulating volumes are being filled (import, upload or clone).
+	PhasePopulating Phase = "Populating"
+	// PhaseFailed volumes could not be filled; they are never published.
+	PhaseFailed Phase = "Failed"
+)
+
+// Volume is one volume on this node.
+type Volume struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Pool string `json:"pool"`
+	// Dir is the volume's directory; it holds disk.img and nothing else.
+	Dir string `json:"dir"`
+	// Size is the capacity in bytes: disk.img's exact length.
+	Size  int64 `json:"size"`
+	Block bool  `json:"block,omitempty"`
+	// Source says how the content is made; nil for a blank volume.
+	Source *Source `json:"source,omitempty"`
+	// Claim is the PVC the volume was made for, when the provisioner said.
+	Claim *Claim `json:"claim,omitempty"`
+	// Content is the state of the volume's content.
+	Content Content `json:"content"`
+	// Published maps target paths to their publication.
+	Published map[string]Publication `json:"published,omitempty"`
+	// LoopDevice is the device attached to disk.img for a published block volume.
+	LoopDevice string    `json:"loopDevice,omitempty"`
+	Created    time.Time `json:"created"`
+}
+
+// Source is where a volume's content comes from.
+type Source struct {
+	// CloneOf is the ID of the volume this one copies.
+	CloneOf string `json:"cloneOf,omitempty"`
+	// Import is an HTTP import.
+	Import *Import `json:"import,omitempty"`
+	// Upload means the content arrives through the upload endpoint.
+	Upload bool `json:"upload,omitempty"`
+}
+
+// Import is an HTTP(S) image to fetch into the volume.
+type Import struct {
+	URL      string `json:"url"`
+	Checksum string `json:"checksum,omitempty"`
+	// SecretRef and CertConfigMap name objects in the claim's namespace.
+	SecretRef     string `json:"secretRef,omitempty"`
+	CertConfigMap string `json:"certConfigMap,omitempty"`
+}
+
+// Claim names a PVC.
+type Claim struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+// Content is the progress of filling a volume.
+type Content struct {
+	Phase    Phase  `json:"phase"`
+	Progress string `json:"progress,omitempty"`
+	Message  string `json:"message,omitempty"`
+	// Restarts counts how often the filling started over (driver restarts, retries).
+	Restarts int `json:"restarts,omitempty"`
+}
+
+// Publication is one NodePublishVolume.
+type Publication struct {
+	ReadOnly bool `json:"readOnly,omitempty"`
+}
+
+func (v Volume) clone() Volume {
+	c := v
+	if v.Source != nil {
+		s := *v.Source
+		if v.Source.Import != nil {
+			i := *v.Source.Import
+			s.Import = &i
+		}
+		c.Source = &s
+	}
+	if v.Claim != nil {
+		cl := *v.Claim
+		c.Claim = &cl
+	}
+	if v.Published != nil {
+		c.Published = make(map[string]Publication, len(v.Published))
+		for k, p := range v.Published {
+			c.Published[k] = p
+		}
+	}
+	return c
+}
+
+// ErrNotFound is returned for an unknown volume.
+var ErrNotFound = errors.New("volume not found")
+
+// Store is the persisted set of volumes. It is safe for concurrent use.
+type Store struct {
+	path    string
+	mu      sync.Mutex
+	volumes map[string]Volume
+}
+
+type file struct {
+	Volumes []Volume `json:"volumes"`
+}
+
+// Open loads the state at path, or starts empty when the file does not exist yet.
+func Open(path string) (*Store, error) {
+	s := &Store{path: path, volumes: map[string]Volume{}}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state %s: %w", path, err)
+	}
+	var f file
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("parse state %s: %w", path, err)
+	}
+	for _, v := range f.Volumes {
+		s.volumes[v.ID] = v
+	}
+	return s, nil
+}
+
+// Get returns a copy of the volume with the given ID.
+func (s *Store) Get(id string) (Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.volumes[id]
+	if !ok {
+		return Volume{}, fmt.Errorf("get volume %s: %w", id, ErrNotFound)
+	}
+	return v.clone(), nil
+}
+
+// ByName returns a copy of the volume created under the given CSI name.
+func (s *Store) ByName(name string) (Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range s.volumes {
+		if v.Name == name {
+			return v.clone(), nil
+		}
+	}
+	return Volume{}, fmt.Errorf("get volume named %s: %w", name, ErrNotFound)
+}
+
+// List returns copies of all volumes, sorted by ID so pagination is stable.
+func (s *Store) List() []Volume {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Volume, 0, len(s.volumes))
+	for _, v := range s.volumes {
+		out = append(out, v.clone())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Put adds or replaces a volume and saves the state.
+func (s *Store) Put(v Volume) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, had := s.volumes[v.ID]
+	s.volumes[v.ID] = v.clone()
+	if err := s.save(); err != nil {
+		if had {
+			s.volumes[v.ID] = old
+		} else {
+			delete(s.volumes, v.ID)
+		}
+		return err
+	}
+	return nil
+}
+
+// Update applies fn to the stored volume and saves the result; fn's error aborts the change.
+func (s *Store) Update(id string, fn func(*Volume) error) (Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.volumes[id]
+	if !ok {
+		return Volume{}, fmt.Errorf("update volume %s: %w", id, ErrNotFound)
+	}
+	v := old.clone()
+	if err := fn(&v); err != nil {
+		return old.clone(), err
+	}
+	s.volumes[id] = v
+	if err := s.save(); err != nil {
+		s.volumes[id] = old
+		return old.clone(), err
+	}
+	return v.clone(), nil
+}
+
+// Delete removes a volume and saves the state; deleting an unknown volume is not an error.
+func (s *Store) Delete(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.volumes[id]
+	if !ok {
+		return nil
+	}
+	delete(s.volumes, id)
+	if err := s.save(); err != nil {
+		s.volumes[id] = old
+		return err
+	}
+	return nil
+}
+
+// save writes the state atomically. The caller holds s.mu.
+func (s *Store) save() error {
+	f := file{Volumes: make([]Volume, 0, len(s.volumes))}
+	for _, v := range s.volumes {
+		f.Volumes = append(f.Volumes, v)
+	}
+	sort.Slice(f.Volumes, func(i, j int) bool { return f.Volumes[i].ID < f.Volumes[j].ID })
+	data, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	dir := filepath.Dir(s.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create state dir %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, ".state-*.json")
+	if err != nil {
+		return fmt.Errorf("create temp state in %s: %w", dir, err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write temp state %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync temp state %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close temp state %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), s.path); err != nil {
+		return fmt.Errorf("replace state %s: %w", s.path, err)
+	}
+	// The rename is durable only once the directory entry is.
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,49 @@
+// Command slimvirt-node is the slimvirt node agent. Today it installs the CNI plugin and keeps
+// it chained; `slimvirt-node uninstall-cni` takes it out again.
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/slimvirt/slimvirt/cni/install"
+)
+
+func main() {
+	args, uninstall := os.Args[1:], false
+	if len(args) > 0 && args[0] == "uninstall-cni" {
+		args, uninstall = args[1:], true
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	cfg := install.Config{Logger: log}
+	fs := flag.NewFlagSet("slimvirt-node", flag.ExitOnError)
+	fs.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "CNI plugin directory of the node")
+	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory of the node")
+	fs.StringVar(&cfg.SourceBinary, "cni-binary", "/opt/slimvirt/cni/slimvirt-cni", "plugin binary to install")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/slimvirt", "host directory for slimvirt's state")
+	fs.StringVar(&cfg.SigningKeyFile, "signing-key-file", "", "mounted Secret with the annotation signing key")
+	fs.StringVar(&cfg.Conflist, "cni-conflist", "", "conflist to chain into (default: the one the runtime uses)")
+	fs.BoolVar(&cfg.UninstallOnExit, "uninstall-on-exit", false, "remove slimvirt from the node on SIGTERM")
+	_ = fs.Parse(args)
+
+	in, err := install.New(cfg)
+	if err != nil {
+		log.Error("invalid configuration", "err", err)
+		os.Exit(2)
+	}
+	if uninstall {
+		err = in.Uninstall()
+	} else {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		err = in.Run(ctx)
+	}
+	if err != nil {
+		log.Error("node agent failed", "err", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const conflist = `{"cniVersion":"1.0.0","name":"k8s","plugins":[{"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","subnet":"10.244.0.0/24"}}]}` + "\n"
+
+// TestBinary runs slimvirt-node as the DaemonSet does: it installs, logs JSON, and with
+// --uninstall-on-exit restores the node on SIGTERM; `uninstall-cni` does the same on demand.
+func TestBinary(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "slimvirt-node")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v: %s", err, out)
+	}
+	cniBin, confDir, state := filepath.Join(dir, "opt-cni-bin"), filepath.Join(dir, "net.d"), filepath.Join(dir, "state")
+	for _, d := range []string{cniBin, confDir} {
+		os.MkdirAll(d, 0o755)
+	}
+	conf := filepath.Join(confDir, "10-k8s.conflist")
+	os.WriteFile(conf, []byte(conflist), 0o644)
+	os.WriteFile(filepath.Join(dir, "key"), []byte("k"), 0o600)
+	args := []string{"--cni-bin-dir", cniBin, "--cni-conf-dir", confDir, "--cni-binary", bin,
+		"--state-dir", state, "--signing-key-file", filepath.Join(dir, "key")}
+
+	installed := func() bool {
+		b, _ := os.ReadFile(conf)
+		_, err := os.Stat(filepath.Join(cniBin, "slimvirt"))
+		return strings.Contains(string(b), `"slimvirt"`) && err == nil
+	}
+	for _, mode := range []string{"sigterm", "uninstall-cni"} {
+		t.Run(mode, func(t *testing.T) {
+			runArgs := args
+			if mode == "sigterm" {
+				runArgs = append(runArgs, "--uninstall-on-exit")
+			}
+			cmd := exec.Command(bin, runArgs...)
+			stderr, _ := cmd.StderrPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			logs := make(chan string, 100)
+			go func() {
+				sc := bufio.NewScanner(stderr)
+				for sc.Scan() {
+					logs <- sc.Text()
+				}
+				close(logs)
+			}()
+			deadline := time.Now().Add(10 * time.Second)
+			for !installed() {
+				if time.Now().After(deadline) {
+					cmd.Process.Kill()
+					t.Fatal("not installed within 10s")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if mode == "sigterm" {
+				cmd.Process.Signal(syscall.SIGTERM)
+				if err := cmd.Wait(); err != nil {
+					t.Errorf("exit after SIGTERM: %v", err)
+				}
+			} else {
+				cmd.Process.Kill()
+				cmd.Wait()
+				if out, err := exec.Command(bin, append([]string{"uninstall-cni"}, args...)...).CombinedOutput(); err != nil {
+					t.Fatalf("uninstall-cni: %v: %s", err, out)
+				}
+			}
+			if b, _ := os.ReadFile(conf); string(b) != conflist {
+				t.Errorf("conflist after uninstall:\n%s\nwant the original", b)
+			}
+			if _, err := os.Stat(filepath.Join(cniBin, "slimvirt")); !os.IsNotExist(err) {
+				t.Errorf("plugin binary still installed: %v", err)
+			}
+			for l := range logs {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(l), &m); err != nil || m["msg"] == nil {
+					t.Errorf("log line is not slog JSON: %q", l)
+				}
+			}
+		})
+	}
+}
