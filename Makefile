@@ -40,9 +40,6 @@ generate: ## Regenerate deepcopy code and CRDs from api/
 	controller-gen object paths=./api/...
 	controller-gen crd paths=./api/... output:crd:dir=charts/slimvirt/crds
 
-.PHONY: build
-build: $(BINS) ## Build every binary into _output/bin
-
 ##@ Test
 
 .PHONY: test
@@ -72,4 +69,9 @@ clean: ## Remove build output (not the caches in $(SLIMVIRT_CACHE))
 -include controller/controller.mk
 -include csi/csi.mk
 -include nodeagent/nodeagent.mk
+-include slimctl/slimctl.mk
 -include e2e/e2e.mk
+
+# After the includes: prerequisites are expanded when read.
+.PHONY: build
+build: $(BINS) ## Build every binary into _output/bin
