@@ -78,7 +78,8 @@ func TestLinuxVMI(t *testing.T) {
 		}
 	}
 
-	page := runClientPod(t, ns, "vmi-http-client", "for i in $(seq 1 30); do wget -q -T 3 -O- http://"+ip+"/ && exit 0; sleep 2; done; exit 1")
+	// Debian 12's static busybox wget crashes with -T, so timeout(1) bounds each try.
+	page := runClientPod(t, ns, "vmi-http-client", "for i in $(seq 1 30); do timeout 5 wget -q -O- http://"+ip+"/ && exit 0; sleep 2; done; exit 1")
 	if !strings.Contains(page, "slimvirt guest") {
 		t.Fatalf("guest page from another pod: %q", page)
 	}

@@ -1,0 +1,533 @@
+package guest
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/slimvirt/slimvirt/runtime/iso9660"
+)
+
+func TestFields(t *testing.T) {
+	tests := []struct {
+		name, line, marker string
+		want               map[string]string
+		ok                 bool
+	}{
+		{"up", "SLIMVIRT-GUEST-UP hostname=vm1 ip=10.0.2.15 mac=52:54:00:12:34:56\r", MarkerUp,
+			map[string]string{"hostname": "vm1", "ip": "10.0.2.15", "mac": "52:54:00:12:34:56"}, true},
+		{"after a prompt", "vm1:/# SLIMVIRT-GUEST-POWEROFF", MarkerPoweroff, map[string]string{}, true},
+		{"other marker", "SLIMVIRT-LEASE interface=eth0 ip=10.0.2.15/24", MarkerUp, nil, false},
+		{"longer marker", "SLIMVIRT-USERDATA-EXIT rc=0", "SLIMVIRT-USERDATA", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := Fields(tt.line, tt.marker)
+			if ok != tt.ok || fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("Fields(%q, %q) = %v, %v; want %v, %v", tt.line, tt.marker, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+	up, ok := ParseUp("SLIMVIRT-GUEST-UP hostname=h ip=none mac=52:54:00:00:00:01")
+	if !ok || up != (Up{Hostname: "h", IP: "none", MAC: "52:54:00:00:00:01"}) {
+		t.Fatalf("ParseUp = %+v, %v", up, ok)
+	}
+}
+
+func TestConsole(t *testing.T) {
+	r, w := io.Pipe()
+	c := NewConsole(r)
+	go func() {
+		_, _ = io.WriteString(w, "noise\r\nSLIMVIRT-USERDATA-BEGIN\r\n#!/bin/sh\r\necho hi\r\nSLIMVIRT-USERDATA-END\r\nlogin# SLIMVIRT-GUEST-UP hostname=h ip=none mac=m\r\npartial")
+		w.Close()
+	}()
+	got, err := c.Between(MarkerUserDataBegin, MarkerUserDataEnd, 5*time.Second)
+	if err != nil || strings.Join(got, "|") != "#!/bin/sh|echo hi" {
+		t.Fatalf("Between = %q, %v", got, err)
+	}
+	line, err := c.WaitFor(MarkerUp, 5*time.Second)
+	if up, ok := ParseUp(line); err != nil || !ok || up.Hostname != "h" {
+		t.Fatalf("WaitFor(UP) = %q, %v", line, err)
+	}
+	if _, err := c.WaitFor(MarkerPoweroff, 5*time.Second); err == nil {
+		t.Fatal("WaitFor after EOF found a marker that was never printed")
+	}
+	if !strings.HasSuffix(c.Log(), "partial") {
+		t.Fatalf("log lost the unterminated tail: %q", c.Log())
+	}
+}
+
+// guestDir is where `make guest` put the guest; the QEMU tests need it and run only when
+// SLIMVIRT_GUEST_DIR names it (make test-guest sets it).
+func guestDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("SLIMVIRT_GUEST_DIR")
+	if dir == "" {
+		t.Skip("SLIMVIRT_GUEST_DIR is not set; run `make test-guest`")
+	}
+	for _, f := range []string{"vmlinuz", "initrd.gz", "disk.raw", "disk.qcow2"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("guest file missing (run `make guest`): %v", err)
+		}
+	}
+	return dir
+}
+
+// bootTimeout is generous: TCG on a busy 2-core machine is several times slower than idle.
+const bootTimeout = 3 * time.Minute
+
+// vm is one QEMU process with its serial console on stdin/stdout and a monitor socket.
+type vm struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	console *Console
+	monitor string
+	started time.Time
+	exited  chan struct{}
+	exitErr error
+}
+
+func startVM(t *testing.T, args ...string) *vm {
+	t.Helper()
+	dir := t.TempDir()
+	v := &vm{t: t, monitor: filepath.Join(dir, "monitor.sock"), exited: make(chan struct{})}
+	base := []string{"-machine", "q35", "-accel", "tcg", "-m", "256", "-display", "none",
+		"-serial", "stdio", "-monitor", "unix:" + v.monitor + ",server=on,wait=off"}
+	v.cmd = exec.Command("qemu-system-x86_64", append(base, args...)...)
+	var err error
+	if v.stdin, err = v.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := v.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.console = NewConsole(stdout)
+	v.cmd.Stderr = v.console
+	v.started = time.Now()
+	if err := v.cmd.Start(); err != nil {
+		t.Fatalf("start qemu: %v", err)
+	}
+	pid := v.cmd.Process.Pid
+	t.Logf("qemu pid %d: %s", pid, strings.Join(v.cmd.Args, " "))
+	go func() {
+		<-v.console.Done()
+		v.exitErr = v.cmd.Wait()
+		close(v.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-v.exited:
+		default:
+			_ = v.cmd.Process.Kill() // our own child, by PID
+			<-v.exited
+		}
+		if t.Failed() {
+			t.Logf("console of qemu %d:\n%s", pid, v.console.Log())
+		}
+	})
+	return v
+}
+
+// waitFor returns the next console line containing marker.
+func (v *vm) waitFor(marker string, timeout time.Duration) string {
+	v.t.Helper()
+	line, err := v.console.WaitFor(marker, timeout)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return line
+}
+
+// collect returns the console lines strictly between the next begin and end markers.
+func (v *vm) collect(begin, end string, timeout time.Duration) []string {
+	v.t.Helper()
+	got, err := v.console.Between(begin, end, timeout)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return got
+}
+
+// run types cmd on the serial console until a line containing want appears: the shell is
+// started right after the UP marker, and characters sent before it opens the port are lost.
+func (v *vm) run(cmd, want string, timeout time.Duration) {
+	v.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := io.WriteString(v.stdin, cmd+"\n"); err != nil {
+			v.t.Fatalf("type on the console: %v", err)
+		}
+		wait := time.Now().Add(5 * time.Second)
+		for time.Now().Before(wait) {
+			line, ok := v.console.Next(time.Until(wait))
+			if ok && strings.Contains(line, want) && !strings.Contains(line, cmd) {
+				return
+			}
+		}
+	}
+	v.t.Fatalf("typed %q, no %q within %s", cmd, want, timeout)
+}
+
+func (v *vm) hmp(command string) {
+	v.t.Helper()
+	c, err := net.DialTimeout("unix", v.monitor, 10*time.Second)
+	if err != nil {
+		v.t.Fatalf("connect to the qemu monitor: %v", err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, command+"\n"); err != nil {
+		v.t.Fatalf("monitor %s: %v", command, err)
+	}
+	// Read the banner and the echo so the command is taken before the socket closes.
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, _ = io.Copy(io.Discard, c)
+}
+
+func (v *vm) waitExit(timeout time.Duration) {
+	v.t.Helper()
+	select {
+	case <-v.exited:
+		if v.exitErr != nil {
+			v.t.Fatalf("qemu exited with %v", v.exitErr)
+		}
+	case <-time.After(timeout):
+		v.t.Fatalf("qemu still running %s after the request to stop", timeout)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	client := &http.Client{Timeout: 20 * time.Second}
+	var lastErr error
+	for i := 0; i < 5; i++ {
+		resp, err := client.Get(url)
+		if err == nil {
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode == http.StatusOK {
+				return string(body)
+			}
+			lastErr = fmt.Errorf("status %d, %v", resp.StatusCode, err)
+		} else {
+			lastErr = err
+		}
+		time.Sleep(2 * time.Second)
+	}
+	t.Fatalf("GET %s: %v", url, lastErr)
+	return ""
+}
+
+func expectUp(t *testing.T, v *vm, hostname, mac string) {
+	t.Helper()
+	line := v.waitFor(MarkerUp, bootTimeout)
+	t.Logf("boot to %s: %s", MarkerUp, time.Since(v.started).Round(100*time.Millisecond))
+	up, _ := ParseUp(line)
+	want := Up{Hostname: hostname, IP: "10.0.2.15", MAC: mac}
+	if up != want {
+		t.Fatalf("%s line %q: got %+v, want %+v", MarkerUp, line, up, want)
+	}
+}
+
+// TestDiskBootPowerButton boots disk.raw (SeaBIOS + syslinux) on virtio-blk with a
+// virtio-net NIC, fetches the web page and presses the ACPI power button.
+func TestDiskBootPowerButton(t *testing.T) {
+	dir := guestDir(t)
+	port := freePort(t)
+	v := startVM(t,
+		"-drive", "file="+filepath.Join(dir, "disk.raw")+",if=none,id=boot,format=raw,snapshot=on",
+		"-device", "virtio-blk-pci,drive=boot,bootindex=1",
+		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:80", port),
+		"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56")
+	expectUp(t, v, "slimvirt-guest", "52:54:00:12:34:56")
+	body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if strings.TrimSpace(body) != "slimvirt guest slimvirt-guest" {
+		t.Fatalf("web page %q, want %q", body, "slimvirt guest slimvirt-guest")
+	}
+	v.hmp("system_powerdown")
+	v.waitFor(MarkerPoweroff, time.Minute)
+	v.waitExit(time.Minute)
+}
+
+// TestKernelBootConsoleReboot boots vmlinuz + initrd.gz directly with an e1000e NIC, uses
+// the serial shell and reboots from it.
+func TestKernelBootConsoleReboot(t *testing.T) {
+	dir := guestDir(t)
+	v := startVM(t,
+		"-kernel", filepath.Join(dir, "vmlinuz"), "-initrd", filepath.Join(dir, "initrd.gz"),
+		"-append", "console=ttyS0 panic=-1 quiet",
+		"-netdev", "user,id=n0", "-device", "e1000e,netdev=n0,mac=52:54:00:00:00:e1")
+	expectUp(t, v, "slimvirt-guest", "52:54:00:00:00:e1")
+	v.run("echo console-$((6*7)) $(cat /proc/sys/kernel/hostname)", "console-42 slimvirt-guest", time.Minute)
+	v.run("reboot", MarkerReboot, time.Minute)
+	rebooted := time.Now()
+	v.waitFor(MarkerUp, bootTimeout)
+	t.Logf("reboot to %s: %s", MarkerUp, time.Since(rebooted).Round(100*time.Millisecond))
+	v.hmp("quit")
+	v.waitExit(time.Minute)
+}
+
+// TestPVHBoot boots the unpacked vmlinux, which QEMU enters through its PVH entry point
+// without the in-guest decompression of vmlinuz; two NICs, each gets a lease.
+func TestPVHBoot(t *testing.T) {
+	dir := guestDir(t)
+	v := startVM(t,
+		"-kernel", filepath.Join(dir, "vmlinux"), "-initrd", filepath.Join(dir, "initrd.gz"),
+		"-append", "console=ttyS0 panic=-1 quiet",
+		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:a0",
+		"-netdev", "user,id=n1,net=10.0.3.0/24", "-device", "virtio-net-pci,netdev=n1,mac=52:54:00:00:00:a1")
+	nics := map[string]string{}
+	for i := 0; i < 2; i++ {
+		f, _ := Fields(v.waitFor(MarkerNIC, bootTimeout), MarkerNIC)
+		nics[f["interface"]] = f["ip"] + " " + f["mac"]
+	}
+	want := map[string]string{"eth0": "10.0.2.15 52:54:00:00:00:a0", "eth1": "10.0.3.15 52:54:00:00:00:a1"}
+	if fmt.Sprint(nics) != fmt.Sprint(want) {
+		t.Fatalf("NIC lines %v, want %v", nics, want)
+	}
+	expectUp(t, v, "slimvirt-guest", "52:54:00:00:00:a0")
+	v.hmp("system_powerdown")
+	v.waitFor(MarkerPoweroff, time.Minute)
+	v.waitExit(time.Minute)
+}
+
+// TestQcow2CloudInitDataDisk boots disk.qcow2 with a cloud-init ISO on a SATA CD-ROM (the
+// way the launcher attaches it), a data disk and another NIC model; the user-data script
+// formats and writes the data disk, which is read back on the host after poweroff.
+func TestQcow2CloudInitDataDisk(t *testing.T) {
+	dir := guestDir(t)
+	tests := []struct {
+		name     string
+		label    string
+		files    func(userData string) []iso9660.File
+		nic      string
+		dataDisk []string // QEMU arguments attaching data.raw (%s)
+		format   []string // formats data.raw on the host first, when set
+		script   string   // writes "hello <hostname>" to the data disk
+		readBack func(t *testing.T, image string) string
+	}{
+		{
+			name:  "nocloud ext4 on virtio-scsi e1000",
+			label: "cidata",
+			files: func(ud string) []iso9660.File {
+				return []iso9660.File{
+					{Path: "meta-data", Data: []byte("instance-id: vm-nocloud.default\nlocal-hostname: vm-nocloud\n")},
+					{Path: "user-data", Data: []byte(ud)},
+				}
+			},
+			nic:      "e1000",
+			dataDisk: []string{"-device", "virtio-scsi-pci,id=scsi0", "-drive", "file=%s,if=none,id=data,format=raw", "-device", "scsi-hd,drive=data,bus=scsi0.0"},
+			script:   "mke2fs -F -L data /dev/sda >/dev/null\nmount -t ext4 /dev/sda /mnt/data\necho \"hello $(hostname)\" >/mnt/data/hello\n",
+			readBack: func(t *testing.T, image string) string {
+				out, err := exec.Command("debugfs", "-R", "cat /hello", image).Output()
+				if err != nil {
+					t.Fatalf("debugfs cat /hello: %v", err)
+				}
+				return string(out)
+			},
+		},
+		{
+			name:  "configdrive vfat on virtio-blk rtl8139",
+			label: "config-2",
+			files: func(ud string) []iso9660.File {
+				return []iso9660.File{
+					{Path: "openstack/latest/meta_data.json", Data: []byte(`{"uuid": "0b7a1b2e", "hostname": "vm-configdrive"}`)},
+					{Path: "openstack/latest/user_data", Data: []byte(ud)},
+				}
+			},
+			nic:      "rtl8139",
+			dataDisk: []string{"-drive", "file=%s,if=virtio,format=raw"},
+			// Formatted on the host (busybox mkdosfs makes a FAT32 that mtools cannot read).
+			format: []string{"mkfs.vfat", "-n", "DATA"},
+			script: "mount -t vfat /dev/vdb /mnt/data\necho \"hello $(hostname)\" >/mnt/data/hello.txt\n",
+			readBack: func(t *testing.T, image string) string {
+				out, err := exec.Command("mtype", "-i", image, "::HELLO.TXT").Output()
+				if err != nil {
+					t.Fatalf("mtype HELLO.TXT: %v", err)
+				}
+				return string(out)
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			hostname := "vm-nocloud"
+			if tt.label == "config-2" {
+				hostname = "vm-configdrive"
+			}
+			userData := "#!/bin/sh\nset -e\nmkdir -p /mnt/data\n" + tt.script +
+				"cat /mnt/data/hello*\numount /mnt/data\necho user-data-done\n"
+			seed := filepath.Join(tmp, "seed.iso")
+			f, err := os.Create(seed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := iso9660.Write(f, tt.label, tt.files(userData), time.Now()); err != nil {
+				t.Fatalf("write seed ISO: %v", err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			data := filepath.Join(tmp, "data.raw")
+			if err := os.WriteFile(data, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(data, 32<<20); err != nil {
+				t.Fatal(err)
+			}
+			if tt.format != nil {
+				if out, err := exec.Command(tt.format[0], append(tt.format[1:], data)...).CombinedOutput(); err != nil {
+					t.Fatalf("%v: %v: %s", tt.format, err, out)
+				}
+			}
+			port := freePort(t)
+			args := []string{
+				// SeaBIOS tries only the first hard disk: with a data disk around, say which.
+				"-drive", "file=" + filepath.Join(dir, "disk.qcow2") + ",if=none,id=boot,format=qcow2,snapshot=on",
+				"-device", "virtio-blk-pci,drive=boot,bootindex=1",
+				"-drive", "file=" + seed + ",if=none,id=seed,media=cdrom,format=raw,readonly=on",
+				"-device", "ide-cd,drive=seed,bus=ide.2",
+				"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:80", port),
+				"-device", tt.nic + ",netdev=n0,mac=52:54:00:00:00:c1",
+			}
+			for _, a := range tt.dataDisk {
+				if strings.Contains(a, "%s") {
+					a = fmt.Sprintf(a, data)
+				}
+				args = append(args, a)
+			}
+			v := startVM(t, args...)
+			got := v.collect(MarkerUserDataBegin, MarkerUserDataEnd, bootTimeout)
+			if strings.Join(got, "\n")+"\n" != userData {
+				t.Fatalf("user-data on the console:\n%s\nwant:\n%s", strings.Join(got, "\n"), userData)
+			}
+			v.waitFor("hello "+hostname, bootTimeout)
+			exit := v.waitFor(MarkerUserDataExit, bootTimeout)
+			if f, _ := Fields(exit, MarkerUserDataExit); f["rc"] != "0" {
+				t.Fatalf("user-data script failed: %q", exit)
+			}
+			expectUp(t, v, hostname, "52:54:00:00:00:c1")
+			body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+			if strings.TrimSpace(body) != "slimvirt guest "+hostname {
+				t.Fatalf("web page %q, want %q", body, "slimvirt guest "+hostname)
+			}
+			v.hmp("system_powerdown")
+			v.waitFor(MarkerPoweroff, time.Minute)
+			v.waitExit(time.Minute)
+			if got := strings.TrimSpace(tt.readBack(t, data)); got != "hello "+hostname {
+				t.Fatalf("data disk holds %q, want %q", got, "hello "+hostname)
+			}
+		})
+	}
+}
+
+// TestLeaseScript runs the guest's DHCP lease script (from initrd.gz) in a network and mount
+// namespace of its own, chrooted into the unpacked initramfs, on a veth eth0, with the
+// variables udhcpc would pass, and checks what the guest would end up with. Root only.
+func TestLeaseScript(t *testing.T) {
+	dir := guestDir(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	tests := []struct {
+		name  string
+		env   []string
+		want  []string // lines that must appear in the namespace's `ip` output or files
+		avoid []string
+	}{
+		{
+			name: "router option, DNS, MTU, hostname",
+			env: []string{"ip=10.0.2.15", "mask=24", "router=10.0.2.2", "dns=10.0.2.3 10.0.2.4", "domain=example.com",
+				"mtu=1400", "hostname=vm1"},
+			want: []string{"inet 10.0.2.15/24", "default via 10.0.2.2 dev eth0", "mtu 1400", "nameserver 10.0.2.3",
+				"nameserver 10.0.2.4", "search example.com", "dhcp-hostname=vm1",
+				"SLIMVIRT-LEASE interface=eth0 ip=10.0.2.15/24 router=10.0.2.2 mtu=1400"},
+		},
+		{
+			name: "pod /32 behind 169.254.1.1, classless routes with the default last",
+			env:  []string{"ip=10.244.0.7", "mask=32", "router=169.254.1.1", "staticroutes=169.254.1.1/32 0.0.0.0 0.0.0.0/0 169.254.1.1", "search=ns.svc.cluster.local svc.cluster.local", "dns=10.96.0.10"},
+			want: []string{"inet 10.244.0.7/32", "169.254.1.1 dev eth0", "default via 169.254.1.1 dev eth0",
+				"search ns.svc.cluster.local svc.cluster.local", "nameserver 10.96.0.10"},
+		},
+		{
+			name:  "classless routes win over the router option",
+			env:   []string{"ip=10.0.2.15", "mask=24", "router=10.0.2.99", "staticroutes=10.10.0.0/16 10.0.2.2 0.0.0.0/0 10.0.2.1"},
+			want:  []string{"10.10.0.0/16 via 10.0.2.2 dev eth0", "default via 10.0.2.1 dev eth0"},
+			avoid: []string{"10.0.2.99"},
+		},
+		{
+			name: "router outside the subnet without classless routes",
+			env:  []string{"ip=10.244.0.7", "mask=32", "router=169.254.1.1"},
+			want: []string{"inet 10.244.0.7/32", "169.254.1.1 dev eth0", "default via 169.254.1.1 dev eth0"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			unpack := exec.Command("sh", "-c", "gzip -dc \"$1\" | cpio -idm --quiet", "sh", filepath.Join(dir, "initrd.gz"))
+			unpack.Dir = root
+			if out, err := unpack.CombinedOutput(); err != nil {
+				t.Fatalf("unpack initrd: %v\n%s", err, out)
+			}
+			// bound, then a renew with the same lease (must not fail on the existing address).
+			inner := `set -e
+export interface=eth0 ` + shellQuote(tt.env) + `
+/etc/udhcpc.script bound
+/etc/udhcpc.script renew
+ip -4 addr show dev eth0; ip link show dev eth0; ip -4 route
+cat /etc/resolv.conf 2>/dev/null || true
+echo "dhcp-hostname=$(cat /run/dhcp-hostname.eth0 2>/dev/null)"
+cat /dev/console
+/etc/udhcpc.script deconfig
+echo "after-deconfig: $(ip -4 addr show dev eth0 | grep -c inet)"`
+			cmd := exec.Command("unshare", "--net", "--mount", "--propagation", "private", "--", "sh", "-c",
+				`set -e; ip link add eth0 type veth peer name peer0; ip link set peer0 up; exec chroot "$0" /bin/sh -c "$1"`, root, inner)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("lease script: %v\n%s", err, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("missing %q in:\n%s", w, out)
+				}
+			}
+			for _, a := range tt.avoid {
+				if strings.Contains(string(out), a) {
+					t.Errorf("unexpected %q in:\n%s", a, out)
+				}
+			}
+			if !strings.Contains(string(out), "after-deconfig: 0") {
+				t.Errorf("deconfig left an address:\n%s", out)
+			}
+		})
+	}
+}
+
+// shellQuote turns K=V pairs into single-quoted shell assignments.
+func shellQuote(env []string) string {
+	var b strings.Builder
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		b.WriteString(k + "='" + strings.ReplaceAll(v, "'", `'\''`) + "' ")
+	}
+	return b.String()
+}

@@ -1,0 +1,52 @@
+// Command slimvirt-diskcopy installs itself into a shared volume (install DIR) and, from a
+// containerDisk image, copies the image's disk into the pod (copy --src PATH --dst DIR).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/slimvirt/slimvirt/runtime/diskcopy"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fail(fmt.Errorf("usage: slimvirt-diskcopy install DIR | copy --src PATH_OR_DIR --dst DIR [--as NAME]"))
+	}
+	switch os.Args[1] {
+	case "install":
+		if len(os.Args) != 3 {
+			fail(fmt.Errorf("usage: slimvirt-diskcopy install DIR"))
+		}
+		fail(diskcopy.Install(os.Args[2]))
+	case "copy":
+		fl := flag.NewFlagSet("copy", flag.ExitOnError)
+		src := fl.String("src", diskcopy.DefaultSource, "the disk file, or a directory holding exactly one file")
+		dst := fl.String("dst", "", "directory to copy the disk into (as disk.img or disk.qcow2)")
+		as := fl.String("as", "", "copy the file src under this name instead (kernelBoot's kernel and initrd)")
+		_ = fl.Parse(os.Args[2:])
+		if *dst == "" {
+			fail(fmt.Errorf("copy: --dst is required"))
+		}
+		copyFn := diskcopy.Copy
+		if *as != "" {
+			copyFn = func(src, dst string) (string, error) { return diskcopy.CopyAs(src, dst, *as) }
+		}
+		path, err := copyFn(*src, *dst)
+		fail(err)
+		fmt.Println("copied", path)
+	default:
+		fail(fmt.Errorf("unknown command %q", os.Args[1]))
+	}
+}
+
+// fail exits 1 with err on stderr and in the termination log, or returns when err is nil.
+func fail(err error) {
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "slimvirt-diskcopy:", err)
+	_ = os.WriteFile("/dev/termination-log", []byte(err.Error()), 0o644)
+	os.Exit(1)
+}

@@ -1,0 +1,39 @@
+// Command slimvirt-launcher runs one VMI as PID 1 of a launcher pod's compute container.
+// "slimvirt-launcher probe" is the readiness probe; "slimvirt-launcher ctl CMD" sends a
+// command (pause, unpause, reboot, reset, shutdown, status) to the control socket.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+	"github.com/slimvirt/slimvirt/runtime/launcher"
+	"github.com/slimvirt/slimvirt/runtime/vmnetwork"
+)
+
+func main() {
+	cfg := launcher.DefaultConfig()
+	flag.StringVar(&cfg.TerminationLog, "termination-log", cfg.TerminationLog, "file for the one-line reason of a failure")
+	flag.StringVar(&cfg.Virtlogd, "virtlogd", cfg.Virtlogd, "virtlogd binary to run QEMU's log through (e.g. /usr/sbin/virtlogd); empty runs without virtlogd")
+	tap := flag.String("tap", "", "attach the VMI's interface to this existing tap, without DHCP (running the launcher alone)")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		os.Exit(launcher.Command(cfg, flag.Args()))
+	}
+	if *tap != "" {
+		cfg.Network = &launcher.TapNetwork{Tap: *tap}
+	}
+	cfg.NetworkFor = vmnetwork.For
+	cfg.VMIJSON = os.Getenv(launcherpod.EnvVMI)
+	cfg.AllowEmulation = os.Getenv(launcherpod.EnvAllowEmulation) == "true"
+	l, err := launcher.New(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		_ = os.WriteFile(cfg.TerminationLog, []byte(err.Error()), 0o644)
+		os.Exit(launcherpod.ExitSetupFailed)
+	}
+	os.Exit(l.Run(context.Background()))
+}

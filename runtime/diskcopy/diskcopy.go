@@ -1,0 +1,232 @@
+// Package diskcopy takes the disk out of a containerDisk image. It runs in an init container
+// started from the containerDisk image itself, which holds nothing but the disk, so it is a
+// static binary that the launcher image's first init container installs into a shared volume.
+package diskcopy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultSource is where a containerDisk image keeps its disk (KubeVirt's convention).
+const DefaultSource = "/disk"
+
+// Names of the copied disk in the destination directory; the launcher looks for either.
+const (
+	RawName   = "disk.img"
+	QCOW2Name = "disk.qcow2"
+)
+
+// ErrNoDisk says the image holds no disk file.
+var ErrNoDisk = errors.New("no disk file")
+
+// Install copies the running binary into dir, so that init containers started from other
+// images can run it.
+func Install(dir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	in, err := os.Open(self)
+	if err != nil {
+		return fmt.Errorf("open own binary: %w", err)
+	}
+	defer in.Close()
+	return writeAtomic(filepath.Join(dir, "slimvirt-diskcopy"), 0o755, func(out *os.File) error {
+		_, err := io.Copy(out, in)
+		return err
+	})
+}
+
+// FindDisk resolves src: a regular file is the disk; a directory must hold exactly one regular
+// file (searched recursively), which is the disk.
+func FindDisk(src string) (string, error) {
+	st, err := os.Stat(src)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("%w: %s does not exist in the image", ErrNoDisk, src)
+		}
+		return "", fmt.Errorf("stat %s: %w", src, err)
+	}
+	if st.Mode().IsRegular() {
+		return src, nil
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("%w: %s is neither a file nor a directory", ErrNoDisk, src)
+	}
+	var files []string
+	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("search %s: %w", src, err)
+	}
+	sort.Strings(files)
+	switch len(files) {
+	case 0:
+		return "", fmt.Errorf("%w: %s holds no regular file", ErrNoDisk, src)
+	case 1:
+		return files[0], nil
+	default:
+		return "", fmt.Errorf("%s holds %d files (%v): name the disk with path", src, len(files), files)
+	}
+}
+
+// IsQCOW2 says whether the file starts with qcow2's magic.
+func IsQCOW2(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	magic := make([]byte, 4)
+	if _, err := io.ReadFull(f, magic); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return false, nil
+		}
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	return bytes.Equal(magic, []byte{'Q', 'F', 'I', 0xfb}), nil
+}
+
+// Copy copies the disk found at src into dstDir as disk.qcow2 (qcow2) or disk.img (anything
+// else, used as raw), sparsely, and returns the path written.
+func Copy(src, dstDir string) (string, error) {
+	disk, err := FindDisk(src)
+	if err != nil {
+		return "", err
+	}
+	qcow, err := IsQCOW2(disk)
+	if err != nil {
+		return "", err
+	}
+	name := RawName
+	if qcow {
+		name = QCOW2Name
+	}
+	// The launcher, another user than the init container's perhaps, must read the copy.
+	if err := os.MkdirAll(dstDir, 0o755); err != nil {
+		return "", fmt.Errorf("create %s: %w", dstDir, err)
+	}
+	dst := filepath.Join(dstDir, name)
+	in, err := os.Open(disk)
+	if err != nil {
+		return "", fmt.Errorf("open %s: %w", disk, err)
+	}
+	defer in.Close()
+	err = writeAtomic(dst, 0o644, func(out *os.File) error { return SparseCopy(out, in) })
+	if err != nil {
+		return "", fmt.Errorf("copy %s to %s: %w", disk, dst, err)
+	}
+	return dst, nil
+}
+
+// CopyAs copies the file src into dstDir under name, sparsely, without looking at its format
+// (the kernel and initrd of a kernelBoot image).
+func CopyAs(src, dstDir, name string) (string, error) {
+	if name == "" || strings.ContainsRune(name, '/') || name == "." || name == ".." {
+		return "", fmt.Errorf("bad file name %q", name)
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return "", fmt.Errorf("open %s: %w", src, err)
+	}
+	defer in.Close()
+	if err := os.MkdirAll(dstDir, 0o755); err != nil {
+		return "", fmt.Errorf("create %s: %w", dstDir, err)
+	}
+	dst := filepath.Join(dstDir, name)
+	if err := writeAtomic(dst, 0o644, func(out *os.File) error { return SparseCopy(out, in) }); err != nil {
+		return "", fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	return dst, nil
+}
+
+// block is the granularity of hole detection: zero blocks of this size are not written.
+const block = 64 << 10
+
+// SparseCopy copies in to out without writing the holes of in (found with SEEK_DATA/SEEK_HOLE)
+// nor blocks of zeros (image layers are often unpacked without holes), and sets out's size.
+func SparseCopy(out, in *os.File) error {
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	buf := make([]byte, block)
+	zero := make([]byte, block)
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(int(in.Fd()), off, unix.SEEK_DATA)
+		if err != nil {
+			if errors.Is(err, unix.ENXIO) { // only a hole is left
+				break
+			}
+			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				data = off // no hole support: scan everything
+			} else {
+				return fmt.Errorf("seek data: %w", err)
+			}
+		}
+		hole, err := unix.Seek(int(in.Fd()), data, unix.SEEK_HOLE)
+		if err != nil {
+			hole = size
+		}
+		for off = data; off < hole; {
+			n := int64(len(buf))
+			if hole-off < n {
+				n = hole - off
+			}
+			if _, err := in.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read at %d: %w", off, err)
+			}
+			if !bytes.Equal(buf[:n], zero[:n]) {
+				if _, err := out.WriteAt(buf[:n], off); err != nil {
+					return fmt.Errorf("write at %d: %w", off, err)
+				}
+			}
+			off += n
+		}
+	}
+	return out.Truncate(size)
+}
+
+// writeAtomic writes path through a temporary file renamed into place, so a reader never sees
+// half a file (an init container can be restarted midway).
+func writeAtomic(path string, mode os.FileMode, fill func(*os.File) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("create temporary file for %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := fill(tmp); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,65 @@
+// Package vmnetwork gives the launcher the VM network the CNI plugin built in the pod: it reads
+// each binding from the pod's netns (cni/vmnet) and runs the guest's DHCP server and gateway
+// ARP responder while the guest lives.
+package vmnetwork
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/cni/vmnet"
+	"github.com/slimvirt/slimvirt/runtime/launcher"
+)
+
+// For returns the network of a VMI, or nil when it has no interface.
+func For(vmi *v1.VirtualMachineInstance) (launcher.Network, error) {
+	ifaces := launcherpod.InterfacesFor(vmi)
+	if len(ifaces) == 0 {
+		return nil, nil
+	}
+	if len(ifaces) > 1 {
+		return nil, fmt.Errorf("vmi %s has %d interfaces; only one pod network interface is supported", vmi.Name, len(ifaces))
+	}
+	models := map[string]string{}
+	for _, i := range vmi.Spec.Domain.Devices.Interfaces {
+		models[i.Name] = i.Model
+	}
+	hostname := vmi.Spec.Hostname
+	if hostname == "" {
+		hostname = vmi.Name
+	}
+	return &network{iface: ifaces[0], model: models[ifaces[0].Name], hostname: hostname}, nil
+}
+
+type network struct {
+	iface    launcherpod.Interface
+	model    string
+	hostname string
+	plan     *vmnet.Plan
+}
+
+// Prepare reads the binding the CNI plugin made.
+func (n *network) Prepare(context.Context) ([]launcher.NIC, error) {
+	plan, err := vmnet.Discover(n.iface)
+	if err != nil {
+		return nil, fmt.Errorf("read the pod network binding of interface %s: %w", n.iface.Name, err)
+	}
+	n.plan = plan
+	return []launcher.NIC{{Name: n.iface.Name, Tap: plan.TapName, MAC: plan.GuestMAC.String(), MTU: plan.MTU, Model: n.model}}, nil
+}
+
+// Serve answers the guest's DHCP and ARP until ctx ends.
+func (n *network) Serve(ctx context.Context, onLease func(net.IP)) error {
+	if n.plan == nil {
+		return fmt.Errorf("serve interface %s: the binding was not prepared", n.iface.Name)
+	}
+	return vmnet.Serve(ctx, n.plan, vmnet.ServeOptions{
+		Hostname: n.hostname,
+		Logger:   slog.Default().With("interface", n.iface.Name),
+		OnLease:  onLease,
+	})
+}

@@ -1,0 +1,339 @@
+// Package volumes turns a VMI's volumes into disk sources the domain can use: it finds what
+// the controller mounted into the pod, creates what is missing (disk.img of a filesystem PVC,
+// emptyDisks, hostDisks of type DiskOrCreate, cloud-init ISOs, containerDisk overlays) and
+// picks each source's cache mode.
+package volumes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/runtime/cloudinit"
+	"github.com/slimvirt/slimvirt/runtime/diskcopy"
+	"github.com/slimvirt/slimvirt/runtime/domain"
+)
+
+// Sizing of disk images the launcher creates, as KubeVirt does: the image leaves Reserve
+// bytes of the filesystem free (for the filesystem's own metadata growth), and the filesystem
+// may be up to Toleration smaller than asked for (filesystem overhead eats into a volume).
+const (
+	Reserve    = 128 << 10
+	Toleration = 0.10
+	align      = 1 << 20
+)
+
+// Layout says where the pod's volumes are.
+type Layout struct {
+	ContainerDiskDir string
+	PVCDir           string
+	BlockDir         string
+	HostDiskDir      string
+	// EmptyDiskDir holds emptyDisks, containerDisk overlays and cloud-init ISOs.
+	EmptyDiskDir string
+	// SecretsDir/<volume>/{userdata,networkdata} hold secret-referenced cloud-init data.
+	SecretsDir string
+}
+
+// DefaultLayout is the launcher pod's layout.
+func DefaultLayout() Layout {
+	return Layout{
+		ContainerDiskDir: launcherpod.ContainerDiskDir,
+		PVCDir:           launcherpod.PVCDir,
+		BlockDir:         launcherpod.BlockDir,
+		HostDiskDir:      launcherpod.HostDiskDir,
+		EmptyDiskDir:     launcherpod.EmptyDiskDir,
+		SecretsDir:       launcherpod.RunDir + "/secrets",
+	}
+}
+
+// Error is a problem with one volume; the launcher reports it as the reason it could not start.
+type Error struct {
+	Volume string
+	Err    error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("volume %s: %v", e.Volume, e.Err) }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Runner runs helper commands (qemu-img); the launcher passes its reaper.
+type Runner interface {
+	Run(cmd *exec.Cmd) error
+}
+
+// Preparer prepares volumes.
+type Preparer struct {
+	Layout Layout
+	Runner Runner
+	// QEMUImg is the qemu-img binary.
+	QEMUImg string
+	// Now dates cloud-init ISOs.
+	Now func() time.Time
+}
+
+// Prepare returns a source for every volume a disk uses.
+func (p *Preparer) Prepare(ctx context.Context, vmi *v1.VirtualMachineInstance) (map[string]domain.DiskSource, error) {
+	byName := map[string]v1.Volume{}
+	for _, v := range vmi.Spec.Volumes {
+		byName[v.Name] = v
+	}
+	if err := os.MkdirAll(p.Layout.EmptyDiskDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create %s: %w", p.Layout.EmptyDiskDir, err)
+	}
+	out := map[string]domain.DiskSource{}
+	for _, disk := range vmi.Spec.Domain.Devices.Disks {
+		vol, ok := byName[disk.Name]
+		if !ok {
+			return nil, &Error{disk.Name, errors.New("the disk has no volume of that name in spec.volumes")}
+		}
+		src, err := p.prepare(ctx, vmi, vol)
+		if err != nil {
+			return nil, &Error{vol.Name, err}
+		}
+		out[vol.Name] = src
+	}
+	return out, nil
+}
+
+func (p *Preparer) prepare(ctx context.Context, vmi *v1.VirtualMachineInstance, vol v1.Volume) (domain.DiskSource, error) {
+	switch {
+	case vol.ContainerDisk != nil:
+		return p.containerDisk(ctx, vol.Name)
+	case vol.PersistentVolumeClaim != nil:
+		return p.pvc(vol.Name, vol.PersistentVolumeClaim.ClaimName, vol.PersistentVolumeClaim.ReadOnly)
+	case vol.DataVolume != nil:
+		return p.pvc(vol.Name, vol.DataVolume.Name, false)
+	case vol.EmptyDisk != nil:
+		return p.emptyDisk(vol.Name, vol.EmptyDisk.Capacity.Value())
+	case vol.HostDisk != nil:
+		return p.hostDisk(vol.Name, vol.HostDisk)
+	case vol.CloudInitNoCloud != nil || vol.CloudInitConfigDrive != nil:
+		return p.cloudInit(vmi, vol)
+	}
+	return domain.DiskSource{}, errors.New("no supported volume source")
+}
+
+func (p *Preparer) containerDisk(ctx context.Context, name string) (domain.DiskSource, error) {
+	dir := filepath.Join(p.Layout.ContainerDiskDir, name)
+	if _, err := os.Stat(dir); err != nil {
+		return domain.DiskSource{}, fmt.Errorf("containerDisk was not copied into %s (no init container ran for it): %w", dir, err)
+	}
+	backing, format := "", ""
+	for _, c := range []struct{ name, format string }{{diskcopy.QCOW2Name, "qcow2"}, {diskcopy.RawName, "raw"}} {
+		if st, err := os.Stat(filepath.Join(dir, c.name)); err == nil && st.Mode().IsRegular() {
+			backing, format = filepath.Join(dir, c.name), c.format
+			break
+		}
+	}
+	if backing == "" {
+		return domain.DiskSource{}, fmt.Errorf("the containerDisk image has no disk: neither %s nor %s in %s", diskcopy.RawName, diskcopy.QCOW2Name, dir)
+	}
+	if st, _ := os.Stat(backing); st.Size() == 0 {
+		return domain.DiskSource{}, fmt.Errorf("the containerDisk image's disk %s is empty", backing)
+	}
+	// The copied disk stays read-only; the guest writes into a throwaway overlay.
+	overlay := filepath.Join(p.Layout.EmptyDiskDir, name+".qcow2")
+	_ = os.Remove(overlay)
+	cmd := exec.CommandContext(ctx, p.QEMUImg, "create", "-q", "-f", "qcow2", "-F", format, "-b", backing, overlay)
+	if out, err := output(p.Runner, cmd); err != nil {
+		return domain.DiskSource{}, fmt.Errorf("create overlay over %s: %w: %s", backing, err, out)
+	}
+	return domain.DiskSource{Path: overlay, Format: "qcow2", Cache: CacheMode(overlay)}, nil
+}
+
+func output(r Runner, cmd *exec.Cmd) (string, error) {
+	var buf limitedBuffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := r.Run(cmd)
+	return string(buf.b), err
+}
+
+type limitedBuffer struct{ b []byte }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 4096 - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (p *Preparer) pvc(name, claim string, readOnly bool) (domain.DiskSource, error) {
+	dev := filepath.Join(p.Layout.BlockDir, name)
+	if st, err := os.Stat(dev); err == nil {
+		if st.Mode()&fs.ModeDevice == 0 {
+			return domain.DiskSource{}, fmt.Errorf("%s (block PVC %s) is not a block device", dev, claim)
+		}
+		if err := checkAccess(dev, readOnly); err != nil {
+			return domain.DiskSource{}, fmt.Errorf("block PVC %s: %w", claim, err)
+		}
+		return domain.DiskSource{Block: true, Path: dev, Format: "raw", Cache: CacheMode(dev), ReadOnly: readOnly}, nil
+	}
+	dir := filepath.Join(p.Layout.PVCDir, name)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return domain.DiskSource{}, fmt.Errorf("PVC %s is not mounted: neither %s nor %s exists", claim, dir, dev)
+	}
+	img := filepath.Join(dir, "disk.img")
+	if err := EnsureImage(img, 0, readOnly); err != nil {
+		return domain.DiskSource{}, fmt.Errorf("PVC %s: %w", claim, err)
+	}
+	if err := checkAccess(img, readOnly); err != nil {
+		return domain.DiskSource{}, fmt.Errorf("PVC %s: %w", claim, err)
+	}
+	return domain.DiskSource{Path: img, Format: "raw", Cache: CacheMode(img), ReadOnly: readOnly}, nil
+}
+
+func (p *Preparer) emptyDisk(name string, capacity int64) (domain.DiskSource, error) {
+	img := filepath.Join(p.Layout.EmptyDiskDir, name+".img")
+	// An emptyDisk lives as long as the VMI: never reuse what an earlier run left.
+	_ = os.Remove(img)
+	if err := createSparse(img, capacity); err != nil {
+		return domain.DiskSource{}, err
+	}
+	return domain.DiskSource{Path: img, Format: "raw", Cache: CacheMode(img)}, nil
+}
+
+func (p *Preparer) hostDisk(name string, hd *v1.HostDisk) (domain.DiskSource, error) {
+	dir := filepath.Join(p.Layout.HostDiskDir, name)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return domain.DiskSource{}, fmt.Errorf("the directory of hostDisk %s is not mounted at %s", hd.Path, dir)
+	}
+	img := filepath.Join(dir, filepath.Base(hd.Path))
+	switch hd.Type {
+	case v1.HostDiskExists:
+		st, err := os.Stat(img)
+		if err != nil {
+			return domain.DiskSource{}, fmt.Errorf("hostDisk %s of type Disk does not exist: %w", hd.Path, err)
+		}
+		if !st.Mode().IsRegular() {
+			return domain.DiskSource{}, fmt.Errorf("hostDisk %s is not a regular file", hd.Path)
+		}
+	case v1.HostDiskExistsOrCreate:
+		if hd.Capacity == nil {
+			return domain.DiskSource{}, fmt.Errorf("hostDisk %s of type DiskOrCreate has no capacity", hd.Path)
+		}
+		if err := EnsureImage(img, hd.Capacity.Value(), false); err != nil {
+			return domain.DiskSource{}, fmt.Errorf("hostDisk %s: %w", hd.Path, err)
+		}
+	default:
+		return domain.DiskSource{}, fmt.Errorf("hostDisk %s: unknown type %q", hd.Path, hd.Type)
+	}
+	if err := checkAccess(img, false); err != nil {
+		return domain.DiskSource{}, fmt.Errorf("hostDisk %s: %w", hd.Path, err)
+	}
+	return domain.DiskSource{Path: img, Format: "raw", Cache: CacheMode(img)}, nil
+}
+
+func (p *Preparer) cloudInit(vmi *v1.VirtualMachineInstance, vol v1.Volume) (domain.DiskSource, error) {
+	src, configDrive, _ := cloudinit.FromVolume(vol)
+	user, network, err := cloudinit.Resolve(src, filepath.Join(p.Layout.SecretsDir, vol.Name))
+	if err != nil {
+		return domain.DiskSource{}, err
+	}
+	hostname := vmi.Spec.Hostname
+	if hostname == "" {
+		hostname = vmi.Name
+	}
+	iso := filepath.Join(p.Layout.EmptyDiskDir, vol.Name+".iso")
+	data := cloudinit.Data{
+		UserData: user, NetworkData: network,
+		InstanceID: vmi.Name + "." + vmi.Namespace, Hostname: hostname, UUID: string(vmi.UID),
+	}
+	now := time.Now
+	if p.Now != nil {
+		now = p.Now
+	}
+	if err := cloudinit.WriteISO(iso, configDrive, data, now()); err != nil {
+		return domain.DiskSource{}, err
+	}
+	return domain.DiskSource{Path: iso, Format: "raw", Cache: CacheMode(iso), ReadOnly: true}, nil
+}
+
+// EnsureImage checks or creates a raw image. capacity 0 means the filesystem's size stands
+// for the volume's size (a PVC is its own filesystem; the launcher does not know the claim's
+// size). An image larger than the volume is refused; a missing one is created sparse at the
+// volume size less Reserve, rounded down to 1 MiB, when the filesystem has at least
+// (1-Toleration) of it free.
+func EnsureImage(img string, capacity int64, readOnly bool) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Dir(img), &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", filepath.Dir(img), err)
+	}
+	fsSize := int64(st.Blocks) * st.Bsize
+	free := int64(st.Bavail) * st.Bsize
+	volSize := capacity
+	if volSize == 0 {
+		volSize = fsSize
+	}
+	if fi, err := os.Stat(img); err == nil {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", img)
+		}
+		if capacity == 0 && fi.Size() > fsSize {
+			return fmt.Errorf("disk.img is larger than its PVC: %d bytes on a %d-byte volume", fi.Size(), fsSize)
+		}
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("stat %s: %w", img, err)
+	}
+	if readOnly {
+		return fmt.Errorf("%s does not exist and the volume is read-only", img)
+	}
+	size := (volSize - Reserve) / align * align
+	if float64(free) < float64(volSize)*(1-Toleration) {
+		return fmt.Errorf("not enough space for %s: %d bytes free, %d wanted (%.0f%% tolerated)", img, free, volSize, Toleration*100)
+	}
+	if size > free-Reserve {
+		size = (free - Reserve) / align * align
+	}
+	if size <= 0 {
+		return fmt.Errorf("volume too small for a disk image: %d bytes", volSize)
+	}
+	return createSparse(img, size)
+}
+
+func createSparse(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o660)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return fmt.Errorf("size %s to %d bytes: %w", path, size, err)
+	}
+	return f.Close()
+}
+
+// checkAccess fails early, with the user's id, when QEMU (running as the launcher's user)
+// could not open the image, instead of leaving it to a libvirt error at start.
+func checkAccess(path string, readOnly bool) error {
+	mode := uint32(unix.R_OK | unix.W_OK)
+	what := "read and write"
+	if readOnly {
+		mode, what = unix.R_OK, "read"
+	}
+	if err := unix.Access(path, mode); err != nil {
+		return fmt.Errorf("uid %d cannot %s %s: %w", os.Geteuid(), what, path, err)
+	}
+	return nil
+}
+
+// CacheMode is none when the file can be opened with O_DIRECT (no double caching in the
+// host's page cache), else writethrough (tmpfs and some FUSE filesystems refuse O_DIRECT),
+// as KubeVirt chooses.
+func CacheMode(path string) string {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "writethrough"
+	}
+	unix.Close(fd)
+	return "none"
+}

@@ -1,0 +1,207 @@
+package volumes
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+)
+
+type execRunner struct{}
+
+func (execRunner) Run(cmd *exec.Cmd) error { return cmd.Run() }
+
+func testLayout(t *testing.T) Layout {
+	root := t.TempDir()
+	l := Layout{
+		ContainerDiskDir: filepath.Join(root, "container-disks"),
+		PVCDir:           filepath.Join(root, "pvcs"),
+		BlockDir:         filepath.Join(root, "dev"),
+		HostDiskDir:      filepath.Join(root, "hostdisks"),
+		EmptyDiskDir:     filepath.Join(root, "scratch"),
+		SecretsDir:       filepath.Join(root, "secrets"),
+	}
+	for _, d := range []string{l.ContainerDiskDir, l.PVCDir, l.HostDiskDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return l
+}
+
+func vmiWith(vols ...v1.Volume) *v1.VirtualMachineInstance {
+	vmi := &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "vm", Namespace: "ns", UID: "uid-1"}}
+	for _, v := range vols {
+		vmi.Spec.Volumes = append(vmi.Spec.Volumes, v)
+		vmi.Spec.Domain.Devices.Disks = append(vmi.Spec.Domain.Devices.Disks, v1.Disk{Name: v.Name})
+	}
+	return vmi
+}
+
+func size(t *testing.T, p string) (apparent, allocated int64) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Size, st.Blocks * 512
+}
+
+func TestPrepare(t *testing.T) {
+	q := resource.MustParse
+	tests := []struct {
+		name    string
+		vol     v1.Volume
+		setup   func(t *testing.T, l Layout)
+		check   func(t *testing.T, l Layout, path string)
+		wantErr string
+	}{
+		{
+			name: "emptyDisk is sparse at its capacity",
+			vol:  v1.Volume{Name: "e", VolumeSource: v1.VolumeSource{EmptyDisk: &v1.EmptyDiskSource{Capacity: q("2Gi")}}},
+			check: func(t *testing.T, l Layout, p string) {
+				if a, alloc := size(t, p); a != 2<<30 || alloc > 1<<20 {
+					t.Errorf("emptyDisk %d bytes, %d allocated", a, alloc)
+				}
+			},
+		},
+		{
+			name: "existing disk.img is used as it is",
+			vol:  v1.Volume{Name: "p", VolumeSource: v1.VolumeSource{DataVolume: &v1.DataVolumeSource{Name: "dv"}}},
+			setup: func(t *testing.T, l Layout) {
+				os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755)
+				os.WriteFile(filepath.Join(l.PVCDir, "p", "disk.img"), []byte("data"), 0o644)
+			},
+			check: func(t *testing.T, l Layout, p string) {
+				if b, _ := os.ReadFile(p); string(b) != "data" {
+					t.Error("disk.img was changed")
+				}
+			},
+		},
+		{
+			name:    "PVC not mounted",
+			vol:     v1.Volume{Name: "p", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}},
+			wantErr: "volume p: PVC c is not mounted",
+		},
+		{
+			name: "read-only PVC without disk.img",
+			vol:  v1.Volume{Name: "p", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "c", ReadOnly: true}}},
+			setup: func(t *testing.T, l Layout) {
+				os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755)
+			},
+			wantErr: "read-only",
+		},
+		{
+			name: "hostDisk of type Disk must exist",
+			vol:  v1.Volume{Name: "h", VolumeSource: v1.VolumeSource{HostDisk: &v1.HostDisk{Path: "/data/x.img", Type: v1.HostDiskExists}}},
+			setup: func(t *testing.T, l Layout) {
+				os.MkdirAll(filepath.Join(l.HostDiskDir, "h"), 0o755)
+			},
+			wantErr: "volume h: hostDisk /data/x.img of type Disk does not exist",
+		},
+		{
+			name: "hostDisk DiskOrCreate is created at its capacity",
+			vol:  v1.Volume{Name: "h", VolumeSource: v1.VolumeSource{HostDisk: &v1.HostDisk{Path: "/data/x.img", Type: v1.HostDiskExistsOrCreate, Capacity: ptr(q("64Mi"))}}},
+			setup: func(t *testing.T, l Layout) {
+				os.MkdirAll(filepath.Join(l.HostDiskDir, "h"), 0o755)
+			},
+			check: func(t *testing.T, l Layout, p string) {
+				if a, _ := size(t, p); a != 64<<20-align || filepath.Base(p) != "x.img" {
+					t.Errorf("hostDisk %s is %d bytes", p, a)
+				}
+			},
+		},
+		{
+			name: "containerDisk gets a qcow2 overlay over the copied disk",
+			vol:  v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "i"}}},
+			setup: func(t *testing.T, l Layout) {
+				os.MkdirAll(filepath.Join(l.ContainerDiskDir, "c"), 0o755)
+				f, _ := os.Create(filepath.Join(l.ContainerDiskDir, "c", "disk.img"))
+				f.Truncate(32 << 20)
+				f.Close()
+			},
+			check: func(t *testing.T, l Layout, p string) {
+				out, err := exec.Command("qemu-img", "info", p).CombinedOutput()
+				if err != nil || !strings.Contains(string(out), "backing file: "+filepath.Join(l.ContainerDiskDir, "c", "disk.img")) || !strings.Contains(string(out), "virtual size: 32 MiB") {
+					t.Errorf("overlay: %v\n%s", err, out)
+				}
+			},
+		},
+		{
+			name: "containerDisk image without a disk",
+			vol:  v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "i"}}},
+			setup: func(t *testing.T, l Layout) {
+				os.MkdirAll(filepath.Join(l.ContainerDiskDir, "c"), 0o755)
+			},
+			wantErr: "volume c: the containerDisk image has no disk",
+		},
+		{
+			name: "cloud-init ISO",
+			vol:  v1.Volume{Name: "ci", VolumeSource: v1.VolumeSource{CloudInitNoCloud: &v1.CloudInitNoCloudSource{UserData: "#cloud-config\n"}}},
+			check: func(t *testing.T, l Layout, p string) {
+				b, _ := os.ReadFile(p)
+				if len(b) < 17*2048 || string(b[16*2048+40:16*2048+46]) != "cidata" {
+					t.Errorf("%s is not a cidata ISO", p)
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := testLayout(t)
+			if tc.setup != nil {
+				tc.setup(t, l)
+			}
+			p := &Preparer{Layout: l, Runner: execRunner{}, QEMUImg: "qemu-img"}
+			got, err := p.Prepare(context.Background(), vmiWith(tc.vol))
+			if tc.wantErr != "" {
+				var ve *Error
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.As(err, &ve) || ve.Volume != tc.vol.Name {
+					t.Fatalf("error %v, want a volume error with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			src, ok := got[tc.vol.Name]
+			if !ok {
+				t.Fatalf("no source for %s", tc.vol.Name)
+			}
+			if src.Cache != "none" && src.Cache != "writethrough" {
+				t.Errorf("cache %q", src.Cache)
+			}
+			tc.check(t, l, src.Path)
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestCacheMode(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	os.WriteFile(p, make([]byte, 4096), 0o644)
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECT, 0)
+	want := "none"
+	if err != nil {
+		want = "writethrough"
+	} else {
+		unix.Close(fd)
+	}
+	if got := CacheMode(p); got != want {
+		t.Errorf("CacheMode = %s, want %s", got, want)
+	}
+	if got := CacheMode(filepath.Join(dir, "missing")); got != "writethrough" {
+		t.Errorf("CacheMode of a missing file = %s", got)
+	}
+}
