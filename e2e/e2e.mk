@@ -9,7 +9,7 @@ local-install: ## Install (or upgrade) the chart on the local cluster with its n
 	@bash hack/local-install.sh
 
 .PHONY: e2e-setup
-e2e-setup: build images cluster-up cluster-load-images local-install ## Bring up the local cluster with slimvirt installed
+e2e-setup: build images images-csi cluster-up cluster-load-images local-install ## Bring up the local cluster with slimvirt installed
 
 .PHONY: e2e-run
 e2e-run: ## Run the e2e tests (brings the cluster up first; KEEP_CLUSTER=1 keeps it afterwards)

@@ -9,8 +9,9 @@ import (
 	"github.com/slimvirt/slimvirt/slimctl/launcherexec"
 )
 
-// powerCmd acts on a running VMI through its launcher (a VM's VMI has the VM's name).
-func powerCmd(e *env, action, short string) *cobra.Command {
+// powerCmd acts on a running VMI through its launcher (a VM's VMI has the VM's name). ctl is
+// the launcher's name for the action (`slimvirt-launcher ctl CTL`).
+func powerCmd(e *env, action, ctl, short string) *cobra.Command {
 	return &cobra.Command{
 		Use:   action + " (vm|vmi) NAME",
 		Short: short,
@@ -30,7 +31,7 @@ func powerCmd(e *env, action, short string) *cobra.Command {
 				return err
 			}
 			var out strings.Builder
-			if err := c.Exec(cmd.Context(), ns, pod, []string{"ctl", action}, launcherexec.Streams{Stdout: &out, Stderr: &out}); err != nil {
+			if err := c.Exec(cmd.Context(), ns, pod, []string{"ctl", ctl}, launcherexec.Streams{Stdout: &out, Stderr: &out}); err != nil {
 				return fmt.Errorf("%s VMI %s: %w: %s", action, args[1], err, strings.TrimSpace(out.String()))
 			}
 			fmt.Fprintf(e.stdout, "VMI %s was scheduled to %s\n", args[1], action)

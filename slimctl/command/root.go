@@ -84,9 +84,9 @@ func New(name string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command 
 		exposeCmd(e),
 		consoleCmd(e),
 		vncCmd(e),
-		powerCmd(e, "pause", "Pause a running VM (its vCPUs stop; memory is kept)"),
-		powerCmd(e, "unpause", "Resume a paused VM"),
-		powerCmd(e, "soft-reboot", "Ask the guest to reboot (ACPI)"),
+		powerCmd(e, "pause", "pause", "Pause a running VM (its vCPUs stop; memory is kept)"),
+		powerCmd(e, "unpause", "unpause", "Resume a paused VM"),
+		powerCmd(e, "soft-reboot", "reboot", "Ask the guest to reboot"),
 	)
 	return root
 }
