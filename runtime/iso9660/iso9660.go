@@ -271,9 +271,13 @@ func volumeDescriptor(tree int, label string, sectors, ptSize, ptAt uint32, root
 	copy(d[318:], text("", 128))
 	copy(d[446:], text("", 128))
 	copy(d[574:], text("SLIMVIRT", 128))
-	copy(d[702:], text("", 36))
-	copy(d[739:], text("", 36))
-	copy(d[776:], text("", 36))
+	fileID := 37 // copyright, abstract and bibliographic file identifiers
+	if tree == joliet {
+		fileID = 36 // whole UCS-2 characters, the last byte left zero
+	}
+	copy(d[702:], text("", fileID))
+	copy(d[739:], text("", fileID))
+	copy(d[776:], text("", fileID))
 	copy(d[813:], decDate(t))
 	copy(d[830:], decDate(t))
 	copy(d[847:], append(bytes.Repeat([]byte{'0'}, 16), 0))

@@ -81,6 +81,10 @@ func New(name string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command 
 	e.flags.AddFlags(root.PersistentFlags())
 	root.AddCommand(
 		versionCmd(e),
+		uploadCmd(e),
+		vmRequestCmd(e, "start", v1alpha1.AnnotationStartRequested, "Start a stopped VM"),
+		vmRequestCmd(e, "stop", v1alpha1.AnnotationStopRequested, "Stop a VM (ACPI shutdown; its run strategy becomes Halted)"),
+		vmRequestCmd(e, "restart", v1alpha1.AnnotationRestartRequested, "Restart a VM (its VMI is replaced)"),
 		exposeCmd(e),
 		consoleCmd(e),
 		vncCmd(e),
