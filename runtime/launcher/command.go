@@ -3,6 +3,8 @@ package launcher
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"time"
 
@@ -10,7 +12,9 @@ import (
 )
 
 // Command runs the launcher binary's client subcommands and returns the exit code:
-// "probe" (the readiness probe: 0 only while Running) and "ctl CMD" (a control command).
+// "probe" (the readiness probe: 0 only while Running), "ctl CMD" (a control command), and
+// "console" and "vnc", which join stdin/stdout to the guest's console or VNC display (slimctl
+// reaches them with the pod exec API).
 func Command(cfg Config, args []string) int {
 	switch {
 	case len(args) == 1 && args[0] == "probe":
@@ -31,7 +35,39 @@ func Command(cfg Config, args []string) int {
 			fmt.Println(out)
 		}
 		return 0
+	case len(args) == 1 && (args[0] == "console" || args[0] == "vnc"):
+		path := cfg.ConsoleSocket
+		if args[0] == "vnc" {
+			path = cfg.VNCSocket
+		}
+		if err := pipeStdio(path, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
 	}
-	fmt.Fprintln(os.Stderr, "usage: slimvirt-launcher [flags] | probe | ctl pause|unpause|reboot|reset|shutdown|status")
+	fmt.Fprintln(os.Stderr, "usage: slimvirt-launcher [flags] | probe | console | vnc | ctl pause|unpause|reboot|reset|shutdown|status")
 	return 2
+}
+
+// pipeStdio joins in and out to the unix socket at path until either side closes.
+func pipeStdio(path string, in io.Reader, out io.Writer) error {
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", path, err)
+	}
+	defer conn.Close()
+	done := make(chan error, 2)
+	go func() {
+		_, err := io.Copy(conn, in)
+		if uc, ok := conn.(*net.UnixConn); ok {
+			_ = uc.CloseWrite()
+		}
+		done <- err
+	}()
+	go func() {
+		_, err := io.Copy(out, conn)
+		done <- err
+	}()
+	return <-done
 }
