@@ -12,10 +12,8 @@ local-install: ## Install (or upgrade) the chart on the local cluster with its n
 e2e-setup: build images images-csi cluster-up cluster-load-images local-install ## Bring up the local cluster with slimvirt installed
 
 .PHONY: e2e-run
-e2e-run: ## Run the e2e tests (brings the cluster up first; KEEP_CLUSTER=1 keeps it afterwards)
-	@$(MAKE) --no-print-directory e2e-setup
-	@rc=0; go test -tags e2e -count=1 -timeout 40m -v -run '$(E2E_RUN)' ./e2e/ || rc=$$?; \
-	  if [ -z "$(KEEP_CLUSTER)" ]; then $(MAKE) --no-print-directory cluster-down; fi; exit $$rc
+e2e-run: ## Run the e2e suite on the bridge network, then the network tests on calico and vpc (KEEP_CLUSTER=1 keeps the cluster)
+	@E2E_RUN='$(E2E_RUN)' KEEP_CLUSTER='$(KEEP_CLUSTER)' bash hack/e2e.sh
 
 .PHONY: demo
 demo: ## Build everything, start the local cluster, install slimvirt and boot examples/vmi-linux.yaml
