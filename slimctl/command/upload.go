@@ -232,6 +232,9 @@ func waitDataVolume(ctx context.Context, c client.Client, ns, name string, timeo
 		if last == phase {
 			return nil
 		}
+		if phase == v1alpha1.DataVolumeUploadReady && last == v1alpha1.DataVolumeSucceeded {
+			return fmt.Errorf("DataVolume %s/%s already holds its upload (Succeeded)", ns, name)
+		}
 		if last == v1alpha1.DataVolumeFailed {
 			msg := ""
 			for _, cond := range dv.Status.Conditions {
