@@ -221,6 +221,9 @@ func (r *Reconciler) createPVC(ctx context.Context, dv *v1.DataVolume) (*corev1.
 		if apierrors.IsAlreadyExists(err) {
 			return nil, requeue.After(time.Second, "pvc appeared while creating it")
 		}
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			return nil, nil // the namespace, and the DataVolume with it, is going away
+		}
 		r.Recorder.Eventf(dv, nil, corev1.EventTypeWarning, "ErrClaimNotValid", "CreatePVC", "create PVC %s: %v", pvc.Name, err)
 		return nil, fmt.Errorf("create pvc %s/%s: %w", pvc.Namespace, pvc.Name, err)
 	}

@@ -243,7 +243,8 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, vm *v1.VirtualMachine)
 	}
 	before := vm.DeepCopy()
 	controllerutil.RemoveFinalizer(vm, Finalizer)
-	if err := r.Client.Patch(ctx, vm, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+	// Gone already (a reconcile queued before the last one removed the finalizer): done.
+	if err := r.Client.Patch(ctx, vm, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("remove finalizer from vm %s: %w", vm.Name, err)
 	}
 	return nil

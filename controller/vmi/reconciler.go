@@ -264,7 +264,8 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, vmi *v1.VirtualMachine
 	}
 	before := vmi.DeepCopy()
 	controllerutil.RemoveFinalizer(vmi, Finalizer)
-	if err := r.Client.Patch(ctx, vmi, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+	// Gone already (a reconcile queued before the last one removed the finalizer): done.
+	if err := r.Client.Patch(ctx, vmi, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("remove finalizer from vmi %s: %w", vmi.Name, err)
 	}
 	return nil

@@ -203,7 +203,8 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, rs *v1.VirtualMachineI
 	}
 	before := rs.DeepCopy()
 	controllerutil.RemoveFinalizer(rs, Finalizer)
-	if err := r.Client.Patch(ctx, rs, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+	// Gone already (a reconcile queued before the last one removed the finalizer): done.
+	if err := r.Client.Patch(ctx, rs, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("remove finalizer from vmirs %s: %w", rs.Name, err)
 	}
 	return nil
