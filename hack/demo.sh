@@ -31,7 +31,7 @@ step "install Debian packages and Go tools" make --no-print-directory deps
 step "build Kubernetes $K8S_VERSION (cached)" make --no-print-directory k8s
 step "build slimvirt binaries" make --no-print-directory build
 step "build the test guest" make --no-print-directory guest
-step "build images" make --no-print-directory images
+step "build images" make --no-print-directory images images-csi
 step "start the local cluster" make --no-print-directory cluster-up
 step "load images into the cluster" make --no-print-directory cluster-load-images
 step "install the slimvirt chart" make --no-print-directory local-install
