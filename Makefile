@@ -55,7 +55,7 @@ e2e: ## Run the end-to-end tests on the local cluster
 	@$(MAKE) --no-print-directory $(E2E_TARGETS)
 
 .PHONY: bench
-bench: ## Run the benchmarks and print the results table
+bench: ## Run every benchmark (CNI latency, launcher memory, imports; root)
 	@$(MAKE) --no-print-directory $(BENCH_TARGETS)
 
 .PHONY: clean
@@ -71,6 +71,8 @@ clean: ## Remove build output (not the caches in $(SLIMVIRT_CACHE))
 -include nodeagent/nodeagent.mk
 -include slimctl/slimctl.mk
 -include e2e/e2e.mk
+
+##@ Everything
 
 # After the includes: prerequisites are expanded when read.
 .PHONY: build
