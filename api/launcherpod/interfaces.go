@@ -18,9 +18,16 @@ func InterfacesFor(vmi *v1.VirtualMachineInstance) []Interface {
 		}
 		return []Interface{{Name: DefaultInterfaceName, Binding: BindingBridge}}
 	}
+	queues := 0
+	if mq := spec.Domain.Devices.NetworkInterfaceMultiQueue; mq != nil && *mq && spec.Domain.CPU.VCPUs() > 1 {
+		queues = spec.Domain.CPU.VCPUs()
+	}
 	out := make([]Interface, 0, len(spec.Domain.Devices.Interfaces))
 	for _, iface := range spec.Domain.Devices.Interfaces {
 		li := Interface{Name: iface.Name, Binding: BindingBridge, MAC: iface.MacAddress}
+		if iface.Model == "" || iface.Model == "virtio" {
+			li.Queues = queues
+		}
 		if iface.Masquerade != nil {
 			li.Binding = BindingMasquerade
 			for _, n := range spec.Networks {

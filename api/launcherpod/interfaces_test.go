@@ -26,6 +26,16 @@ func TestInterfacesFor(t *testing.T) {
 			[]Interface{{Name: "default", Binding: BindingMasquerade, VMNetworkCIDR: "10.11.0.0/24",
 				Ports: []Port{{Protocol: "TCP", Port: 80}, {Protocol: "UDP", Port: 53}}}}},
 	}
+	yes := true
+	tests = append(tests, struct {
+		name string
+		spec v1.VirtualMachineInstanceSpec
+		want []Interface
+	}{"multiqueue virtio gets one queue per vCPU, e1000 none", v1.VirtualMachineInstanceSpec{Domain: v1.DomainSpec{
+		CPU: &v1.CPU{Cores: 2, Sockets: 2},
+		Devices: v1.Devices{NetworkInterfaceMultiQueue: &yes, Interfaces: []v1.Interface{
+			{Name: "a", Bridge: &v1.InterfaceBridge{}}, {Name: "b", Model: "e1000", Bridge: &v1.InterfaceBridge{}}}}}},
+		[]Interface{{Name: "a", Binding: BindingBridge, Queues: 4}, {Name: "b", Binding: BindingBridge}}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := InterfacesFor(&v1.VirtualMachineInstance{Spec: tt.spec})

@@ -83,6 +83,10 @@ type Interface struct {
 	Ports []Port `json:"ports,omitempty"`
 	// TapOwner is the uid that will open the tap device.
 	TapOwner *int `json:"tapOwner,omitempty"`
+	// Queues is the tap's queue count when above 1: the guest's vCPUs for a virtio NIC with
+	// networkInterfaceMultiqueue. The kernel refuses a tap whose multi-queue flag does not match
+	// how QEMU opens it, so the plugin and the launcher must agree on it.
+	Queues int `json:"queues,omitempty"`
 }
 
 // Port is one forwarded port.

@@ -93,13 +93,12 @@ func LoadKey(path string) ([]byte, error) {
 	return []byte(strings.TrimSpace(string(key))), nil
 }
 
-// VMInterface is a VM interface as the plugin reads it: launcherpod.Interface plus the number of
-// tap queues. Queues > 1 makes a multi-queue tap (QEMU and libvirt open a tap with
-// IFF_MULTI_QUEUE exactly when they use more than one queue, and the kernel refuses a mismatch),
-// so it must equal the virtio queue count the launcher configures.
+// VMInterface is a VM interface as the plugin reads it. Queues > 1 makes a multi-queue tap
+// (QEMU and libvirt open a tap with IFF_MULTI_QUEUE exactly when they use more than one queue,
+// and the kernel refuses a mismatch), so it must equal the virtio queue count the launcher
+// configures.
 type VMInterface struct {
 	launcherpod.Interface
-	Queues int `json:"queues,omitempty"`
 }
 
 // MaxQueues bounds Queues (the kernel's limit for a tap is 256).

@@ -21,7 +21,7 @@ func TestTapOpensInQEMU(t *testing.T) {
 	for _, queues := range []int{0, 4} {
 		t.Run(fmt.Sprintf("queues=%d", queues), func(t *testing.T) {
 			podNS := nettest.NewNS(t, "pod")
-			iface := netconf.VMInterface{Interface: launcherpod.Interface{Name: "default", Binding: launcherpod.BindingBridge, TapOwner: &owner}, Queues: queues}
+			iface := netconf.VMInterface{Interface: launcherpod.Interface{Name: "default", Binding: launcherpod.BindingBridge, TapOwner: &owner, Queues: queues}}
 			value := string(nettest.MustJSON([]netconf.VMInterface{iface}))
 			name := fmt.Sprintf("virt-launcher-q%d", queues)
 			pod := nettest.Pod{Namespace: "default", Name: name, ContainerID: "c-" + name, Netns: podNS,
