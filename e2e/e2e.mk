@@ -18,3 +18,10 @@ e2e-run: ## Run the e2e suite on the bridge network, then the network tests on c
 .PHONY: demo
 demo: ## Build everything, start the local cluster, install slimvirt and boot examples/vmi-linux.yaml
 	@bash hack/demo.sh
+
+BENCH_TARGETS += bench-start
+.PHONY: bench-start
+bench-start: ## Measure apply -> Running and -> guest lease for 20 single VMIs and a batch of 10 (local cluster; KEEP_CLUSTER=1 keeps it)
+	@$(MAKE) --no-print-directory e2e-setup
+	@rc=0; SLIMVIRT_BENCH=1 go test -tags e2e -count=1 -timeout 40m -v -run TestBenchStartLatency ./e2e/ || rc=$$?; \
+	  if [ -z "$(KEEP_CLUSTER)" ]; then $(MAKE) --no-print-directory cluster-down; fi; exit $$rc
