@@ -27,7 +27,7 @@ type Config struct {
 	Tag        string
 	Output     string
 	RootFS     string   // a directory whose tree becomes the first layer
-	Adds       []string // SRC:DST[:MODE], in one more layer
+	Adds       []string // SRC:DST[:MODE[:CAPS]], in one more layer; CAPS as "cap_net_raw,..." (+ep)
 	Env        []string
 	Entrypoint []string
 	User       string
@@ -144,8 +144,8 @@ func writeAdds(tw *tar.Writer, adds []string) error {
 	dirs := map[string]bool{}
 	for _, a := range adds {
 		parts := strings.Split(a, ":")
-		if len(parts) < 2 || len(parts) > 3 {
-			return fmt.Errorf("add %q: want SRC:DST[:MODE]", a)
+		if len(parts) < 2 || len(parts) > 4 {
+			return fmt.Errorf("add %q: want SRC:DST[:MODE[:CAPS]]", a)
 		}
 		src, dst := parts[0], strings.TrimPrefix(parts[1], "/")
 		info, err := os.Stat(src)
@@ -153,10 +153,19 @@ func writeAdds(tw *tar.Writer, adds []string) error {
 			return fmt.Errorf("add %s: %w", src, err)
 		}
 		mode := int64(info.Mode().Perm())
-		if len(parts) == 3 {
+		if len(parts) >= 3 {
 			if mode, err = strconv.ParseInt(parts[2], 8, 32); err != nil {
 				return fmt.Errorf("add %q: mode: %w", a, err)
 			}
+		}
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: dst, Mode: mode, Size: info.Size()}
+		if len(parts) == 4 {
+			caps, err := fileCaps(parts[3])
+			if err != nil {
+				return fmt.Errorf("add %q: %w", a, err)
+			}
+			hdr.PAXRecords = map[string]string{xattrCapability: caps}
+			hdr.Format = tar.FormatPAX
 		}
 		for _, p := range parents(dst) {
 			if dirs[p] {
@@ -167,7 +176,7 @@ func writeAdds(tw *tar.Writer, adds []string) error {
 				return err
 			}
 		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: dst, Mode: mode, Size: info.Size()}); err != nil {
+		if err := tw.WriteHeader(hdr); err != nil {
 			return err
 		}
 		if err := copyFile(tw, src); err != nil {

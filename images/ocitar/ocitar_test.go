@@ -30,7 +30,7 @@ func TestBuildWritesLoadableImage(t *testing.T) {
 	}
 	out := filepath.Join(dir, "img.tar")
 	err := Build(Config{Tag: "slimvirt.io/test:dev", Output: out, RootFS: root,
-		Adds: []string{bin + ":/usr/bin/tool:755"}, Entrypoint: []string{"/usr/bin/tool"}})
+		Adds: []string{bin + ":/usr/bin/tool:755", bin + ":/usr/bin/netd:0755:cap_net_bind_service,cap_net_raw"}, Entrypoint: []string{"/usr/bin/tool"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +63,14 @@ func TestBuildWritesLoadableImage(t *testing.T) {
 	}
 	if h := files["etc/name"]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "hostname" {
 		t.Errorf("etc/name symlink lost: %+v", h)
+	}
+	// setcap cap_net_bind_service,cap_net_raw+ep: revision 2, effective, bits 10 and 13.
+	wantCaps := "\x01\x00\x00\x02\x00\x24\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+	if h := files["usr/bin/netd"]; h == nil || h.PAXRecords[xattrCapability] != wantCaps {
+		t.Errorf("usr/bin/netd file capabilities lost: %+v", h)
+	}
+	if h := files["usr/bin/tool"]; h != nil && h.PAXRecords[xattrCapability] != "" {
+		t.Errorf("usr/bin/tool has capabilities it was not given")
 	}
 	if files["etc/hostname"] == nil {
 		t.Errorf("etc/hostname missing")

@@ -82,6 +82,10 @@ launcher)
   grep -q '^libvirt-qemu:' etc/passwd ||
     echo 'libvirt-qemu:x:64055:64055:libvirt QEMU:/var/lib/libvirt:/usr/sbin/nologin' >>etc/passwd
   grep -q '^libvirt-qemu:' etc/group || echo 'libvirt-qemu:x:64055:' >>etc/group
+  # The launcher's own account (KubeVirt's qemu, 107): the compute container, libvirtd and QEMU
+  # run as it; libvirt looks its name and home up.
+  grep -q '^qemu:' etc/passwd || echo 'qemu:x:107:107:qemu:/var/run/libvirt:/usr/sbin/nologin' >>etc/passwd
+  grep -q '^qemu:' etc/group || echo 'qemu:x:107:' >>etc/group
   mkdir -p var/lib/libvirt/qemu var/log/libvirt/qemu var/cache/libvirt/qemu
   # libvirt: the launcher loads only the QEMU driver.
   rm -f $libdir/libvirt/connection-driver/libvirt_driver_{interface,network,nodedev,nwfilter,secret,storage}.so

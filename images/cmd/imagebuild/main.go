@@ -22,7 +22,7 @@ func main() {
 	flag.StringVar(&cfg.Tag, "tag", "", "image reference, e.g. slimvirt.io/launcher:dev")
 	flag.StringVar(&cfg.Output, "o", "", "output tarball")
 	flag.StringVar(&cfg.RootFS, "rootfs", "", "directory to use as the first layer")
-	flag.Var(&adds, "add", "SRC:DST[:MODE] file to add (repeatable)")
+	flag.Var(&adds, "add", "SRC:DST[:MODE[:CAPS]] file to add, CAPS as cap_net_raw,... for file capabilities +ep (repeatable)")
 	flag.Var(&envs, "env", "K=V environment (repeatable)")
 	flag.Var(&entry, "entrypoint", "entrypoint argument (repeatable, in order)")
 	flag.StringVar(&cfg.User, "user", "", "user to run as")
