@@ -1,5 +1,6 @@
 // Command slimvirt-diskcopy installs itself into a shared volume (install DIR) and, from a
-// containerDisk image, copies the image's disk into the pod (copy --src PATH --dst DIR).
+// containerDisk image, copies the image's disk into the pod (copy --src PATH --dst DIR), and
+// gives hostDisk directories and images to the launcher's account (own PATH...).
 package main
 
 import (
@@ -12,7 +13,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fail(fmt.Errorf("usage: slimvirt-diskcopy install DIR | copy --src PATH_OR_DIR --dst DIR [--as NAME]"))
+		fail(fmt.Errorf("usage: slimvirt-diskcopy install DIR | copy --src PATH_OR_DIR --dst DIR [--as NAME] | own [--uid N --gid N] PATH..."))
 	}
 	switch os.Args[1] {
 	case "install":
@@ -36,6 +37,16 @@ func main() {
 		path, err := copyFn(*src, *dst)
 		fail(err)
 		fmt.Println("copied", path)
+	case "own":
+		fl := flag.NewFlagSet("own", flag.ExitOnError)
+		uid := fl.Int("uid", 107, "new owner")
+		gid := fl.Int("gid", 107, "new group")
+		_ = fl.Parse(os.Args[2:])
+		owned, err := diskcopy.Own(*uid, *gid, fl.Args()...)
+		fail(err)
+		for _, p := range owned {
+			fmt.Println("owned", p)
+		}
 	default:
 		fail(fmt.Errorf("unknown command %q", os.Args[1]))
 	}
