@@ -1,9 +1,11 @@
-// Command slimvirt-node is the slimvirt node agent. Today it installs the CNI plugin and keeps
-// it chained; `slimvirt-node uninstall-cni` takes it out again.
+// Command slimvirt-node is the slimvirt node agent. It installs the CNI plugin and keeps it
+// chained, and serves the kubelet device plugins for /dev/kvm and /dev/net/tun;
+// `slimvirt-node uninstall-cni` takes the CNI plugin out again.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"log/slog"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/slimvirt/slimvirt/cni/install"
+	"github.com/slimvirt/slimvirt/nodeagent/deviceplugin"
 )
 
 func main() {
@@ -20,6 +23,7 @@ func main() {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	cfg := install.Config{Logger: log}
+	dpCfg := deviceplugin.Config{Logger: log}
 	fs := flag.NewFlagSet("slimvirt-node", flag.ExitOnError)
 	fs.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "CNI plugin directory of the node")
 	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory of the node")
@@ -28,10 +32,13 @@ func main() {
 	fs.StringVar(&cfg.SigningKeyFile, "signing-key-file", "", "mounted Secret with the annotation signing key")
 	fs.StringVar(&cfg.Conflist, "cni-conflist", "", "conflist to chain into (default: the one the runtime uses)")
 	fs.BoolVar(&cfg.UninstallOnExit, "uninstall-on-exit", false, "remove slimvirt from the node on SIGTERM")
+	fs.StringVar(&dpCfg.Dir, "device-plugin-dir", deviceplugin.DefaultDir, "kubelet's device plugin directory (kubelet.sock)")
+	fs.IntVar(&dpCfg.DeviceCount, "device-count", deviceplugin.DefaultDeviceCount, "pods per node that can hold /dev/kvm and /dev/net/tun at once")
 	_ = fs.Parse(args)
 
 	in, err := install.New(cfg)
-	if err != nil {
+	plugins, dpErr := deviceplugin.New(dpCfg)
+	if err = errors.Join(err, dpErr); err != nil {
 		log.Error("invalid configuration", "err", err)
 		os.Exit(2)
 	}
@@ -40,7 +47,7 @@ func main() {
 	} else {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		defer stop()
-		err = in.Run(ctx)
+		err = run(ctx, in, plugins)
 	}
 	if err != nil {
 		log.Error("node agent failed", "err", err)

@@ -2,20 +2,39 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 )
 
 const conflist = `{"cniVersion":"1.0.0","name":"k8s","plugins":[{"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","subnet":"10.244.0.0/24"}}]}` + "\n"
 
+// kubelet is the kubelet's side of device plugin registration: it records the resource names.
+type kubelet struct {
+	pluginapi.UnimplementedRegistrationServer
+	names chan string
+}
+
+func (k *kubelet) Register(_ context.Context, r *pluginapi.RegisterRequest) (*pluginapi.Empty, error) {
+	k.names <- r.ResourceName
+	return &pluginapi.Empty{}, nil
+}
+
 // TestBinary runs slimvirt-node as the DaemonSet does: it installs, logs JSON, and with
 // --uninstall-on-exit restores the node on SIGTERM; `uninstall-cni` does the same on demand.
+// Its device plugins register with a kubelet that shows up after the CNI plugin is installed,
+// and remove their sockets on SIGTERM.
 func TestBinary(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "slimvirt-node")
@@ -23,14 +42,15 @@ func TestBinary(t *testing.T) {
 		t.Fatalf("build: %v: %s", err, out)
 	}
 	cniBin, confDir, state := filepath.Join(dir, "opt-cni-bin"), filepath.Join(dir, "net.d"), filepath.Join(dir, "state")
-	for _, d := range []string{cniBin, confDir} {
+	devicePlugins := filepath.Join(dir, "device-plugins")
+	for _, d := range []string{cniBin, confDir, devicePlugins} {
 		os.MkdirAll(d, 0o755)
 	}
 	conf := filepath.Join(confDir, "10-k8s.conflist")
 	os.WriteFile(conf, []byte(conflist), 0o644)
 	os.WriteFile(filepath.Join(dir, "key"), []byte("k"), 0o600)
 	args := []string{"--cni-bin-dir", cniBin, "--cni-conf-dir", confDir, "--cni-binary", bin,
-		"--state-dir", state, "--signing-key-file", filepath.Join(dir, "key")}
+		"--state-dir", state, "--signing-key-file", filepath.Join(dir, "key"), "--device-plugin-dir", devicePlugins}
 
 	installed := func() bool {
 		b, _ := os.ReadFile(conf)
@@ -65,9 +85,13 @@ func TestBinary(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 			if mode == "sigterm" {
+				registered(t, devicePlugins)
 				cmd.Process.Signal(syscall.SIGTERM)
 				if err := cmd.Wait(); err != nil {
 					t.Errorf("exit after SIGTERM: %v", err)
+				}
+				if entries, _ := os.ReadDir(devicePlugins); len(entries) != 1 || entries[0].Name() != "kubelet.sock" {
+					t.Errorf("device plugin directory after SIGTERM holds %v, want only kubelet.sock", entries)
 				}
 			} else {
 				cmd.Process.Kill()
@@ -89,5 +113,33 @@ func TestBinary(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// registered starts a kubelet in dir and waits for both device plugins to register with it.
+func registered(t *testing.T, dir string) {
+	t.Helper()
+	lis, err := net.Listen("unix", filepath.Join(dir, "kubelet.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, srv := &kubelet{names: make(chan string, 4)}, grpc.NewServer()
+	pluginapi.RegisterRegistrationServer(srv, k)
+	go srv.Serve(lis)
+	// Keep the socket: the check after SIGTERM tells it from the plugins' sockets.
+	lis.(*net.UnixListener).SetUnlinkOnClose(false)
+	t.Cleanup(srv.Stop)
+	var names []string
+	for len(names) < 2 {
+		select {
+		case n := <-k.names:
+			names = append(names, n)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("registered within 10s: %v, want the kvm and tun plugins", names)
+		}
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"devices.slimvirt.io/kvm", "devices.slimvirt.io/tun"}) {
+		t.Errorf("registered %v", names)
 	}
 }
