@@ -30,6 +30,9 @@ disabled_plugins = [
   restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  # A block PVC's device node in a container belongs to the pod's runAsUser/runAsGroup, so the
+  # non-root launcher (uid 107) can open it; without this it stays root's.
+  device_ownership_from_security_context = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

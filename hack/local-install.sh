@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs or upgrades the slimvirt chart on the local cluster, with the node's paths and TCG
-# emulation allowed (the machines this runs on may have no usable KVM), and waits for it.
+# emulation allowed (the machines this runs on may have no usable KVM) and hostDisk volumes
+# allowed (the e2e tests use one), and waits for it.
 set -euo pipefail
 env_file=/var/lib/slimvirt-cluster/cluster.env
 [ -f "$env_file" ] || { echo "local-install: no local cluster (run: make cluster-up)" >&2; exit 1; }
@@ -9,6 +10,7 @@ source "$env_file"
 export KUBECONFIG
 helm upgrade --install slimvirt charts/slimvirt --namespace slimvirt --create-namespace \
   --set allowEmulation=true \
+  --set allowHostDisk=true \
   --set node.cni.binDir="$CNI_BIN_DIR" \
   --set node.cni.confDir="$CNI_CONF_DIR" \
   --set node.stateDir="$STATE_DIR/slimvirt" \

@@ -52,6 +52,27 @@ const (
 	HostDiskDir = "/var/run/slimvirt/hostdisks"
 	// EmptyDiskDir holds emptyDisk images and overlays; gone with the pod.
 	EmptyDiskDir = "/var/run/slimvirt/scratch"
+	// LibvirtRunDir is where the launcher's libvirtd keeps its sockets and state: an emptyDir,
+	// so the non-root launcher can write it.
+	LibvirtRunDir = "/var/run/libvirt"
+)
+
+// The launcher's account: the compute container, libvirtd and QEMU run as this uid and gid
+// (KubeVirt's qemu account, 107), so containerDisk images made for KubeVirt (disk owned by
+// 107) work unchanged. The CNI plugin gives the tap to this uid.
+const (
+	LauncherUID = 107
+	LauncherGID = 107
+)
+
+// Device plugin resources the node agent serves; a launcher pod asks for them instead of
+// running privileged.
+const (
+	// ResourceTun gives the compute container /dev/net/tun, which QEMU opens to attach to the
+	// tap the CNI plugin made.
+	ResourceTun = "devices.slimvirt.io/tun"
+	// ResourceKVM gives the compute container /dev/kvm.
+	ResourceKVM = "devices.slimvirt.io/kvm"
 )
 
 // Launcher exit codes, read by the controller from the compute container's termination state.

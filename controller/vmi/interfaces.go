@@ -4,14 +4,21 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"k8s.io/utils/ptr"
+
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 )
 
 // launcherInterfaces is what the CNI plugin needs to know of the VMI's NICs; the launcher
-// computes the same list with the same function.
+// computes the same list with the same function. The taps belong to the launcher's uid, so
+// QEMU can open them without privileges.
 func launcherInterfaces(vmi *v1.VirtualMachineInstance) []launcherpod.Interface {
-	return launcherpod.InterfacesFor(vmi)
+	ifaces := launcherpod.InterfacesFor(vmi)
+	for i := range ifaces {
+		ifaces[i].TapOwner = ptr.To(launcherpod.LauncherUID)
+	}
+	return ifaces
 }
 
 // interfacesAnnotation returns the interfaces annotation value and its signature for a pod.

@@ -19,9 +19,11 @@ import (
 )
 
 const (
-	runVolume    = "slimvirt-run"
-	toolsVolume  = "slimvirt-tools"
-	installTools = "install-tools"
+	runVolume     = "slimvirt-run"
+	libvirtVolume = "libvirt-run"
+	toolsVolume   = "slimvirt-tools"
+	installTools  = "install-tools"
+	hostDiskOwner = "hostdisk-owner"
 	// launcherBinary is the compute container's entry point in the launcher image.
 	launcherBinary = "/usr/bin/slimvirt-launcher"
 	// diskcopyInImage is where the launcher image ships the copier that install-tools copies out.
@@ -92,6 +94,10 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 		return nil, err
 	}
 	vols := podVolumes(vmi, facts)
+	inits := append([]corev1.Container{installToolsContainer(cfg)}, vols.initContainers...)
+	if len(vols.hostDiskPaths) > 0 {
+		inits = append(inits, hostDiskOwnerContainer(cfg, vols))
+	}
 	compute := corev1.Container{
 		Name:    launcherpod.ComputeContainer,
 		Image:   cfg.LauncherImage,
@@ -100,10 +106,13 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 			{Name: launcherpod.EnvVMI, Value: string(vmiJSON)},
 			{Name: launcherpod.EnvAllowEmulation, Value: strconv.FormatBool(cfg.AllowEmulation)},
 		},
-		Resources:       resources,
+		Resources:       withDevices(resources, vmi, cfg.AllowEmulation),
 		SecurityContext: computeSecurityContext(),
-		VolumeMounts:    append([]corev1.VolumeMount{{Name: runVolume, MountPath: launcherpod.RunDir}}, vols.computeMounts...),
-		VolumeDevices:   vols.computeDevices,
+		VolumeMounts: append([]corev1.VolumeMount{
+			{Name: runVolume, MountPath: launcherpod.RunDir},
+			{Name: libvirtVolume, MountPath: launcherpod.LibvirtRunDir},
+		}, vols.computeMounts...),
+		VolumeDevices: vols.computeDevices,
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{launcherBinary, "probe"}}},
 			PeriodSeconds:    probePeriod,
@@ -144,18 +153,78 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 			Hostname:                      hostname,
 			Subdomain:                     vmi.Spec.Subdomain,
 			EnableServiceLinks:            ptr.To(false),
+			SecurityContext:               podSecurityContext(),
 			Volumes:                       append(baseVolumes(), vols.volumes...),
-			InitContainers:                append([]corev1.Container{installToolsContainer(cfg)}, vols.initContainers...),
+			InitContainers:                inits,
 			Containers:                    []corev1.Container{compute},
 		},
 	}
 	return pod, nil
 }
 
-// computeSecurityContext is the compute container's privileges, kept in one place so they can be
-// narrowed when the launcher's real needs are known.
+// podSecurityContext runs every container of the pod as the launcher's account; volumes that
+// support it (emptyDirs, Secrets, PVCs of a driver with fsGroupPolicy File) are given to its
+// group, so QEMU can open the disks.
+func podSecurityContext() *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsUser:           ptr.To[int64](launcherpod.LauncherUID),
+		RunAsGroup:          ptr.To[int64](launcherpod.LauncherGID),
+		FSGroup:             ptr.To[int64](launcherpod.LauncherGID),
+		FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
+	}
+}
+
+// launcherCapabilities are the only capabilities the compute container keeps: the launcher
+// binary carries them as file capabilities, so the launcher process (uid 107) has them and its
+// children (libvirtd, QEMU) do not. NET_BIND_SERVICE: the DHCP server on port 67 for the guest.
+// NET_RAW: the ARP responder that answers the guest for the pod's gateway (VPC-style CNIs).
+// Everything else is done by the CNI plugin (the tap, the bridge, nftables) and by the node
+// agent's device plugins (/dev/net/tun, /dev/kvm).
+var launcherCapabilities = []corev1.Capability{"NET_BIND_SERVICE", "NET_RAW"}
+
+// computeSecurityContext is the compute container's privileges: not root, no privileges, all
+// capabilities dropped but launcherCapabilities. Privilege escalation stays allowed because file
+// capabilities are granted at exec only without no_new_privs.
 func computeSecurityContext() *corev1.SecurityContext {
-	return &corev1.SecurityContext{Privileged: ptr.To(true)}
+	return &corev1.SecurityContext{
+		RunAsNonRoot:             ptr.To(true),
+		Privileged:               ptr.To(false),
+		AllowPrivilegeEscalation: ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: launcherCapabilities},
+	}
+}
+
+// initSecurityContext is the copiers': the launcher's account, no capability at all.
+func initSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsNonRoot:             ptr.To(true),
+		Privileged:               ptr.To(false),
+		AllowPrivilegeEscalation: ptr.To(false),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+}
+
+// withDevices asks the node agent's device plugins for /dev/net/tun when the VMI has a NIC and
+// for /dev/kvm unless emulation is allowed (then the VMI runs under TCG, as KubeVirt's
+// useEmulation does). Extended resources are limits; the request follows.
+func withDevices(r corev1.ResourceRequirements, vmi *v1.VirtualMachineInstance, allowEmulation bool) corev1.ResourceRequirements {
+	var devices []corev1.ResourceName
+	if len(launcherpod.InterfacesFor(vmi)) > 0 {
+		devices = append(devices, launcherpod.ResourceTun)
+	}
+	if !allowEmulation {
+		devices = append(devices, launcherpod.ResourceKVM)
+	}
+	if len(devices) == 0 {
+		return r
+	}
+	if r.Limits == nil {
+		r.Limits = corev1.ResourceList{}
+	}
+	for _, d := range devices {
+		r.Limits[d] = resource.MustParse("1")
+	}
+	return r
 }
 
 func podLabels(vmi *v1.VirtualMachineInstance) map[string]string {
@@ -212,6 +281,7 @@ func computeResources(cfg PodConfig, vmi *v1.VirtualMachineInstance) (corev1.Res
 func baseVolumes() []corev1.Volume {
 	return []corev1.Volume{
 		{Name: runVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: libvirtVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: toolsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	}
 }
@@ -230,6 +300,7 @@ func installToolsContainer(cfg PodConfig) corev1.Container {
 		Command:                  []string{diskcopyInImage, "install", launcherpod.ToolsDir},
 		VolumeMounts:             []corev1.VolumeMount{toolsMount()},
 		Resources:                initResources(),
+		SecurityContext:          initSecurityContext(),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 }
@@ -247,6 +318,8 @@ type podVolumeSet struct {
 	initContainers []corev1.Container
 	computeMounts  []corev1.VolumeMount
 	computeDevices []corev1.VolumeDevice
+	hostDiskMounts []corev1.VolumeMount
+	hostDiskPaths  []string
 }
 
 func podVolumes(vmi *v1.VirtualMachineInstance, facts VolumeFacts) podVolumeSet {
@@ -286,6 +359,7 @@ func (s *podVolumeSet) addContainerDisk(name string, cd *v1.ContainerDiskSource)
 		Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", src, "--dst", dir},
 		VolumeMounts:             []corev1.VolumeMount{toolsMount(), {Name: volName, MountPath: dir}},
 		Resources:                initResources(),
+		SecurityContext:          initSecurityContext(),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	})
 	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: dir})
@@ -308,6 +382,7 @@ func (s *podVolumeSet) addKernelBoot(kb *v1.KernelBootContainer) {
 			Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", f.path, "--dst", KernelBootDir, "--as", f.name},
 			VolumeMounts:             []corev1.VolumeMount{toolsMount(), mount},
 			Resources:                initResources(),
+			SecurityContext:          initSecurityContext(),
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		})
 	}
@@ -336,7 +411,34 @@ func (s *podVolumeSet) addHostDisk(name string, hd *v1.HostDisk) {
 	s.volumes = append(s.volumes, corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{
 		HostPath: &corev1.HostPathVolumeSource{Path: filepath.Dir(hd.Path), Type: &hostPathType},
 	}})
-	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: path.Join(launcherpod.HostDiskDir, name)})
+	mount := corev1.VolumeMount{Name: volName, MountPath: path.Join(launcherpod.HostDiskDir, name)}
+	s.computeMounts = append(s.computeMounts, mount)
+	s.hostDiskMounts = append(s.hostDiskMounts, mount)
+	s.hostDiskPaths = append(s.hostDiskPaths, mount.MountPath, path.Join(mount.MountPath, filepath.Base(hd.Path)))
+}
+
+// hostDiskOwnerContainer gives the hostDisks' node directories and existing images to the
+// launcher's account, as KubeVirt's node handler does for its non-root launcher: the one init
+// container that runs as root, with CHOWN as its only capability, and only for VMIs with
+// hostDisks (allowed by the cluster's owner).
+func hostDiskOwnerContainer(cfg PodConfig, set podVolumeSet) corev1.Container {
+	cmd := []string{diskcopyInImage, "own", "--uid", strconv.Itoa(launcherpod.LauncherUID), "--gid", strconv.Itoa(launcherpod.LauncherGID)}
+	return corev1.Container{
+		Name:            hostDiskOwner,
+		Image:           cfg.LauncherImage,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Command:         append(cmd, set.hostDiskPaths...),
+		VolumeMounts:    set.hostDiskMounts,
+		Resources:       initResources(),
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr.To[int64](0),
+			RunAsNonRoot:             ptr.To(false),
+			Privileged:               ptr.To(false),
+			AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"CHOWN"}},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
 }
 
 // addSecrets mounts a cloud-init volume's Secrets, merged into one directory (a projected

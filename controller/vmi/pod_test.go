@@ -84,13 +84,13 @@ func TestLauncherInterfaces(t *testing.T) {
 		autoattach *bool
 		want       string
 	}{
-		{"none listed: default bridge", nil, nil, nil, `[{"name":"default","binding":"bridge"}]`},
+		{"none listed: default bridge", nil, nil, nil, `[{"name":"default","binding":"bridge","tapOwner":107}]`},
 		{"none listed, autoattach off", nil, nil, ptr.To(false), `[]`},
 		{"bridge with mac", []v1.Interface{{Name: "default", Bridge: &v1.InterfaceBridge{}, MacAddress: "02:00:00:00:00:01"}}, nil, nil,
-			`[{"name":"default","binding":"bridge","mac":"02:00:00:00:00:01"}]`},
+			`[{"name":"default","binding":"bridge","mac":"02:00:00:00:00:01","tapOwner":107}]`},
 		{"masquerade with ports and cidr", []v1.Interface{{Name: "default", Masquerade: &v1.InterfaceMasquerade{}, Ports: []v1.Port{{Port: 80}, {Port: 53, Protocol: "UDP"}}}},
 			[]v1.Network{{Name: "default", NetworkSource: v1.NetworkSource{Pod: &v1.PodNetwork{VMNetworkCIDR: "10.11.0.0/24"}}}}, nil,
-			`[{"name":"default","binding":"masquerade","vmNetworkCIDR":"10.11.0.0/24","ports":[{"protocol":"TCP","port":80},{"protocol":"UDP","port":53}]}]`},
+			`[{"name":"default","binding":"masquerade","vmNetworkCIDR":"10.11.0.0/24","ports":[{"protocol":"TCP","port":80},{"protocol":"UDP","port":53}],"tapOwner":107}]`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -140,8 +140,8 @@ func TestPodVolumes(t *testing.T) {
 	if _, ok := vols["cd-cd"]; !ok {
 		t.Error("no emptyDir for the containerDisk")
 	}
-	if len(vols) != 7 {
-		t.Errorf("%d volumes, want 7 (run, tools, cd, 2 pvcs, hostdisk, secret): %v", len(vols), pod.Spec.Volumes)
+	if len(vols) != 8 {
+		t.Errorf("%d volumes, want 8 (run, libvirt, tools, cd, 2 pvcs, hostdisk, secret): %v", len(vols), pod.Spec.Volumes)
 	}
 	compute := pod.Spec.Containers[0]
 	mounts := map[string]string{}
@@ -150,6 +150,7 @@ func TestPodVolumes(t *testing.T) {
 	}
 	for path, name := range map[string]string{
 		launcherpod.RunDir:                   runVolume,
+		launcherpod.LibvirtRunDir:            libvirtVolume,
 		launcherpod.ContainerDiskDir + "/cd": "cd-cd",
 		launcherpod.PVCDir + "/fs":           "pvc-fs",
 		launcherpod.HostDiskDir + "/host":    "hostdisk-host",
@@ -188,8 +189,74 @@ func TestPodScheduling(t *testing.T) {
 	if pod.Labels["app"] != "web" || pod.Labels[launcherpod.LabelVMI] != "vm1" {
 		t.Errorf("labels = %v", pod.Labels)
 	}
-	if !*s.Containers[0].SecurityContext.Privileged {
-		t.Error("compute is not privileged")
+}
+
+// TestPodLeastPrivilege: the launcher pod runs as uid 107 with no privileges, only the two
+// network capabilities, devices from the device plugins and no service account token; only a
+// VMI with a hostDisk gets the root init container that changes the hostDisk's owner.
+func TestPodLeastPrivilege(t *testing.T) {
+	vmi := baseVMI()
+	vmi.Spec.Volumes = []v1.Volume{
+		{Name: "cd", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "img:1"}}},
+		{Name: "host", VolumeSource: v1.VolumeSource{HostDisk: &v1.HostDisk{Path: "/data/win/disk.img", Type: v1.HostDiskExistsOrCreate, Capacity: ptr.To(resource.MustParse("1Gi"))}}},
+	}
+	pod := mustBuild(t, vmi, VolumeFacts{})
+	ps := pod.Spec.SecurityContext
+	if ps == nil || *ps.RunAsUser != 107 || *ps.RunAsGroup != 107 || *ps.FSGroup != 107 {
+		t.Fatalf("pod security context = %+v, want uid/gid/fsGroup 107", ps)
+	}
+	if pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
+		t.Error("the launcher pod mounts a service account token")
+	}
+	c := pod.Spec.Containers[0].SecurityContext
+	if *c.Privileged || !*c.RunAsNonRoot || !slices.Equal(c.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+		!slices.Equal(c.Capabilities.Add, []corev1.Capability{"NET_BIND_SERVICE", "NET_RAW"}) {
+		t.Errorf("compute security context = %+v %+v", c, c.Capabilities)
+	}
+	limits := pod.Spec.Containers[0].Resources.Limits
+	if q := limits[launcherpod.ResourceTun]; q.Value() != 1 {
+		t.Errorf("tun limit = %s, want 1", q.String())
+	}
+	if q := limits[launcherpod.ResourceKVM]; q.Value() != 1 {
+		t.Errorf("kvm limit = %s, want 1 (emulation is not allowed)", q.String())
+	}
+	var owner *corev1.Container
+	for i, ic := range pod.Spec.InitContainers {
+		if ic.Name == hostDiskOwner {
+			owner = &pod.Spec.InitContainers[i]
+			continue
+		}
+		if ic.SecurityContext == nil || !*ic.SecurityContext.RunAsNonRoot || len(ic.SecurityContext.Capabilities.Add) != 0 {
+			t.Errorf("init container %s: security context %+v", ic.Name, ic.SecurityContext)
+		}
+	}
+	if owner == nil {
+		t.Fatal("no hostdisk-owner init container for a VMI with a hostDisk")
+	}
+	if *owner.SecurityContext.RunAsUser != 0 || !slices.Equal(owner.SecurityContext.Capabilities.Add, []corev1.Capability{"CHOWN"}) ||
+		!slices.Equal(owner.Command[len(owner.Command)-2:], []string{launcherpod.HostDiskDir + "/host", launcherpod.HostDiskDir + "/host/disk.img"}) {
+		t.Errorf("hostdisk-owner = %v %+v", owner.Command, owner.SecurityContext)
+	}
+
+	cfg := testConfig()
+	cfg.AllowEmulation = true
+	vmi.Spec.Volumes = vmi.Spec.Volumes[:0]
+	vmi.Spec.Domain.Devices.Disks = nil
+	vmi.Spec.Domain.Devices.AutoattachPodInterface = ptr.To(false)
+	p2, err := BuildPod(cfg, vmi, "virt-launcher-vm1-x", VolumeFacts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p2.Spec.Containers[0].Resources.Limits[launcherpod.ResourceKVM]; ok {
+		t.Error("kvm requested although emulation is allowed")
+	}
+	if _, ok := p2.Spec.Containers[0].Resources.Limits[launcherpod.ResourceTun]; ok {
+		t.Error("tun requested for a VMI without interfaces")
+	}
+	for _, ic := range p2.Spec.InitContainers {
+		if ic.Name == hostDiskOwner {
+			t.Error("hostdisk-owner for a VMI without hostDisks")
+		}
 	}
 }
 
