@@ -7,6 +7,7 @@ import (
 	"time"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -138,4 +139,57 @@ func TestReplicaSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitVMIs(t, ns, 0)
+}
+
+// TestReplicaSetAdoptsOrphans: a VMI the selector matches that has no controller is adopted
+// (counted toward the replicas, not duplicated); one the selector does not match is left alone.
+func TestReplicaSetAdoptsOrphans(t *testing.T) {
+	needController(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	playKubelet(t, ns)
+	tmpl := newVM(ns, "x", nil, nil).Spec.Template
+	orphan := func(name, app string) *v1.VirtualMachineInstance {
+		vmi := &v1.VirtualMachineInstance{ObjectMeta: objectMeta(ns, name), Spec: *tmpl.Spec.DeepCopy()}
+		vmi.Labels = map[string]string{"app": app}
+		if err := env.c.Create(ctx, vmi); err != nil {
+			t.Fatal(err)
+		}
+		return vmi
+	}
+	mine, other := orphan("orphan-web", "web"), orphan("orphan-db", "db")
+	tmpl.ObjectMeta.Labels = map[string]string{"app": "web"}
+	rs := &v1.VirtualMachineInstanceReplicaSet{
+		ObjectMeta: objectMeta(ns, "web"),
+		Spec: v1.VirtualMachineInstanceReplicaSetSpec{
+			Replicas: ptrTo(int32(2)),
+			Selector: &v1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: tmpl,
+		},
+	}
+	if err := env.c.Create(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	vmis := waitVMIs(t, ns, 3)
+	// Give a controller that did not adopt time to make one VMI too many.
+	time.Sleep(2 * time.Second)
+	vmis = waitVMIs(t, ns, 3)
+	owners := map[string]string{}
+	for _, vmi := range vmis {
+		if ref := metav1.GetControllerOf(&vmi); ref != nil {
+			owners[vmi.Name] = ref.Name
+		} else {
+			owners[vmi.Name] = ""
+		}
+	}
+	if owners[mine.Name] != "web" {
+		t.Errorf("orphan %s not adopted: owners %v", mine.Name, owners)
+	}
+	if owners[other.Name] != "" {
+		t.Errorf("%s, which the selector does not match, was taken: owners %v", other.Name, owners)
+	}
+	eventually(t, "status counts the adopted VMI", func() (bool, error) {
+		got := getRS(t, ns, "web")
+		return got.Status.Replicas == 2, fmt.Errorf("status.replicas %d", got.Status.Replicas)
+	})
 }

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -67,8 +68,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, rs *v1.VirtualMachineInstanceReplicaSet) error {
-	if controllerutil.AddFinalizer(rs, Finalizer) {
-		if err := r.Client.Update(ctx, rs); err != nil {
+	if !controllerutil.ContainsFinalizer(rs, Finalizer) {
+		// A patch, not an update: an update would write back the replica set as the controller
+		// decoded it, not as its user wrote it, and that can fail validation (an empty list dropped).
+		before := rs.DeepCopy()
+		controllerutil.AddFinalizer(rs, Finalizer)
+		if err := r.Client.Patch(ctx, rs, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 			return fmt.Errorf("add finalizer to vmirs %s: %w", rs.Name, err)
 		}
 	}
@@ -78,6 +83,8 @@ func (r *Reconciler) reconcile(ctx context.Context, rs *v1.VirtualMachineInstanc
 	if err != nil {
 		failure = &Failure{"SelectorMismatch", err.Error()}
 	} else if vmis, err = r.owned(ctx, rs); err != nil {
+		return err
+	} else if vmis, err = r.adoptOrphans(ctx, rs, selector, vmis); err != nil {
 		return err
 	} else if !rs.Spec.Paused {
 		failure = r.scale(ctx, rs, vmis)
@@ -140,6 +147,39 @@ func (r *Reconciler) owned(ctx context.Context, rs *v1.VirtualMachineInstanceRep
 	return out, nil
 }
 
+// adoptOrphans makes the replica set the controller of the VMIs its selector matches that have
+// no controller (made by hand, or left by a replica set deleted with --cascade=orphan), as a
+// ReplicaSet adopts pods and KubeVirt's replica set adopts VMIs; a VMI that has finished is left
+// alone. The owner reference is added with an optimistic lock, so a VMI another controller
+// claimed in the meantime is not taken.
+func (r *Reconciler) adoptOrphans(ctx context.Context, rs *v1.VirtualMachineInstanceReplicaSet, sel labels.Selector, owned []v1.VirtualMachineInstance) ([]v1.VirtualMachineInstance, error) {
+	if rs.Spec.Paused {
+		return owned, nil
+	}
+	var list v1.VirtualMachineInstanceList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(rs.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return nil, fmt.Errorf("list orphan vmis for vmirs %s: %w", rs.Name, err)
+	}
+	for i := range list.Items {
+		vmi := &list.Items[i]
+		if metav1.GetControllerOf(vmi) != nil || vmi.DeletionTimestamp != nil || vmi.Status.Phase.IsFinal() {
+			continue
+		}
+		before := vmi.DeepCopy()
+		vmi.OwnerReferences = append(vmi.OwnerReferences, *metav1.NewControllerRef(rs, v1.GroupVersion.WithKind("VirtualMachineInstanceReplicaSet")))
+		if err := r.Client.Patch(ctx, vmi, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("adopt vmi %s into vmirs %s: %w", vmi.Name, rs.Name, err)
+		}
+		log.FromContext(ctx).Info("adopted vmi", "vmi", vmi.Name)
+		r.Recorder.Eventf(rs, vmi, corev1.EventTypeNormal, "SuccessfulAdopt", "AdoptVMI", "Adopted virtual machine instance %s", vmi.Name)
+		owned = append(owned, *vmi)
+	}
+	return owned, nil
+}
+
 // scale makes and deletes VMIs to reach spec.replicas; a failure is reported, not returned, so
 // the status still shows what exists.
 func (r *Reconciler) scale(ctx context.Context, rs *v1.VirtualMachineInstanceReplicaSet, vmis []v1.VirtualMachineInstance) *Failure {
@@ -151,8 +191,9 @@ func (r *Reconciler) scale(ctx context.Context, rs *v1.VirtualMachineInstanceRep
 	for range plan.Create {
 		vmi := newVMI(rs)
 		if err := r.Client.Create(ctx, vmi); err != nil {
-			r.Recorder.Eventf(rs, nil, corev1.EventTypeWarning, "FailedCreate", "CreateVMI", "create vmi: %v", err)
-			return &Failure{"FailedCreate", err.Error()}
+			msg := createFailureMessage(err)
+			r.Recorder.Eventf(rs, nil, corev1.EventTypeWarning, "FailedCreate", "CreateVMI", "create vmi: %s", msg)
+			return &Failure{"FailedCreate", msg}
 		}
 		log.FromContext(ctx).Info("created vmi", "vmi", vmi.Name)
 		r.Recorder.Eventf(rs, vmi, corev1.EventTypeNormal, "SuccessfulCreate", "CreateVMI", "Created virtual machine instance %s", vmi.Name)
