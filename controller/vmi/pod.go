@@ -162,15 +162,16 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 	return pod, nil
 }
 
-// podSecurityContext runs every container of the pod as the launcher's account; volumes that
-// support it (emptyDirs, Secrets, PVCs of a driver with fsGroupPolicy File) are given to its
-// group, so QEMU can open the disks.
+// podSecurityContext runs every container of the pod as the launcher's account, under the
+// container runtime's default seccomp profile; volumes that support it (emptyDirs, Secrets,
+// PVCs of a driver with fsGroupPolicy File) are given to its group, so QEMU can open the disks.
 func podSecurityContext() *corev1.PodSecurityContext {
 	return &corev1.PodSecurityContext{
 		RunAsUser:           ptr.To[int64](launcherpod.LauncherUID),
 		RunAsGroup:          ptr.To[int64](launcherpod.LauncherGID),
 		FSGroup:             ptr.To[int64](launcherpod.LauncherGID),
 		FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
+		SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 }
 

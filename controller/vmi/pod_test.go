@@ -205,6 +205,9 @@ func TestPodLeastPrivilege(t *testing.T) {
 	if ps == nil || *ps.RunAsUser != 107 || *ps.RunAsGroup != 107 || *ps.FSGroup != 107 {
 		t.Fatalf("pod security context = %+v, want uid/gid/fsGroup 107", ps)
 	}
+	if ps.SeccompProfile == nil || ps.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("seccomp profile = %+v, want RuntimeDefault", ps.SeccompProfile)
+	}
 	if pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
 		t.Error("the launcher pod mounts a service account token")
 	}
