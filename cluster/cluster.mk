@@ -19,6 +19,10 @@ cluster-down: ## Stop the local cluster and remove its processes, namespaces, mo
 cluster-status: ## Show the local cluster's processes, health, nodes and pods
 	@bash cluster/status.sh
 
+.PHONY: cluster-restart
+cluster-restart: ## Restart one node component of the local cluster: COMPONENT=kubelet|containerd|kube-proxy
+	@bash cluster/restart.sh $(COMPONENT)
+
 .PHONY: kubeconfig
 kubeconfig: ## Print the path of the local cluster's admin kubeconfig
 	@echo /var/lib/slimvirt-cluster/admin.kubeconfig

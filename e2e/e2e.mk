@@ -25,3 +25,13 @@ bench-start: ## Measure apply -> Running and -> guest lease for 20 single VMIs a
 	@$(MAKE) --no-print-directory e2e-setup
 	@rc=0; SLIMVIRT_BENCH=1 go test -tags e2e -count=1 -timeout 40m -v -run TestBenchStartLatency ./e2e/ || rc=$$?; \
 	  if [ -z "$(KEEP_CLUSTER)" ]; then $(MAKE) --no-print-directory cluster-down; fi; exit $$rc
+
+.PHONY: chaos
+chaos: ## Fault drills: kill the controller, node agent, QEMU, libvirtd, restart kubelet/containerd, delete VMs midway (local cluster), then import/upload faults and 200 API mutations (KEEP_CLUSTER=1 keeps the cluster)
+	@$(MAKE) --no-print-directory e2e-setup
+	@rc=0; go test -tags e2e -count=1 -timeout 40m -v -run 'TestChaos' ./e2e/ || rc=$$?; \
+	  if [ -z "$(KEEP_CLUSTER)" ]; then $(MAKE) --no-print-directory cluster-down; fi; \
+	  go test -count=1 -v -run 'TestFaults|TestDiskFull' ./csi/importer/ || rc=1; \
+	  go test -count=1 -v -run 'TestUpload$$' ./csi/upload/ || rc=1; \
+	  go test -count=1 -v -run 'Mutation' ./controller/integration/ || rc=1; \
+	  exit $$rc
