@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"libvirt.org/go/libvirt"
@@ -232,10 +233,38 @@ func (l *Launcher) qemuLogTail() string {
 	if err != nil {
 		return "(no QEMU log)"
 	}
-	if len(b) > 400 {
-		b = b[len(b)-400:]
+	return qemuLogSummary(string(b))
+}
+
+// qemuLogSummary keeps what QEMU and libvirt said after the last start of QEMU, without the
+// command line libvirt logs first and without timestamps: the last three lines, so a VMI's
+// reason reads "qemu-system-x86_64: ...: Permission denied; shutting down, reason=failed".
+func qemuLogSummary(log string) string {
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	start := 0
+	for i, l := range lines {
+		if strings.HasSuffix(l, "\\") {
+			start = i + 2 // the command's last line has no backslash
+		}
 	}
-	return string(b)
+	var said []string
+	for _, l := range lines[min(start, len(lines)):] {
+		l = strings.TrimSpace(l)
+		if ts, rest, ok := strings.Cut(l, ": "); ok && len(ts) >= 19 && ts[4] == '-' && ts[10] == ' ' {
+			l = rest // "2026-11-27 17:09:53.835+0000: shutting down"
+		}
+		if l != "" {
+			said = append(said, l)
+		}
+	}
+	if len(said) == 0 {
+		return "(QEMU said nothing)"
+	}
+	out := strings.Join(said[max(0, len(said)-3):], "; ")
+	if len(out) > 400 {
+		out = out[len(out)-400:]
+	}
+	return out
 }
 
 // handle runs a control-socket command.
