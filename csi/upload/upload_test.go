@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -108,16 +110,18 @@ func TestUpload(t *testing.T) {
 
 	tests := []struct {
 		name, token, ns, checksum string
-		wantCode                  int // 0: success
+		cut                       bool // the connection drops half-way through the body
+		wantCode                  int  // 0: success, -1: the request fails without a reply
 		wantPhase                 string
 	}{
-		{"no token", "", "ns-a", "", 401, "Pending"},
-		{"not a token", "garbage", "ns-a", "", 401, "Pending"},
-		{"no permission", bob, "ns-a", "", 403, "Pending"},
-		{"another namespace", alice, "ns-b", "", 403, "Pending"},
-		{"corrupted upload", alice, "ns-a", "sha256:" + strings.Repeat("0", 64), 422, "Failed"},
-		{"right credentials", alice, "ns-a", goodSum, 0, "Ready"},
-		{"already uploaded", alice, "ns-a", goodSum, 409, "Ready"},
+		{"no token", "", "ns-a", "", false, 401, "Pending"},
+		{"not a token", "garbage", "ns-a", "", false, 401, "Pending"},
+		{"no permission", bob, "ns-a", "", false, 403, "Pending"},
+		{"another namespace", alice, "ns-b", "", false, 403, "Pending"},
+		{"interrupted half-way", alice, "ns-a", goodSum, true, -1, "Failed"},
+		{"corrupted upload", alice, "ns-a", "sha256:" + strings.Repeat("0", 64), false, 422, "Failed"},
+		{"right credentials", alice, "ns-a", goodSum, false, 0, "Ready"},
+		{"already uploaded", alice, "ns-a", goodSum, false, 409, "Ready"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,12 +132,18 @@ func TestUpload(t *testing.T) {
 				o.Token = "x" // the client insists on a token; send an empty header below
 				o.HTTPClient = noAuthClient()
 			}
-			err := client.Upload(ctx, o, tt.ns, "disk", bytes.NewReader(qcow), int64(len(qcow)))
+			var body io.Reader = bytes.NewReader(qcow)
+			if tt.cut {
+				body = io.MultiReader(bytes.NewReader(qcow[:len(qcow)/2]), iotest.ErrReader(errors.New("connection dropped")))
+			}
+			err := client.Upload(ctx, o, tt.ns, "disk", body, int64(len(qcow)))
 			var ue *client.Error
 			switch {
 			case tt.wantCode == 0 && err != nil:
 				t.Fatalf("upload: %v", err)
-			case tt.wantCode != 0 && (!errors.As(err, &ue) || ue.StatusCode != tt.wantCode):
+			case tt.wantCode == -1 && err == nil:
+				t.Fatal("an upload cut half-way succeeded")
+			case tt.wantCode > 0 && (!errors.As(err, &ue) || ue.StatusCode != tt.wantCode):
 				t.Fatalf("upload: %v, want HTTP %d", err, tt.wantCode)
 			}
 			waitAnnotation(t, cs, tt.ns, claim.AnnPhase, tt.wantPhase)
