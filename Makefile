@@ -71,6 +71,7 @@ clean: ## Remove build output (not the caches in $(SLIMVIRT_CACHE))
 -include nodeagent/nodeagent.mk
 -include slimctl/slimctl.mk
 -include e2e/e2e.mk
+-include charts/charts.mk
 
 ##@ Everything
 
