@@ -55,8 +55,9 @@ e2e: ## Run the end-to-end tests on the local cluster
 	@$(MAKE) --no-print-directory $(E2E_TARGETS)
 
 .PHONY: bench
-bench: ## Run every benchmark (CNI latency, launcher memory, imports; root)
+bench: ## Run every benchmark (CNI, launcher memory, imports, start latency, per-VM and control-plane cost, density; root) and write bench/results/README.md
 	@$(MAKE) --no-print-directory $(BENCH_TARGETS)
+	@bash hack/bench-summary.sh
 
 .PHONY: clean
 clean: ## Remove build output (not the caches in $(SLIMVIRT_CACHE))
@@ -70,8 +71,8 @@ clean: ## Remove build output (not the caches in $(SLIMVIRT_CACHE))
 -include csi/csi.mk
 -include nodeagent/nodeagent.mk
 -include slimctl/slimctl.mk
--include e2e/e2e.mk
 -include charts/charts.mk
+-include e2e/e2e.mk
 
 ##@ Everything
 

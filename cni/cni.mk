@@ -31,4 +31,5 @@ test-cni: cni-ref-plugins $(CNI_TEST_GUEST) ## Test the CNI plugin, DHCP/ARP and
 BENCH_TARGETS += bench-cni
 .PHONY: bench-cni
 bench-cni: cni-ref-plugins ## Measure ADD/DEL latency of a chain with and without slimvirt (root)
-	SLIMVIRT_CNI_BENCH=1 SLIMVIRT_CNI_REF_PLUGINS=$(CNI_REF_PLUGINS) go test -count=1 -run '^TestLatency$$' -v -timeout 15m ./cni/plugin/ | grep -v '^=== RUN'
+	@mkdir -p bench/results
+	SLIMVIRT_CNI_BENCH=1 SLIMVIRT_CNI_REF_PLUGINS=$(CNI_REF_PLUGINS) go test -count=1 -run '^TestLatency$$' -v -timeout 15m ./cni/plugin/ | grep -v '^=== RUN' | tee bench/results/cni.txt

@@ -38,4 +38,5 @@ test-csi: $(CSI_PROVISIONER) $(CSI_RESIZER) ## Test the CSI driver (csi-sanity m
 
 .PHONY: bench-csi
 bench-csi: ## Benchmark imports, clones and CreateVolume against the physical baseline (root)
-	go test -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./csi/bench/
+	@mkdir -p bench/results
+	go test -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./csi/bench/ | tee bench/results/csi.txt

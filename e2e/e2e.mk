@@ -19,7 +19,7 @@ e2e-run: ## Run the e2e suite on the bridge network, then the network tests on c
 demo: ## Build everything, start the local cluster, install slimvirt and boot examples/vmi-linux.yaml
 	@bash hack/demo.sh
 
-BENCH_TARGETS += bench-start
+BENCH_TARGETS += bench-start bench-cost
 .PHONY: bench-start
 bench-start: ## Measure apply -> Running and -> guest lease for 20 single VMIs and a batch of 10 (local cluster; KEEP_CLUSTER=1 keeps it)
 	@$(MAKE) --no-print-directory e2e-setup
@@ -35,3 +35,9 @@ chaos: ## Fault drills: kill the controller, node agent, QEMU, libvirtd, restart
 	  go test -count=1 -v -run 'TestUpload$$' ./csi/upload/ || rc=1; \
 	  go test -count=1 -v -run 'Mutation' ./controller/integration/ || rc=1; \
 	  exit $$rc
+
+.PHONY: bench-cost
+bench-cost: ## Measure per-VM overhead (128 MiB guest), control-plane CPU/memory with 0 and 20 VMIs, and density of 64 MiB VMIs (local cluster)
+	@$(MAKE) --no-print-directory e2e-setup
+	@rc=0; SLIMVIRT_BENCH=1 go test -tags e2e -count=1 -timeout 60m -v -run 'TestBenchOverhead|TestBenchControlPlane|TestBenchDensity' ./e2e/ | grep -v '^=== RUN' || rc=$$?; \
+	  if [ -z "$(KEEP_CLUSTER)" ]; then $(MAKE) --no-print-directory cluster-down; fi; exit $$rc

@@ -21,4 +21,5 @@ test-runtime: $(GUEST_DIR)/disk.qcow2 $(GUEST_DIR)/disk.raw ## Test the runtime:
 
 .PHONY: bench-runtime
 bench-runtime: $(GUEST_DIR)/disk.qcow2 ## Measure the launcher's memory (launcher + libvirtd + virtlogd RSS, QEMU overhead) with a 256 MiB guest
-	SLIMVIRT_GUEST_DIR=$(GUEST_DIR) SLIMVIRT_BENCH=1 go test -count=1 -timeout 5m -run TestMemoryFootprint -v ./runtime/launcher/
+	@mkdir -p bench/results
+	SLIMVIRT_GUEST_DIR=$(GUEST_DIR) SLIMVIRT_BENCH=1 go test -count=1 -timeout 5m -run TestMemoryFootprint -v ./runtime/launcher/ | tee bench/results/runtime.txt
