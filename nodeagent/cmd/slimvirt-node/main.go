@@ -32,6 +32,7 @@ func main() {
 	fs.StringVar(&cfg.SigningKeyFile, "signing-key-file", "", "mounted Secret with the annotation signing key")
 	fs.StringVar(&cfg.Conflist, "cni-conflist", "", "conflist to chain into (default: the one the runtime uses)")
 	fs.BoolVar(&cfg.UninstallOnExit, "uninstall-on-exit", false, "remove slimvirt from the node on SIGTERM")
+	daemonSet := fs.String("uninstall-when-removed", "", "DaemonSet (in $POD_NAMESPACE) of this agent: on SIGTERM, remove slimvirt from the node when it is deleted (helm uninstall)")
 	fs.StringVar(&dpCfg.Dir, "device-plugin-dir", deviceplugin.DefaultDir, "kubelet's device plugin directory (kubelet.sock)")
 	fs.IntVar(&dpCfg.DeviceCount, "device-count", deviceplugin.DefaultDeviceCount, "pods per node that can hold /dev/kvm and /dev/net/tun at once")
 	_ = fs.Parse(args)
@@ -47,7 +48,12 @@ func main() {
 	} else {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		defer stop()
+		ns := os.Getenv("POD_NAMESPACE")
+		watch, cs := removalWatch(ctx, ns, *daemonSet, log)
 		err = run(ctx, in, plugins)
+		if err == nil {
+			err = uninstallIfRemoved(in, watch, cs, ns, *daemonSet, log)
+		}
 	}
 	if err != nil {
 		log.Error("node agent failed", "err", err)
