@@ -39,6 +39,8 @@ type DataVolumeList struct {
 // +kubebuilder:validation:XValidation:rule="has(self.storage) != has(self.pvc)",message="set exactly one of spec.storage and spec.pvc"
 // +kubebuilder:validation:XValidation:rule="has(self.source.pvc) || (has(self.storage) && has(self.storage.resources) && has(self.storage.resources.requests) && 'storage' in self.storage.resources.requests) || (has(self.pvc) && has(self.pvc.resources) && has(self.pvc.resources.requests) && 'storage' in self.pvc.resources.requests)",message="resources.requests.storage is required unless the source is a pvc"
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable"
+// +kubebuilder:validation:XValidation:rule="!has(self.storage) || !has(self.storage.resources) || !has(self.storage.resources.requests) || self.storage.resources.requests.all(k, isQuantity(string(self.storage.resources.requests[k])))",message="spec.storage.resources.requests must be quantities, such as 10Gi (see ResourceRequirements)"
+// +kubebuilder:validation:XValidation:rule="!has(self.pvc) || !has(self.pvc.resources) || !has(self.pvc.resources.requests) || self.pvc.resources.requests.all(k, isQuantity(string(self.pvc.resources.requests[k])))",message="spec.pvc.resources.requests must be quantities, such as 10Gi (see ResourceRequirements)"
 type DataVolumeSpec struct {
 	// Source is where the content comes from.
 	Source DataVolumeSourceSpec `json:"source"`
@@ -124,6 +126,7 @@ type StorageSpec struct {
 // StorageResources holds the requested size.
 type StorageResources struct {
 	// +optional
+	// +kubebuilder:validation:MaxProperties=12
 	Requests corev1.ResourceList `json:"requests,omitempty"`
 }
 

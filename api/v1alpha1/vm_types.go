@@ -99,6 +99,7 @@ type VirtualMachineInstanceTemplateSpec struct {
 // DataVolumeTemplateSpec is a DataVolume a VM makes for itself, named by metadata.name.
 type DataVolumeTemplateSpec struct {
 	// +kubebuilder:validation:XValidation:rule="has(self.name) && self.name.size() > 0",message="a dataVolumeTemplate needs metadata.name"
+	// +kubebuilder:validation:XValidation:rule="!has(self.name) || !format.dns1123Subdomain().validate(self.name).hasValue()",message="a dataVolumeTemplate's metadata.name must be a DNS subdomain (lowercase letters, digits, '-' and '.'): it names the DataVolume and its PVC"
 	ObjectMeta TemplateObjectMeta     `json:"metadata"`
 	Spec       DataVolumeTemplateData `json:"spec"`
 }

@@ -109,10 +109,22 @@ type DomainSpec struct {
 }
 
 // ResourceRequirements are the launcher pod's requests and limits.
+//
+// The schema's pattern for quantities (controller-gen's) lets through strings that do not parse
+// as quantities (1e1.5, a fraction in the exponent): the controller could not read such an
+// object, and its watch of every object of the kind would fail with it. So quantities are also
+// checked with isQuantity here and in DataVolumeSpec, where the maps' size keeps the rules within
+// the CEL cost budget; single quantities inside lists (an emptyDisk's capacity) get the right
+// pattern instead, which cannot be set on a map's values.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.requests) || self.requests.all(k, isQuantity(string(self.requests[k])))",message="requests must be quantities, such as 128Mi, 2Gi or 500m"
+// +kubebuilder:validation:XValidation:rule="!has(self.limits) || self.limits.all(k, isQuantity(string(self.limits[k])))",message="limits must be quantities, such as 128Mi, 2Gi or 500m"
 type ResourceRequirements struct {
 	// +optional
+	// +kubebuilder:validation:MaxProperties=12
 	Requests corev1.ResourceList `json:"requests,omitempty"`
 	// +optional
+	// +kubebuilder:validation:MaxProperties=12
 	Limits corev1.ResourceList `json:"limits,omitempty"`
 	// OvercommitGuestOverhead leaves the launcher's overhead out of the pod's memory request.
 	// +optional
@@ -144,6 +156,9 @@ type CPU struct {
 type Memory struct {
 	// Guest is the RAM the guest sees.
 	// +optional
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$`
 	Guest *resource.Quantity `json:"guest,omitempty"`
 }
 
@@ -452,6 +467,9 @@ type DataVolumeSource struct {
 
 // EmptyDiskSource is a sparse scratch disk that lives as long as the VMI.
 type EmptyDiskSource struct {
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$`
 	Capacity resource.Quantity `json:"capacity"`
 }
 
@@ -472,6 +490,9 @@ type HostDisk struct {
 	Path string       `json:"path"`
 	Type HostDiskType `json:"type"`
 	// +optional
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$`
 	Capacity *resource.Quantity `json:"capacity,omitempty"`
 	// +optional
 	Shared *bool `json:"shared,omitempty"`

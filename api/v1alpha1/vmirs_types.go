@@ -37,7 +37,7 @@ type VirtualMachineInstanceReplicaSetList struct {
 
 // VirtualMachineInstanceReplicaSetSpec is how many VMIs of which template.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.selector.matchLabels) || has(self.selector.matchExpressions)",message="spec.selector must not be empty: it would select every VMI in the namespace"
+// +kubebuilder:validation:XValidation:rule="has(self.selector.matchLabels) && self.selector.matchLabels.size() > 0 || has(self.selector.matchExpressions) && self.selector.matchExpressions.size() > 0",message="spec.selector must not be empty: it would select every VMI in the namespace"
 // +kubebuilder:validation:XValidation:rule="!has(self.selector.matchLabels) || self.selector.matchLabels.all(k, has(self.template.metadata.labels) && k in self.template.metadata.labels && self.template.metadata.labels[k] == self.selector.matchLabels[k])",message="spec.template.metadata.labels must match spec.selector.matchLabels"
 type VirtualMachineInstanceReplicaSetSpec struct {
 	// Replicas is the number of VMIs wanted.

@@ -225,6 +225,10 @@ func (r *Reconciler) createPVC(ctx context.Context, dv *v1.DataVolume) (*corev1.
 			return nil, nil // the namespace, and the DataVolume with it, is going away
 		}
 		r.Recorder.Eventf(dv, nil, corev1.EventTypeWarning, "ErrClaimNotValid", "CreatePVC", "create PVC %s: %v", pvc.Name, err)
+		if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+			// The DataVolume's spec is immutable: the same claim would be refused again.
+			return nil, &Problem{Reason: "ErrClaimNotValid", Message: fmt.Sprintf("the API server refused PVC %s: %v", pvc.Name, err)}
+		}
 		return nil, fmt.Errorf("create pvc %s/%s: %w", pvc.Namespace, pvc.Name, err)
 	}
 	log.FromContext(ctx).Info("created PVC", "pvc", pvc.Name, "size", size.String())

@@ -22,7 +22,16 @@ func (r *Reconciler) ensureDataVolumes(ctx context.Context, vm *v1.VirtualMachin
 		err := r.Client.Get(ctx, types.NamespacedName{Namespace: vm.Namespace, Name: t.ObjectMeta.Name}, dv)
 		if apierrors.IsNotFound(err) {
 			dv = newDataVolume(vm, t)
-			if err := r.Client.Create(ctx, dv); client.IgnoreAlreadyExists(err) != nil {
+			err := r.Client.Create(ctx, dv)
+			if refused(err) {
+				// The template makes a DataVolume the API server refuses; trying again would not
+				// help until the VM is changed, which reconciles it again.
+				vols.Ready, vols.Failed = false, dv.Name
+				vols.Refused = &Problem{"FailedDataVolumeCreate", fmt.Sprintf("the API server refused DataVolume %s: %v", dv.Name, err)}
+				r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, "FailedDataVolumeCreate", "CreateDataVolume", "%s", vols.Refused.Message)
+				continue
+			}
+			if client.IgnoreAlreadyExists(err) != nil {
 				return vols, fmt.Errorf("create datavolume %s of vm %s: %w", dv.Name, vm.Name, err)
 			}
 			r.Recorder.Eventf(vm, dv, corev1.EventTypeNormal, "SuccessfulDataVolumeCreate", "CreateDataVolume", "Created DataVolume %s", dv.Name)
@@ -75,4 +84,10 @@ func (r *Reconciler) deleteDataVolumes(ctx context.Context, vm *v1.VirtualMachin
 		}
 	}
 	return nil
+}
+
+// refused says whether the API server refused an object for what it is, so the same object
+// would be refused again.
+func refused(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
 }

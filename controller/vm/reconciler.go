@@ -76,8 +76,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, vm *v1.VirtualMachine) (ctrl.Result, error) {
-	if controllerutil.AddFinalizer(vm, Finalizer) {
-		if err := r.Client.Update(ctx, vm); err != nil {
+	if !controllerutil.ContainsFinalizer(vm, Finalizer) {
+		// A patch, not an update: an update would write back the VM as the controller decoded it,
+		// not as its user wrote it.
+		before := vm.DeepCopy()
+		controllerutil.AddFinalizer(vm, Finalizer)
+		if err := r.Client.Patch(ctx, vm, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 			return ctrl.Result{}, fmt.Errorf("add finalizer to vm %s: %w", vm.Name, err)
 		}
 	}
@@ -95,6 +99,9 @@ func (r *Reconciler) reconcile(ctx context.Context, vm *v1.VirtualMachine) (ctrl
 		if s.VMI, failure, err = r.act(ctx, vm, vmi, d); err != nil {
 			return ctrl.Result{}, err
 		}
+	}
+	if failure == nil {
+		failure = vols.Refused
 	}
 	if err := r.applyRequests(ctx, vm, d); err != nil {
 		return ctrl.Result{}, err

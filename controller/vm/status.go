@@ -17,8 +17,11 @@ type Problem struct {
 type Volumes struct {
 	// Ready is true when every DataVolume can be used (Succeeded, or waiting for its consumer).
 	Ready bool
-	// Failed names a DataVolume whose import failed; empty when none did.
+	// Failed names a DataVolume whose import failed, or that could not be made; empty when
+	// none did.
 	Failed string
+	// Refused is why a DataVolume could not be made; nil when none was refused.
+	Refused *Problem
 }
 
 // ComputeStatus is the VM's status after a decision. It is pure.

@@ -82,8 +82,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, vmi *v1.VirtualMachineInstance) error {
-	if controllerutil.AddFinalizer(vmi, Finalizer) {
-		if err := r.Client.Update(ctx, vmi); err != nil {
+	if !controllerutil.ContainsFinalizer(vmi, Finalizer) {
+		// A patch, not an update: an update sends the VMI back as the controller decoded it, which
+		// can differ from what is stored (an empty userData dropped, a quantity written canonically),
+		// and the API server refuses that as a change to the immutable spec.
+		before := vmi.DeepCopy()
+		controllerutil.AddFinalizer(vmi, Finalizer)
+		if err := r.Client.Patch(ctx, vmi, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 			return fmt.Errorf("add finalizer to vmi %s: %w", vmi.Name, err)
 		}
 	}
@@ -194,6 +199,16 @@ func (r *Reconciler) createPod(ctx context.Context, vmi *v1.VirtualMachineInstan
 		pod, err = r.getPod(ctx, vmi, name)
 		return Observation{PodName: name, Pod: pod}, err
 	}
+	if refused(err) {
+		// The VMI passed its own validation and still makes a pod the API server refuses (an
+		// extended resource it does not know, a missing PriorityClass): retrying at once cannot
+		// help, so the VMI says why, and the pod is tried again now and then.
+		problem := &Problem{EventFailedCreate, fmt.Sprintf("the API server refused launcher pod %s: %v", name, err)}
+		if !hasProblem(vmi, problem) {
+			r.Recorder.Eventf(vmi, nil, corev1.EventTypeWarning, EventFailedCreate, "CreatePod", "%s", problem.Message)
+		}
+		return Observation{PodName: name, Problem: problem}, nil
+	}
 	if err != nil {
 		r.Recorder.Eventf(vmi, nil, corev1.EventTypeWarning, EventFailedCreate, "CreatePod", "create launcher pod %s: %v", name, err)
 		return Observation{}, fmt.Errorf("create launcher pod %s: %w", name, err)
@@ -286,6 +301,15 @@ func hasProblem(vmi *v1.VirtualMachineInstance, problem *Problem) bool {
 		}
 	}
 	return false
+}
+
+// refused says whether the API server refused a pod for what it is, so the same pod would be
+// refused again; a namespace being deleted is not such a refusal.
+func refused(err error) bool {
+	if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+		return false
+	}
+	return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsForbidden(err)
 }
 
 func podName(pod *corev1.Pod) string {

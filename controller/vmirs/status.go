@@ -3,9 +3,13 @@
 package vmirs
 
 import (
+	"errors"
 	"sort"
+	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
@@ -111,4 +115,18 @@ func setCondition(st *v1.VirtualMachineInstanceReplicaSetStatus, t v1.VirtualMac
 		st.Conditions = append(st.Conditions, v1.VirtualMachineInstanceReplicaSetCondition{
 			Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastTransitionTime: now})
 	}
+}
+
+// createFailureMessage is a refused VMI create's error without the name the API server
+// generated for the VMI: every try gets a new name, and a message naming it would change the
+// status on every try, each status write waking the replica set up for another try at once.
+func createFailureMessage(err error) string {
+	msg := err.Error()
+	var st apierrors.APIStatus
+	if errors.As(err, &st) {
+		if d := st.Status().Details; d != nil && d.Name != "" {
+			msg = strings.ReplaceAll(msg, " "+strconv.Quote(d.Name), "")
+		}
+	}
+	return msg
 }

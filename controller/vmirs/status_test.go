@@ -1,11 +1,15 @@
 package vmirs
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 )
@@ -89,5 +93,25 @@ func TestComputeStatus(t *testing.T) {
 	rs.Spec.Paused = false
 	if st := ComputeStatus(rs, vmis, "app=web", nil, metav1.Now()); len(st.Conditions) != 0 {
 		t.Errorf("conditions kept after they cleared: %+v", st.Conditions)
+	}
+}
+
+// TestCreateFailureMessage: two creates refused for the same reason give the same message,
+// though the API server named each VMI differently.
+func TestCreateFailureMessage(t *testing.T) {
+	refusal := func(name string) error {
+		return apierrors.NewInvalid(v1.GroupVersion.WithKind("VirtualMachineInstance").GroupKind(), name, field.ErrorList{
+			field.Invalid(field.NewPath("metadata", "labels"), "", "name part must be non-empty"),
+		})
+	}
+	a, b := createFailureMessage(refusal("web-abcde")), createFailureMessage(refusal("web-fghij"))
+	if a != b {
+		t.Errorf("messages differ:\n%s\n%s", a, b)
+	}
+	if want := "metadata.labels: Invalid value"; !strings.Contains(a, want) || strings.Contains(a, "web-") {
+		t.Errorf("message %q: want the cause (%q) without the VMI's name", a, want)
+	}
+	if got := createFailureMessage(errors.New("connection refused")); got != "connection refused" {
+		t.Errorf("a plain error became %q", got)
 	}
 }
