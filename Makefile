@@ -39,6 +39,7 @@ deps: ## Install the Debian packages and the pinned Go tools (helm, controller-g
 generate: ## Regenerate deepcopy code and CRDs from api/
 	controller-gen object paths=./api/...
 	controller-gen crd paths=./api/... output:crd:dir=charts/slimvirt/crds
+	bash hack/crd-quantity-pattern.sh charts/slimvirt/crds/*.yaml
 
 ##@ Test
 
