@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -113,6 +114,54 @@ func TestSlimctlConsoleVNCPause(t *testing.T) {
 	mustSlimctl(t, "unpause", "vmi", name)
 	if s := status(); !strings.Contains(strings.ToLower(s), "running") {
 		t.Fatalf("after unpause the launcher says %q", s)
+	}
+
+	// Soft reboot: the guest gets the ACPI power button, powers off, and libvirt starts it again
+	// in the same QEMU and the same VMI: a second boot on the console.
+	ups := func() int {
+		out, _ := kubectl(t, "-n", ns, "logs", vmi.Status.LauncherPod, "-c", "compute")
+		return strings.Count(out, "SLIMVIRT-GUEST-UP")
+	}
+	before := ups()
+	mustSlimctl(t, "soft-reboot", "vmi", name, "--namespace", ns)
+	eventually(t, 3*time.Minute, "the guest up again after soft-reboot", func() (bool, error) {
+		return ups() > before, nil
+	})
+	if now, err := getVMI(t, ns, name); err != nil || now.UID != vmi.UID || now.Status.Phase != "Running" {
+		t.Fatalf("soft-reboot replaced or stopped the VMI: %v", err)
+	}
+}
+
+// TestSlimctlCLI: the CLI's own commands and its errors, as a plugin of kubectl too.
+func TestSlimctlCLI(t *testing.T) {
+	out := mustSlimctl(t, "version")
+	if !strings.Contains(out, "Client Version:") || !strings.Contains(out, "Server Version: v1.") {
+		t.Errorf("slimctl version: %q", out)
+	}
+	if out := mustSlimctl(t, "completion", "bash"); !strings.Contains(out, "__start_slimctl") {
+		t.Errorf("slimctl completion bash prints no completion script: %.200q", out)
+	}
+	for _, c := range []struct{ args []string }{
+		{[]string{"pause", "vmi", "no-such-vmi"}},
+		{[]string{"console", "no-such-vmi"}},
+		{[]string{"expose", "vm", "no-such-vm", "--port", "80", "--name", "x"}},
+	} {
+		out, err := slimctl(t, c.args...)
+		if err == nil || !strings.Contains(out, "not found in namespace default") {
+			t.Errorf("slimctl %s: %v %q, want a not-found error naming the namespace", strings.Join(c.args, " "), err, out)
+		}
+	}
+	out, err := slimctl(t, "--namespace", "no-such-ns", "start", "testvm")
+	if err == nil || !strings.Contains(out, "not found in namespace no-such-ns") {
+		t.Errorf("--namespace not honoured: %v %q", err, out)
+	}
+	// kubectl finds kubectl-slim on PATH and passes its flags through.
+	bin, _ := filepath.Abs("../_output/bin")
+	cmd := exec.Command(cluster.kubectl, "slim", "version", "--kubeconfig", cluster.kubeconfig)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	plugin, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(plugin), "Server Version: v1.") {
+		t.Errorf("kubectl slim version: %v %q", err, plugin)
 	}
 }
 
