@@ -151,6 +151,8 @@ remove_fixed_path_leftovers() {
   if [ -e "$STATE_DIR/var-lib-kubelet-dir.ours" ]; then
     # The directory is ours, so are the sockets in it (kubelet's and our pods' device plugins).
     find /var/lib/kubelet/device-plugins -maxdepth 1 -type s -delete 2>/dev/null || true
+    # The kubelet's record of device plugin allocations (written once a plugin registers).
+    rm -f /var/lib/kubelet/device-plugins/kubelet_internal_checkpoint
     rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
     rm -f "$STATE_DIR/var-lib-kubelet-dir.ours"
   fi
