@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/controller/finalizer"
 	"github.com/slimvirt/slimvirt/controller/metrics"
 	"github.com/slimvirt/slimvirt/controller/requeue"
 )
@@ -76,14 +77,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, vm *v1.VirtualMachine) (ctrl.Result, error) {
-	if !controllerutil.ContainsFinalizer(vm, Finalizer) {
-		// A patch, not an update: an update would write back the VM as the controller decoded it,
-		// not as its user wrote it.
-		before := vm.DeepCopy()
-		controllerutil.AddFinalizer(vm, Finalizer)
-		if err := r.Client.Patch(ctx, vm, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
-			return ctrl.Result{}, fmt.Errorf("add finalizer to vm %s: %w", vm.Name, err)
-		}
+	if err := finalizer.Ensure(ctx, r.Client, vm, Finalizer); err != nil {
+		return ctrl.Result{}, err
 	}
 	vmi, failure, err := r.getVMI(ctx, vm)
 	if err != nil {

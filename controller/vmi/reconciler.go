@@ -21,6 +21,7 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/controller/finalizer"
 	"github.com/slimvirt/slimvirt/controller/metrics"
 	"github.com/slimvirt/slimvirt/controller/requeue"
 )
@@ -82,15 +83,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, vmi *v1.VirtualMachineInstance) error {
-	if !controllerutil.ContainsFinalizer(vmi, Finalizer) {
-		// A patch, not an update: an update sends the VMI back as the controller decoded it, which
-		// can differ from what is stored (an empty userData dropped, a quantity written canonically),
-		// and the API server refuses that as a change to the immutable spec.
-		before := vmi.DeepCopy()
-		controllerutil.AddFinalizer(vmi, Finalizer)
-		if err := r.Client.Patch(ctx, vmi, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
-			return fmt.Errorf("add finalizer to vmi %s: %w", vmi.Name, err)
-		}
+	if err := finalizer.Ensure(ctx, r.Client, vmi, Finalizer); err != nil {
+		return err
 	}
 	obs, err := r.observe(ctx, vmi)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/controller/finalizer"
 	"github.com/slimvirt/slimvirt/controller/metrics"
 	"github.com/slimvirt/slimvirt/controller/requeue"
 )
@@ -68,14 +69,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, rs *v1.VirtualMachineInstanceReplicaSet) error {
-	if !controllerutil.ContainsFinalizer(rs, Finalizer) {
-		// A patch, not an update: an update would write back the replica set as the controller
-		// decoded it, not as its user wrote it, and that can fail validation (an empty list dropped).
-		before := rs.DeepCopy()
-		controllerutil.AddFinalizer(rs, Finalizer)
-		if err := r.Client.Patch(ctx, rs, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
-			return fmt.Errorf("add finalizer to vmirs %s: %w", rs.Name, err)
-		}
+	if err := finalizer.Ensure(ctx, r.Client, rs, Finalizer); err != nil {
+		return err
 	}
 	selector, err := r.selector(rs)
 	var failure *Failure
