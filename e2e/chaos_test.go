@@ -178,10 +178,7 @@ func countByLabel(t *testing.T, drill string) (vmis map[string]int, pods map[str
 func TestChaosControllerKilledDuringRollout(t *testing.T) {
 	const drill, n = "controller-kill", 10
 	dir := t.TempDir()
-	_, _ = kubectl(t, "delete", "vm", "-l", "drill="+drill, "--wait=true", "--timeout=180s")
-	t.Cleanup(func() {
-		_, _ = kubectl(t, "delete", "vm", "-l", "drill="+drill, "--wait=true", "--timeout=180s")
-	})
+	drillVMs(t, drill)
 	before := componentPod(t, "controller")
 	startRestarts := restarts(before, "controller")
 	start := time.Now()
@@ -312,8 +309,7 @@ func failedEvent(t *testing.T, uid string) string {
 func TestChaosQEMUKilled(t *testing.T) {
 	const drill = "qemu-kill"
 	dir := t.TempDir()
-	_, _ = kubectl(t, "delete", "vm", "-l", "drill="+drill, "--wait=true", "--timeout=180s")
-	t.Cleanup(func() { _, _ = kubectl(t, "delete", "vm", "-l", "drill="+drill, "--wait=true", "--timeout=180s") })
+	drillVMs(t, drill)
 	token := fmt.Sprintf("tok%d", time.Now().UnixNano())
 	applyManifest(t, dir, "qk-always", fmt.Sprintf(chaosDataVM, "qk-always", drill, "Always", token))
 	applyChaosVM(t, dir, "qk-rerun", drill, "RerunOnFailure")
@@ -354,8 +350,7 @@ func TestChaosQEMUKilled(t *testing.T) {
 func TestChaosLibvirtdKilled(t *testing.T) {
 	const drill = "libvirtd-kill"
 	dir := t.TempDir()
-	_, _ = kubectl(t, "delete", "vm", "-l", "drill="+drill, "--wait=true", "--timeout=180s")
-	t.Cleanup(func() { _, _ = kubectl(t, "delete", "vm", "-l", "drill="+drill, "--wait=true", "--timeout=180s") })
+	drillVMs(t, drill)
 	applyChaosVM(t, dir, "lk-always", drill, "Always")
 	vmi := waitVMIRunning(t, "default", "lk-always", "")
 	if killIn(t, "default", vmi.Status.LauncherPod, "compute", "libvirtd") != 1 {
@@ -375,8 +370,7 @@ func TestChaosLibvirtdKilled(t *testing.T) {
 func TestChaosNodeAgentKilled(t *testing.T) {
 	const drill = "node-agent-kill"
 	dir := t.TempDir()
-	_, _ = kubectl(t, "delete", "vm", "-l", "drill="+drill, "--wait=true", "--timeout=180s")
-	t.Cleanup(func() { _, _ = kubectl(t, "delete", "vm", "-l", "drill="+drill, "--wait=true", "--timeout=180s") })
+	drillVMs(t, drill)
 	applyChaosVM(t, dir, "na-1", drill, "Always")
 	vmi := waitVMIRunning(t, "default", "na-1", "")
 	qemu := qemuPID(t, vmi)
@@ -400,19 +394,35 @@ func TestChaosNodeAgentKilled(t *testing.T) {
 		}
 		return true, nil
 	})
-	if err := syscall.Kill(qemu, 0); err != nil {
-		t.Fatalf("QEMU (pid %d) did not survive the node agent: %v", qemu, err)
-	}
-	if now, err := getVMI(t, "default", "na-1"); err != nil || now.UID != vmi.UID || now.Status.Phase != v1alpha1.Running {
-		t.Fatalf("the VMI did not stay Running: %v", err)
-	}
+	assertSurvived(t, vmi, qemu)
 	applyChaosVM(t, dir, "na-2", drill, "Always")
 	second := waitVMIRunning(t, "default", "na-2", "")
 	vmiLog(t, second, "SLIMVIRT-GUEST-UP")
-	if qemuPID(t, vmi) != qemu {
-		t.Fatal("the first VM's QEMU changed")
-	}
+	assertSurvived(t, vmi, qemu)
 	t.Logf("QEMU pid %d kept running through the node agent's restart; a new VM booted after it", qemu)
+}
+
+// drillVMs removes the drill's VMs a killed earlier run left, and removes this run's at the end.
+func drillVMs(t *testing.T, drill string) {
+	t.Helper()
+	del := func() { _, _ = kubectl(t, "delete", "vm", "-l", "drill="+drill, "--wait=true", "--timeout=180s") }
+	del()
+	t.Cleanup(del)
+}
+
+// assertSurvived checks that a VMI's QEMU is still the process it was and the VMI is still the
+// same one, Running.
+func assertSurvived(t *testing.T, vmi *v1alpha1.VirtualMachineInstance, qemu int) {
+	t.Helper()
+	if err := syscall.Kill(qemu, 0); err != nil {
+		t.Fatalf("QEMU (pid %d) of %s did not survive: %v", qemu, vmi.Name, err)
+	}
+	if now, err := getVMI(t, vmi.Namespace, vmi.Name); err != nil || now.UID != vmi.UID || now.Status.Phase != v1alpha1.Running {
+		t.Fatalf("VMI %s did not stay Running: %v", vmi.Name, err)
+	}
+	if qemuPID(t, vmi) != qemu {
+		t.Fatalf("the QEMU of %s changed", vmi.Name)
+	}
 }
 
 func qemuPID(t *testing.T, vmi *v1alpha1.VirtualMachineInstance) int {
@@ -432,8 +442,7 @@ func qemuPID(t *testing.T, vmi *v1alpha1.VirtualMachineInstance) int {
 func TestChaosNodeRuntimeRestarted(t *testing.T) {
 	const drill = "runtime-restart"
 	dir := t.TempDir()
-	_, _ = kubectl(t, "delete", "vm", "-l", "drill="+drill, "--wait=true", "--timeout=180s")
-	t.Cleanup(func() { _, _ = kubectl(t, "delete", "vm", "-l", "drill="+drill, "--wait=true", "--timeout=180s") })
+	drillVMs(t, drill)
 	applyChaosVM(t, dir, "rr-1", drill, "Always")
 	vmi := waitVMIRunning(t, "default", "rr-1", "")
 	qemu := qemuPID(t, vmi)
@@ -443,17 +452,10 @@ func TestChaosNodeRuntimeRestarted(t *testing.T) {
 		}
 	}
 	time.Sleep(10 * time.Second)
-	if err := syscall.Kill(qemu, 0); err != nil {
-		t.Fatalf("QEMU (pid %d) did not survive: %v", qemu, err)
-	}
-	if now, err := getVMI(t, "default", "rr-1"); err != nil || now.UID != vmi.UID || now.Status.Phase != v1alpha1.Running {
-		t.Fatalf("the VMI did not stay Running: %v", err)
-	}
+	assertSurvived(t, vmi, qemu)
 	applyChaosVM(t, dir, "rr-2", drill, "Always")
 	vmiLog(t, waitVMIRunning(t, "default", "rr-2", ""), "SLIMVIRT-GUEST-UP")
-	if qemuPID(t, vmi) != qemu {
-		t.Fatal("the first VM's QEMU changed")
-	}
+	assertSurvived(t, vmi, qemu)
 }
 
 // leftovers lists what remains of a VM named name: the VM, its VMI, launcher pods, DataVolumes,
