@@ -1,9 +1,10 @@
 // Package control is the launcher's control socket protocol: a client connects to the unix
 // socket, writes one command line and reads one reply line, then the connection closes.
 //
-//	pause | unpause | reboot | reset | shutdown | status
+//	pause | unpause | reboot | reset | shutdown | status | stats
 //
-// Replies are "ok", "ok <JSON>" (status: the launcherpod.Status) or "error <message>".
+// Replies are "ok", "ok <JSON>" (status: the launcherpod.Status; stats: the
+// launcherpod.DomainStats) or "error <message>".
 package control
 
 import (
@@ -25,6 +26,7 @@ const (
 	Reset    = "reset"    // hard reset, like the reset button
 	Shutdown = "shutdown" // ACPI power button, destroy after the grace period (like SIGTERM)
 	Status   = "status"   // the current status as JSON
+	Stats    = "stats"    // the running domain's CPU, memory, disk and network statistics as JSON
 )
 
 // Handler runs one command and returns the reply payload (may be empty).

@@ -243,6 +243,27 @@ func (l *Launcher) run(ctx context.Context, sigs <-chan os.Signal) error {
 	}
 	_ = l.status.update(func(s *launcherpod.Status) { s.Accelerator = acc })
 
+	// libvirtd starts while the volumes and the network are prepared: its start (loading the
+	// QEMU driver, probing QEMU's capabilities) is the longest step and needs neither.
+	libvirtCtx, abortLibvirt := context.WithCancel(ctx)
+	defer abortLibvirt()
+	started := make(chan libvirtStart, 1)
+	go func() {
+		conn, stop, err := l.startLibvirt(libvirtCtx)
+		started <- libvirtStart{conn, stop, err}
+	}()
+	handedOver := false
+	defer func() {
+		if handedOver {
+			return
+		}
+		abortLibvirt()
+		if s := <-started; s.err == nil {
+			s.conn.Close()
+			s.stop()
+		}
+	}()
+
 	prep := &volumes.Preparer{Layout: c.Layout, Runner: l.reaper, QEMUImg: c.QEMUImg}
 	disks, err := prep.Prepare(ctx, l.vmi)
 	if err != nil {
@@ -280,13 +301,21 @@ func (l *Launcher) run(ctx context.Context, sigs <-chan os.Signal) error {
 		return setupFailed("marshal domain XML: %v", err)
 	}
 
-	conn, stopDaemons, err := l.startLibvirt(ctx)
-	if err != nil {
-		return err
+	lv := <-started
+	handedOver = true
+	if lv.err != nil {
+		return lv.err
 	}
-	defer stopDaemons()
-	defer conn.Close()
-	return l.runDomain(ctx, conn, xml, nics, sigs)
+	defer lv.stop()
+	defer lv.conn.Close()
+	return l.runDomain(ctx, lv.conn, xml, nics, sigs)
+}
+
+// libvirtStart is the outcome of startLibvirt.
+type libvirtStart struct {
+	conn *libvirt.Connect
+	stop func()
+	err  error
 }
 
 // Hostname is the guest's hostname: spec.hostname, else the VMI's name.

@@ -184,6 +184,23 @@ func stopServicesAfterConsole(consoleDone <-chan struct{}, stop func()) {
 	stop()
 }
 
+// pausedNow says whether the domain is paused, and on a disk I/O error. Events come in bursts
+// (starting QEMU gives started, suspended and resumed at once), so the domain's state when
+// the event is handled is asked first, lest a running guest is reported paused for a moment;
+// the event says it when the domain cannot be asked.
+func (l *Launcher) pausedNow(ev libvirt.DomainEventLifecycle) (paused, ioError bool) {
+	l.mu.Lock()
+	dom := l.dom
+	l.mu.Unlock()
+	if dom != nil {
+		if state, reason, err := dom.GetState(); err == nil {
+			return state == libvirt.DOMAIN_PAUSED, state == libvirt.DOMAIN_PAUSED && libvirt.DomainPausedReason(reason) == libvirt.DOMAIN_PAUSED_IOERROR
+		}
+	}
+	return ev.Event == libvirt.DOMAIN_EVENT_SUSPENDED,
+		ev.Event == libvirt.DOMAIN_EVENT_SUSPENDED && libvirt.DomainEventSuspendedDetailType(ev.Detail) == libvirt.DOMAIN_EVENT_SUSPENDED_IOERROR
+}
+
 // onEvent updates the status from a lifecycle event and returns the exit once the domain stopped.
 func (l *Launcher) onEvent(ev libvirt.DomainEventLifecycle) *Exit {
 	l.mu.Lock()
@@ -191,18 +208,18 @@ func (l *Launcher) onEvent(ev libvirt.DomainEventLifecycle) *Exit {
 	l.mu.Unlock()
 	l.log.Info("domain event", "event", ev.String())
 	switch ev.Event {
-	case libvirt.DOMAIN_EVENT_STARTED, libvirt.DOMAIN_EVENT_RESUMED:
-		if shuttingDown {
+	case libvirt.DOMAIN_EVENT_STARTED, libvirt.DOMAIN_EVENT_RESUMED, libvirt.DOMAIN_EVENT_SUSPENDED:
+		paused, ioError := l.pausedNow(ev)
+		switch {
+		case paused && ioError:
+			_ = l.status.phase(PhasePaused, "paused on a disk I/O error")
+		case paused:
+			_ = l.status.phase(PhasePaused, "")
+		case shuttingDown:
 			_ = l.status.phase(PhaseShuttingDown, "")
-		} else {
+		default:
 			_ = l.status.phase(PhaseRunning, "")
 		}
-	case libvirt.DOMAIN_EVENT_SUSPENDED:
-		reason := ""
-		if libvirt.DomainEventSuspendedDetailType(ev.Detail) == libvirt.DOMAIN_EVENT_SUSPENDED_IOERROR {
-			reason = "paused on a disk I/O error"
-		}
-		_ = l.status.phase(PhasePaused, reason)
 	case libvirt.DOMAIN_EVENT_SHUTDOWN:
 		_ = l.status.phase(PhaseShuttingDown, "the guest is powering off")
 	case libvirt.DOMAIN_EVENT_STOPPED:
@@ -294,6 +311,13 @@ func (l *Launcher) handle(_ context.Context, cmd string) (string, error) {
 		default:
 		}
 		return "", nil
+	case control.Stats:
+		st, err := l.stats()
+		if err != nil {
+			return "", err
+		}
+		b, err := json.Marshal(st)
+		return string(b), err
 	}
 	return "", fmt.Errorf("unknown command %q", cmd)
 }

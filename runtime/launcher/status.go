@@ -13,12 +13,12 @@ import (
 
 // Phases written to the status file.
 const (
-	PhaseStarting     = "Starting"
-	PhaseRunning      = "Running"
-	PhasePaused       = "Paused"
-	PhaseShuttingDown = "ShuttingDown"
-	PhaseShutdown     = "Shutdown"
-	PhaseCrashed      = "Crashed"
+	PhaseStarting     = launcherpod.PhaseStarting
+	PhaseRunning      = launcherpod.PhaseRunning
+	PhasePaused       = launcherpod.PhasePaused
+	PhaseShuttingDown = launcherpod.PhaseShuttingDown
+	PhaseShutdown     = launcherpod.PhaseShutdown
+	PhaseCrashed      = launcherpod.PhaseCrashed
 )
 
 // statusWriter keeps the status and writes it atomically on every change, so the node agent
@@ -60,17 +60,7 @@ func (s *statusWriter) phase(p, reason string) error {
 }
 
 // ReadStatus reads a status file.
-func ReadStatus(path string) (launcherpod.Status, error) {
-	var st launcherpod.Status
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("parse %s: %w", path, err)
-	}
-	return st, nil
-}
+func ReadStatus(path string) (launcherpod.Status, error) { return launcherpod.ReadStatus(path) }
 
 // Probe is the readiness probe: nil only while the status says Running.
 func Probe(path string) error {
