@@ -47,3 +47,11 @@ func InterfacesFor(vmi *v1.VirtualMachineInstance) []Interface {
 	}
 	return out
 }
+
+// FirstInterfaceName names the interface whose address the VMI's status reports.
+func FirstInterfaceName(vmi *v1.VirtualMachineInstance) string {
+	if ifs := vmi.Spec.Domain.Devices.Interfaces; len(ifs) > 0 {
+		return ifs[0].Name
+	}
+	return DefaultInterfaceName
+}

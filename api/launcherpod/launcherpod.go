@@ -3,6 +3,12 @@
 // (environment and paths) and the node agent (sockets). Changing a name here changes all of them.
 package launcherpod
 
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+)
+
 const (
 	// ComputeContainer runs the launcher, PID 1 of the VM's container.
 	ComputeContainer = "compute"
@@ -28,6 +34,9 @@ const (
 
 	// RunDir is an emptyDir shared by the launcher's containers and seen by the node agent.
 	RunDir = "/var/run/slimvirt"
+	// RunVolume is the emptyDir mounted at RunDir; the node agent finds the status file and
+	// the control socket in it.
+	RunVolume = "slimvirt-run"
 	// StatusFile is written atomically by the launcher with a Status as JSON.
 	StatusFile = RunDir + "/status.json"
 	// SerialSocket is the guest's first serial port.
@@ -116,6 +125,16 @@ type Port struct {
 	Port     int32  `json:"port"`
 }
 
+// The launcher's phases, in Status.Phase.
+const (
+	PhaseStarting     = "Starting"
+	PhaseRunning      = "Running"
+	PhasePaused       = "Paused"
+	PhaseShuttingDown = "ShuttingDown"
+	PhaseShutdown     = "Shutdown"
+	PhaseCrashed      = "Crashed"
+)
+
 // Status is what the launcher reports in StatusFile.
 type Status struct {
 	// Phase is Starting, Running, Paused, ShuttingDown, Shutdown or Crashed.
@@ -127,4 +146,17 @@ type Status struct {
 	// GuestMAC and GuestIP are what the guest's first NIC got (IP from the DHCP lease).
 	GuestMAC string `json:"guestMAC,omitempty"`
 	GuestIP  string `json:"guestIP,omitempty"`
+}
+
+// ReadStatus reads a launcher's status file.
+func ReadStatus(path string) (Status, error) {
+	var st Status
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return st, nil
 }

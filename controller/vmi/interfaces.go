@@ -30,11 +30,3 @@ func interfacesAnnotation(key []byte, vmi *v1.VirtualMachineInstance, podName st
 	value := string(raw)
 	return value, launcherpod.Sign(key, vmi.Namespace, podName, value), nil
 }
-
-// firstInterfaceName names the interface whose address the VMI's status reports.
-func firstInterfaceName(vmi *v1.VirtualMachineInstance) string {
-	if ifs := vmi.Spec.Domain.Devices.Interfaces; len(ifs) > 0 {
-		return ifs[0].Name
-	}
-	return launcherpod.DefaultInterfaceName
-}

@@ -19,7 +19,7 @@ import (
 )
 
 const (
-	runVolume     = "slimvirt-run"
+	runVolume     = launcherpod.RunVolume
 	libvirtVolume = "libvirt-run"
 	toolsVolume   = "slimvirt-tools"
 	installTools  = "install-tools"

@@ -205,7 +205,7 @@ func setInterfaces(st *v1.VirtualMachineInstanceStatus, vmi *v1.VirtualMachineIn
 	if len(st.Interfaces) > 0 {
 		first = st.Interfaces[0]
 	}
-	first.Name = firstInterfaceName(vmi)
+	first.Name = launcherpod.FirstInterfaceName(vmi)
 	first.IP = pod.Status.PodIP
 	first.IPs = nil
 	for _, ip := range pod.Status.PodIPs {
@@ -221,29 +221,14 @@ func setInterfaces(st *v1.VirtualMachineInstanceStatus, vmi *v1.VirtualMachineIn
 	st.Interfaces[0] = first
 }
 
-// setCondition puts c into the status, keeping the transition time when its status is unchanged.
-// A Synchronized=True condition is removed rather than stored: it is the normal state.
+// setCondition puts c into the status (see SetCondition); a Synchronized=True condition is
+// removed rather than stored: it is the normal state.
 func setCondition(st *v1.VirtualMachineInstanceStatus, c v1.VirtualMachineInstanceCondition, now metav1.Time) {
-	for i, old := range st.Conditions {
-		if old.Type != c.Type {
-			continue
-		}
-		if c.Type == v1.VMISynchronized && c.Status == corev1.ConditionTrue {
-			st.Conditions = append(st.Conditions[:i], st.Conditions[i+1:]...)
-			return
-		}
-		c.LastTransitionTime = old.LastTransitionTime
-		if old.Status != c.Status {
-			c.LastTransitionTime = now
-		}
-		st.Conditions[i] = c
-		return
-	}
 	if c.Type == v1.VMISynchronized && c.Status == corev1.ConditionTrue {
+		st.RemoveCondition(c.Type)
 		return
 	}
-	c.LastTransitionTime = now
-	st.Conditions = append(st.Conditions, c)
+	st.SetCondition(c, now)
 }
 
 func containerStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {

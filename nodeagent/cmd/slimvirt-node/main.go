@@ -1,5 +1,6 @@
 // Command slimvirt-node is the slimvirt node agent. It installs the CNI plugin and keeps it
-// chained, and serves the kubelet device plugins for /dev/kvm and /dev/net/tun;
+// chained, serves the kubelet device plugins for /dev/kvm and /dev/net/tun, reports each
+// launcher's status to its VMI and serves per-VM metrics;
 // `slimvirt-node uninstall-cni` takes the CNI plugin out again.
 package main
 
@@ -35,6 +36,10 @@ func main() {
 	daemonSet := fs.String("uninstall-when-removed", "", "DaemonSet (in $POD_NAMESPACE) of this agent: on SIGTERM, remove slimvirt from the node when it is deleted (helm uninstall)")
 	fs.StringVar(&dpCfg.Dir, "device-plugin-dir", deviceplugin.DefaultDir, "kubelet's device plugin directory (kubelet.sock)")
 	fs.IntVar(&dpCfg.DeviceCount, "device-count", deviceplugin.DefaultDeviceCount, "pods per node that can hold /dev/kvm and /dev/net/tun at once")
+	vc := vmiConfig{}
+	fs.StringVar(&vc.node, "node-name", os.Getenv("NODE_NAME"), "this node's name")
+	fs.StringVar(&vc.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "kubelet's root directory (pods/<uid>/volumes hold the launchers' status files and control sockets)")
+	fs.StringVar(&vc.metricsAddr, "metrics-addr", ":9650", "address to serve per-VM Prometheus metrics on (/metrics); empty turns them off")
 	_ = fs.Parse(args)
 
 	in, err := install.New(cfg)
@@ -49,8 +54,13 @@ func main() {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		defer stop()
 		ns := os.Getenv("POD_NAMESPACE")
-		watch, cs := removalWatch(ctx, ns, *daemonSet, log)
-		err = run(ctx, in, plugins)
+		restCfg, cs := inCluster(log)
+		watch := removalWatch(ctx, cs, ns, *daemonSet, log)
+		err = run(ctx, in, plugins, func(ctx context.Context) {
+			if err := serveVMIs(ctx, restCfg, vc, log); err != nil {
+				log.Error("VMI status reporting stopped", "err", err)
+			}
+		})
 		if err == nil {
 			err = uninstallIfRemoved(in, watch, cs, ns, *daemonSet, log)
 		}

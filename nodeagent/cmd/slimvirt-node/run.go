@@ -14,35 +14,44 @@ import (
 	"github.com/slimvirt/slimvirt/nodeagent/removal"
 )
 
-// run keeps the CNI plugin installed and the device plugins served until ctx ends. The device
-// plugins retry their own failures, so only the installer's error ends the agent; the device
-// plugins then stop too, removing their sockets.
-func run(ctx context.Context, in *install.Installer, plugins *deviceplugin.Plugins) error {
+// run keeps the CNI plugin installed, the device plugins served and the VMIs of the node
+// reported until ctx ends. The device plugins and the reporter retry their own failures, so
+// only the installer's error ends the agent; the others then stop too.
+func run(ctx context.Context, in *install.Installer, plugins *deviceplugin.Plugins, vmis func(context.Context)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { plugins.Run(ctx) })
+	wg.Go(func() { vmis(ctx) })
 	err := in.Run(ctx)
 	cancel()
 	wg.Wait()
 	return err
 }
 
-// removalWatch starts watching the agent's DaemonSet when --uninstall-when-removed is set; nil
-// when it is not, or when there is no in-cluster API to ask (logged).
-func removalWatch(ctx context.Context, ns, daemonSet string, log *slog.Logger) (*removal.Watcher, kubernetes.Interface) {
-	if daemonSet == "" {
-		return nil, nil
-	}
+// inCluster is the agent's API access; nil (logged) when it runs outside a pod.
+func inCluster(log *slog.Logger) (*rest.Config, kubernetes.Interface) {
 	cfg, err := rest.InClusterConfig()
 	if err == nil {
 		var cs kubernetes.Interface
 		if cs, err = kubernetes.NewForConfig(cfg); err == nil {
-			return removal.Watch(ctx, cs, ns, daemonSet, log), cs
+			return cfg, cs
 		}
 	}
-	log.Warn("cannot watch the node agent's daemonset; the CNI plugin will stay chained when it stops", "err", err)
+	log.Warn("no API access: the agent cannot tell a restart from helm uninstall nor report VMIs", "err", err)
 	return nil, nil
+}
+
+// removalWatch starts watching the agent's DaemonSet when --uninstall-when-removed is set; nil
+// when it is not, or when there is no API to ask.
+func removalWatch(ctx context.Context, cs kubernetes.Interface, ns, daemonSet string, log *slog.Logger) *removal.Watcher {
+	if daemonSet == "" || cs == nil {
+		if daemonSet != "" {
+			log.Warn("cannot watch the node agent's daemonset; the CNI plugin will stay chained when it stops")
+		}
+		return nil
+	}
+	return removal.Watch(ctx, cs, ns, daemonSet, log)
 }
 
 // uninstallIfRemoved takes the CNI plugin out of the node when the agent's DaemonSet is gone

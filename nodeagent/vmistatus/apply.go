@@ -1,0 +1,74 @@
+// Package vmistatus reports what the launchers on this node say to their VMIs' status: the
+// Running phase as soon as the domain runs, the Paused condition, and the guest's MAC and
+// leased IP on its first interface. The controller owns the rest of the status (Pending to
+// Scheduled, the final phases, Ready and Synchronized) and keeps what is written here.
+package vmistatus
+
+import (
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+)
+
+// Condition reasons written by the node agent.
+const (
+	// ReasonPausedByUser is the Paused condition's reason (KubeVirt's PausedByUser).
+	ReasonPausedByUser = "PausedByUser"
+)
+
+// launcherPhases whose domain exists and runs or is paused.
+var domainUp = []string{launcherpod.PhaseRunning, launcherpod.PhasePaused}
+
+// Apply writes into vmi's status what the launcher of pod reported in st and says whether
+// anything changed. It only moves a Pending, Scheduling or Scheduled VMI to Running, never
+// touches a VMI in a final phase, and ignores a pod that is not the VMI's launcher.
+func Apply(vmi *v1.VirtualMachineInstance, pod *corev1.Pod, st launcherpod.Status, now metav1.Time) bool {
+	if vmi.Status.Phase.IsFinal() || vmi.Status.LauncherPod != pod.Name || !metav1.IsControlledBy(pod, vmi) {
+		return false
+	}
+	before := vmi.Status.DeepCopy()
+	s := &vmi.Status
+	up := slices.Contains(domainUp, st.Phase)
+	if up && beforeRunning(s.Phase) {
+		s.Phase = v1.Running
+		s.PhaseTransitionTimestamps = append(s.PhaseTransitionTimestamps,
+			v1.VirtualMachineInstancePhaseTransitionTimestamp{Phase: v1.Running, PhaseTransitionTimestamp: now})
+		if s.NodeName == "" {
+			s.NodeName = pod.Spec.NodeName
+		}
+	}
+	if st.Phase == launcherpod.PhasePaused {
+		s.SetCondition(v1.VirtualMachineInstanceCondition{Type: v1.VMIPaused, Status: corev1.ConditionTrue,
+			Reason: ReasonPausedByUser, Message: "the guest's vCPUs are paused"}, now)
+	} else if st.Phase != "" {
+		s.RemoveCondition(v1.VMIPaused)
+	}
+	if up && st.GuestMAC != "" {
+		setGuestAddress(s, vmi, st)
+	}
+	return !equality.Semantic.DeepEqual(before, s)
+}
+
+func beforeRunning(p v1.VirtualMachineInstancePhase) bool {
+	return p == "" || p == v1.Pending || p == v1.Scheduling || p == v1.Scheduled
+}
+
+// setGuestAddress puts the guest's MAC and leased IP on the VMI's first interface.
+func setGuestAddress(s *v1.VirtualMachineInstanceStatus, vmi *v1.VirtualMachineInstance, st launcherpod.Status) {
+	if len(s.Interfaces) == 0 {
+		s.Interfaces = []v1.VirtualMachineInstanceNetworkInterface{{Name: launcherpod.FirstInterfaceName(vmi)}}
+	}
+	first := &s.Interfaces[0]
+	first.MAC = st.GuestMAC
+	// The pod's addresses, which the controller reports, are the ones to reach the VM by: the
+	// same as the lease on a bridge, the pod's own behind masquerade. The lease fills in until
+	// the controller has them.
+	if first.IP == "" && st.GuestIP != "" {
+		first.IP, first.IPs = st.GuestIP, []string{st.GuestIP}
+	}
+}

@@ -1,0 +1,125 @@
+package vmistatus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/nodeagent/launchers"
+)
+
+// Interval is how often the launchers' status files are read.
+const Interval = 500 * time.Millisecond
+
+// Reporter reads the status file of every launcher on the node and writes what changed to the
+// VMI's status.
+type Reporter struct {
+	Client    client.Client
+	Launchers *launchers.Watcher
+	Log       *slog.Logger
+	// Interval between reads; Interval when zero.
+	Interval time.Duration
+
+	// reported is the last status of each pod that the VMI's status reflects.
+	reported map[types.UID]launcherpod.Status
+}
+
+// Run reports until ctx ends. A launcher's status is read again on every pod change and every
+// Interval; it is written to the VMI only when it changed since it was last reflected there,
+// so after a restart the agent checks each VMI once and then stays quiet.
+func (r *Reporter) Run(ctx context.Context) {
+	every := r.Interval
+	if every == 0 {
+		every = Interval
+	}
+	r.reported = map[types.UID]launcherpod.Status{}
+	kick := make(chan struct{}, 1)
+	r.Launchers.OnChange(func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	})
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		r.pass(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-kick:
+		}
+	}
+}
+
+func (r *Reporter) pass(ctx context.Context) {
+	seen := map[types.UID]bool{}
+	for _, l := range r.Launchers.List() {
+		seen[l.Pod.UID] = true
+		st, err := launcherpod.ReadStatus(l.StatusFile())
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				r.Log.Warn("cannot read a launcher's status", "pod", l.Pod.Namespace+"/"+l.Pod.Name, "err", err)
+			}
+			continue
+		}
+		if last, ok := r.reported[l.Pod.UID]; ok && last == st {
+			continue
+		}
+		reflected, err := r.report(ctx, l, st)
+		switch {
+		case err != nil:
+			r.Log.Warn("cannot report a launcher's status", "pod", l.Pod.Namespace+"/"+l.Pod.Name, "err", err)
+		case reflected:
+			r.reported[l.Pod.UID] = st
+		}
+	}
+	for uid := range r.reported {
+		if !seen[uid] {
+			delete(r.reported, uid)
+		}
+	}
+}
+
+// report writes st to the status of the VMI owning the launcher pod and says whether the status
+// now reflects it (false while the VMI does not name the pod yet: it is tried again).
+func (r *Reporter) report(ctx context.Context, l launchers.Launcher, st launcherpod.Status) (bool, error) {
+	owner := metav1.GetControllerOf(l.Pod)
+	if owner == nil || owner.Kind != "VirtualMachineInstance" {
+		return true, nil // not a VMI's pod: nothing to report, ever
+	}
+	vmi := &v1.VirtualMachineInstance{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Pod.Namespace, Name: owner.Name}, vmi); err != nil {
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, fmt.Errorf("get vmi %s/%s: %w", l.Pod.Namespace, owner.Name, err)
+	}
+	if vmi.UID != owner.UID || vmi.Status.Phase.IsFinal() {
+		return true, nil
+	}
+	if vmi.Status.LauncherPod != l.Pod.Name {
+		return false, nil
+	}
+	before := vmi.DeepCopy()
+	if !Apply(vmi, l.Pod, st, metav1.Now()) {
+		return true, nil
+	}
+	err := r.Client.Status().Patch(ctx, vmi, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+	if err != nil {
+		return false, fmt.Errorf("patch the status of vmi %s/%s: %w", vmi.Namespace, vmi.Name, err)
+	}
+	r.Log.Info("reported launcher status", "vmi", vmi.Namespace+"/"+vmi.Name, "launcher", st.Phase, "phase", vmi.Status.Phase)
+	return true, nil
+}

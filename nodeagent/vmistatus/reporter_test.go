@@ -1,0 +1,175 @@
+package vmistatus_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/csi/testenv"
+	"github.com/slimvirt/slimvirt/nodeagent/launchers"
+	"github.com/slimvirt/slimvirt/nodeagent/vmistatus"
+)
+
+const node = "node-a"
+
+// fixture is a VMI with a launcher pod on a node, as the controller and the scheduler leave
+// them, and the pod's run directory on the node.
+type fixture struct {
+	t       *testing.T
+	c       client.Client
+	kubelet string
+}
+
+func (f *fixture) vmiWithPod(ctx context.Context, name, nodeName string, phase v1.VirtualMachineInstancePhase) (*v1.VirtualMachineInstance, *corev1.Pod) {
+	t := f.t
+	vmi := &v1.VirtualMachineInstance{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: v1.VirtualMachineInstanceSpec{Domain: v1.DomainSpec{
+			Resources: v1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}}}},
+	}
+	must(t, f.c.Create(ctx, vmi))
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-" + name, Namespace: "default",
+			Labels: map[string]string{launcherpod.LabelApp: launcherpod.AppLauncher, launcherpod.LabelVMI: name},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: v1.GroupVersion.String(), Kind: "VirtualMachineInstance",
+				Name: name, UID: vmi.UID, Controller: ptr.To(true)}}},
+		Spec: corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: launcherpod.ComputeContainer, Image: "launcher"}}},
+	}
+	must(t, f.c.Create(ctx, pod))
+	before := vmi.DeepCopy()
+	vmi.Status = v1.VirtualMachineInstanceStatus{Phase: phase, LauncherPod: pod.Name, NodeName: nodeName}
+	must(t, f.c.Status().Patch(ctx, vmi, client.MergeFrom(before)))
+	must(t, os.MkdirAll(launchers.RunDir(f.kubelet, pod), 0o755))
+	return vmi, pod
+}
+
+// launcherSays writes the status file as the launcher does.
+func (f *fixture) launcherSays(pod *corev1.Pod, st launcherpod.Status) {
+	b, _ := json.Marshal(st)
+	path := launchers.Launcher{Pod: pod, RunDir: launchers.RunDir(f.kubelet, pod)}.StatusFile()
+	must(f.t, os.WriteFile(path+".tmp", b, 0o644))
+	must(f.t, os.Rename(path+".tmp", path))
+}
+
+func (f *fixture) get(ctx context.Context, name string) *v1.VirtualMachineInstance {
+	vmi := &v1.VirtualMachineInstance{}
+	must(f.t, f.c.Get(ctx, client.ObjectKey{Namespace: "default", Name: name}, vmi))
+	return vmi
+}
+
+func (f *fixture) waitFor(ctx context.Context, name, what string, cond func(*v1.VirtualMachineInstance) bool) *v1.VirtualMachineInstance {
+	f.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		vmi := f.get(ctx, name)
+		if cond(vmi) {
+			return vmi
+		}
+		if time.Now().After(deadline) {
+			st, _ := json.Marshal(vmi.Status)
+			f.t.Fatalf("%s: %s did not happen in 10s; status %s", name, what, st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startReporter runs the node agent's reporter for node until the returned stop is called.
+func (f *fixture) startReporter(ctx context.Context, env *testenv.Env) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	w := launchers.NewWatcher(env.Clientset, node, f.kubelet)
+	must(f.t, w.Start(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&vmistatus.Reporter{Client: f.c, Launchers: w, Interval: 100 * time.Millisecond,
+			Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}).Run(ctx)
+	}()
+	return func() { cancel(); <-done }
+}
+
+// TestReporter runs the reporter against a real API server: launchers on its node move their
+// VMI to Running with the guest's MAC and lease, paused guests show the Paused condition, and
+// VMIs on other nodes or in a final phase are left alone. Stopped and started again, it
+// catches up with what changed meanwhile.
+func TestReporter(t *testing.T) {
+	env, err := testenv.Start("vmistatus")
+	must(t, err)
+	t.Cleanup(func() { env.Stop() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	scheme := runtime.NewScheme()
+	must(t, clientgoscheme.AddToScheme(scheme))
+	must(t, v1.AddToScheme(scheme))
+	c, err := client.New(env.Config, client.Options{Scheme: scheme})
+	must(t, err)
+	f := &fixture{t: t, c: c, kubelet: t.TempDir()}
+
+	_, pod := f.vmiWithPod(ctx, "vm1", node, v1.Scheduled)
+	_, other := f.vmiWithPod(ctx, "elsewhere", "node-b", v1.Scheduled)
+	_, done := f.vmiWithPod(ctx, "ended", node, v1.Failed)
+	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseStarting})
+	f.launcherSays(other, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:02"})
+	f.launcherSays(done, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:03"})
+	stop := f.startReporter(ctx, env)
+
+	time.Sleep(time.Second)
+	if p := f.get(ctx, "vm1").Status.Phase; p != v1.Scheduled {
+		t.Fatalf("a starting launcher moved its VMI to %s", p)
+	}
+	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01", GuestIP: "10.244.0.9"})
+	vmi := f.waitFor(ctx, "vm1", "Running with the guest's address", func(v *v1.VirtualMachineInstance) bool {
+		return v.Status.Phase == v1.Running && len(v.Status.Interfaces) == 1 && v.Status.Interfaces[0].MAC == "02:00:00:00:00:01"
+	})
+	if i := vmi.Status.Interfaces[0]; i.IP != "10.244.0.9" || i.Name != launcherpod.DefaultInterfaceName {
+		t.Errorf("first interface = %+v, want the lease 10.244.0.9 on %q", i, launcherpod.DefaultInterfaceName)
+	}
+	if ts := vmi.Status.PhaseTransitionTimestamps; len(ts) == 0 || ts[len(ts)-1].Phase != v1.Running {
+		t.Errorf("no Running transition timestamp: %+v", ts)
+	}
+
+	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhasePaused, GuestMAC: "02:00:00:00:00:01", GuestIP: "10.244.0.9"})
+	vmi = f.waitFor(ctx, "vm1", "Paused=True", func(v *v1.VirtualMachineInstance) bool { return v.Status.Condition(v1.VMIPaused).IsTrue() })
+	if c := vmi.Status.Condition(v1.VMIPaused); c.Reason != vmistatus.ReasonPausedByUser || vmi.Status.Phase != v1.Running {
+		t.Errorf("paused VMI: phase %s, condition %+v", vmi.Status.Phase, c)
+	}
+	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01", GuestIP: "10.244.0.9"})
+	f.waitFor(ctx, "vm1", "no Paused condition", func(v *v1.VirtualMachineInstance) bool { return v.Status.Condition(v1.VMIPaused) == nil })
+
+	// The agent stops (a restart); the guest is paused meanwhile; the new agent catches up.
+	stop()
+	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhasePaused, GuestMAC: "02:00:00:00:00:01", GuestIP: "10.244.0.9"})
+	time.Sleep(500 * time.Millisecond)
+	if f.get(ctx, "vm1").Status.Condition(v1.VMIPaused) != nil {
+		t.Fatal("the status changed while no agent ran")
+	}
+	stop = f.startReporter(ctx, env)
+	defer stop()
+	f.waitFor(ctx, "vm1", "Paused=True after the restart", func(v *v1.VirtualMachineInstance) bool { return v.Status.Condition(v1.VMIPaused).IsTrue() })
+
+	for name, want := range map[string]v1.VirtualMachineInstancePhase{"elsewhere": v1.Scheduled, "ended": v1.Failed} {
+		vmi := f.get(ctx, name)
+		if vmi.Status.Phase != want || len(vmi.Status.Interfaces) != 0 {
+			t.Errorf("%s: phase %s interfaces %+v; the agent must leave it alone", name, vmi.Status.Phase, vmi.Status.Interfaces)
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
