@@ -365,8 +365,9 @@ func TestChaosLibvirtdKilled(t *testing.T) {
 }
 
 // TestChaosNodeAgentKilled kills every container of the node agent's pod while a VM runs: QEMU
-// keeps running (same PID), the VMI stays Running, and once the agent is back its device
-// plugins and CNI chaining work again: a second VM boots.
+// keeps running (same PID), the VMI stays Running, and once the agent is back it reports what
+// happened meanwhile (the guest was paused), and its device plugins and CNI chaining work
+// again: a second VM boots.
 func TestChaosNodeAgentKilled(t *testing.T) {
 	const drill = "node-agent-kill"
 	dir := t.TempDir()
@@ -380,6 +381,8 @@ func TestChaosNodeAgentKilled(t *testing.T) {
 			t.Fatalf("node agent container %s: nothing killed", c.Name)
 		}
 	}
+	// The guest is paused while the agent is down: the agent reports it when it is back.
+	mustSlimctl(t, "pause", "vmi", "na-1")
 	eventually(t, 2*time.Minute, "node agent containers restarted and ready", func() (bool, error) {
 		cur := componentPod(t, "node")
 		for _, c := range cur.Spec.Containers {
@@ -394,6 +397,9 @@ func TestChaosNodeAgentKilled(t *testing.T) {
 		}
 		return true, nil
 	})
+	waitPaused(t, "default", "na-1", true)
+	mustSlimctl(t, "unpause", "vmi", "na-1")
+	waitPaused(t, "default", "na-1", false)
 	assertSurvived(t, vmi, qemu)
 	applyChaosVM(t, dir, "na-2", drill, "Always")
 	second := waitVMIRunning(t, "default", "na-2", "")

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -107,14 +108,19 @@ func TestSlimctlConsoleVNCPause(t *testing.T) {
 	status := func() string {
 		return mustKubectl(t, "-n", ns, "exec", vmi.Status.LauncherPod, "-c", "compute", "--", "/usr/bin/slimvirt-launcher", "ctl", "status")
 	}
+	// The node agent reports the pause on the VMI (condition Paused) and in the metrics.
 	mustSlimctl(t, "pause", "vmi", name)
 	if s := status(); !strings.Contains(strings.ToLower(s), "paused") {
 		t.Fatalf("after pause the launcher says %q", s)
 	}
+	waitPaused(t, ns, name, true)
+	waitMetric(t, fmt.Sprintf(`slimvirt_vmi_info{name=%q,namespace=%q,node=%q,state="paused"} 1`, name, ns, vmi.Status.NodeName))
 	mustSlimctl(t, "unpause", "vmi", name)
 	if s := status(); !strings.Contains(strings.ToLower(s), "running") {
 		t.Fatalf("after unpause the launcher says %q", s)
 	}
+	waitPaused(t, ns, name, false)
+	waitMetric(t, fmt.Sprintf(`slimvirt_vmi_info{name=%q,namespace=%q,node=%q,state="running"} 1`, name, ns, vmi.Status.NodeName))
 
 	// Soft reboot: the guest gets the ACPI power button, powers off, and libvirt starts it again
 	// in the same QEMU and the same VMI: a second boot on the console.
