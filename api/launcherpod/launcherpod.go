@@ -34,6 +34,11 @@ const (
 
 	// RunDir is an emptyDir shared by the launcher's containers and seen by the node agent.
 	RunDir = "/var/run/slimvirt"
+	// ConditionDomainRunning is the launcher pod's readiness gate: the node agent sets it True
+	// while the launcher reports the domain running (not paused, not stopping), so the pod is
+	// Ready, and Services send it traffic, exactly then. KubeVirt's virt-handler does the same
+	// with kubevirt.io/virtual-machine-unpaused.
+	ConditionDomainRunning = "slimvirt.io/domain-running"
 	// RunVolume is the emptyDir mounted at RunDir; the node agent finds the status file and
 	// the control socket in it.
 	RunVolume = "slimvirt-run"

@@ -155,8 +155,8 @@ func checkLauncherPod(t *testing.T, vmi *v1.VirtualMachineInstance, pod *corev1.
 	if want := resource.MustParse("192Mi"); mem.Cmp(want) != 0 {
 		t.Errorf("compute memory request = %s, want 192Mi (128Mi guest + 64Mi overhead)", mem.String())
 	}
-	if compute.ReadinessProbe == nil || compute.ReadinessProbe.Exec == nil || !slices.Equal(compute.ReadinessProbe.Exec.Command, []string{"/usr/bin/slimvirt-launcher", "probe"}) {
-		t.Errorf("readiness probe = %+v", compute.ReadinessProbe)
+	if compute.ReadinessProbe != nil || len(spec.ReadinessGates) != 1 || spec.ReadinessGates[0].ConditionType != launcherpod.ConditionDomainRunning {
+		t.Errorf("readiness: probe %+v, gates %+v; want only the %s gate", compute.ReadinessProbe, spec.ReadinessGates, launcherpod.ConditionDomainRunning)
 	}
 	if compute.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError {
 		t.Errorf("terminationMessagePolicy = %s", compute.TerminationMessagePolicy)

@@ -40,8 +40,6 @@ const (
 	defaultGracePeriod = 30
 	// podGraceExtra gives the launcher time to destroy the domain and exit after the guest's grace.
 	podGraceExtra = 15
-	// probePeriod is short so the VMI turns Running within a couple of seconds of the guest.
-	probePeriod = 2
 )
 
 // PodConfig is what the controller adds to a VMI to make its launcher pod.
@@ -113,12 +111,6 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 			{Name: libvirtVolume, MountPath: launcherpod.LibvirtRunDir},
 		}, vols.computeMounts...),
 		VolumeDevices: vols.computeDevices,
-		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{launcherBinary, "probe"}}},
-			PeriodSeconds:    probePeriod,
-			TimeoutSeconds:   probePeriod,
-			FailureThreshold: 1,
-		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		ImagePullPolicy:          corev1.PullIfNotPresent,
 	}
@@ -145,6 +137,9 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 		Spec: corev1.PodSpec{
 			AutomountServiceAccountToken:  ptr.To(false),
 			RestartPolicy:                 corev1.RestartPolicyNever,
+			// Ready while the domain runs, as the node agent reads it from the launcher's
+			// status file: no exec probe runs in the pod.
+			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: launcherpod.ConditionDomainRunning}},
 			TerminationGracePeriodSeconds: ptr.To(grace + podGraceExtra),
 			NodeSelector:                  vmi.Spec.NodeSelector,
 			Affinity:                      vmi.Spec.Affinity,

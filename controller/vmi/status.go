@@ -132,7 +132,7 @@ func podOutcome(current v1.VirtualMachineInstancePhase, pod *corev1.Pod) outcome
 	case corev1.PodSucceeded:
 		return outcome{v1.Succeeded, ReasonGuestShutdown, ""}
 	}
-	if compute != nil && compute.Ready {
+	if podReady(pod) {
 		return outcome{phase: v1.Running}
 	}
 	if pod.Spec.NodeName != "" {
@@ -229,6 +229,17 @@ func setCondition(st *v1.VirtualMachineInstanceStatus, c v1.VirtualMachineInstan
 		return
 	}
 	st.SetCondition(c, now)
+}
+
+// podReady says whether the pod is Ready: its containers run and its readiness gate (the
+// domain runs) is true.
+func podReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 func containerStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {

@@ -28,6 +28,7 @@ func ready(p *corev1.Pod) {
 	p.Status.Phase = corev1.PodRunning
 	p.Status.PodIP = "10.0.0.7"
 	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: launcherpod.ComputeContainer, Ready: true}}
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
 }
 
 func notReady(p *corev1.Pod) {

@@ -2,11 +2,16 @@ package vmistatus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -74,6 +79,9 @@ func (r *Reporter) pass(ctx context.Context) {
 			}
 			continue
 		}
+		if err := r.gate(ctx, l, st); err != nil {
+			r.Log.Warn("cannot set a launcher pod's readiness", "pod", l.Pod.Namespace+"/"+l.Pod.Name, "err", err)
+		}
 		if last, ok := r.reported[l.Pod.UID]; ok && last == st {
 			continue
 		}
@@ -90,6 +98,44 @@ func (r *Reporter) pass(ctx context.Context) {
 			delete(r.reported, uid)
 		}
 	}
+}
+
+// gate sets the pod's readiness gate (launcherpod.ConditionDomainRunning) to whether the
+// launcher says the domain runs; a pod without the gate, or whose gate already says so
+// (in the watch's copy, a missing condition being false), is left as it is.
+func (r *Reporter) gate(ctx context.Context, l launchers.Launcher, st launcherpod.Status) error {
+	if !slices.ContainsFunc(l.Pod.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool {
+		return g.ConditionType == launcherpod.ConditionDomainRunning
+	}) {
+		return nil
+	}
+	want := corev1.ConditionFalse
+	if st.Phase == launcherpod.PhaseRunning {
+		want = corev1.ConditionTrue
+	}
+	has := false
+	for _, c := range l.Pod.Status.Conditions {
+		if c.Type == launcherpod.ConditionDomainRunning {
+			if c.Status == want {
+				return nil
+			}
+			has = true
+		}
+	}
+	if !has && want == corev1.ConditionFalse {
+		return nil // a gate without its condition is not ready already
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.PodCondition{{
+		Type: launcherpod.ConditionDomainRunning, Status: want, LastTransitionTime: metav1.Now(),
+		Reason: "Launcher" + st.Phase, Message: "the launcher reports the domain " + strings.ToLower(st.Phase),
+	}}}})
+	if err != nil {
+		return err
+	}
+	if err := r.Client.Status().Patch(ctx, l.Pod.DeepCopy(), client.RawPatch(types.StrategicMergePatchType, patch)); err != nil {
+		return fmt.Errorf("patch the %s condition: %w", launcherpod.ConditionDomainRunning, err)
+	}
+	return nil
 }
 
 // report writes st to the status of the VMI owning the launcher pod and says whether the status

@@ -46,7 +46,8 @@ func (f *fixture) vmiWithPod(ctx context.Context, name, nodeName string, phase v
 			Labels: map[string]string{launcherpod.LabelApp: launcherpod.AppLauncher, launcherpod.LabelVMI: name},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: v1.GroupVersion.String(), Kind: "VirtualMachineInstance",
 				Name: name, UID: vmi.UID, Controller: ptr.To(true)}}},
-		Spec: corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: launcherpod.ComputeContainer, Image: "launcher"}}},
+		Spec: corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: launcherpod.ComputeContainer, Image: "launcher"}},
+			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: launcherpod.ConditionDomainRunning}}},
 	}
 	must(t, f.c.Create(ctx, pod))
 	before := vmi.DeepCopy()
@@ -62,6 +63,29 @@ func (f *fixture) launcherSays(pod *corev1.Pod, st launcherpod.Status) {
 	path := launchers.Launcher{Pod: pod, RunDir: launchers.RunDir(f.kubelet, pod)}.StatusFile()
 	must(f.t, os.WriteFile(path+".tmp", b, 0o644))
 	must(f.t, os.Rename(path+".tmp", path))
+}
+
+// gate is the pod's readiness gate condition status, "" when it has none.
+func (f *fixture) gate(ctx context.Context, pod *corev1.Pod) corev1.ConditionStatus {
+	p := &corev1.Pod{}
+	must(f.t, f.c.Get(ctx, client.ObjectKeyFromObject(pod), p))
+	for _, c := range p.Status.Conditions {
+		if c.Type == launcherpod.ConditionDomainRunning {
+			return c.Status
+		}
+	}
+	return ""
+}
+
+func (f *fixture) waitGate(ctx context.Context, pod *corev1.Pod, want corev1.ConditionStatus) {
+	f.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.gate(ctx, pod) != want {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("%s: readiness gate is %q, want %q", pod.Name, f.gate(ctx, pod), want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (f *fixture) get(ctx context.Context, name string) *v1.VirtualMachineInstance {
@@ -101,7 +125,8 @@ func (f *fixture) startReporter(ctx context.Context, env *testenv.Env) (stop fun
 }
 
 // TestReporter runs the reporter against a real API server: launchers on its node move their
-// VMI to Running with the guest's MAC and lease, paused guests show the Paused condition, and
+// VMI to Running with the guest's MAC and lease and make their pod's readiness gate true,
+// paused guests show the Paused condition and make it false, and
 // VMIs on other nodes or in a final phase are left alone. Stopped and started again, it
 // catches up with what changed meanwhile.
 func TestReporter(t *testing.T) {
@@ -129,6 +154,9 @@ func TestReporter(t *testing.T) {
 	if p := f.get(ctx, "vm1").Status.Phase; p != v1.Scheduled {
 		t.Fatalf("a starting launcher moved its VMI to %s", p)
 	}
+	if g := f.gate(ctx, pod); g != "" {
+		t.Fatalf("a starting launcher's pod has its readiness gate %q", g)
+	}
 	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01", GuestIP: "10.244.0.9"})
 	vmi := f.waitFor(ctx, "vm1", "Running with the guest's address", func(v *v1.VirtualMachineInstance) bool {
 		return v.Status.Phase == v1.Running && len(v.Status.Interfaces) == 1 && v.Status.Interfaces[0].MAC == "02:00:00:00:00:01"
@@ -139,14 +167,17 @@ func TestReporter(t *testing.T) {
 	if ts := vmi.Status.PhaseTransitionTimestamps; len(ts) == 0 || ts[len(ts)-1].Phase != v1.Running {
 		t.Errorf("no Running transition timestamp: %+v", ts)
 	}
+	f.waitGate(ctx, pod, corev1.ConditionTrue)
 
 	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhasePaused, GuestMAC: "02:00:00:00:00:01", GuestIP: "10.244.0.9"})
 	vmi = f.waitFor(ctx, "vm1", "Paused=True", func(v *v1.VirtualMachineInstance) bool { return v.Status.Condition(v1.VMIPaused).IsTrue() })
 	if c := vmi.Status.Condition(v1.VMIPaused); c.Reason != vmistatus.ReasonPausedByUser || vmi.Status.Phase != v1.Running {
 		t.Errorf("paused VMI: phase %s, condition %+v", vmi.Status.Phase, c)
 	}
+	f.waitGate(ctx, pod, corev1.ConditionFalse) // not Ready: Services stop sending it traffic
 	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01", GuestIP: "10.244.0.9"})
 	f.waitFor(ctx, "vm1", "no Paused condition", func(v *v1.VirtualMachineInstance) bool { return v.Status.Condition(v1.VMIPaused) == nil })
+	f.waitGate(ctx, pod, corev1.ConditionTrue)
 
 	// The agent stops (a restart); the guest is paused meanwhile; the new agent catches up.
 	stop()
