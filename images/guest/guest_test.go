@@ -1,6 +1,10 @@
 package guest
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -8,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +31,7 @@ func TestFields(t *testing.T) {
 		{"after a prompt", "vm1:/# SLIMVIRT-GUEST-POWEROFF", MarkerPoweroff, map[string]string{}, true},
 		{"other marker", "SLIMVIRT-LEASE interface=eth0 ip=10.0.2.15/24", MarkerUp, nil, false},
 		{"longer marker", "SLIMVIRT-USERDATA-EXIT rc=0", "SLIMVIRT-USERDATA", nil, false},
+		{"agent", "SLIMVIRT-GUEST-AGENT port=vport1p1", MarkerAgent, map[string]string{"port": "vport1p1"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -307,6 +313,199 @@ func TestPVHBoot(t *testing.T) {
 	v.hmp("system_powerdown")
 	v.waitFor(MarkerPoweroff, time.Minute)
 	v.waitExit(time.Minute)
+}
+
+// TestGuestAgent boots vmlinux with a virtio-serial port named org.qemu.guest_agent.0 (the
+// channel libvirt gives the agent) and talks the QEMU guest agent protocol to the guest over
+// the port's host socket, as libvirt would: guest-sync first, then the commands.
+func TestGuestAgent(t *testing.T) {
+	dir := guestDir(t)
+	release, version := kernelVersion(t, filepath.Join(dir, "vmlinuz"))
+	sock := filepath.Join(t.TempDir(), "qga.sock")
+	v := startVM(t,
+		"-kernel", filepath.Join(dir, "vmlinux"), "-initrd", filepath.Join(dir, "initrd.gz"),
+		"-append", "console=ttyS0 panic=-1 quiet",
+		// The DHCP hostname option names the guest: the agent must report the current name.
+		"-netdev", "user,id=n0,hostname=vm-agent", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:a9",
+		"-device", "virtio-serial-pci",
+		"-chardev", "socket,id=qga0,path="+sock+",server=on,wait=off",
+		"-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0")
+
+	// The agent starts in the background: its marker and UP may come in either order.
+	var agentLine, upLine string
+	deadline := time.Now().Add(bootTimeout)
+	for agentLine == "" || upLine == "" {
+		if upLine != "" && time.Until(deadline) > time.Minute {
+			deadline = time.Now().Add(time.Minute) // the agent starts before DHCP settles
+		}
+		line, ok := v.console.Next(time.Until(deadline))
+		if !ok {
+			t.Fatalf("no %s marker (agent: %q, up: %q)", MarkerAgent, agentLine, upLine)
+		}
+		if _, ok := Fields(line, MarkerAgent); ok {
+			agentLine = line
+		}
+		if _, ok := ParseUp(line); ok {
+			upLine = line
+		}
+	}
+	t.Logf("boot to %s and %s: %s", MarkerAgent, MarkerUp, time.Since(v.started).Round(100*time.Millisecond))
+	if f, _ := Fields(agentLine, MarkerAgent); !regexp.MustCompile(`^vport[0-9]+p[0-9]+$`).MatchString(f["port"]) {
+		t.Fatalf("agent marker %q: no port=vportNpM", agentLine)
+	}
+	if up, _ := ParseUp(upLine); up.Hostname != "vm-agent" {
+		t.Fatalf("UP line %q: hostname is not vm-agent", upLine)
+	}
+
+	a := dialAgent(t, sock)
+	if r := a.call(`{"execute":"guest-sync","arguments":{"id":1234567}}`); string(r.Return) != "1234567" {
+		t.Errorf("guest-sync: return %s, want 1234567", r.Return)
+	}
+	if r := a.call(`{"execute": "guest-sync-delimited", "arguments": {"id": 42}}`); !r.delimited || string(r.Return) != "42" {
+		t.Errorf("guest-sync-delimited: return %s (0xFF first: %v), want 0xFF and 42", r.Return, r.delimited)
+	}
+	if r := a.call(`{"execute":"guest-ping"}`); string(r.Return) != "{}" {
+		t.Errorf("guest-ping: return %s, want {}", r.Return)
+	}
+	var osinfo map[string]string
+	a.call(`{"execute":"guest-get-osinfo"}`).into(t, &osinfo)
+	want := map[string]string{"id": "slimvirt-guest", "name": "slimvirt test guest", "pretty-name": "slimvirt test guest",
+		"version": "1", "version-id": "1", "kernel-release": release, "kernel-version": version, "machine": "x86_64"}
+	if fmt.Sprint(osinfo) != fmt.Sprint(want) {
+		t.Errorf("guest-get-osinfo: %v, want %v", osinfo, want)
+	}
+	var host struct {
+		HostName string `json:"host-name"`
+	}
+	if a.call(`{"execute":"guest-get-host-name"}`).into(t, &host); host.HostName != "vm-agent" {
+		t.Errorf("guest-get-host-name: %q, want vm-agent", host.HostName)
+	}
+	if r := a.call(`{"execute":"guest-get-users"}`); string(r.Return) != "[]" {
+		t.Errorf("guest-get-users: return %s, want []", r.Return)
+	}
+	var tz struct {
+		Offset *int
+		Zone   string
+	}
+	if a.call(`{"execute":"guest-get-timezone"}`).into(t, &tz); tz.Offset == nil || *tz.Offset != 0 || tz.Zone != "UTC" {
+		t.Errorf("guest-get-timezone: %+v, want offset 0, zone UTC", tz)
+	}
+	var info struct {
+		Version           string
+		SupportedCommands []struct {
+			Name            string
+			Enabled         bool
+			SuccessResponse bool `json:"success-response"`
+		} `json:"supported_commands"`
+	}
+	a.call(`{"execute":"guest-info"}`).into(t, &info)
+	listed := false
+	for _, c := range info.SupportedCommands {
+		listed = listed || c.Name == "guest-get-osinfo" && c.Enabled && c.SuccessResponse
+	}
+	if info.Version == "" || !listed {
+		t.Errorf("guest-info: %+v, want a version and guest-get-osinfo enabled", info)
+	}
+	if r := a.call(`{"execute":"guest-no-such-command"}`); r.Error == nil || r.Error.Class != "CommandNotFound" {
+		t.Errorf("unknown command: %+v, want error class CommandNotFound", r)
+	}
+	if r := a.call(`this is not JSON`); r.Error == nil {
+		t.Errorf("malformed line: %+v, want an error", r)
+	}
+	if r := a.call(`{"execute":"guest-ping"}`); string(r.Return) != "{}" {
+		t.Errorf("guest-ping after a malformed line: return %s, want {}", r.Return)
+	}
+
+	// The host closes the channel and connects again (libvirt reconnecting): still served.
+	a.conn.Close()
+	a = dialAgent(t, sock)
+	if r := a.call(`{"execute":"guest-sync","arguments":{"id":7654321}}`); string(r.Return) != "7654321" {
+		t.Errorf("guest-sync after reconnecting: return %s, want 7654321", r.Return)
+	}
+	a.conn.Close()
+	v.hmp("quit")
+	v.waitExit(time.Minute)
+}
+
+// kernelVersion reads the kernel's release and version (uname -r, uname -v) from the version
+// string of a bzImage: "6.1.0-xx-amd64 (debian-kernel@lists.debian.org) #1 SMP ...".
+func kernelVersion(t *testing.T, bzImage string) (release, version string) {
+	t.Helper()
+	b, err := os.ReadFile(bzImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 0x210 || string(b[0x202:0x206]) != "HdrS" {
+		t.Fatalf("%s is not a bzImage", bzImage)
+	}
+	s := b[int(binary.LittleEndian.Uint16(b[0x20e:]))+0x200:]
+	if i := bytes.IndexByte(s, 0); i >= 0 {
+		s = s[:i]
+	}
+	release, rest, _ := strings.Cut(string(s), " ")
+	_, version, ok := strings.Cut(rest, " #")
+	if !ok {
+		t.Fatalf("no version in the kernel's version string %q", s)
+	}
+	return release, "#" + version
+}
+
+// agent is a host-side client of the guest agent's socket.
+type agent struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+type agentReply struct {
+	Return json.RawMessage
+	Error  *struct{ Class, Desc string }
+
+	delimited bool // the reply started with 0xFF (guest-sync-delimited)
+}
+
+func dialAgent(t *testing.T, sock string) *agent {
+	t.Helper()
+	c, err := net.DialTimeout("unix", sock, 10*time.Second)
+	if err != nil {
+		t.Fatalf("connect to the agent socket: %v", err)
+	}
+	return &agent{t: t, conn: c, r: bufio.NewReader(c)}
+}
+
+// call sends one command line and returns the reply line, which must be one JSON object.
+func (a *agent) call(cmd string) agentReply {
+	a.t.Helper()
+	// Under TCG on a busy machine the busybox agent may take seconds per reply.
+	_ = a.conn.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := io.WriteString(a.conn, cmd+"\n"); err != nil {
+		a.t.Fatalf("send %s: %v", cmd, err)
+	}
+	line, err := a.r.ReadString('\n')
+	if err != nil {
+		a.t.Fatalf("%s: no reply: %v (got %q)", cmd, err, line)
+	}
+	a.t.Logf("agent: %s -> %q", cmd, line)
+	var r agentReply
+	line, r.delimited = strings.CutPrefix(line, "\xff")
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		a.t.Fatalf("%s: reply %q is not JSON: %v", cmd, line, err)
+	}
+	if r.Return == nil && r.Error == nil {
+		a.t.Fatalf("%s: reply %q has neither return nor error", cmd, line)
+	}
+	return r
+}
+
+// into decodes the reply's return value.
+func (r agentReply) into(t *testing.T, v any) {
+	t.Helper()
+	if r.Error != nil {
+		t.Fatalf("agent error %s: %s", r.Error.Class, r.Error.Desc)
+	}
+	if err := json.Unmarshal(r.Return, v); err != nil {
+		t.Fatalf("agent return %s: %v", r.Return, err)
+	}
 }
 
 // TestQcow2CloudInitDataDisk boots disk.qcow2 with a cloud-init ISO on a SATA CD-ROM (the

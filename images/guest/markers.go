@@ -24,6 +24,10 @@ const (
 	MarkerUserDataEnd   = "SLIMVIRT-USERDATA-END"
 	// MarkerUserDataExit follows a user-data script ("#!..."): "SLIMVIRT-USERDATA-EXIT rc=<n>".
 	MarkerUserDataExit = "SLIMVIRT-USERDATA-EXIT"
+	// MarkerAgent is printed once per boot when the guest agent starts serving its
+	// virtio-serial port (org.qemu.guest_agent.0), only when the VM has one:
+	// "SLIMVIRT-GUEST-AGENT port=vport1p1".
+	MarkerAgent = "SLIMVIRT-GUEST-AGENT"
 )
 
 // Fields parses a marker line of the form "MARKER key=value key=value" (carriage returns and
