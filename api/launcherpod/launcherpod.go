@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 )
 
 const (
@@ -151,6 +153,28 @@ type Status struct {
 	// GuestMAC and GuestIP are what the guest's first NIC got (IP from the DHCP lease).
 	GuestMAC string `json:"guestMAC,omitempty"`
 	GuestIP  string `json:"guestIP,omitempty"`
+	// AgentConnected is true while a guest agent is connected to the guest agent channel.
+	AgentConnected bool `json:"agentConnected,omitempty"`
+	// GuestOS is what the guest agent said of the guest when it connected.
+	GuestOS *v1.GuestOSInfo `json:"guestOS,omitempty"`
+}
+
+// GuestInfo is the reply to the launcher's "guestinfo" control command (slimctl guestinfo).
+type GuestInfo struct {
+	Hostname string          `json:"hostname,omitempty"`
+	OS       *v1.GuestOSInfo `json:"os,omitempty"`
+	Timezone string          `json:"timezone,omitempty"`
+	// TimezoneOffset is seconds east of UTC.
+	TimezoneOffset int         `json:"timezoneOffset"`
+	Users          []GuestUser `json:"users"`
+}
+
+// GuestUser is a user logged in to the guest.
+type GuestUser struct {
+	Name   string `json:"name"`
+	Domain string `json:"domain,omitempty"`
+	// LoginTime is in milliseconds since the epoch.
+	LoginTime uint64 `json:"loginTime,omitempty"`
 }
 
 // ReadStatus reads a launcher's status file.

@@ -1,10 +1,10 @@
 // Package control is the launcher's control socket protocol: a client connects to the unix
 // socket, writes one command line and reads one reply line, then the connection closes.
 //
-//	pause | unpause | reboot | reset | shutdown | status | stats
+//	pause | unpause | reboot | reset | shutdown | status | stats | guestinfo
 //
 // Replies are "ok", "ok <JSON>" (status: the launcherpod.Status; stats: the
-// launcherpod.DomainStats) or "error <message>".
+// launcherpod.DomainStats; guestinfo: the launcherpod.GuestInfo) or "error <message>".
 package control
 
 import (
@@ -27,6 +27,8 @@ const (
 	Shutdown = "shutdown" // ACPI power button, destroy after the grace period (like SIGTERM)
 	Status   = "status"   // the current status as JSON
 	Stats    = "stats"    // the running domain's CPU, memory, disk and network statistics as JSON
+	// GuestInfo asks the guest agent for the guest's OS, hostname, timezone and users (JSON).
+	GuestInfo = "guestinfo"
 )
 
 // Handler runs one command and returns the reply payload (may be empty).

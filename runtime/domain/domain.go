@@ -85,10 +85,16 @@ type Options struct {
 	NICs         []NIC
 	SerialSocket string
 	VNCSocket    string
-	Firmware     Firmware
+	// GuestAgentSocket, when set, is where the guest agent's virtio-serial channel
+	// (org.qemu.guest_agent.0) is served; libvirt talks to the agent through it.
+	GuestAgentSocket string
+	Firmware         Firmware
 	// Kernel and Initrd are the kernelBoot files in the pod.
 	Kernel, Initrd string
 }
+
+// GuestAgentChannel is the virtio-serial port name a QEMU guest agent opens in the guest.
+const GuestAgentChannel = "org.qemu.guest_agent.0"
 
 // Name is the libvirt domain name of a VMI (namespace_name, as KubeVirt names it).
 func Name(vmi *v1.VirtualMachineInstance) string {
@@ -452,6 +458,12 @@ func addConsoles(d *libvirtxml.Domain, vmi *v1.VirtualMachineInstance, opts Opti
 		})
 		d.Devices.Consoles = append(d.Devices.Consoles, libvirtxml.DomainConsole{
 			Source: src, Target: &libvirtxml.DomainConsoleTarget{Type: "serial", Port: &port},
+		})
+	}
+	if opts.GuestAgentSocket != "" {
+		d.Devices.Channels = append(d.Devices.Channels, libvirtxml.DomainChannel{
+			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: opts.GuestAgentSocket}},
+			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: GuestAgentChannel}},
 		})
 	}
 	if dev.AutoattachGraphicsDevice == nil || *dev.AutoattachGraphicsDevice {

@@ -46,7 +46,7 @@ func Command(cfg Config, args []string) int {
 		}
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, "usage: slimvirt-launcher [flags] | probe | console | vnc | ctl pause|unpause|reboot|reset|shutdown|status|stats")
+	fmt.Fprintln(os.Stderr, "usage: slimvirt-launcher [flags] | probe | console | vnc | ctl pause|unpause|reboot|reset|shutdown|status|stats|guestinfo")
 	return 2
 }
 

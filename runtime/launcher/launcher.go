@@ -53,16 +53,18 @@ type Config struct {
 	// hostname); main wires cni/vmnet through it.
 	NetworkFor func(vmi *v1.VirtualMachineInstance) (Network, error)
 
-	RunDir         string
-	StatusFile     string
-	SerialSocket   string
-	VNCSocket      string
-	ControlSocket  string
-	ConsoleSocket  string
-	ConsoleLog     string
-	KernelBootDir  string
-	Layout         volumes.Layout
-	TerminationLog string
+	RunDir        string
+	StatusFile    string
+	SerialSocket  string
+	VNCSocket     string
+	ControlSocket string
+	ConsoleSocket string
+	// GuestAgentSocket serves the guest agent channel; empty leaves the channel out.
+	GuestAgentSocket string
+	ConsoleLog       string
+	KernelBootDir    string
+	Layout           volumes.Layout
+	TerminationLog   string
 
 	KVMDevice, CPUInfo string
 	LibvirtConfDir     string
@@ -100,6 +102,7 @@ func DefaultConfig() Config {
 		VNCSocket:        launcherpod.VNCSocket,
 		ControlSocket:    launcherpod.ControlSocket,
 		ConsoleSocket:    run + "/console.sock",
+		GuestAgentSocket: run + "/guest-agent.sock",
 		ConsoleLog:       run + "/console.log",
 		KernelBootDir:    KernelBootDir,
 		Layout:           volumes.DefaultLayout(),
@@ -276,12 +279,13 @@ func (l *Launcher) run(ctx context.Context, sigs <-chan os.Signal) error {
 	}
 
 	opts := domain.Options{
-		Accelerator:  acc,
-		Disks:        disks,
-		NICs:         nics,
-		SerialSocket: c.SerialSocket,
-		VNCSocket:    c.VNCSocket,
-		Firmware:     domain.DebianFirmware(c.Layout.EmptyDiskDir),
+		Accelerator:      acc,
+		Disks:            disks,
+		NICs:             nics,
+		SerialSocket:     c.SerialSocket,
+		VNCSocket:        c.VNCSocket,
+		GuestAgentSocket: c.GuestAgentSocket,
+		Firmware:         domain.DebianFirmware(c.Layout.EmptyDiskDir),
 	}
 	if kb := l.vmi.Spec.Domain.Firmware; kb != nil && kb.KernelBoot != nil {
 		opts.Kernel = filepath.Join(c.KernelBootDir, "kernel")

@@ -97,6 +97,14 @@ func (l *Launcher) runDomain(ctx context.Context, conn *libvirt.Connect, xml str
 	} else {
 		close(consoleDone)
 	}
+	if c.GuestAgentSocket != "" {
+		unwatch, err := l.watchAgent(runCtx, conn, dom)
+		if err != nil {
+			_ = dom.Destroy()
+			return setupFailed("%v", err)
+		}
+		defer unwatch()
+	}
 	ln, err := control.Listen(c.ControlSocket)
 	if err != nil {
 		_ = dom.Destroy()
@@ -311,6 +319,13 @@ func (l *Launcher) handle(_ context.Context, cmd string) (string, error) {
 		default:
 		}
 		return "", nil
+	case control.GuestInfo:
+		info, err := l.guestInfoReply(dom)
+		if err != nil {
+			return "", err
+		}
+		b, err := json.Marshal(info)
+		return string(b), err
 	case control.Stats:
 		st, err := l.stats()
 		if err != nil {
