@@ -649,11 +649,21 @@ type VirtualMachineInstanceStatus struct {
 // GuestOSInfo is what a guest agent says of the guest.
 type GuestOSInfo struct {
 	// +optional
+	ID string `json:"id,omitempty"`
+	// +optional
 	Name string `json:"name,omitempty"`
+	// +optional
+	PrettyName string `json:"prettyName,omitempty"`
+	// +optional
+	Version string `json:"version,omitempty"`
+	// +optional
+	VersionID string `json:"versionId,omitempty"`
 	// +optional
 	KernelRelease string `json:"kernelRelease,omitempty"`
 	// +optional
-	Version string `json:"version,omitempty"`
+	KernelVersion string `json:"kernelVersion,omitempty"`
+	// +optional
+	Machine string `json:"machine,omitempty"`
 }
 
 func init() {

@@ -1,6 +1,6 @@
 // Package vmistatus reports what the launchers on this node say to their VMIs' status: the
-// Running phase as soon as the domain runs, the Paused condition, and the guest's MAC and
-// leased IP on its first interface. The controller owns the rest of the status (Pending to
+// Running phase as soon as the domain runs, the Paused and AgentConnected conditions, the
+// guest's OS as its agent reports it, and the guest's MAC and leased IP on its first interface. The controller owns the rest of the status (Pending to
 // Scheduled, the final phases, Ready and Synchronized) and keeps what is written here.
 package vmistatus
 
@@ -50,6 +50,14 @@ func Apply(vmi *v1.VirtualMachineInstance, pod *corev1.Pod, st launcherpod.Statu
 	}
 	if up && st.GuestMAC != "" {
 		setGuestAddress(s, vmi, st)
+	}
+	if st.AgentConnected && up {
+		s.SetCondition(v1.VirtualMachineInstanceCondition{Type: v1.VMIAgentConnected, Status: corev1.ConditionTrue}, now)
+	} else if st.Phase != "" {
+		s.RemoveCondition(v1.VMIAgentConnected)
+	}
+	if st.GuestOS != nil {
+		s.GuestOSInfo = st.GuestOS.DeepCopy()
 	}
 	return !equality.Semantic.DeepEqual(before, s)
 }

@@ -126,7 +126,8 @@ func (f *fixture) startReporter(ctx context.Context, env *testenv.Env) (stop fun
 
 // TestReporter runs the reporter against a real API server: launchers on its node move their
 // VMI to Running with the guest's MAC and lease and make their pod's readiness gate true,
-// paused guests show the Paused condition and make it false, and
+// paused guests show the Paused condition and make it false, a guest agent's connection and
+// OS show as AgentConnected and guestOSInfo, and
 // VMIs on other nodes or in a final phase are left alone. Stopped and started again, it
 // catches up with what changed meanwhile.
 func TestReporter(t *testing.T) {
@@ -178,6 +179,18 @@ func TestReporter(t *testing.T) {
 	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01", GuestIP: "10.244.0.9"})
 	f.waitFor(ctx, "vm1", "no Paused condition", func(v *v1.VirtualMachineInstance) bool { return v.Status.Condition(v1.VMIPaused) == nil })
 	f.waitGate(ctx, pod, corev1.ConditionTrue)
+
+	// A guest agent connects and says what the guest runs; then it goes away.
+	running := launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01", GuestIP: "10.244.0.9"}
+	withAgent := running
+	withAgent.AgentConnected, withAgent.GuestOS = true, &v1.GuestOSInfo{Name: "Debian GNU/Linux", KernelRelease: "6.1.0-28-amd64", Version: "12"}
+	f.launcherSays(pod, withAgent)
+	vmi = f.waitFor(ctx, "vm1", "AgentConnected=True", func(v *v1.VirtualMachineInstance) bool { return v.Status.Condition(v1.VMIAgentConnected).IsTrue() })
+	if os := vmi.Status.GuestOSInfo; os == nil || os.Name != "Debian GNU/Linux" || os.KernelRelease != "6.1.0-28-amd64" || os.Version != "12" {
+		t.Errorf("guestOSInfo = %+v, want what the agent said", os)
+	}
+	f.launcherSays(pod, running)
+	f.waitFor(ctx, "vm1", "no AgentConnected condition", func(v *v1.VirtualMachineInstance) bool { return v.Status.Condition(v1.VMIAgentConnected) == nil })
 
 	// The agent stops (a restart); the guest is paused meanwhile; the new agent catches up.
 	stop()
