@@ -69,8 +69,8 @@ func waitPaused(t *testing.T, ns, name string, paused bool) {
 	})
 }
 
-// TestNodeAgentReportsVMI: the node agent puts the guest's MAC and address on the VMI and
-// serves its CPU, memory, disk and network counters, which move as the guest runs, and drops
+// TestNodeAgentReportsVMI: the node agent puts the guest's MAC and address, its agent's
+// connection and OS on the VMI (and slimctl guestinfo reads the agent), and serves its CPU, memory, disk and network counters, which move as the guest runs, and drops
 // them when the VMI is gone.
 func TestNodeAgentReportsVMI(t *testing.T) {
 	const ns, name = "default", "agent-report"
@@ -102,6 +102,32 @@ func TestNodeAgentReportsVMI(t *testing.T) {
 		t.Fatalf("VMI interface %+v; the launcher's guest has MAC %q and leased %q", iface, st.GuestMAC, st.GuestIP)
 	}
 	t.Logf("VMI %s: interface %s MAC %s IP %s", name, iface.Name, iface.MAC, iface.IP)
+
+	// The test guest runs a guest agent: the VMI says it is connected and what the guest runs,
+	// and slimctl guestinfo asks it.
+	eventually(t, 2*time.Minute, "AgentConnected and the guest's OS on "+name, func() (bool, error) {
+		v, err := getVMI(t, ns, name)
+		if err != nil {
+			return false, err
+		}
+		return v.Status.Condition(v1alpha1.VMIAgentConnected).IsTrue() && v.Status.GuestOSInfo != nil, nil
+	})
+	vmi, _ = getVMI(t, ns, name)
+	if os := vmi.Status.GuestOSInfo; os.Name != "slimvirt test guest" || os.KernelRelease == "" {
+		t.Errorf("guestOSInfo = %+v, want the test guest's name and kernel", os)
+	}
+	var info launcherpod.GuestInfo
+	out = mustSlimctl(t, "guestinfo", "vmi", name)
+	if i, j := strings.Index(out, "{"), strings.LastIndex(out, "}"); i >= 0 && j > i {
+		out = out[i : j+1] // the JSON, without whatever kubectl's client logged around it
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatalf("slimctl guestinfo printed %q: %v", out, err)
+	}
+	if info.OS == nil || info.OS.KernelRelease != vmi.Status.GuestOSInfo.KernelRelease || info.Hostname == "" {
+		t.Errorf("slimctl guestinfo = %+v; want the kernel %q and a hostname", info, vmi.Status.GuestOSInfo.KernelRelease)
+	}
+	t.Logf("guest agent: %s, kernel %s, hostname %s", vmi.Status.GuestOSInfo.Name, info.OS.KernelRelease, info.Hostname)
 
 	id := []string{fmt.Sprintf("name=%q", name), fmt.Sprintf("namespace=%q", ns), fmt.Sprintf("node=%q", vmi.Status.NodeName)}
 	first := nodeMetrics(t)

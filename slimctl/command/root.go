@@ -91,6 +91,7 @@ func New(name string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command 
 		powerCmd(e, "pause", "pause", "Pause a running VM (its vCPUs stop; memory is kept)"),
 		powerCmd(e, "unpause", "unpause", "Resume a paused VM"),
 		powerCmd(e, "soft-reboot", "reboot", "Ask the guest to reboot"),
+		guestInfoCmd(e),
 	)
 	return root
 }
