@@ -254,7 +254,7 @@ func TestBenchControlPlane(t *testing.T) {
 |---|---|---|
 | controller CPU | %.3f cores | %.3f cores |
 | controller working set | %s | %s |
-| node agent pod CPU (CNI installer + device plugins, CSI driver, provisioner, resizer) | %.3f cores | %.3f cores |
+| node agent pod CPU (CNI installer, device plugins, VMI status and metrics; CSI driver, provisioner, resizer) | %.3f cores | %.3f cores |
 | node agent pod working set | %s | %s |
 `, window, n, ctl0.cores, ctl1.cores, mibs(ctl0.ws), mibs(ctl1.ws), node0.cores, node1.cores, mibs(node0.ws), mibs(node1.ws))
 	writeResult(t, "control-plane.md", table)
