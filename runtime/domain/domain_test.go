@@ -47,7 +47,9 @@ func podOptions(accel string, nics []NIC) Options {
 		NICs:         nics,
 		SerialSocket: "/var/run/slimvirt/serial0",
 		VNCSocket:    "/var/run/slimvirt/vnc",
-		Firmware:     DebianFirmware("/var/run/slimvirt/scratch"),
+		// The guest agent channel is in every launcher's domain.
+		GuestAgentSocket: "/var/run/slimvirt/guest-agent.sock",
+		Firmware:         DebianFirmware("/var/run/slimvirt/scratch"),
 	}
 }
 
