@@ -110,7 +110,7 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 			{Name: runVolume, MountPath: launcherpod.RunDir},
 			{Name: libvirtVolume, MountPath: launcherpod.LibvirtRunDir},
 		}, vols.computeMounts...),
-		VolumeDevices: vols.computeDevices,
+		VolumeDevices:            vols.computeDevices,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		ImagePullPolicy:          corev1.PullIfNotPresent,
 	}
@@ -135,11 +135,11 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vmi, v1.GroupVersion.WithKind("VirtualMachineInstance"))},
 		},
 		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken:  ptr.To(false),
-			RestartPolicy:                 corev1.RestartPolicyNever,
+			AutomountServiceAccountToken: ptr.To(false),
+			RestartPolicy:                corev1.RestartPolicyNever,
 			// Ready while the domain runs, as the node agent reads it from the launcher's
 			// status file: no exec probe runs in the pod.
-			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: launcherpod.ConditionDomainRunning}},
+			ReadinessGates:                []corev1.PodReadinessGate{{ConditionType: launcherpod.ConditionDomainRunning}},
 			TerminationGracePeriodSeconds: ptr.To(grace + podGraceExtra),
 			NodeSelector:                  vmi.Spec.NodeSelector,
 			Affinity:                      vmi.Spec.Affinity,
