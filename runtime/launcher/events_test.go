@@ -59,7 +59,7 @@ func TestOnEvent(t *testing.T) {
 			if exit != nil {
 				t.Fatalf("unexpected exit %+v", exit)
 			}
-			st, err := ReadStatus(status)
+			st, err := launcherpod.ReadStatus(status)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
-	"github.com/slimvirt/slimvirt/runtime/launcher"
 )
 
 // The launcher under test runs as PID 1 of fresh PID, mount and network namespaces, as in a
@@ -378,7 +377,7 @@ func (r *run) waitExit(timeout time.Duration) int {
 
 func (r *run) status() launcherpod.Status {
 	r.t.Helper()
-	st, err := launcher.ReadStatus(r.path(launcherpod.StatusFile))
+	st, err := launcherpod.ReadStatus(r.path(launcherpod.StatusFile))
 	if err != nil {
 		r.t.Fatalf("read status: %v", err)
 	}
@@ -390,7 +389,7 @@ func (r *run) waitPhase(phase string, timeout time.Duration) launcherpod.Status 
 	r.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		st, err := launcher.ReadStatus(r.path(launcherpod.StatusFile))
+		st, err := launcherpod.ReadStatus(r.path(launcherpod.StatusFile))
 		if err == nil && st.Phase == phase {
 			return st
 		}

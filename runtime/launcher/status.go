@@ -59,12 +59,9 @@ func (s *statusWriter) phase(p, reason string) error {
 	return s.update(func(st *launcherpod.Status) { st.Phase, st.Reason = p, reason })
 }
 
-// ReadStatus reads a status file.
-func ReadStatus(path string) (launcherpod.Status, error) { return launcherpod.ReadStatus(path) }
-
 // Probe is the readiness probe: nil only while the status says Running.
 func Probe(path string) error {
-	st, err := ReadStatus(path)
+	st, err := launcherpod.ReadStatus(path)
 	if err != nil {
 		return err
 	}
