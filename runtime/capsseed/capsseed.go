@@ -1,0 +1,137 @@
+// Package capsseed spares each launcher's libvirtd its probe of QEMU. Before libvirtd can
+// start a domain it asks QEMU what it supports (machine types, CPU models, devices); that
+// takes about 1.6 s and half a CPU-second, once per pod, and libvirtd caches the answer only
+// in the pod's own emptyDir. The node agent probes once per node with the launcher image
+// (Collect) and puts the cache files in the directory the launcher pods mount read-only; each
+// launcher copies them into its libvirtd's cache before starting it (Install). libvirtd
+// checks every cache file itself (the ctime of the QEMU and libvirt binaries, libvirt's
+// version, whether KVM is usable) and probes again when one does not match: a stale seed
+// costs the probe it was meant to save, never a wrong answer.
+package capsseed
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// SessionCacheDir is where libvirtd in session mode (not root) keeps its QEMU capabilities
+// cache, under $XDG_CACHE_HOME.
+func SessionCacheDir(cacheHome string) string {
+	return filepath.Join(cacheHome, "libvirt", "qemu", "cache", "capabilities")
+}
+
+// SystemCacheDir is where libvirtd running as root keeps it.
+const SystemCacheDir = "/var/cache/libvirt/qemu/capabilities"
+
+// Seeded is one cache file Install put in place.
+type Seeded struct {
+	Path string
+	ino  uint64
+}
+
+// Kept says whether libvirtd kept the seeded file: one it finds stale it replaces with a
+// fresh probe's, which is a new file.
+func (s Seeded) Kept() bool {
+	st, err := os.Stat(s.Path)
+	if err != nil {
+		return false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return ok && sys.Ino == s.ino
+}
+
+// Install copies the cache files (*.xml) of seedDir into cacheDir, readable by this user
+// only as libvirtd writes them, and returns them. A missing seedDir is no seed; a file
+// already in cacheDir is left as it is.
+func Install(seedDir, cacheDir string) ([]Seeded, error) {
+	names, err := cacheFiles(seedDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create libvirt's capabilities cache %s: %w", cacheDir, err)
+	}
+	var out []Seeded
+	for _, name := range names {
+		dst := filepath.Join(cacheDir, name)
+		if _, err := os.Lstat(dst); err == nil {
+			continue
+		}
+		if err := copyFile(filepath.Join(seedDir, name), dst, 0o600); err != nil {
+			return out, err
+		}
+		st, err := os.Stat(dst)
+		if err != nil {
+			return out, fmt.Errorf("stat %s: %w", dst, err)
+		}
+		out = append(out, Seeded{Path: dst, ino: st.Sys().(*syscall.Stat_t).Ino})
+	}
+	return out, nil
+}
+
+// Collect copies libvirtd's cache files from cacheDir into seedDir, each replaced at once
+// (launchers may be reading the old one), world-readable, and returns how many it copied.
+func Collect(cacheDir, seedDir string) (int, error) {
+	names, err := cacheFiles(cacheDir)
+	if err != nil {
+		return 0, err
+	}
+	if len(names) == 0 {
+		return 0, fmt.Errorf("libvirtd left no capabilities in %s", cacheDir)
+	}
+	if err := os.MkdirAll(seedDir, 0o755); err != nil {
+		return 0, fmt.Errorf("create %s: %w", seedDir, err)
+	}
+	for _, name := range names {
+		tmp := filepath.Join(seedDir, "."+name+".tmp")
+		if err := copyFile(filepath.Join(cacheDir, name), tmp, 0o644); err != nil {
+			return 0, err
+		}
+		if err := os.Rename(tmp, filepath.Join(seedDir, name)); err != nil {
+			_ = os.Remove(tmp)
+			return 0, fmt.Errorf("put %s in place: %w", name, err)
+		}
+	}
+	return len(names), nil
+}
+
+// cacheFiles lists the cache files of dir: libvirt names them <sha256 of the binary>.xml.
+func cacheFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", dir, err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".xml") && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", src, err)
+	}
+	if err := os.WriteFile(dst, b, mode); err != nil {
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	// WriteFile's mode is masked by the umask and ignored for an existing file.
+	if err := os.Chmod(dst, mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", dst, err)
+	}
+	return nil
+}
