@@ -57,6 +57,16 @@ func TestHelmUninstallRestoresNode(t *testing.T) {
 		}
 	}()
 
+	// The node agent's seed init container left the launchers' seed: the copier and QEMU's
+	// capabilities, probed once for the node.
+	seed := filepath.Join(state, "slimvirt", "launcher")
+	if !fileExists(filepath.Join(seed, "slimvirt-diskcopy")) {
+		t.Errorf("no containerDisk copier in the launchers' seed %s", seed)
+	}
+	if caps, _ := filepath.Glob(filepath.Join(seed, "qemu-caps", "*.xml")); len(caps) == 0 {
+		t.Errorf("no QEMU capabilities in the launchers' seed %s", seed)
+	}
+
 	start := time.Now()
 	helm("uninstall", "slimvirt", "--namespace", "slimvirt", "--wait", "--timeout", "3m")
 	eventually(t, 2*time.Minute, "the conflist restored", func() (bool, error) {
@@ -66,6 +76,9 @@ func TestHelmUninstallRestoresNode(t *testing.T) {
 	t.Logf("helm uninstall -> conflist restored byte for byte: %.1f s", time.Since(start).Seconds())
 	if _, err := os.Stat(filepath.Join(binDir, "slimvirt")); !os.IsNotExist(err) {
 		t.Errorf("the CNI plugin binary is still in %s (%v)", binDir, err)
+	}
+	if _, err := os.Stat(filepath.Join(state, "slimvirt", "launcher")); !os.IsNotExist(err) {
+		t.Errorf("the launchers' seed (copier, QEMU capabilities) is still on the node (%v)", err)
 	}
 	for _, sock := range []string{"slimvirt-kvm.sock", "slimvirt-tun.sock"} {
 		if _, err := os.Stat(filepath.Join("/var/lib/kubelet/device-plugins", sock)); !os.IsNotExist(err) {

@@ -56,10 +56,20 @@ const (
 	// ContainerDiskDir/<volume>/ holds the disk copied out of a containerDisk image by an init
 	// container; the launcher puts a qcow2 overlay over it.
 	ContainerDiskDir = "/var/run/slimvirt/container-disks"
-	// ContainerDiskCopier is the static binary, installed by the first init container into
-	// ToolsDir, that the containerDisk init containers run to copy the image's disk out.
-	ToolsDir            = "/var/run/slimvirt-tools"
-	ContainerDiskCopier = ToolsDir + "/slimvirt-diskcopy"
+	// NodeDir is where every container of a launcher pod mounts, read-only, the files the node
+	// agent's seed init container puts on each node for the launchers (host path
+	// <node.stateDir>/launcher): the containerDisk copier and QEMU's capabilities.
+	NodeDir = "/var/run/slimvirt-node"
+	// NodeVolume is the hostPath volume mounted at NodeDir.
+	NodeVolume = "slimvirt-node"
+	// ContainerDiskCopier is the static binary the containerDisk (and kernelBoot) init
+	// containers run, from the user's image, to copy the image's disk out.
+	ContainerDiskCopier = NodeDir + "/slimvirt-diskcopy"
+	// CapsSeedDir holds libvirt's cache of QEMU's capabilities, probed once per node with the
+	// launcher image; each launcher's libvirtd starts from it instead of probing QEMU.
+	CapsSeedDir = NodeDir + "/qemu-caps"
+	// DiskcopyInImage is where the launcher image ships the copier.
+	DiskcopyInImage = "/usr/bin/slimvirt-diskcopy"
 	// PVCDir/<volume>/ is where a filesystem PVC is mounted (it holds disk.img).
 	PVCDir = "/var/run/slimvirt/pvcs"
 	// BlockDir/<volume> is where a block PVC's device appears.

@@ -136,10 +136,10 @@ func checkLauncherPod(t *testing.T, vmi *v1.VirtualMachineInstance, pod *corev1.
 	for _, c := range spec.InitContainers {
 		inits = append(inits, c.Name)
 	}
-	if want := []string{"install-tools", "container-disk-containerdisk"}; !slices.Equal(inits, want) {
+	if want := []string{"container-disk-containerdisk"}; !slices.Equal(inits, want) {
 		t.Fatalf("init containers = %v, want %v", inits, want)
 	}
-	cd := spec.InitContainers[1]
+	cd := spec.InitContainers[0]
 	wantCmd := []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/disk", "--dst", launcherpod.ContainerDiskDir + "/containerdisk"}
 	if cd.Image != "slimvirt.io/guest:dev" || cd.ImagePullPolicy != corev1.PullIfNotPresent || !slices.Equal(cd.Command, wantCmd) {
 		t.Errorf("containerDisk init container = %s %s %v", cd.Image, cd.ImagePullPolicy, cd.Command)

@@ -41,8 +41,10 @@ const minKeyLen = 32
 type Config struct {
 	// RestConfig reaches the API server.
 	RestConfig *rest.Config
-	// LauncherImage runs every launcher pod's compute and install-tools containers.
+	// LauncherImage runs every launcher pod's compute container.
 	LauncherImage string
+	// LauncherNodeDir is the node directory the node agent seeds for the launcher pods.
+	LauncherNodeDir string
 	// SigningKeyFile holds the key that signs launcher pods' interfaces annotation.
 	SigningKeyFile string
 	// AllowEmulation lets launchers fall back to TCG where KVM is missing.
@@ -118,7 +120,7 @@ func setup(mgr ctrl.Manager, cfg Config, key []byte) error {
 	rec := mgr.GetEventRecorder("slimvirt-controller")
 	vmiR := &vmi.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Metrics: m,
-		Pod: vmi.PodConfig{LauncherImage: cfg.LauncherImage, SigningKey: key, AllowEmulation: cfg.AllowEmulation, MemoryOverhead: cfg.LauncherMemoryOverhead, AllowHostDisk: cfg.AllowHostDisk},
+		Pod: vmi.PodConfig{LauncherImage: cfg.LauncherImage, SigningKey: key, AllowEmulation: cfg.AllowEmulation, MemoryOverhead: cfg.LauncherMemoryOverhead, AllowHostDisk: cfg.AllowHostDisk, NodeDir: cfg.LauncherNodeDir},
 	}
 	if err := vmiR.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up vmi controller: %w", err)

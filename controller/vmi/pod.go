@@ -21,13 +21,13 @@ import (
 const (
 	runVolume     = launcherpod.RunVolume
 	libvirtVolume = "libvirt-run"
-	toolsVolume   = "slimvirt-tools"
-	installTools  = "install-tools"
+	nodeVolume    = launcherpod.NodeVolume
 	hostDiskOwner = "hostdisk-owner"
 	// launcherBinary is the compute container's entry point in the launcher image.
 	launcherBinary = "/usr/bin/slimvirt-launcher"
-	// diskcopyInImage is where the launcher image ships the copier that install-tools copies out.
-	diskcopyInImage = "/usr/bin/slimvirt-diskcopy"
+	// DefaultNodeDir is the node directory the node agent seeds for the launchers (its
+	// state directory's "launcher"), mounted read-only at launcherpod.NodeDir.
+	DefaultNodeDir = "/var/lib/slimvirt/launcher"
 	// KernelBootDir holds the kernel ("kernel") and initrd ("initrd") of a kernelBoot VMI,
 	// copied out of its image by init containers; the launcher boots them.
 	KernelBootDir    = launcherpod.RunDir + "/kernel-boot"
@@ -51,6 +51,9 @@ type PodConfig struct {
 	// AllowHostDisk lets VMIs use hostDisk volumes, which mount a node directory into the
 	// launcher: off unless the cluster's owner turns it on (KubeVirt's HostDisk feature gate).
 	AllowHostDisk bool
+	// NodeDir is the node directory the node agent seeds for the launchers (the copier, QEMU's
+	// capabilities); every launcher pod mounts it read-only, and waits for it to exist.
+	NodeDir string
 }
 
 // VolumeFacts are what the controller looked up in the API for a VMI's volumes.
@@ -92,7 +95,7 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 		return nil, err
 	}
 	vols := podVolumes(vmi, facts)
-	inits := append([]corev1.Container{installToolsContainer(cfg)}, vols.initContainers...)
+	inits := vols.initContainers
 	if len(vols.hostDiskPaths) > 0 {
 		inits = append(inits, hostDiskOwnerContainer(cfg, vols))
 	}
@@ -109,6 +112,7 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 		VolumeMounts: append([]corev1.VolumeMount{
 			{Name: runVolume, MountPath: launcherpod.RunDir},
 			{Name: libvirtVolume, MountPath: launcherpod.LibvirtRunDir},
+			nodeMount(),
 		}, vols.computeMounts...),
 		VolumeDevices:            vols.computeDevices,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
@@ -149,7 +153,7 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 			Subdomain:                     vmi.Spec.Subdomain,
 			EnableServiceLinks:            ptr.To(false),
 			SecurityContext:               podSecurityContext(),
-			Volumes:                       append(baseVolumes(), vols.volumes...),
+			Volumes:                       append(baseVolumes(cfg), vols.volumes...),
 			InitContainers:                inits,
 			Containers:                    []corev1.Container{compute},
 		},
@@ -274,31 +278,26 @@ func computeResources(cfg PodConfig, vmi *v1.VirtualMachineInstance) (corev1.Res
 	return out, nil
 }
 
-func baseVolumes() []corev1.Volume {
+func baseVolumes(cfg PodConfig) []corev1.Volume {
+	nodeDir := cfg.NodeDir
+	if nodeDir == "" {
+		nodeDir = DefaultNodeDir
+	}
 	return []corev1.Volume{
 		{Name: runVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: libvirtVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		{Name: toolsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		// Type Directory: on a node the agent has not seeded yet, the kubelet waits for it.
+		{Name: nodeVolume, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+			Path: nodeDir, Type: ptr.To(corev1.HostPathDirectory),
+		}}},
 	}
 }
 
-func toolsMount() corev1.VolumeMount {
-	return corev1.VolumeMount{Name: toolsVolume, MountPath: launcherpod.ToolsDir}
-}
-
-// installToolsContainer copies the static disk copier into the tools volume, so containerDisk
-// images need no shell or tool of their own.
-func installToolsContainer(cfg PodConfig) corev1.Container {
-	return corev1.Container{
-		Name:                     installTools,
-		Image:                    cfg.LauncherImage,
-		ImagePullPolicy:          corev1.PullIfNotPresent,
-		Command:                  []string{diskcopyInImage, "install", launcherpod.ToolsDir},
-		VolumeMounts:             []corev1.VolumeMount{toolsMount()},
-		Resources:                initResources(),
-		SecurityContext:          initSecurityContext(),
-		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-	}
+// nodeMount is the node agent's seed, read-only: the copier for the init containers (so
+// containerDisk images need no shell or tool of their own, and no init container installs
+// one), QEMU's capabilities for the compute container.
+func nodeMount() corev1.VolumeMount {
+	return corev1.VolumeMount{Name: nodeVolume, MountPath: launcherpod.NodeDir, ReadOnly: true}
 }
 
 func initResources() corev1.ResourceRequirements {
@@ -353,7 +352,7 @@ func (s *podVolumeSet) addContainerDisk(name string, cd *v1.ContainerDiskSource)
 		Image:                    cd.Image,
 		ImagePullPolicy:          cd.ImagePullPolicy,
 		Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", src, "--dst", dir},
-		VolumeMounts:             []corev1.VolumeMount{toolsMount(), {Name: volName, MountPath: dir}},
+		VolumeMounts:             []corev1.VolumeMount{nodeMount(), {Name: volName, MountPath: dir}},
 		Resources:                initResources(),
 		SecurityContext:          initSecurityContext(),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
@@ -376,7 +375,7 @@ func (s *podVolumeSet) addKernelBoot(kb *v1.KernelBootContainer) {
 			Image:                    kb.Image,
 			ImagePullPolicy:          kb.ImagePullPolicy,
 			Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", f.path, "--dst", KernelBootDir, "--as", f.name},
-			VolumeMounts:             []corev1.VolumeMount{toolsMount(), mount},
+			VolumeMounts:             []corev1.VolumeMount{nodeMount(), mount},
 			Resources:                initResources(),
 			SecurityContext:          initSecurityContext(),
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
@@ -418,7 +417,7 @@ func (s *podVolumeSet) addHostDisk(name string, hd *v1.HostDisk) {
 // container that runs as root, with CHOWN as its only capability, and only for VMIs with
 // hostDisks (allowed by the cluster's owner).
 func hostDiskOwnerContainer(cfg PodConfig, set podVolumeSet) corev1.Container {
-	cmd := []string{diskcopyInImage, "own", "--uid", strconv.Itoa(launcherpod.LauncherUID), "--gid", strconv.Itoa(launcherpod.LauncherGID)}
+	cmd := []string{launcherpod.DiskcopyInImage, "own", "--uid", strconv.Itoa(launcherpod.LauncherUID), "--gid", strconv.Itoa(launcherpod.LauncherGID)}
 	return corev1.Container{
 		Name:            hostDiskOwner,
 		Image:           cfg.LauncherImage,

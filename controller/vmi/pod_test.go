@@ -16,7 +16,7 @@ import (
 )
 
 func testConfig() PodConfig {
-	return PodConfig{LauncherImage: "launcher:t", SigningKey: []byte("k"), MemoryOverhead: resource.MustParse("64Mi")}
+	return PodConfig{LauncherImage: "launcher:t", SigningKey: []byte("k"), MemoryOverhead: resource.MustParse("64Mi"), NodeDir: "/srv/slimvirt/launcher"}
 }
 
 func baseVMI() *v1.VirtualMachineInstance {
@@ -140,8 +140,12 @@ func TestPodVolumes(t *testing.T) {
 	if _, ok := vols["cd-cd"]; !ok {
 		t.Error("no emptyDir for the containerDisk")
 	}
+	// The node agent's seed: read-only, and the kubelet waits for the directory to exist.
+	if v := vols[nodeVolume]; v.HostPath == nil || v.HostPath.Path != "/srv/slimvirt/launcher" || *v.HostPath.Type != corev1.HostPathDirectory {
+		t.Errorf("%s = %+v", nodeVolume, v)
+	}
 	if len(vols) != 8 {
-		t.Errorf("%d volumes, want 8 (run, libvirt, tools, cd, 2 pvcs, hostdisk, secret): %v", len(vols), pod.Spec.Volumes)
+		t.Errorf("%d volumes, want 8 (run, libvirt, node seed, cd, 2 pvcs, hostdisk, secret): %v", len(vols), pod.Spec.Volumes)
 	}
 	compute := pod.Spec.Containers[0]
 	mounts := map[string]string{}
@@ -151,6 +155,7 @@ func TestPodVolumes(t *testing.T) {
 	for path, name := range map[string]string{
 		launcherpod.RunDir:                   runVolume,
 		launcherpod.LibvirtRunDir:            libvirtVolume,
+		launcherpod.NodeDir:                  nodeVolume,
 		launcherpod.ContainerDiskDir + "/cd": "cd-cd",
 		launcherpod.PVCDir + "/fs":           "pvc-fs",
 		launcherpod.HostDiskDir + "/host":    "hostdisk-host",
@@ -163,9 +168,21 @@ func TestPodVolumes(t *testing.T) {
 	if len(compute.VolumeDevices) != 1 || compute.VolumeDevices[0].DevicePath != launcherpod.BlockDir+"/blk" {
 		t.Errorf("devices = %+v", compute.VolumeDevices)
 	}
-	cd := pod.Spec.InitContainers[1]
-	if !slices.Equal(cd.Command, []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/disk/os.qcow2", "--dst", launcherpod.ContainerDiskDir + "/cd"}) || cd.ImagePullPolicy != corev1.PullNever {
-		t.Errorf("containerDisk init = %v %s", cd.Command, cd.ImagePullPolicy)
+	for _, m := range compute.VolumeMounts {
+		if m.Name == nodeVolume && !m.ReadOnly {
+			t.Errorf("the compute container may write the node's seed: %+v", m)
+		}
+	}
+	// The copier comes from the node's seed: the containerDisk copy is the only init
+	// container (hostdisk-owner comes after it).
+	cd := pod.Spec.InitContainers[0]
+	if cd.Name != "container-disk-cd" || !slices.Equal(cd.Command, []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/disk/os.qcow2", "--dst", launcherpod.ContainerDiskDir + "/cd"}) || cd.ImagePullPolicy != corev1.PullNever {
+		t.Errorf("containerDisk init = %s %v %s", cd.Name, cd.Command, cd.ImagePullPolicy)
+	}
+	if !slices.ContainsFunc(cd.VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.Name == nodeVolume && m.MountPath == launcherpod.NodeDir && m.ReadOnly
+	}) {
+		t.Errorf("containerDisk init does not mount the node's seed read-only: %+v", cd.VolumeMounts)
 	}
 }
 
@@ -286,10 +303,10 @@ func TestKernelBoot(t *testing.T) {
 	for _, c := range pod.Spec.InitContainers {
 		names = append(names, c.Name)
 	}
-	if !slices.Equal(names, []string{"install-tools", "kernel-boot-kernel", "kernel-boot-initrd"}) {
+	if !slices.Equal(names, []string{"kernel-boot-kernel", "kernel-boot-initrd"}) {
 		t.Fatalf("init containers = %v", names)
 	}
-	k := pod.Spec.InitContainers[1]
+	k := pod.Spec.InitContainers[0]
 	if k.Image != "kernels:1" || !slices.Equal(k.Command, []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/boot/vmlinuz", "--dst", KernelBootDir, "--as", "kernel"}) {
 		t.Errorf("kernel init = %s %v", k.Image, k.Command)
 	}

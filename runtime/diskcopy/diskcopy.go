@@ -1,6 +1,6 @@
 // Package diskcopy takes the disk out of a containerDisk image. It runs in an init container
 // started from the containerDisk image itself, which holds nothing but the disk, so it is a
-// static binary that the launcher image's first init container installs into a shared volume.
+// static binary, which the node agent's seed init container installs on every node (Install).
 package diskcopy
 
 import (
@@ -29,20 +29,41 @@ const (
 // ErrNoDisk says the image holds no disk file.
 var ErrNoDisk = errors.New("no disk file")
 
-// Install copies the running binary into dir, so that init containers started from other
-// images can run it.
-func Install(dir string) error {
-	self, err := os.Executable()
+// Install puts the copier src (the launcher image's) into dir, the node directory every
+// launcher pod mounts. The directory appears at once with the copier in it (a launcher pod
+// that finds the directory must find the copier), and a copier already there is replaced at
+// once.
+func Install(src, dir string) error {
+	in, err := os.ReadFile(src)
 	if err != nil {
-		return fmt.Errorf("find own binary: %w", err)
+		return fmt.Errorf("read the copier: %w", err)
 	}
-	in, err := os.Open(self)
-	if err != nil {
-		return fmt.Errorf("open own binary: %w", err)
+	const name = "slimvirt-diskcopy"
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", filepath.Dir(dir), err)
+		}
+		tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".")
+		if err != nil {
+			return fmt.Errorf("create a directory next to %s: %w", dir, err)
+		}
+		defer os.RemoveAll(tmp)
+		if err := os.WriteFile(filepath.Join(tmp, name), in, 0o755); err != nil {
+			return fmt.Errorf("write the copier: %w", err)
+		}
+		if err := os.Chmod(filepath.Join(tmp, name), 0o755); err != nil {
+			return fmt.Errorf("chmod the copier: %w", err)
+		}
+		if err := os.Chmod(tmp, 0o755); err != nil {
+			return fmt.Errorf("chmod %s: %w", tmp, err)
+		}
+		if err := os.Rename(tmp, dir); err == nil {
+			return nil
+		}
+		// Made meanwhile by another agent: replace the copier in it.
 	}
-	defer in.Close()
-	return writeAtomic(filepath.Join(dir, "slimvirt-diskcopy"), 0o755, func(out *os.File) error {
-		_, err := io.Copy(out, in)
+	return writeAtomic(filepath.Join(dir, name), 0o755, func(out *os.File) error {
+		_, err := out.Write(in)
 		return err
 	})
 }
@@ -206,7 +227,9 @@ func SparseCopy(out, in *os.File) error {
 }
 
 // writeAtomic writes path through a temporary file renamed into place, so a reader never sees
-// half a file (an init container can be restarted midway).
+// half a file (an init container can be restarted midway). It does not fsync: the copy lives
+// in the pod's emptyDir, which a node crash takes along with the pod, and syncing a disk image
+// per VM costs the node writeback work while other VMs start.
 func writeAtomic(path string, mode os.FileMode, fill func(*os.File) error) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -218,10 +241,6 @@ func writeAtomic(path string, mode os.FileMode, fill func(*os.File) error) error
 		return err
 	}
 	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return err
 	}

@@ -116,17 +116,38 @@ func mustGlob(t *testing.T, pattern string) []string {
 	return m
 }
 
+// Install makes the node directory with the copier in it, and replaces an older copier.
 func TestInstall(t *testing.T) {
-	dir := t.TempDir()
-	if err := Install(dir); err != nil {
+	src := filepath.Join(t.TempDir(), "copier")
+	if err := os.WriteFile(src, []byte("copier v1"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, err := os.Stat(filepath.Join(dir, "slimvirt-diskcopy"))
+	dir := filepath.Join(t.TempDir(), "state", "launcher")
+	if err := Install(src, dir); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "slimvirt-diskcopy")
+	st, err := os.Stat(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Mode().Perm() != 0o755 || st.Size() == 0 {
-		t.Errorf("installed binary mode %v size %d", st.Mode(), st.Size())
+	if st.Mode().Perm() != 0o755 {
+		t.Errorf("installed copier mode %v, want 0755", st.Mode())
+	}
+	if dst, _ := os.Stat(dir); dst.Mode().Perm() != 0o755 {
+		t.Errorf("node directory mode %v, want 0755 (launchers read it as uid 107)", dst.Mode())
+	}
+	if err := os.WriteFile(src, []byte("copier v2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Install(src, dir); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(bin); string(b) != "copier v2" {
+		t.Errorf("copier = %q after reinstall, want v2", b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), ".*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }
 

@@ -14,7 +14,8 @@ import (
 // Command runs the launcher binary's client subcommands and returns the exit code:
 // "probe" (the readiness probe: 0 only while Running), "ctl CMD" (a control command), and
 // "console" and "vnc", which join stdin/stdout to the guest's console or VNC display (slimctl
-// reaches them with the pod exec API).
+// reaches them with the pod exec API), and "seed-node DIR" (as root) and "seed-caps DIR" (as
+// the launcher's account), which put on a node what its launchers share.
 func Command(cfg Config, args []string) int {
 	switch {
 	case len(args) == 1 && args[0] == "probe":
@@ -35,6 +36,16 @@ func Command(cfg Config, args []string) int {
 			fmt.Println(out)
 		}
 		return 0
+	case len(args) == 2 && (args[0] == "seed-node" || args[0] == "seed-caps"):
+		seed := SeedNode
+		if args[0] == "seed-caps" {
+			seed = ProbeCaps
+		}
+		if err := seed(context.Background(), cfg, args[1]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
 	case len(args) == 1 && (args[0] == "console" || args[0] == "vnc"):
 		path := cfg.ConsoleSocket
 		if args[0] == "vnc" {
@@ -46,7 +57,7 @@ func Command(cfg Config, args []string) int {
 		}
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, "usage: slimvirt-launcher [flags] | probe | console | vnc | ctl pause|unpause|reboot|reset|shutdown|status|stats|guestinfo")
+	fmt.Fprintln(os.Stderr, "usage: slimvirt-launcher [flags] | probe | console | vnc | seed-node DIR | seed-caps DIR | ctl pause|unpause|reboot|reset|shutdown|status|stats|guestinfo")
 	return 2
 }
 

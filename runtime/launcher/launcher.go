@@ -82,6 +82,11 @@ type Config struct {
 	QEMUImg   string
 	QEMUUser  string
 	QEMUGroup string
+	// CapsSeedDir holds QEMU capabilities probed once for the node (package capsseed); empty
+	// or missing lets libvirtd probe QEMU itself.
+	CapsSeedDir string
+	// Diskcopy is the containerDisk copier in the launcher image, which SeedNode installs.
+	Diskcopy string
 
 	// Stdout receives the guest's console lines.
 	Stdout io.Writer
@@ -119,6 +124,8 @@ func DefaultConfig() Config {
 		QEMUImg:          "/usr/bin/qemu-img",
 		QEMUUser:         "root",
 		QEMUGroup:        "root",
+		CapsSeedDir:      launcherpod.CapsSeedDir,
+		Diskcopy:         launcherpod.DiskcopyInImage,
 		Stdout:           os.Stdout,
 	}
 }
@@ -267,16 +274,20 @@ func (l *Launcher) run(ctx context.Context, sigs <-chan os.Signal) error {
 		}
 	}()
 
+	step := time.Now()
 	prep := &volumes.Preparer{Layout: c.Layout, Runner: l.reaper, QEMUImg: c.QEMUImg}
 	disks, err := prep.Prepare(ctx, l.vmi)
 	if err != nil {
 		return setupFailed("%v", err)
 	}
+	l.log.Info("volumes ready", "disks", len(disks), "took", time.Since(step).Round(time.Millisecond))
 
+	step = time.Now()
 	nics, err := l.prepareNetwork(ctx)
 	if err != nil {
 		return err
 	}
+	l.log.Info("pod network ready", "nics", len(nics), "took", time.Since(step).Round(time.Millisecond))
 
 	opts := domain.Options{
 		Accelerator:      acc,
@@ -386,9 +397,11 @@ func (l *Launcher) prepareNetwork(ctx context.Context) ([]NIC, error) {
 // returned stop function stops them in reverse order.
 func (l *Launcher) startLibvirt(ctx context.Context) (*libvirt.Connect, func(), error) {
 	c := &l.cfg
+	begin := time.Now()
 	if err := l.writeLibvirtConfig(); err != nil {
 		return nil, nil, setupFailed("%v", err)
 	}
+	seeded := l.seedCaps()
 	var daemons []*daemon
 	stop := func() {
 		for i := len(daemons) - 1; i >= 0; i-- {
@@ -449,5 +462,11 @@ func (l *Launcher) startLibvirt(ctx context.Context) (*libvirt.Connect, func(), 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	// libvirtd learns what QEMU supports on first need: asking now does it while the volumes
+	// and the network are prepared, not when the domain is defined.
+	if _, err := conn.GetCapabilities(); err != nil {
+		l.log.Warn("read libvirt's capabilities", "err", err)
+	}
+	l.reportSeed(seeded, time.Since(begin))
 	return conn, stop, nil
 }

@@ -67,10 +67,12 @@ func (l *Launcher) runDomain(ctx context.Context, conn *libvirt.Connect, xml str
 	}
 	// Started paused so that the console is attached before the guest prints anything, and
 	// autodestroyed so that QEMU never outlives the launcher's connection.
+	step := time.Now()
 	dom, err := conn.DomainCreateXML(xml, libvirt.DOMAIN_START_PAUSED|libvirt.DOMAIN_START_AUTODESTROY)
 	if err != nil {
 		return setupFailed("start the domain: %v", err)
 	}
+	l.log.Info("QEMU started", "took", time.Since(step).Round(time.Millisecond))
 	defer dom.Free()
 	l.mu.Lock()
 	l.dom = dom

@@ -7,6 +7,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/slimvirt/slimvirt/controller/manager"
+	"github.com/slimvirt/slimvirt/controller/vmi"
 )
 
 // defaultOverhead is the launcher pod's memory beyond the guest's RAM, as measured by
@@ -20,6 +21,7 @@ func parseFlags() (manager.Config, *zap.Options) {
 	var cfg manager.Config
 	cfg.LauncherMemoryOverhead = resource.MustParse(defaultOverhead)
 	flag.StringVar(&cfg.LauncherImage, "launcher-image", "slimvirt.io/launcher:dev", "image of the launcher pods")
+	flag.StringVar(&cfg.LauncherNodeDir, "launcher-node-dir", vmi.DefaultNodeDir, "node directory the node agent seeds for the launcher pods (the copier, QEMU's capabilities); they mount it read-only")
 	flag.StringVar(&cfg.SigningKeyFile, "signing-key-file", "", "file holding the key that signs launcher pods' interfaces annotation (a mounted Secret)")
 	flag.BoolVar(&cfg.AllowEmulation, "allow-emulation", false, "let launchers run guests under TCG where KVM is missing")
 	flag.BoolVar(&cfg.AllowHostDisk, "allow-host-disk", false, "let VMIs use hostDisk volumes (they mount a node directory into the launcher pod)")

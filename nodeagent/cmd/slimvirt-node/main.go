@@ -62,7 +62,7 @@ func main() {
 			}
 		})
 		if err == nil {
-			err = uninstallIfRemoved(in, watch, cs, ns, *daemonSet, log)
+			err = uninstallIfRemoved(in, cfg.StateDir, watch, cs, ns, *daemonSet, log)
 		}
 	}
 	if err != nil {

@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -56,7 +60,7 @@ func removalWatch(ctx context.Context, cs kubernetes.Interface, ns, daemonSet st
 
 // uninstallIfRemoved takes the CNI plugin out of the node when the agent's DaemonSet is gone
 // (helm uninstall), and leaves it chained when the agent is only restarted or nothing can say.
-func uninstallIfRemoved(in *install.Installer, w *removal.Watcher, cs kubernetes.Interface, ns, daemonSet string, log *slog.Logger) error {
+func uninstallIfRemoved(in *install.Installer, stateDir string, w *removal.Watcher, cs kubernetes.Interface, ns, daemonSet string, log *slog.Logger) error {
 	if w == nil {
 		return nil
 	}
@@ -77,5 +81,11 @@ func uninstallIfRemoved(in *install.Installer, w *removal.Watcher, cs kubernetes
 		return nil
 	}
 	log.Info("daemonset deleted: removing slimvirt from the node", "daemonset", ns+"/"+daemonSet)
+	// The launchers' seed (the seed init container's copier and QEMU capabilities) goes too;
+	// running launcher pods keep their mount of it.
+	seed := filepath.Join(stateDir, "launcher")
+	if err := os.RemoveAll(seed); err != nil {
+		return errors.Join(in.Uninstall(), fmt.Errorf("remove %s: %w", seed, err))
+	}
 	return in.Uninstall()
 }

@@ -1,5 +1,5 @@
-// Command slimvirt-diskcopy installs itself into a shared volume (install DIR) and, from a
-// containerDisk image, copies the image's disk into the pod (copy --src PATH --dst DIR), and
+// Command slimvirt-diskcopy, from a containerDisk image, copies the image's disk into the pod
+// (copy --src PATH --dst DIR; the node agent's seed puts it on every node), and
 // gives hostDisk directories and images to the launcher's account (own PATH...).
 package main
 
@@ -13,14 +13,9 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fail(fmt.Errorf("usage: slimvirt-diskcopy install DIR | copy --src PATH_OR_DIR --dst DIR [--as NAME] | own [--uid N --gid N] PATH..."))
+		fail(fmt.Errorf("usage: slimvirt-diskcopy copy --src PATH_OR_DIR --dst DIR [--as NAME] | own [--uid N --gid N] PATH..."))
 	}
 	switch os.Args[1] {
-	case "install":
-		if len(os.Args) != 3 {
-			fail(fmt.Errorf("usage: slimvirt-diskcopy install DIR"))
-		}
-		fail(diskcopy.Install(os.Args[2]))
 	case "copy":
 		fl := flag.NewFlagSet("copy", flag.ExitOnError)
 		src := fl.String("src", diskcopy.DefaultSource, "the disk file, or a directory holding exactly one file")

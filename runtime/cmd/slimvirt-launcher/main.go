@@ -1,6 +1,7 @@
 // Command slimvirt-launcher runs one VMI as PID 1 of a launcher pod's compute container.
-// "slimvirt-launcher probe" is the readiness probe; "slimvirt-launcher ctl CMD" sends a
-// command (pause, unpause, reboot, reset, shutdown, status) to the control socket.
+// "slimvirt-launcher ctl CMD" sends a command (pause, unpause, reboot, reset, shutdown, status,
+// stats, guestinfo) to the control socket; "slimvirt-launcher seed-node DIR" puts on a node
+// what its launchers share (the node agent's seed init container runs it).
 package main
 
 import (
@@ -18,6 +19,7 @@ func main() {
 	cfg := launcher.DefaultConfig()
 	flag.StringVar(&cfg.TerminationLog, "termination-log", cfg.TerminationLog, "file for the one-line reason of a failure")
 	flag.StringVar(&cfg.Virtlogd, "virtlogd", cfg.Virtlogd, "virtlogd binary to run QEMU's log through (e.g. /usr/sbin/virtlogd); empty runs without virtlogd")
+	flag.StringVar(&cfg.CapsSeedDir, "caps-seed-dir", cfg.CapsSeedDir, "QEMU capabilities probed for the node (seed-caps); empty lets libvirtd probe QEMU")
 	tap := flag.String("tap", "", "attach the VMI's interface to this existing tap, without DHCP (running the launcher alone)")
 	flag.Parse()
 	if flag.NArg() > 0 {
