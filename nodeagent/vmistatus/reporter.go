@@ -23,7 +23,8 @@ import (
 	"github.com/slimvirt/slimvirt/nodeagent/launchers"
 )
 
-// Interval is how often the launchers' status files are read.
+// Interval is how often the launchers' status files are read besides when one is renamed into
+// place (inotify) or a launcher pod changes.
 const Interval = 500 * time.Millisecond
 
 // Reporter reads the status file of every launcher on the node and writes what changed to the
@@ -39,9 +40,10 @@ type Reporter struct {
 	reported map[types.UID]launcherpod.Status
 }
 
-// Run reports until ctx ends. A launcher's status is read again on every pod change and every
-// Interval; it is written to the VMI only when it changed since it was last reflected there,
-// so after a restart the agent checks each VMI once and then stays quiet.
+// Run reports until ctx ends. A launcher's status is read again as soon as the launcher puts a
+// new status file in place, on every pod change and every Interval; it is written to the VMI
+// only when it changed since it was last reflected there, so after a restart the agent checks
+// each VMI once and then stays quiet.
 func (r *Reporter) Run(ctx context.Context) {
 	every := r.Interval
 	if every == 0 {
@@ -55,23 +57,37 @@ func (r *Reporter) Run(ctx context.Context) {
 		default:
 		}
 	})
+	var renamed <-chan struct{}
+	notify, err := newStatusNotifier()
+	if err != nil {
+		r.Log.Warn("status files are read every interval only", "interval", every, "err", err)
+	} else {
+		defer notify.close()
+		renamed = notify.changed
+	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		r.pass(ctx)
+		dirs := r.pass(ctx)
+		if notify != nil {
+			notify.follow(dirs)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		case <-kick:
+		case <-renamed:
 		}
 	}
 }
 
-func (r *Reporter) pass(ctx context.Context) {
+// pass reports every launcher of the node and returns their run directories.
+func (r *Reporter) pass(ctx context.Context) (dirs []string) {
 	seen := map[types.UID]bool{}
 	for _, l := range r.Launchers.List() {
 		seen[l.Pod.UID] = true
+		dirs = append(dirs, l.RunDir)
 		st, err := launcherpod.ReadStatus(l.StatusFile())
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
@@ -98,6 +114,7 @@ func (r *Reporter) pass(ctx context.Context) {
 			delete(r.reported, uid)
 		}
 	}
+	return dirs
 }
 
 // gate sets the pod's readiness gate (launcherpod.ConditionDomainRunning) to whether the

@@ -112,13 +112,17 @@ func (f *fixture) waitFor(ctx context.Context, name, what string, cond func(*v1.
 
 // startReporter runs the node agent's reporter for node until the returned stop is called.
 func (f *fixture) startReporter(ctx context.Context, env *testenv.Env) (stop func()) {
+	return f.startReporterEvery(ctx, env, 100*time.Millisecond)
+}
+
+func (f *fixture) startReporterEvery(ctx context.Context, env *testenv.Env, every time.Duration) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	w := launchers.NewWatcher(env.Clientset, node, f.kubelet)
 	must(f.t, w.Start(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		(&vmistatus.Reporter{Client: f.c, Launchers: w, Interval: 100 * time.Millisecond,
+		(&vmistatus.Reporter{Client: f.c, Launchers: w, Interval: every,
 			Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}).Run(ctx)
 	}()
 	return func() { cancel(); <-done }
@@ -216,4 +220,33 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestReporterWakesOnStatusFile: with reads every hour, a launcher's new status file alone
+// (renamed into place, no pod change) still reaches the VMI at once.
+func TestReporterWakesOnStatusFile(t *testing.T) {
+	env, err := testenv.Start("vmistatus-notify")
+	must(t, err)
+	t.Cleanup(func() { env.Stop() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	scheme := runtime.NewScheme()
+	must(t, clientgoscheme.AddToScheme(scheme))
+	must(t, v1.AddToScheme(scheme))
+	c, err := client.New(env.Config, client.Options{Scheme: scheme})
+	must(t, err)
+	f := &fixture{t: t, c: c, kubelet: t.TempDir()}
+
+	_, pod := f.vmiWithPod(ctx, "vm1", node, v1.Scheduled)
+	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseStarting})
+	stop := f.startReporterEvery(ctx, env, time.Hour)
+	defer stop()
+	time.Sleep(time.Second) // the first pass has read Starting and watches the run directory
+	if p := f.get(ctx, "vm1").Status.Phase; p != v1.Scheduled {
+		t.Fatalf("a starting launcher moved its VMI to %s", p)
+	}
+	start := time.Now()
+	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01"})
+	f.waitFor(ctx, "vm1", "Running", func(v *v1.VirtualMachineInstance) bool { return v.Status.Phase == v1.Running })
+	t.Logf("Running reported %v after the status file changed", time.Since(start).Round(time.Millisecond))
 }
