@@ -110,6 +110,22 @@ func (f *fixture) waitFor(ctx context.Context, name, what string, cond func(*v1.
 	}
 }
 
+// newFixture starts a kube-apiserver for one test and a client of it.
+func newFixture(t *testing.T, name string) (*fixture, *testenv.Env, context.Context) {
+	env, err := testenv.Start(name)
+	must(t, err)
+	t.Cleanup(func() { env.Stop() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	scheme := runtime.NewScheme()
+	must(t, clientgoscheme.AddToScheme(scheme))
+	must(t, v1.AddToScheme(scheme))
+	c, err := client.New(env.Config, client.Options{Scheme: scheme})
+	must(t, err)
+	f := &fixture{t: t, c: c, kubelet: t.TempDir()}
+	return f, env, ctx
+}
+
 // startReporter runs the node agent's reporter for node until the returned stop is called.
 func (f *fixture) startReporter(ctx context.Context, env *testenv.Env) (stop func()) {
 	return f.startReporterEvery(ctx, env, 100*time.Millisecond)
@@ -135,17 +151,7 @@ func (f *fixture) startReporterEvery(ctx context.Context, env *testenv.Env, ever
 // VMIs on other nodes or in a final phase are left alone. Stopped and started again, it
 // catches up with what changed meanwhile.
 func TestReporter(t *testing.T) {
-	env, err := testenv.Start("vmistatus")
-	must(t, err)
-	t.Cleanup(func() { env.Stop() })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	scheme := runtime.NewScheme()
-	must(t, clientgoscheme.AddToScheme(scheme))
-	must(t, v1.AddToScheme(scheme))
-	c, err := client.New(env.Config, client.Options{Scheme: scheme})
-	must(t, err)
-	f := &fixture{t: t, c: c, kubelet: t.TempDir()}
+	f, env, ctx := newFixture(t, "vmistatus")
 
 	_, pod := f.vmiWithPod(ctx, "vm1", node, v1.Scheduled)
 	_, other := f.vmiWithPod(ctx, "elsewhere", "node-b", v1.Scheduled)
@@ -225,17 +231,7 @@ func must(t *testing.T, err error) {
 // TestReporterWakesOnStatusFile: with reads every hour, a launcher's new status file alone
 // (renamed into place, no pod change) still reaches the VMI at once.
 func TestReporterWakesOnStatusFile(t *testing.T) {
-	env, err := testenv.Start("vmistatus-notify")
-	must(t, err)
-	t.Cleanup(func() { env.Stop() })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	scheme := runtime.NewScheme()
-	must(t, clientgoscheme.AddToScheme(scheme))
-	must(t, v1.AddToScheme(scheme))
-	c, err := client.New(env.Config, client.Options{Scheme: scheme})
-	must(t, err)
-	f := &fixture{t: t, c: c, kubelet: t.TempDir()}
+	f, env, ctx := newFixture(t, "vmistatus-notify")
 
 	_, pod := f.vmiWithPod(ctx, "vm1", node, v1.Scheduled)
 	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseStarting})
