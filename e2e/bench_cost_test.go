@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/slimvirt/slimvirt/api/v1alpha1"
@@ -184,7 +185,12 @@ func TestBenchOverhead(t *testing.T) {
 	ws := workingSet(t, pod)
 	rss, pss := memByComm(t, "default", pod.Name, "compute")
 	ownPSS := pss["slimvirt-launch"] + pss["libvirtd"]
-	req := pod.Spec.Containers[0].Resources.Requests[corev1.ResourceMemory]
+	// The pod's request: the compute container's and the containerDisk copier's.
+	req := resource.Quantity{}
+	for _, c := range pod.Spec.Containers {
+		req.Add(c.Resources.Requests[corev1.ResourceMemory])
+	}
+	copierRSS, _ := memByComm(t, "default", pod.Name, "container-disk-containerdisk")
 	table := fmt.Sprintf(`| per-VM overhead, %d MiB guest, idle after boot (this machine: QEMU TCG) | slimvirt | KubeVirt |
 |---|---|---|
 | launcher pod working set (cgroup) | %s | - |
@@ -192,9 +198,11 @@ func TestBenchOverhead(t *testing.T) {
 | launcher's own processes, PSS (slimvirt-launcher + libvirtd) | %s (%s + %s) | reserve for the same processes: 190 MiB |
 | launcher's own processes, RSS (shared libraries counted in each) | %s (%s + %s) | 115-230 MiB measured in user reports |
 | QEMU PSS (guest RAM it touched + QEMU's own) | %s | - |
-| pod memory request (guest + --launcher-memory-overhead) | %s | guest + ~240 MiB |
+| containerDisk copier, RSS (it sleeps once the disk is copied) | %s | - |
+| pod memory request (guest + --launcher-memory-overhead + the copier's 8Mi) | %s | guest + ~240 MiB |
 `, guestMi, mibs(ws), mibs(ws-guestMi*mib), mibs(ownPSS), mibs(pss["slimvirt-launch"]), mibs(pss["libvirtd"]),
-		mibs(rss["slimvirt-launch"]+rss["libvirtd"]), mibs(rss["slimvirt-launch"]), mibs(rss["libvirtd"]), mibs(pss["qemu"]), req.String())
+		mibs(rss["slimvirt-launch"]+rss["libvirtd"]), mibs(rss["slimvirt-launch"]), mibs(rss["libvirtd"]), mibs(pss["qemu"]),
+		mibs(copierRSS["slimvirt-diskco"]), req.String())
 	writeResult(t, "overhead.md", table)
 }
 

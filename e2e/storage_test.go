@@ -421,3 +421,24 @@ func tail(s string) string {
 	}
 	return s
 }
+
+// TestStorageContainerDiskWithoutDisk: a containerDisk whose path the image does not have. The
+// copier container says so; the launcher, which waits for the copy, fails the VMI with that
+// message instead of waiting forever.
+func TestStorageContainerDiskWithoutDisk(t *testing.T) {
+	storageNamespace(t)
+	applyYAML(t, vmiYAML("vm-nodisk", "containerdisk=containerDisk: {image: slimvirt.io/guest:dev, imagePullPolicy: IfNotPresent, path: /no-such-disk}"))
+	t.Cleanup(func() { deleteVMI(t, "vm-nodisk") })
+	var vmi *v1alpha1.VirtualMachineInstance
+	eventually(t, 3*time.Minute, "VMI vm-nodisk Failed", func() (bool, error) {
+		var err error
+		vmi, err = getVMI(t, storageNS, "vm-nodisk")
+		if err != nil {
+			return false, err
+		}
+		return vmi.Status.Phase == v1alpha1.Failed, fmt.Errorf("phase %s", vmi.Status.Phase)
+	})
+	if vmi.Status.Reason != "SetupFailed" || !strings.Contains(vmi.Status.Message, "/no-such-disk does not exist in the image") {
+		t.Errorf("failed VMI: reason %q, message %q; want SetupFailed with the copier's message", vmi.Status.Reason, vmi.Status.Message)
+	}
+}

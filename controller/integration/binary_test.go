@@ -77,7 +77,8 @@ func TestControllerBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod := launcherPod(t, ns, vmi.Name)
-	mem := pod.Spec.Containers[0].Resources.Requests.Memory().String()
+	compute := computeOf(t, pod)
+	mem := compute.Resources.Requests.Memory().String()
 	if mem != "228Mi" {
 		t.Errorf("memory request %s, want 228Mi (128Mi + the flag's 100Mi)", mem)
 	}

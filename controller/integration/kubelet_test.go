@@ -99,6 +99,18 @@ func launcherPod(t *testing.T, ns, vmiName string) *corev1.Pod {
 	return pod
 }
 
+// computeOf is the launcher pod's compute container.
+func computeOf(t *testing.T, pod *corev1.Pod) corev1.Container {
+	t.Helper()
+	for _, c := range pod.Spec.Containers {
+		if c.Name == launcherpod.ComputeContainer {
+			return c
+		}
+	}
+	t.Fatalf("pod %s has no %s container", pod.Name, launcherpod.ComputeContainer)
+	return corev1.Container{}
+}
+
 func podsOf(t *testing.T, ns, vmiName string) []corev1.Pod {
 	t.Helper()
 	var pods corev1.PodList

@@ -391,11 +391,11 @@ func TestVMDataVolumeTemplates(t *testing.T) {
 	})
 	pod := launcherPod(t, ns, "withdv")
 	var mounted bool
-	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+	for _, m := range computeOf(t, pod).VolumeMounts {
 		mounted = mounted || m.MountPath == "/var/run/slimvirt/pvcs/emptydisk"
 	}
 	if !mounted {
-		t.Errorf("the DataVolume's PVC is not mounted: %+v", pod.Spec.Containers[0].VolumeMounts)
+		t.Errorf("the DataVolume's PVC is not mounted: %+v", computeOf(t, pod).VolumeMounts)
 	}
 	runVMI(t, ns, "withdv")
 	waitVMStatus(t, ns, "withdv", v1.PrintableRunning)
@@ -421,7 +421,7 @@ func TestVMImagePullError(t *testing.T) {
 	bindPod(t, pod, testNode)
 	setPodStatus(t, ns, pod.Name, func(st *corev1.PodStatus) {
 		st.Phase = corev1.PodPending
-		st.InitContainerStatuses = []corev1.ContainerStatus{{Name: "container-disk-containerdisk", Image: "slimvirt.io/guest:dev",
+		st.ContainerStatuses = []corev1.ContainerStatus{{Name: "container-disk-containerdisk", Image: "slimvirt.io/guest:dev",
 			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "pull access denied"}}}}
 	})
 	waitVMStatus(t, ns, "nopull", v1.PrintableErrImagePull)

@@ -132,22 +132,22 @@ func checkLauncherPod(t *testing.T, vmi *v1.VirtualMachineInstance, pod *corev1.
 	if spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds != 45 {
 		t.Errorf("terminationGracePeriodSeconds = %v, want 45", spec.TerminationGracePeriodSeconds)
 	}
-	var inits []string
-	for _, c := range spec.InitContainers {
-		inits = append(inits, c.Name)
+	if len(spec.InitContainers) != 0 {
+		t.Errorf("init containers = %+v, want none", spec.InitContainers)
 	}
-	if want := []string{"container-disk-containerdisk"}; !slices.Equal(inits, want) {
-		t.Fatalf("init containers = %v, want %v", inits, want)
+	var names []string
+	for _, c := range spec.Containers {
+		names = append(names, c.Name)
 	}
-	cd := spec.InitContainers[0]
-	wantCmd := []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/disk", "--dst", launcherpod.ContainerDiskDir + "/containerdisk"}
+	if want := []string{"container-disk-containerdisk", launcherpod.ComputeContainer}; !slices.Equal(names, want) {
+		t.Fatalf("containers = %v, want %v", names, want)
+	}
+	cd := spec.Containers[0]
+	wantCmd := []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/disk", "--dst", launcherpod.ContainerDiskDir + "/containerdisk", "--stay"}
 	if cd.Image != "slimvirt.io/guest:dev" || cd.ImagePullPolicy != corev1.PullIfNotPresent || !slices.Equal(cd.Command, wantCmd) {
-		t.Errorf("containerDisk init container = %s %s %v", cd.Image, cd.ImagePullPolicy, cd.Command)
+		t.Errorf("containerDisk copier = %s %s %v", cd.Image, cd.ImagePullPolicy, cd.Command)
 	}
-	if len(spec.Containers) != 1 || spec.Containers[0].Name != launcherpod.ComputeContainer {
-		t.Fatalf("containers = %+v", spec.Containers)
-	}
-	compute := spec.Containers[0]
+	compute := spec.Containers[1]
 	if compute.Image != launcherImage {
 		t.Errorf("compute image = %s", compute.Image)
 	}
@@ -276,7 +276,7 @@ func TestVMIMissingReferences(t *testing.T) {
 	eventually(t, "Synchronized to clear", func() (bool, error) {
 		return condition(getVMI(t, ns, vmi.Name), v1.VMISynchronized) == nil, nil
 	})
-	compute := pod.Spec.Containers[0]
+	compute := computeOf(t, pod)
 	if len(compute.VolumeDevices) != 1 || compute.VolumeDevices[0].DevicePath != launcherpod.BlockDir+"/root" {
 		t.Errorf("block PVC devices = %+v, want one at %s/root", compute.VolumeDevices, launcherpod.BlockDir)
 	}

@@ -29,7 +29,7 @@ const (
 	// state directory's "launcher"), mounted read-only at launcherpod.NodeDir.
 	DefaultNodeDir = "/var/lib/slimvirt/launcher"
 	// KernelBootDir holds the kernel ("kernel") and initrd ("initrd") of a kernelBoot VMI,
-	// copied out of its image by init containers; the launcher boots them.
+	// copied out of its image by copier containers; the launcher boots them.
 	KernelBootDir    = launcherpod.RunDir + "/kernel-boot"
 	kernelBootVolume = "kernel-boot"
 	// SecretsDir/<volume>/ holds the cloud-init Secrets of a volume (keys userdata, networkdata).
@@ -95,7 +95,7 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 		return nil, err
 	}
 	vols := podVolumes(vmi, facts)
-	inits := vols.initContainers
+	var inits []corev1.Container
 	if len(vols.hostDiskPaths) > 0 {
 		inits = append(inits, hostDiskOwnerContainer(cfg, vols))
 	}
@@ -155,7 +155,11 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 			SecurityContext:               podSecurityContext(),
 			Volumes:                       append(baseVolumes(cfg), vols.volumes...),
 			InitContainers:                inits,
-			Containers:                    []corev1.Container{compute},
+			// The copiers are containers next to the launcher's, not init containers: the
+			// kubelet starts the launcher as soon as it has started them (in order, so the
+			// copies begin first), not after it has seen them end, which under load took it a
+			// second or more; the launcher waits for their copies while it starts libvirtd.
+			Containers: append(vols.copiers, compute),
 		},
 	}
 	return pod, nil
@@ -194,8 +198,8 @@ func computeSecurityContext() *corev1.SecurityContext {
 	}
 }
 
-// initSecurityContext is the copiers': the launcher's account, no capability at all.
-func initSecurityContext() *corev1.SecurityContext {
+// copierSecurityContext is the copiers': the launcher's account, no capability at all.
+func copierSecurityContext() *corev1.SecurityContext {
 	return &corev1.SecurityContext{
 		RunAsNonRoot:             ptr.To(true),
 		Privileged:               ptr.To(false),
@@ -293,11 +297,20 @@ func baseVolumes(cfg PodConfig) []corev1.Volume {
 	}
 }
 
-// nodeMount is the node agent's seed, read-only: the copier for the init containers (so
+// nodeMount is the node agent's seed, read-only: the binary the copier containers run (so
 // containerDisk images need no shell or tool of their own, and no init container installs
 // one), QEMU's capabilities for the compute container.
 func nodeMount() corev1.VolumeMount {
 	return corev1.VolumeMount{Name: nodeVolume, MountPath: launcherpod.NodeDir, ReadOnly: true}
+}
+
+// copierResources: a copier reads and writes one file, then sleeps until the pod ends (a static
+// binary of a few MiB resident).
+func copierResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("10m"),
+		corev1.ResourceMemory: resource.MustParse("8Mi"),
+	}}
 }
 
 func initResources() corev1.ResourceRequirements {
@@ -309,8 +322,9 @@ func initResources() corev1.ResourceRequirements {
 
 // podVolumeSet is what a VMI's volumes add to its pod.
 type podVolumeSet struct {
-	volumes        []corev1.Volume
-	initContainers []corev1.Container
+	volumes []corev1.Volume
+	// copiers are the containers that copy disks (and kernelBoot files) out of images.
+	copiers        []corev1.Container
 	computeMounts  []corev1.VolumeMount
 	computeDevices []corev1.VolumeDevice
 	hostDiskMounts []corev1.VolumeMount
@@ -347,20 +361,20 @@ func (s *podVolumeSet) addContainerDisk(name string, cd *v1.ContainerDiskSource)
 		src = defaultContainerDiskPath
 	}
 	s.volumes = append(s.volumes, corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
-	s.initContainers = append(s.initContainers, corev1.Container{
+	s.copiers = append(s.copiers, corev1.Container{
 		Name:                     dnsLabel("container-disk-", name),
 		Image:                    cd.Image,
 		ImagePullPolicy:          cd.ImagePullPolicy,
-		Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", src, "--dst", dir},
+		Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", src, "--dst", dir, "--stay"},
 		VolumeMounts:             []corev1.VolumeMount{nodeMount(), {Name: volName, MountPath: dir}},
-		Resources:                initResources(),
-		SecurityContext:          initSecurityContext(),
+		Resources:                copierResources(),
+		SecurityContext:          copierSecurityContext(),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	})
 	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: dir})
 }
 
-// addKernelBoot copies the kernel and initrd out of a kernelBoot image, one init container each
+// addKernelBoot copies the kernel and initrd out of a kernelBoot image, one copier container each
 // (the copier takes one file per run), into a volume of their own: the user's image never sees
 // the rest of the launcher's run directory.
 func (s *podVolumeSet) addKernelBoot(kb *v1.KernelBootContainer) {
@@ -370,14 +384,14 @@ func (s *podVolumeSet) addKernelBoot(kb *v1.KernelBootContainer) {
 		if f.path == "" {
 			continue
 		}
-		s.initContainers = append(s.initContainers, corev1.Container{
+		s.copiers = append(s.copiers, corev1.Container{
 			Name:                     "kernel-boot-" + f.name,
 			Image:                    kb.Image,
 			ImagePullPolicy:          kb.ImagePullPolicy,
-			Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", f.path, "--dst", KernelBootDir, "--as", f.name},
+			Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", f.path, "--dst", KernelBootDir, "--as", f.name, "--stay"},
 			VolumeMounts:             []corev1.VolumeMount{nodeMount(), mount},
-			Resources:                initResources(),
-			SecurityContext:          initSecurityContext(),
+			Resources:                copierResources(),
+			SecurityContext:          copierSecurityContext(),
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		})
 	}

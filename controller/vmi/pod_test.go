@@ -147,7 +147,7 @@ func TestPodVolumes(t *testing.T) {
 	if len(vols) != 8 {
 		t.Errorf("%d volumes, want 8 (run, libvirt, node seed, cd, 2 pvcs, hostdisk, secret): %v", len(vols), pod.Spec.Volumes)
 	}
-	compute := pod.Spec.Containers[0]
+	compute := computeOf(t, pod)
 	mounts := map[string]string{}
 	for _, m := range compute.VolumeMounts {
 		mounts[m.MountPath] = m.Name
@@ -173,17 +173,43 @@ func TestPodVolumes(t *testing.T) {
 			t.Errorf("the compute container may write the node's seed: %+v", m)
 		}
 	}
-	// The copier comes from the node's seed: the containerDisk copy is the only init
-	// container (hostdisk-owner comes after it).
-	cd := pod.Spec.InitContainers[0]
-	if cd.Name != "container-disk-cd" || !slices.Equal(cd.Command, []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/disk/os.qcow2", "--dst", launcherpod.ContainerDiskDir + "/cd"}) || cd.ImagePullPolicy != corev1.PullNever {
-		t.Errorf("containerDisk init = %s %v %s", cd.Name, cd.Command, cd.ImagePullPolicy)
+	// The copier comes from the node's seed and runs next to the launcher, which waits for
+	// its copy: hostdisk-owner is the only init container.
+	if len(pod.Spec.Containers) != 2 {
+		t.Fatalf("containers = %d, want the containerDisk copier and compute", len(pod.Spec.Containers))
+	}
+	cd := pod.Spec.Containers[0]
+	if cd.Name != "container-disk-cd" || !slices.Equal(cd.Command, []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/disk/os.qcow2", "--dst", launcherpod.ContainerDiskDir + "/cd", "--stay"}) || cd.ImagePullPolicy != corev1.PullNever {
+		t.Errorf("containerDisk copier = %s %v %s", cd.Name, cd.Command, cd.ImagePullPolicy)
+	}
+	if names := containerNames(pod.Spec.InitContainers); !slices.Equal(names, []string{hostDiskOwner}) {
+		t.Errorf("init containers = %v, want only %s", names, hostDiskOwner)
 	}
 	if !slices.ContainsFunc(cd.VolumeMounts, func(m corev1.VolumeMount) bool {
 		return m.Name == nodeVolume && m.MountPath == launcherpod.NodeDir && m.ReadOnly
 	}) {
-		t.Errorf("containerDisk init does not mount the node's seed read-only: %+v", cd.VolumeMounts)
+		t.Errorf("containerDisk copier does not mount the node's seed read-only: %+v", cd.VolumeMounts)
 	}
+}
+
+// computeOf is the pod's compute container.
+func computeOf(t *testing.T, pod *corev1.Pod) corev1.Container {
+	t.Helper()
+	for _, c := range pod.Spec.Containers {
+		if c.Name == launcherpod.ComputeContainer {
+			return c
+		}
+	}
+	t.Fatalf("no %s container in %v", launcherpod.ComputeContainer, containerNames(pod.Spec.Containers))
+	return corev1.Container{}
+}
+
+func containerNames(cs []corev1.Container) []string {
+	var names []string
+	for _, c := range cs {
+		names = append(names, c.Name)
+	}
+	return names
 }
 
 func TestPodScheduling(t *testing.T) {
@@ -228,12 +254,12 @@ func TestPodLeastPrivilege(t *testing.T) {
 	if pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
 		t.Error("the launcher pod mounts a service account token")
 	}
-	c := pod.Spec.Containers[0].SecurityContext
+	c := computeOf(t, pod).SecurityContext
 	if *c.Privileged || !*c.RunAsNonRoot || !slices.Equal(c.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
 		!slices.Equal(c.Capabilities.Add, []corev1.Capability{"NET_BIND_SERVICE", "NET_RAW"}) {
 		t.Errorf("compute security context = %+v %+v", c, c.Capabilities)
 	}
-	limits := pod.Spec.Containers[0].Resources.Limits
+	limits := computeOf(t, pod).Resources.Limits
 	if q := limits[launcherpod.ResourceTun]; q.Value() != 1 {
 		t.Errorf("tun limit = %s, want 1", q.String())
 	}
@@ -244,10 +270,14 @@ func TestPodLeastPrivilege(t *testing.T) {
 	for i, ic := range pod.Spec.InitContainers {
 		if ic.Name == hostDiskOwner {
 			owner = &pod.Spec.InitContainers[i]
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name == launcherpod.ComputeContainer {
 			continue
 		}
-		if ic.SecurityContext == nil || !*ic.SecurityContext.RunAsNonRoot || len(ic.SecurityContext.Capabilities.Add) != 0 {
-			t.Errorf("init container %s: security context %+v", ic.Name, ic.SecurityContext)
+		if c.SecurityContext == nil || !*c.SecurityContext.RunAsNonRoot || *c.SecurityContext.AllowPrivilegeEscalation || len(c.SecurityContext.Capabilities.Add) != 0 {
+			t.Errorf("copier %s: security context %+v", c.Name, c.SecurityContext)
 		}
 	}
 	if owner == nil {
@@ -267,10 +297,10 @@ func TestPodLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := p2.Spec.Containers[0].Resources.Limits[launcherpod.ResourceKVM]; ok {
+	if _, ok := computeOf(t, p2).Resources.Limits[launcherpod.ResourceKVM]; ok {
 		t.Error("kvm requested although emulation is allowed")
 	}
-	if _, ok := p2.Spec.Containers[0].Resources.Limits[launcherpod.ResourceTun]; ok {
+	if _, ok := computeOf(t, p2).Resources.Limits[launcherpod.ResourceTun]; ok {
 		t.Error("tun requested for a VMI without interfaces")
 	}
 	for _, ic := range p2.Spec.InitContainers {
@@ -299,19 +329,18 @@ func TestKernelBoot(t *testing.T) {
 	vmi.Spec.Domain.Firmware = &v1.Firmware{KernelBoot: &v1.KernelBoot{Container: &v1.KernelBootContainer{
 		Image: "kernels:1", KernelPath: "/boot/vmlinuz", InitrdPath: "/boot/initrd.gz"}}}
 	pod := mustBuild(t, vmi, VolumeFacts{})
-	var names []string
-	for _, c := range pod.Spec.InitContainers {
-		names = append(names, c.Name)
+	if names := containerNames(pod.Spec.Containers); !slices.Equal(names, []string{"kernel-boot-kernel", "kernel-boot-initrd", launcherpod.ComputeContainer}) {
+		t.Fatalf("containers = %v", names)
 	}
-	if !slices.Equal(names, []string{"kernel-boot-kernel", "kernel-boot-initrd"}) {
-		t.Fatalf("init containers = %v", names)
+	if len(pod.Spec.InitContainers) != 0 {
+		t.Errorf("init containers = %v, want none", containerNames(pod.Spec.InitContainers))
 	}
-	k := pod.Spec.InitContainers[0]
-	if k.Image != "kernels:1" || !slices.Equal(k.Command, []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/boot/vmlinuz", "--dst", KernelBootDir, "--as", "kernel"}) {
-		t.Errorf("kernel init = %s %v", k.Image, k.Command)
+	k := pod.Spec.Containers[0]
+	if k.Image != "kernels:1" || !slices.Equal(k.Command, []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/boot/vmlinuz", "--dst", KernelBootDir, "--as", "kernel", "--stay"}) {
+		t.Errorf("kernel copier = %s %v", k.Image, k.Command)
 	}
 	var mounted bool
-	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+	for _, m := range computeOf(t, pod).VolumeMounts {
 		mounted = mounted || m.MountPath == KernelBootDir
 	}
 	if !mounted {

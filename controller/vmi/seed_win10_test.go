@@ -59,7 +59,7 @@ func TestSeedWindowsVMPodRendered(t *testing.T) {
 			hostPath = true
 		}
 	}
-	for _, c := range pod.Spec.InitContainers {
+	for _, c := range pod.Spec.Containers {
 		if c.Image == "kubevirt/virtio-container-disk" && strings.Contains(strings.Join(c.Command, " "), launcherpod.ContainerDiskDir+"/virtiocontainerdisk") {
 			cdInit = true
 		}

@@ -1,6 +1,7 @@
-// Package diskcopy takes the disk out of a containerDisk image. It runs in an init container
-// started from the containerDisk image itself, which holds nothing but the disk, so it is a
-// static binary, which the node agent's seed init container installs on every node (Install).
+// Package diskcopy takes the disk out of a containerDisk image. It runs in a container next to
+// the launcher's, started from the containerDisk image itself, which holds nothing but the
+// disk, so it is a static binary, which the node agent's seed init container installs on every
+// node (Install). The launcher waits for its copy (Await).
 package diskcopy
 
 import (
@@ -140,7 +141,7 @@ func Copy(src, dstDir string) (string, error) {
 	if qcow {
 		name = QCOW2Name
 	}
-	// The launcher, another user than the init container's perhaps, must read the copy.
+	// The launcher, another user than the copier's perhaps, must read the copy.
 	if err := os.MkdirAll(dstDir, 0o755); err != nil {
 		return "", fmt.Errorf("create %s: %w", dstDir, err)
 	}
@@ -227,7 +228,7 @@ func SparseCopy(out, in *os.File) error {
 }
 
 // writeAtomic writes path through a temporary file renamed into place, so a reader never sees
-// half a file (an init container can be restarted midway). It does not fsync: the copy lives
+// half a file (the launcher waits for the name to appear). It does not fsync: the copy lives
 // in the pod's emptyDir, which a node crash takes along with the pod, and syncing a disk image
 // per VM costs the node writeback work while other VMs start.
 func writeAtomic(path string, mode os.FileMode, fill func(*os.File) error) error {

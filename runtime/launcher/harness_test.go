@@ -416,7 +416,59 @@ func (r *run) launcherCmd(args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
-// copyDisk runs slimvirt-diskcopy as a containerDisk init container would.
+// log is what the launcher has logged so far.
+func (r *run) log() string {
+	b, _ := os.ReadFile(filepath.Join(r.root, "launcher.log"))
+	return string(b)
+}
+
+// copier is slimvirt-diskcopy copy --stay, running as a pod's copier container does.
+type copier struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startCopier starts the copier after delay.
+func startCopier(t *testing.T, src, dstDir string, delay time.Duration) *copier {
+	t.Helper()
+	c := &copier{cmd: exec.Command(bins.diskcopy, "copy", "--src", src, "--dst", dstDir, "--stay"), done: make(chan error, 1)}
+	time.Sleep(delay)
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("start the copier: %v", err)
+	}
+	go func() { c.done <- c.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		c.done <- nil
+	})
+	return c
+}
+
+// stop checks that the copier still runs, then that it ends at once with status 0 on SIGTERM.
+func (c *copier) stop(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-c.done:
+		c.done <- err
+		t.Fatalf("the copier ended by itself: %v", err)
+	default:
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-c.done:
+		c.done <- err
+		if err != nil {
+			t.Errorf("the copier ended with %v on SIGTERM, want status 0", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the copier ignored SIGTERM")
+	}
+}
+
+// copyDisk runs slimvirt-diskcopy as a copier container would, before the launcher starts.
 func copyDisk(t *testing.T, src, dstDir string) {
 	t.Helper()
 	if err := os.MkdirAll(dstDir, 0o755); err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/runtime/accel"
+	"github.com/slimvirt/slimvirt/runtime/diskcopy"
 	"github.com/slimvirt/slimvirt/runtime/domain"
 	"github.com/slimvirt/slimvirt/runtime/reaper"
 	"github.com/slimvirt/slimvirt/runtime/volumes"
@@ -94,7 +95,7 @@ type Config struct {
 }
 
 // KernelBootDir holds the kernel ("kernel") and initrd ("initrd") of a kernelBoot VMI,
-// copied there by an init container running slimvirt-diskcopy copy --as from the image.
+// copied there by the kernel-boot-* containers running slimvirt-diskcopy copy --as from the image.
 const KernelBootDir = launcherpod.RunDir + "/kernel-boot"
 
 // DefaultConfig is the launcher pod's configuration.
@@ -275,7 +276,7 @@ func (l *Launcher) run(ctx context.Context, sigs <-chan os.Signal) error {
 	}()
 
 	step := time.Now()
-	prep := &volumes.Preparer{Layout: c.Layout, Runner: l.reaper, QEMUImg: c.QEMUImg}
+	prep := &volumes.Preparer{Layout: c.Layout, Runner: l.reaper, QEMUImg: c.QEMUImg, Log: l.log}
 	disks, err := prep.Prepare(ctx, l.vmi)
 	if err != nil {
 		return setupFailed("%v", err)
@@ -298,13 +299,9 @@ func (l *Launcher) run(ctx context.Context, sigs <-chan os.Signal) error {
 		GuestAgentSocket: c.GuestAgentSocket,
 		Firmware:         domain.DebianFirmware(c.Layout.EmptyDiskDir),
 	}
-	if kb := l.vmi.Spec.Domain.Firmware; kb != nil && kb.KernelBoot != nil {
-		opts.Kernel = filepath.Join(c.KernelBootDir, "kernel")
-		if _, err := os.Stat(opts.Kernel); err != nil {
-			return setupFailed("kernelBoot: no kernel at %s: %v", opts.Kernel, err)
-		}
-		if initrd := filepath.Join(c.KernelBootDir, "initrd"); fileExists(initrd) {
-			opts.Initrd = initrd
+	if fw := l.vmi.Spec.Domain.Firmware; fw != nil && fw.KernelBoot != nil {
+		if opts.Kernel, opts.Initrd, err = l.awaitKernelBoot(ctx, fw.KernelBoot); err != nil {
+			return setupFailed("kernelBoot: %v", err)
 		}
 	}
 	dx, err := domain.Convert(l.vmi, opts)
@@ -341,9 +338,32 @@ func Hostname(vmi *v1.VirtualMachineInstance) string {
 	return vmi.Name
 }
 
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
+// awaitKernelBoot waits for the kernel and initrd that the pod's kernel-boot-* containers
+// copy out of the kernelBoot image, and returns their paths (the initrd's "" when the VMI
+// names none).
+func (l *Launcher) awaitKernelBoot(ctx context.Context, kb *v1.KernelBoot) (kernel, initrd string, err error) {
+	if kb.Container == nil || kb.Container.KernelPath == "" {
+		return "", "", errors.New("no kernelPath in the kernelBoot container")
+	}
+	dir := l.cfg.KernelBootDir
+	await := func(name string) (string, error) {
+		p, err := diskcopy.Await(ctx, dir, name, []string{name}, func() {
+			l.log.Info("waiting for a file out of the kernelBoot image", "file", name)
+		})
+		if err != nil {
+			return "", fmt.Errorf("the %s: %w", name, err)
+		}
+		return p, nil
+	}
+	if kernel, err = await("kernel"); err != nil {
+		return "", "", err
+	}
+	if kb.Container.InitrdPath != "" {
+		if initrd, err = await("initrd"); err != nil {
+			return "", "", err
+		}
+	}
+	return kernel, initrd, nil
 }
 
 func (l *Launcher) prepareNetwork(ctx context.Context) ([]NIC, error) {

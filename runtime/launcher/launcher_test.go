@@ -80,7 +80,12 @@ func TestContainerDiskCloudInitPauseShutdown(t *testing.T) {
 	needGuest(t)
 	r := newRun(t)
 	r.nonRoot = true
-	copyDisk(t, filepath.Join(bins.guest, "disk.qcow2"), filepath.Join(r.path(launcherpod.ContainerDiskDir), "root"))
+	// The copier runs next to the launcher, as in the pod, and starts after it here: the
+	// launcher waits for the copy.
+	cdDir := filepath.Join(r.path(launcherpod.ContainerDiskDir), "root")
+	if err := os.MkdirAll(cdDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	vmi := testVMI("cdisk", 60,
 		[]v1.Disk{
 			{Name: "root", Disk: &v1.DiskTarget{Bus: "virtio"}},
@@ -109,8 +114,12 @@ func TestContainerDiskCloudInitPauseShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.start(vmi, "EMPTY_PVC=data", "TAP=tap0")
+	copier := startCopier(t, filepath.Join(bins.guest, "disk.qcow2"), cdDir, time.Second)
 
 	r.waitLine("SLIMVIRT-USERDATA-BEGIN", bootTimeout)
+	if l := r.log(); !strings.Contains(l, `msg="waiting for the disk out of the containerDisk image"`) || !strings.Contains(l, "volume=root") {
+		t.Error("the launcher did not say it waited for the containerDisk copy")
+	}
 	r.waitLine("echo hello-from-user-data-$((40+2))", 10*time.Second)
 	r.waitLine("SLIMVIRT-USERDATA-END", 10*time.Second)
 	r.waitLine("hello-from-user-data-42", 10*time.Second)
@@ -194,6 +203,8 @@ func TestContainerDiskCloudInitPauseShutdown(t *testing.T) {
 	if st := r.status(); st.Phase != launcher.PhaseShutdown || st.Reason != "the guest powered off" {
 		t.Errorf("final status %+v", st)
 	}
+	// The copier stayed (a pod with an exited container is not Ready) and ends on SIGTERM.
+	copier.stop(t)
 }
 
 // A raw disk.img in a filesystem PVC and a ConfigDrive on a SATA CD-ROM; soft reboot and hard
@@ -318,11 +329,14 @@ func TestSetupFailures(t *testing.T) {
 			name: "containerDisk image without a disk",
 			vmi:  testVMI("nodisk", 5, cdDisk, cdVol),
 			setup: func(r *run) {
-				if err := os.MkdirAll(filepath.Join(r.path(launcherpod.ContainerDiskDir), "root"), 0o755); err != nil {
-					t.Fatal(err)
+				// The copier, pointed at a path the image does not have, reports why and exits.
+				dst := filepath.Join(r.path(launcherpod.ContainerDiskDir), "root")
+				out, err := exec.Command(bins.diskcopy, "copy", "--src", filepath.Join(r.root, "no-such-disk"), "--dst", dst, "--stay").CombinedOutput()
+				if err == nil {
+					t.Fatalf("the copier succeeded without a disk: %s", out)
 				}
 			},
-			want: []string{"volume root", "has no disk"},
+			want: []string{"volume root", "the copy out of the image failed", "no-such-disk does not exist in the image"},
 		},
 		{
 			name: "no KVM and emulation not allowed",

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,6 +79,8 @@ type Preparer struct {
 	QEMUImg string
 	// Now dates cloud-init ISOs.
 	Now func() time.Time
+	// Log, when set, says which copies out of containerDisk images are awaited.
+	Log *slog.Logger
 }
 
 // Prepare returns a source for every volume a disk uses.
@@ -125,17 +128,20 @@ func (p *Preparer) prepare(ctx context.Context, vmi *v1.VirtualMachineInstance, 
 func (p *Preparer) containerDisk(ctx context.Context, name string) (domain.DiskSource, error) {
 	dir := filepath.Join(p.Layout.ContainerDiskDir, name)
 	if _, err := os.Stat(dir); err != nil {
-		return domain.DiskSource{}, fmt.Errorf("containerDisk was not copied into %s (no init container ran for it): %w", dir, err)
+		return domain.DiskSource{}, fmt.Errorf("containerDisk has no directory %s (no copier container in the pod for it): %w", dir, err)
 	}
-	backing, format := "", ""
-	for _, c := range []struct{ name, format string }{{diskcopy.QCOW2Name, "qcow2"}, {diskcopy.RawName, "raw"}} {
-		if st, err := os.Stat(filepath.Join(dir, c.name)); err == nil && st.Mode().IsRegular() {
-			backing, format = filepath.Join(dir, c.name), c.format
-			break
+	// The copier runs in a container of its own next to the launcher's: wait for its copy.
+	backing, err := diskcopy.Await(ctx, dir, "", []string{diskcopy.QCOW2Name, diskcopy.RawName}, func() {
+		if p.Log != nil {
+			p.Log.Info("waiting for the disk out of the containerDisk image", "volume", name)
 		}
+	})
+	if err != nil {
+		return domain.DiskSource{}, fmt.Errorf("the containerDisk image's disk: %w", err)
 	}
-	if backing == "" {
-		return domain.DiskSource{}, fmt.Errorf("the containerDisk image has no disk: neither %s nor %s in %s", diskcopy.RawName, diskcopy.QCOW2Name, dir)
+	format := "raw"
+	if filepath.Base(backing) == diskcopy.QCOW2Name {
+		format = "qcow2"
 	}
 	if st, _ := os.Stat(backing); st.Size() == 0 {
 		return domain.DiskSource{}, fmt.Errorf("the containerDisk image's disk %s is empty", backing)

@@ -9,12 +9,15 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/runtime/diskcopy"
+	"github.com/slimvirt/slimvirt/runtime/domain"
 )
 
 type execRunner struct{}
@@ -137,12 +140,24 @@ func TestPrepare(t *testing.T) {
 			},
 		},
 		{
-			name: "containerDisk image without a disk",
+			name: "containerDisk image without a disk: the copier's failure",
 			vol:  v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "i"}}},
 			setup: func(t *testing.T, l Layout) {
-				os.MkdirAll(filepath.Join(l.ContainerDiskDir, "c"), 0o755)
+				dst := filepath.Join(l.ContainerDiskDir, "c")
+				_, err := diskcopy.Copy(filepath.Join(t.TempDir(), "disk"), dst)
+				if err == nil {
+					t.Fatal("copied a disk that does not exist")
+				}
+				if err := diskcopy.ReportFailure(dst, "", err); err != nil {
+					t.Fatal(err)
+				}
 			},
-			wantErr: "volume c: the containerDisk image has no disk",
+			wantErr: "volume c: the containerDisk image's disk: the copy out of the image failed: no disk file: ",
+		},
+		{
+			name:    "containerDisk without its copier's directory",
+			vol:     v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "i"}}},
+			wantErr: "volume c: containerDisk has no directory",
 		},
 		{
 			name: "cloud-init ISO",
@@ -162,7 +177,9 @@ func TestPrepare(t *testing.T) {
 				tc.setup(t, l)
 			}
 			p := &Preparer{Layout: l, Runner: execRunner{}, QEMUImg: "qemu-img"}
-			got, err := p.Prepare(context.Background(), vmiWith(tc.vol))
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			got, err := p.Prepare(ctx, vmiWith(tc.vol))
 			if tc.wantErr != "" {
 				var ve *Error
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.As(err, &ve) || ve.Volume != tc.vol.Name {
@@ -203,5 +220,47 @@ func TestCacheMode(t *testing.T) {
 	}
 	if got := CacheMode(filepath.Join(dir, "missing")); got != "writethrough" {
 		t.Errorf("CacheMode of a missing file = %s", got)
+	}
+}
+
+// The copier runs next to the launcher: Prepare waits for its copy, and uses it once it is
+// renamed into place.
+func TestContainerDiskAwaitsTheCopier(t *testing.T) {
+	l := testLayout(t)
+	dst := filepath.Join(l.ContainerDiskDir, "c")
+	if err := os.MkdirAll(dst, 0o755); err != nil { // the pod's emptyDir exists from the start
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "os.img")
+	if err := os.WriteFile(src, []byte("a raw disk"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := &Preparer{Layout: l, Runner: execRunner{}, QEMUImg: "qemu-img"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type result struct {
+		srcs map[string]domain.DiskSource
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		srcs, err := p.Prepare(ctx, vmiWith(v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "i"}}}))
+		done <- result{srcs, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("Prepare returned before the copy existed: %v %v", r.srcs, r.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if _, err := diskcopy.Copy(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	out, err := exec.Command("qemu-img", "info", r.srcs["c"].Path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "backing file: "+filepath.Join(dst, diskcopy.RawName)) {
+		t.Errorf("overlay: %v\n%s", err, out)
 	}
 }

@@ -1,12 +1,15 @@
 // Command slimvirt-diskcopy, from a containerDisk image, copies the image's disk into the pod
-// (copy --src PATH --dst DIR; the node agent's seed puts it on every node), and
+// (copy --src PATH --dst DIR [--stay]; the node agent's seed puts it on every node), and
 // gives hostDisk directories and images to the launcher's account (own PATH...).
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/slimvirt/slimvirt/runtime/diskcopy"
 )
@@ -21,6 +24,7 @@ func main() {
 		src := fl.String("src", diskcopy.DefaultSource, "the disk file, or a directory holding exactly one file")
 		dst := fl.String("dst", "", "directory to copy the disk into (as disk.img or disk.qcow2)")
 		as := fl.String("as", "", "copy the file src under this name instead (kernelBoot's kernel and initrd)")
+		stay := fl.Bool("stay", false, "after copying, run until SIGTERM (a container next to the launcher's: a failure is also written for the launcher to read)")
 		_ = fl.Parse(os.Args[2:])
 		if *dst == "" {
 			fail(fmt.Errorf("copy: --dst is required"))
@@ -30,8 +34,18 @@ func main() {
 			copyFn = func(src, dst string) (string, error) { return diskcopy.CopyAs(src, dst, *as) }
 		}
 		path, err := copyFn(*src, *dst)
+		if err != nil && *stay {
+			if rerr := diskcopy.ReportFailure(*dst, *as, err); rerr != nil {
+				fmt.Fprintln(os.Stderr, "slimvirt-diskcopy: report the failure to the launcher:", rerr)
+			}
+		}
 		fail(err)
 		fmt.Println("copied", path)
+		if *stay {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			<-ctx.Done()
+			stop()
+		}
 	case "own":
 		fl := flag.NewFlagSet("own", flag.ExitOnError)
 		uid := fl.Int("uid", 107, "new owner")
