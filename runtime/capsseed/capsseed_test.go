@@ -3,6 +3,7 @@ package capsseed
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -76,5 +77,35 @@ func TestNoSeed(t *testing.T) {
 	}
 	if _, err := Collect(t.TempDir(), t.TempDir()); err == nil {
 		t.Error("Collect from an empty cache succeeded")
+	}
+}
+
+// A node without KVM: the seed drops the flag that makes libvirt read a starting domain's CPU
+// feature by feature, and keeps everything else; a KVM node's seed (host-model CPUs may list
+// MSR features, which libvirt refuses without the flag) and other architectures keep it.
+func TestCollectSkipsGenericCPUQueryWithoutKVM(t *testing.T) {
+	caps := func(arch string, hostCPUs ...string) string {
+		s := "<qemuCaps>\n  <flag name='x86-max-cpu'/>\n  <flag name='cpu-unavailable-features'/>\n  <flag name='tcg'/>\n  <arch>" + arch + "</arch>\n"
+		for _, h := range hostCPUs {
+			s += "  <hostCPU type='" + h + "' model='base' migratability='yes'>\n  </hostCPU>\n"
+		}
+		return s + "</qemuCaps>\n"
+	}
+	probed := SessionCacheDir(t.TempDir())
+	write(t, filepath.Join(probed, "tcg.xml"), caps("x86_64", "tcg"))
+	write(t, filepath.Join(probed, "kvm.xml"), caps("x86_64", "kvm", "tcg"))
+	write(t, filepath.Join(probed, "arm.xml"), caps("aarch64", "tcg"))
+	seed := t.TempDir()
+	if _, err := Collect(probed, seed); err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Replace(caps("x86_64", "tcg"), "  <flag name='cpu-unavailable-features'/>\n", "", 1)
+	if got := read(t, filepath.Join(seed, "tcg.xml")); got != want {
+		t.Errorf("TCG-only x86 seed =\n%s\nwant\n%s", got, want)
+	}
+	for _, f := range []string{"kvm.xml", "arm.xml"} {
+		if got := read(t, filepath.Join(seed, f)); got != read(t, filepath.Join(probed, f)) {
+			t.Errorf("%s changed in the seed:\n%s", f, got)
+		}
 	}
 }
