@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,8 +37,16 @@ type Reporter struct {
 	// Interval between reads; Interval when zero.
 	Interval time.Duration
 
+	mu sync.Mutex
 	// reported is the last status of each pod that the VMI's status reflects.
 	reported map[types.UID]launcherpod.Status
+	// inFlight are the pods being reported; again asks for a pass when one ends, as a status
+	// changed meanwhile.
+	inFlight map[types.UID]bool
+	again    bool
+	kick     chan struct{}
+	slots    chan struct{}
+	workers  sync.WaitGroup
 }
 
 // Run reports until ctx ends. A launcher's status is read again as soon as the launcher puts a
@@ -50,13 +59,11 @@ func (r *Reporter) Run(ctx context.Context) {
 		every = Interval
 	}
 	r.reported = map[types.UID]launcherpod.Status{}
-	kick := make(chan struct{}, 1)
-	r.Launchers.OnChange(func() {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	})
+	r.inFlight = map[types.UID]bool{}
+	r.kick = make(chan struct{}, 1)
+	r.slots = make(chan struct{}, maxInFlight)
+	defer r.workers.Wait()
+	r.Launchers.OnChange(r.kickNow)
 	var renamed <-chan struct{}
 	notify, err := newStatusNotifier()
 	if err != nil {
@@ -76,13 +83,19 @@ func (r *Reporter) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case <-kick:
+		case <-r.kick:
 		case <-renamed:
 		}
 	}
 }
 
-// pass reports every launcher of the node and returns their run directories.
+// maxInFlight bounds how many launchers are reported at once: each report is a few API calls,
+// and launchers that start together (a batch of VMIs) must not wait for each other's.
+const maxInFlight = 16
+
+// pass reads the status of every launcher of the node and starts reporting each one that is
+// not being reported already; it returns their run directories. A launcher whose status
+// changes while it is being reported is read again when that report ends.
 func (r *Reporter) pass(ctx context.Context) (dirs []string) {
 	seen := map[types.UID]bool{}
 	for _, l := range r.Launchers.List() {
@@ -95,36 +108,82 @@ func (r *Reporter) pass(ctx context.Context) (dirs []string) {
 			}
 			continue
 		}
-		if err := r.gate(ctx, l, st); err != nil {
-			r.Log.Warn("cannot set a launcher pod's readiness", "pod", l.Pod.Namespace+"/"+l.Pod.Name, "err", err)
-		}
-		if last, ok := r.reported[l.Pod.UID]; ok && last == st {
+		r.mu.Lock()
+		if r.inFlight[l.Pod.UID] {
+			r.again = true
+			r.mu.Unlock()
 			continue
 		}
-		reflected, err := r.report(ctx, l, st)
-		switch {
-		case err != nil:
-			r.Log.Warn("cannot report a launcher's status", "pod", l.Pod.Namespace+"/"+l.Pod.Name, "err", err)
-		case reflected:
-			r.reported[l.Pod.UID] = st
+		last, ok := r.reported[l.Pod.UID]
+		changed := !ok || last != st
+		want, gate := gateWant(l, st)
+		if !changed && !gate {
+			r.mu.Unlock()
+			continue
 		}
+		r.inFlight[l.Pod.UID] = true
+		r.mu.Unlock()
+		r.workers.Add(1)
+		go r.reportOne(ctx, l, st, changed, want, gate)
 	}
+	r.mu.Lock()
 	for uid := range r.reported {
-		if !seen[uid] {
+		if !seen[uid] && !r.inFlight[uid] {
 			delete(r.reported, uid)
 		}
 	}
+	r.mu.Unlock()
 	return dirs
 }
 
-// gate sets the pod's readiness gate (launcherpod.ConditionDomainRunning) to whether the
-// launcher says the domain runs; a pod without the gate, or whose gate already says so
-// (in the watch's copy, a missing condition being false), is left as it is.
-func (r *Reporter) gate(ctx context.Context, l launchers.Launcher, st launcherpod.Status) error {
+// reportOne writes st to the launcher's VMI (when it changed since last reflected there) and
+// to its pod's readiness gate (when it needs want).
+func (r *Reporter) reportOne(ctx context.Context, l launchers.Launcher, st launcherpod.Status, changed bool, want corev1.ConditionStatus, gate bool) {
+	defer r.workers.Done()
+	r.slots <- struct{}{}
+	pod := l.Pod.Namespace + "/" + l.Pod.Name
+	reflected := false
+	if changed {
+		var err error
+		if reflected, err = r.report(ctx, l, st); err != nil {
+			r.Log.Warn("cannot report a launcher's status", "pod", pod, "err", err)
+			reflected = false
+		}
+	}
+	if gate {
+		if err := r.gate(ctx, l, st, want); err != nil {
+			r.Log.Warn("cannot set a launcher pod's readiness", "pod", pod, "err", err)
+		}
+	}
+	<-r.slots
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if reflected {
+		r.reported[l.Pod.UID] = st
+	}
+	delete(r.inFlight, l.Pod.UID)
+	if r.again {
+		r.again = false
+		r.kickNow()
+	}
+}
+
+// kickNow asks Run for another pass.
+func (r *Reporter) kickNow() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// gateWant is the readiness gate condition (launcherpod.ConditionDomainRunning) the pod needs
+// for st, and whether it needs a patch: not when the pod has no such gate, nor when its gate
+// already says so (in the watch's copy, a missing condition being false).
+func gateWant(l launchers.Launcher, st launcherpod.Status) (corev1.ConditionStatus, bool) {
 	if !slices.ContainsFunc(l.Pod.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool {
 		return g.ConditionType == launcherpod.ConditionDomainRunning
 	}) {
-		return nil
+		return "", false
 	}
 	want := corev1.ConditionFalse
 	if st.Phase == launcherpod.PhaseRunning {
@@ -134,14 +193,17 @@ func (r *Reporter) gate(ctx context.Context, l launchers.Launcher, st launcherpo
 	for _, c := range l.Pod.Status.Conditions {
 		if c.Type == launcherpod.ConditionDomainRunning {
 			if c.Status == want {
-				return nil
+				return want, false
 			}
 			has = true
 		}
 	}
-	if !has && want == corev1.ConditionFalse {
-		return nil // a gate without its condition is not ready already
-	}
+	// A gate without its condition is not ready already.
+	return want, has || want == corev1.ConditionTrue
+}
+
+// gate sets the pod's readiness gate to want.
+func (r *Reporter) gate(ctx context.Context, l launchers.Launcher, st launcherpod.Status, want corev1.ConditionStatus) error {
 	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.PodCondition{{
 		Type: launcherpod.ConditionDomainRunning, Status: want, LastTransitionTime: metav1.Now(),
 		Reason: "Launcher" + st.Phase, Message: "the launcher reports the domain " + strings.ToLower(st.Phase),

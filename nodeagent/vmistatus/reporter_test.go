@@ -3,8 +3,10 @@ package vmistatus_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -245,4 +247,83 @@ func TestReporterWakesOnStatusFile(t *testing.T) {
 	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01"})
 	f.waitFor(ctx, "vm1", "Running", func(v *v1.VirtualMachineInstance) bool { return v.Status.Phase == v1.Running })
 	t.Logf("Running reported %v after the status file changed", time.Since(start).Round(time.Millisecond))
+}
+
+// barrierClient holds every VMI status patch until n of them are in flight together, or
+// until its deadline, when it lets them through and remembers that they never met.
+type barrierClient struct {
+	client.Client
+	n        int
+	deadline time.Duration
+
+	mu       sync.Mutex
+	inFlight int
+	met      chan struct{}
+	missed   bool
+}
+
+func (b *barrierClient) Status() client.SubResourceWriter {
+	return barrierWriter{b.Client.Status(), b}
+}
+
+type barrierWriter struct {
+	client.SubResourceWriter
+	b *barrierClient
+}
+
+func (w barrierWriter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	if _, ok := obj.(*v1.VirtualMachineInstance); ok {
+		b := w.b
+		b.mu.Lock()
+		b.inFlight++
+		if b.inFlight == b.n {
+			close(b.met)
+		}
+		b.mu.Unlock()
+		select {
+		case <-b.met:
+		case <-time.After(b.deadline):
+			b.mu.Lock()
+			b.missed = true
+			b.mu.Unlock()
+		}
+	}
+	return w.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+}
+
+// TestReporterReportsLaunchersTogether: launchers that report Running at the same moment (a
+// batch of VMIs) are reported together, not one after another, so the last VMI of a batch
+// does not wait for the API calls of all the others.
+func TestReporterReportsLaunchersTogether(t *testing.T) {
+	f, env, ctx := newFixture(t, "vmistatus-together")
+	const n = 6
+	var pods []*corev1.Pod
+	for i := range n {
+		_, pod := f.vmiWithPod(ctx, fmt.Sprintf("vm%d", i), node, v1.Scheduled)
+		f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseStarting})
+		pods = append(pods, pod)
+	}
+	bc := &barrierClient{Client: f.c, n: n, deadline: 5 * time.Second, met: make(chan struct{})}
+	w := launchers.NewWatcher(env.Clientset, node, f.kubelet)
+	must(t, w.Start(ctx))
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&vmistatus.Reporter{Client: bc, Launchers: w, Interval: time.Hour,
+			Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}).Run(rctx)
+	}()
+	defer func() { cancel(); <-done }()
+	time.Sleep(time.Second) // the first pass has read Starting everywhere
+	for i, pod := range pods {
+		f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: fmt.Sprintf("02:00:00:00:00:%02x", i)})
+	}
+	for i := range n {
+		f.waitFor(ctx, fmt.Sprintf("vm%d", i), "Running", func(v *v1.VirtualMachineInstance) bool { return v.Status.Phase == v1.Running })
+	}
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	if bc.missed {
+		t.Errorf("the %d VMIs' status patches were never in flight together: the launchers were reported one after another", n)
+	}
 }

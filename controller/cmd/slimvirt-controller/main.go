@@ -21,6 +21,9 @@ func main() {
 		log.Error(err, "load kubeconfig")
 		os.Exit(1)
 	}
+	// A batch of VMIs costs the controller about ten requests each; controller-runtime's
+	// default rate (20/s, bursts of 30) would queue them.
+	restConfig.QPS, restConfig.Burst = 50, 100
 	cfg.RestConfig = restConfig
 	c, err := manager.New(cfg)
 	if err != nil {

@@ -33,10 +33,19 @@ func run(ctx context.Context, in *install.Installer, plugins *deviceplugin.Plugi
 	return err
 }
 
+// API request rate of the agent, the kubelet's defaults: client-go's own (5/s, bursts of 10)
+// made a batch of VMIs starting together wait a second and more for their status to be
+// reported (three requests each).
+const (
+	apiQPS   = 50
+	apiBurst = 100
+)
+
 // inCluster is the agent's API access; nil (logged) when it runs outside a pod.
 func inCluster(log *slog.Logger) (*rest.Config, kubernetes.Interface) {
 	cfg, err := rest.InClusterConfig()
 	if err == nil {
+		cfg.QPS, cfg.Burst = apiQPS, apiBurst
 		var cs kubernetes.Interface
 		if cs, err = kubernetes.NewForConfig(cfg); err == nil {
 			return cfg, cs
