@@ -147,7 +147,6 @@ func (r *Reporter) reportOne(ctx context.Context, l launchers.Launcher, st launc
 		var err error
 		if reflected, err = r.report(ctx, l, st); err != nil {
 			r.Log.Warn("cannot report a launcher's status", "pod", pod, "err", err)
-			reflected = false
 		}
 	}
 	if gate {

@@ -424,24 +424,21 @@ func (r *run) log() string {
 
 // copier is slimvirt-diskcopy copy --stay, running as a pod's copier container does.
 type copier struct {
-	cmd  *exec.Cmd
-	done chan error
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the copier has ended, with err
+	err    error
 }
 
 // startCopier starts the copier after delay.
 func startCopier(t *testing.T, src, dstDir string, delay time.Duration) *copier {
 	t.Helper()
-	c := &copier{cmd: exec.Command(bins.diskcopy, "copy", "--src", src, "--dst", dstDir, "--stay"), done: make(chan error, 1)}
+	c := &copier{cmd: exec.Command(bins.diskcopy, "copy", "--src", src, "--dst", dstDir, "--stay"), exited: make(chan struct{})}
 	time.Sleep(delay)
 	if err := c.cmd.Start(); err != nil {
 		t.Fatalf("start the copier: %v", err)
 	}
-	go func() { c.done <- c.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = c.cmd.Process.Kill()
-		<-c.done
-		c.done <- nil
-	})
+	go func() { c.err = c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(func() { _ = c.cmd.Process.Kill(); <-c.exited })
 	return c
 }
 
@@ -449,19 +446,17 @@ func startCopier(t *testing.T, src, dstDir string, delay time.Duration) *copier 
 func (c *copier) stop(t *testing.T) {
 	t.Helper()
 	select {
-	case err := <-c.done:
-		c.done <- err
-		t.Fatalf("the copier ended by itself: %v", err)
+	case <-c.exited:
+		t.Fatalf("the copier ended by itself: %v", c.err)
 	default:
 	}
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-c.done:
-		c.done <- err
-		if err != nil {
-			t.Errorf("the copier ended with %v on SIGTERM, want status 0", err)
+	case <-c.exited:
+		if c.err != nil {
+			t.Errorf("the copier ended with %v on SIGTERM, want status 0", c.err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("the copier ignored SIGTERM")
