@@ -15,6 +15,10 @@ e2e-setup: build images images-csi cluster-up cluster-load-images local-install 
 e2e-run: ## Run the e2e suite on the bridge network, then the network tests on calico and vpc (KEEP_CLUSTER=1 keeps the cluster)
 	@E2E_RUN='$(E2E_RUN)' KEEP_CLUSTER='$(KEEP_CLUSTER)' bash hack/e2e.sh
 
+.PHONY: e2e-hostile
+e2e-hostile: ## Run only the hostile-tenant suite (TestHostile*: attacks by a tenant with the edit role) on the local cluster
+	@E2E_RUN='TestHostile' E2E_NET_STYLES= KEEP_CLUSTER='$(KEEP_CLUSTER)' bash hack/e2e.sh
+
 .PHONY: demo
 demo: ## Build everything, start the local cluster, install slimvirt and boot examples/vmi-linux.yaml
 	@bash hack/demo.sh

@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 run=${E2E_RUN:-.}
-styles=${E2E_NET_STYLES:-calico vpc}
+styles=${E2E_NET_STYLES-calico vpc}
 rc=0
 gotest() { go test -tags e2e -count=1 -timeout 40m -v -run "$1" ./e2e/; }
 finish() {
