@@ -51,6 +51,14 @@ test: ## Run the unit and integration tests (as root: netns, libvirt, apiserver)
 test-unit: ## Run the tests that need nothing but Go
 	go test ./api/... ./images/...
 
+.PHONY: fuzz
+fuzz: ## Fuzz every parser of tenant input (each Go fuzz target) for FUZZTIME (default 30s) each
+	@FUZZTIME=$(or $(FUZZTIME),30s) bash hack/fuzz.sh
+
+.PHONY: fuzz-short
+fuzz-short: ## Fuzz every target for 3s each (part of make test)
+	@FUZZTIME=3s bash hack/fuzz.sh
+
 .PHONY: e2e
 e2e: ## Run the end-to-end tests on the local cluster
 	@$(MAKE) --no-print-directory $(E2E_TARGETS)
