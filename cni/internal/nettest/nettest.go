@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,7 +17,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,28 +35,44 @@ const Prefix = "svcni-"
 // RefPluginsVersion is the containernetworking/plugins release the tests chain ours after.
 const RefPluginsVersion = "v1.9.1"
 
-// RequireRoot skips a test that needs root.
+// RequireRoot fails a test that needs root: skipped, it would pass unseen.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
+		t.Fatal("needs root (network namespaces): run as root")
 	}
 }
 
-// RemoveStale deletes the namespaces an earlier, killed run left.
+// RemoveStale deletes the namespaces an earlier, killed run left: those whose test process is
+// gone. Other test processes (other packages, other checkouts) may be running at the same time
+// on the machine; their namespaces are left alone.
 func RemoveStale() error {
 	entries, err := os.ReadDir("/var/run/netns")
 	if err != nil {
 		return nil
 	}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), Prefix) {
-			if out, err := exec.Command("ip", "netns", "delete", e.Name()).CombinedOutput(); err != nil {
-				return fmt.Errorf("delete stale netns %s: %v: %s", e.Name(), err, out)
-			}
+		if !strings.HasPrefix(e.Name(), Prefix) || ownerAlive(e) {
+			continue
+		}
+		if out, err := exec.Command("ip", "netns", "delete", e.Name()).CombinedOutput(); err != nil {
+			return fmt.Errorf("delete stale netns %s: %v: %s", e.Name(), err, out)
 		}
 	}
 	return nil
+}
+
+// ownerAlive says whether the process named in a netns's name (Prefix<pid>-...) still runs. A
+// name without a pid (an older run's) counts as alive for an hour.
+func ownerAlive(e os.DirEntry) bool {
+	pidText, _, _ := strings.Cut(strings.TrimPrefix(e.Name(), Prefix), "-")
+	pid, err := strconv.Atoi(pidText)
+	if err != nil {
+		info, err := e.Info()
+		return err != nil || time.Since(info.ModTime()) < time.Hour
+	}
+	err = syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // NewNS makes a named netns (loopback up) removed when the test ends.
@@ -61,7 +80,7 @@ func NewNS(t testing.TB, role string) ns.NetNS {
 	t.Helper()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	name := Prefix + role + "-" + hex.EncodeToString(b)
+	name := fmt.Sprintf("%s%d-%s-%s", Prefix, os.Getpid(), role, hex.EncodeToString(b))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("add netns %s: %v: %s", name, err, out)
 	}
@@ -95,8 +114,8 @@ func Exec(netns ns.NetNS, name string, args ...string) (string, error) {
 }
 
 // Main runs a test binary's tests: stale namespaces of a killed run are removed first, the
-// plugin is built from this tree once for the run (unless SLIMVIRT_CNI_BINARY names one) and
-// removed after.
+// plugin and the launcher side of the VM network are built from this tree once for the run
+// (unless SLIMVIRT_CNI_BINARY and SLIMVIRT_LAUNCHERNET_BINARY name them) and removed after.
 func Main(m interface{ Run() int }) int {
 	if os.Geteuid() != 0 {
 		return m.Run()
@@ -105,21 +124,26 @@ func Main(m interface{ Run() int }) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if os.Getenv("SLIMVIRT_CNI_BINARY") == "" {
-		cmd := exec.Command("go", "build", "-o", ourBinary(), "github.com/slimvirt/slimvirt/cni/cmd/slimvirt-cni")
+	// The launcher side runs as the launcher's uid: its binary sits in the world-readable
+	// temporary directory, not in the go test build directory (root's, mode 0700).
+	for _, b := range []struct{ env, name, pkg string }{
+		{"SLIMVIRT_CNI_BINARY", "slimvirt-cni", "github.com/slimvirt/slimvirt/cni/cmd/slimvirt-cni"},
+		{"SLIMVIRT_LAUNCHERNET_BINARY", "launchernet", "github.com/slimvirt/slimvirt/cni/internal/nettest/launchernet"},
+	} {
+		if os.Getenv(b.env) != "" {
+			continue
+		}
+		path := filepath.Join(os.TempDir(), fmt.Sprintf("%s-test-%d", b.name, os.Getpid()))
+		cmd := exec.Command("go", "build", "-o", path, b.pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build slimvirt-cni: %v: %s\n", err, out)
+			fmt.Fprintf(os.Stderr, "build %s: %v: %s\n", b.name, err, out)
 			return 1
 		}
-		os.Setenv("SLIMVIRT_CNI_BINARY", ourBinary())
-		defer os.Remove(ourBinary())
+		os.Setenv(b.env, path)
+		defer os.Remove(path)
 	}
 	return m.Run()
-}
-
-func ourBinary() string {
-	return filepath.Join(os.TempDir(), fmt.Sprintf("slimvirt-cni-test-%d", os.Getpid()))
 }
 
 // PluginDir returns a directory holding the reference plugins (bridge, ptp, host-local,
