@@ -127,6 +127,13 @@ func SetupBridge(ifName string, iface netconf.VMInterface, persist Persist) (_ *
 	if err := addSpoofCheck(att); err != nil {
 		return nil, err
 	}
+	guestHW, err := net.ParseMAC(guestMAC)
+	if err != nil {
+		return nil, fmt.Errorf("parse guest mac %s: %w", guestMAC, err)
+	}
+	if err := addGatewayARP(guestHW, GatewayARP(snap, portMAC)); err != nil {
+		return nil, err
+	}
 	return att, nil
 }
 

@@ -38,6 +38,9 @@ func Check(att *Attachment) error {
 		}
 		return nil
 	}
+	if ok, err := hasTable(nftables.TableFamilyNetdev); err != nil || !ok {
+		return fmt.Errorf("gateway arp table netdev %s is missing (%v)", NFTableName, err)
+	}
 	nic, err := netlinksafe.LinkByName(NICName(att.IfName))
 	if err != nil {
 		return fmt.Errorf("pod nic %s: %w", NICName(att.IfName), err)

@@ -13,8 +13,9 @@ import (
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 )
 
-// The plugin owns one table per family in the pod netns, both named NFTableName: "bridge" for
-// anti-spoofing, "ip" for masquerade NAT. Deleting the tables undoes all its rules.
+// The plugin owns one table per family in the pod netns, all named NFTableName: "bridge" for
+// anti-spoofing, "ip" for masquerade NAT, "netdev" for the gateway ARP answers on the tap.
+// Deleting the tables undoes all its rules.
 
 func ifname(name string) []byte {
 	b := make([]byte, 16)
@@ -213,7 +214,7 @@ func deleteTables() error {
 		return fmt.Errorf("open nftables: %w", err)
 	}
 	var errs []error
-	for _, fam := range []nftables.TableFamily{nftables.TableFamilyBridge, nftables.TableFamilyIPv4} {
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyBridge, nftables.TableFamilyIPv4, nftables.TableFamilyNetdev} {
 		tables, err := c.ListTablesOfFamily(fam)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("list nftables tables: %w", err))

@@ -58,7 +58,7 @@ func TestDHClient(t *testing.T) {
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver 10.96.0.10\nsearch ns1.svc.cluster.local cluster.local\n"), 0o644)
 	leased := make(chan string, 10)
-	serveVMNetWith(t, podNS, iface, resolv, func(ip net.IP) { leased <- ip.String() })
+	serveLauncher(t, podNS, iface, resolv, func(ip net.IP) { leased <- ip.String() })
 	vm := attachVM(t, podNS, podMAC)
 
 	dir := t.TempDir()
@@ -218,7 +218,7 @@ func TestDHCPIsolation(t *testing.T) {
 	default:
 	}
 
-	serveVMNet(t, podNS, iface, "/nonexistent")
+	serveLauncher(t, podNS, iface, "/nonexistent", nil)
 	ack := dhcpLease(t, vm)
 	if ack.YourIPAddr.String() != podIP || ack.ServerIdentifier().String() != "169.254.75.10" {
 		t.Errorf("lease %s from %s, want %s from 169.254.75.10", ack.YourIPAddr, ack.ServerIdentifier(), podIP)

@@ -21,7 +21,7 @@ func ServeNetns(ctx context.Context, path string, iface launcherpod.Interface, i
 		if opts.Logger != nil {
 			opts.Logger.Info("discovered vm network", "binding", plan.Binding, "guestMAC", plan.GuestMAC.String(),
 				"guestIP", plan.GuestIP.String(), "gateway", fmt.Sprint(plan.Gateway), "mtu", plan.MTU,
-				"routes", fmt.Sprint(plan.Routes), "arp", fmt.Sprint(plan.ARP), "dns", fmt.Sprint(plan.DNS))
+				"routes", fmt.Sprint(plan.Routes), "dns", fmt.Sprint(plan.DNS))
 		}
 		srv, err = NewServer(plan, opts)
 		return err

@@ -1,6 +1,7 @@
 // Package vmnet is phase 2 of the slimvirt network binding, run by the launcher inside the
 // pod's netns as an ordinary process: Discover reads what the CNI plugin left there, Serve runs
-// the VM's one-lease DHCP server and the gateway ARP responder.
+// the VM's one-lease DHCP server. It needs CAP_NET_BIND_SERVICE (port 67) and nothing else: the
+// gateway ARP answers are the kernel's, set up by the plugin (cni/binding).
 package vmnet
 
 import (
@@ -13,7 +14,6 @@ import (
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
-	"github.com/vishvananda/netlink"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	"github.com/slimvirt/slimvirt/cni/binding"
@@ -44,21 +44,12 @@ type Plan struct {
 	// ServerIP is the DHCP server identifier, an address of the bridge.
 	ServerIP  net.IP
 	ServerMAC net.HardwareAddr
-	// ARP lists the addresses the responder answers for the guest: the gateways whose MAC is
-	// pinned by a permanent neighbour entry, and the server identifier.
-	ARP []ARPEntry
 }
 
 // Route is one classless route; a nil Gateway means on-link.
 type Route struct {
 	Dst     *net.IPNet
 	Gateway net.IP
-}
-
-// ARPEntry is one address the responder answers with MAC.
-type ARPEntry struct {
-	IP  net.IP
-	MAC net.HardwareAddr
 }
 
 // Discover reads the binding the plugin left in the current netns, with DNS from the pod's
@@ -97,7 +88,7 @@ func DiscoverWith(iface launcherpod.Interface, ifName, resolvConf string) (*Plan
 	case launcherpod.BindingMasquerade:
 		err = p.discoverMasquerade(ifName, rec)
 	default:
-		err = p.discoverBridge(ifName, br)
+		err = p.discoverBridge(ifName)
 	}
 	if err != nil {
 		return nil, err
@@ -126,7 +117,7 @@ func (p *Plan) discoverMasquerade(ifName string, rec binding.Record) error {
 	return nil
 }
 
-func (p *Plan) discoverBridge(ifName string, br netlink.Link) error {
+func (p *Plan) discoverBridge(ifName string) error {
 	twin, err := netlinksafe.LinkByName(ifName)
 	if err != nil {
 		return fmt.Errorf("find pod interface %s: %w", ifName, err)
@@ -140,13 +131,6 @@ func (p *Plan) discoverBridge(ifName string, br netlink.Link) error {
 		return err
 	}
 	p.ServerIP = net.ParseIP(binding.ServerIP).To4()
-	pinned := map[string]net.HardwareAddr{}
-	for _, n := range snap.Neighbors {
-		if mac, err := net.ParseMAC(n.MAC); err == nil {
-			pinned[n.IP] = mac
-		}
-	}
-	answered := map[string]bool{}
 	for _, r := range snap.Routes {
 		_, dst, err := net.ParseCIDR(r.Dst)
 		if err != nil {
@@ -155,10 +139,6 @@ func (p *Plan) discoverBridge(ifName string, br netlink.Link) error {
 		rt := Route{Dst: dst}
 		if r.Gw != "" {
 			rt.Gateway = net.ParseIP(r.Gw).To4()
-			if mac, ok := pinned[r.Gw]; ok && !answered[r.Gw] {
-				p.ARP = append(p.ARP, ARPEntry{IP: rt.Gateway, MAC: mac})
-				answered[r.Gw] = true
-			}
 			// Option 3 is the default route's next hop, else the first gateway seen.
 			if ones, _ := dst.Mask.Size(); ones == 0 || p.Gateway == nil {
 				p.Gateway = rt.Gateway
@@ -167,9 +147,8 @@ func (p *Plan) discoverBridge(ifName string, br netlink.Link) error {
 		p.Routes = append(p.Routes, rt)
 	}
 	// The server identifier must be reachable for unicast renewals (KubeVirt issue 4678): an
-	// on-link route to it, and the responder answers its ARP.
+	// on-link route to it (its ARP is answered like the pinned gateways', binding.GatewayARP).
 	p.Routes = append(p.Routes, Route{Dst: &net.IPNet{IP: p.ServerIP, Mask: net.CIDRMask(32, 32)}})
-	p.ARP = append(p.ARP, ARPEntry{IP: p.ServerIP, MAC: br.Attrs().HardwareAddr})
 	sortRoutes(p.Routes)
 	return nil
 }

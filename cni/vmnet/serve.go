@@ -4,18 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/insomniacslk/dhcp/rfc1035label"
-	"github.com/mdlayher/arp"
-	"golang.org/x/sys/unix"
 )
 
 // LeaseTime is KubeVirt's: the lease outlives any VM, renewals only confirm it.
@@ -31,17 +26,17 @@ type ServeOptions struct {
 	OnLease func(net.IP)
 }
 
-// Server is the guest's DHCP server and ARP responder, with their sockets open.
+// Server is the guest's DHCP server, with its socket open.
 type Server struct {
 	plan *Plan
 	opts ServeOptions
 	log  *slog.Logger
 	dhcp *server4.Server
-	arp  *arp.Client
 }
 
-// Serve runs the one-lease DHCP server for the guest and the gateway ARP responder until ctx
-// ends. It must be called in the pod's netns.
+// Serve runs the one-lease DHCP server for the guest until ctx ends. It must be called in the
+// pod's netns. Its socket is a UDP socket bound to the bridge (SO_BINDTODEVICE needs no
+// capability since Linux 5.7), on port 67: CAP_NET_BIND_SERVICE is all it needs.
 func Serve(ctx context.Context, plan *Plan, opts ServeOptions) error {
 	s, err := NewServer(plan, opts)
 	if err != nil {
@@ -50,7 +45,7 @@ func Serve(ctx context.Context, plan *Plan, opts ServeOptions) error {
 	return s.Run(ctx)
 }
 
-// NewServer opens the sockets in the current netns; Run may then be called from anywhere (a
+// NewServer opens the socket in the current netns; Run may then be called from anywhere (a
 // socket stays in the netns it was made in).
 func NewServer(plan *Plan, opts ServeOptions) (*Server, error) {
 	if plan == nil || plan.GuestIP == nil || len(plan.GuestMAC) != 6 {
@@ -65,94 +60,25 @@ func NewServer(plan *Plan, opts ServeOptions) (*Server, error) {
 		return nil, fmt.Errorf("listen for dhcp on %s: %w", plan.BridgeName, err)
 	}
 	s.dhcp = srv
-	if len(plan.ARP) > 0 {
-		ifi, err := net.InterfaceByName(plan.BridgeName)
-		if err != nil {
-			srv.Close()
-			return nil, fmt.Errorf("find %s: %w", plan.BridgeName, err)
-		}
-		c, err := arp.Dial(ifi)
-		if err != nil {
-			srv.Close()
-			return nil, fmt.Errorf("listen for arp on %s: %w", plan.BridgeName, err)
-		}
-		s.arp = c
-	}
 	return s, nil
 }
 
-// Run serves until ctx ends, then closes the sockets.
+// Run serves until ctx ends, then closes the socket.
 func (s *Server) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		errs <- s.dhcp.Serve()
-	}()
-	if s.arp != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- s.serveARP()
-		}()
-	}
+	errs := make(chan error, 1)
+	go func() { errs <- s.dhcp.Serve() }()
 	s.log.Info("serving vm network", "bridge", s.plan.BridgeName, "guestMAC", s.plan.GuestMAC.String(),
-		"guestIP", s.plan.GuestIP.String(), "arpEntries", len(s.plan.ARP))
+		"guestIP", s.plan.GuestIP.String())
 	var err error
 	select {
 	case <-ctx.Done():
-	case err = <-errs:
-	}
-	s.dhcp.Close()
-	if s.arp != nil {
-		s.arp.Close()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
+		s.dhcp.Close()
+		<-errs
 		return nil
+	case err = <-errs:
+		s.dhcp.Close()
+		return fmt.Errorf("serve vm network: %w", err)
 	}
-	return fmt.Errorf("serve vm network: %w", err)
-}
-
-// serveARP answers the guest's requests for the recorded addresses and for nothing else.
-func (s *Server) serveARP() error {
-	for {
-		req, _, err := s.arp.Read()
-		if err != nil {
-			// The bridge going down (a link flap) is not the end of the VM's network.
-			if errors.Is(err, unix.ENETDOWN) {
-				time.Sleep(200 * time.Millisecond)
-				continue
-			}
-			// A frame that does not parse as Ethernet IPv4 ARP is not for us.
-			if errors.Is(err, arp.ErrInvalidHardwareAddr) || errors.Is(err, arp.ErrInvalidIP) || errors.Is(err, io.ErrUnexpectedEOF) {
-				continue
-			}
-			return fmt.Errorf("read arp: %w", err)
-		}
-		mac, ok := s.answer(req)
-		if !ok {
-			continue
-		}
-		if err := s.arp.Reply(req, mac, req.TargetIP); err != nil {
-			s.log.Error("arp reply failed", "target", req.TargetIP.String(), "err", err)
-			continue
-		}
-		s.log.Debug("arp answered", "target", req.TargetIP.String(), "mac", mac.String())
-	}
-}
-
-func (s *Server) answer(req *arp.Packet) (net.HardwareAddr, bool) {
-	if req.Operation != arp.OperationRequest || req.SenderHardwareAddr.String() != s.plan.GuestMAC.String() {
-		return nil, false
-	}
-	for _, e := range s.plan.ARP {
-		if ip, ok := netip.AddrFromSlice(e.IP.To4()); ok && ip == req.TargetIP {
-			return e.MAC, true
-		}
-	}
-	return nil, false
 }
 
 func (s *Server) handleDHCP(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {

@@ -4,14 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/mdlayher/arp"
 )
 
 func cidr(s string) *net.IPNet {
@@ -56,7 +54,6 @@ func testPlan() *Plan {
 			{Dst: cidr("0.0.0.0/0"), Gateway: net.ParseIP("169.254.1.1").To4()}},
 		DNS: []net.IP{net.ParseIP("10.96.0.10").To4()}, Search: []string{"default.svc.cluster.local"},
 		ServerIP: net.ParseIP("169.254.75.10").To4(), ServerMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1},
-		ARP: []ARPEntry{{IP: net.ParseIP("169.254.1.1").To4(), MAC: net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}}},
 	}
 }
 
@@ -91,31 +88,6 @@ func TestLeaseOptions(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
 		}
-	}
-}
-
-func TestAnswer(t *testing.T) {
-	s := &Server{plan: testPlan()}
-	other := net.HardwareAddr{2, 9, 9, 9, 9, 9}
-	tests := []struct {
-		name   string
-		op     arp.Operation
-		sender net.HardwareAddr
-		target string
-		want   string
-	}{
-		{"guest asks for the pinned gateway", arp.OperationRequest, s.plan.GuestMAC, "169.254.1.1", "ee:ee:ee:ee:ee:ee"},
-		{"guest asks for another address", arp.OperationRequest, s.plan.GuestMAC, "10.244.1.1", ""},
-		{"another MAC asks for the gateway", arp.OperationRequest, other, "169.254.1.1", ""},
-		{"a reply is not a question", arp.OperationReply, s.plan.GuestMAC, "169.254.1.1", ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			mac, ok := s.answer(&arp.Packet{Operation: tt.op, SenderHardwareAddr: tt.sender, TargetIP: netip.MustParseAddr(tt.target)})
-			if got := map[bool]string{true: mac.String(), false: ""}[ok]; got != tt.want {
-				t.Errorf("answer = %q, want %q", got, tt.want)
-			}
-		})
 	}
 }
 

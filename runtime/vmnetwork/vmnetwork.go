@@ -1,6 +1,7 @@
 // Package vmnetwork gives the launcher the VM network the CNI plugin built in the pod: it reads
-// each binding from the pod's netns (cni/vmnet) and runs the guest's DHCP server and gateway
-// ARP responder while the guest lives.
+// each binding from the pod's netns (cni/vmnet) and runs the guest's DHCP server while the guest
+// lives. The gateway's ARP answers are the kernel's (rules the CNI plugin installs), so the
+// launcher needs CAP_NET_BIND_SERVICE and no CAP_NET_RAW.
 package vmnetwork
 
 import (
@@ -52,7 +53,7 @@ func (n *network) Prepare(context.Context) ([]launcher.NIC, error) {
 	return []launcher.NIC{{Name: n.iface.Name, Tap: plan.TapName, MAC: plan.GuestMAC.String(), MTU: plan.MTU, Model: n.model}}, nil
 }
 
-// Serve answers the guest's DHCP and ARP until ctx ends.
+// Serve answers the guest's DHCP until ctx ends.
 func (n *network) Serve(ctx context.Context, onLease func(net.IP)) error {
 	if n.plan == nil {
 		return fmt.Errorf("serve interface %s: the binding was not prepared", n.iface.Name)
