@@ -124,7 +124,8 @@ func SetupBridge(ifName string, iface netconf.VMInterface, persist Persist) (_ *
 			return nil, err
 		}
 	}
-	if err := addSpoofCheck(att); err != nil {
+	serverIP := net.ParseIP(ServerIP)
+	if err := addSpoofCheck(att, serverIP); err != nil {
 		return nil, err
 	}
 	guestHW, err := net.ParseMAC(guestMAC)

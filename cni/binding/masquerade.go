@@ -78,7 +78,7 @@ func SetupMasquerade(ifName string, iface netconf.VMInterface, persist Persist) 
 	if err := addMasqueradeNAT(ifName, br.Attrs().Name, vmnet.Gateway, vmnet.Guest, iface.Ports); err != nil {
 		return nil, err
 	}
-	if err := addSpoofCheck(att); err != nil {
+	if err := addSpoofCheck(att, vmnet.Gateway); err != nil {
 		return nil, err
 	}
 	return att, nil

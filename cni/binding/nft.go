@@ -63,44 +63,73 @@ func concat(parts ...[]expr.Any) []expr.Any {
 
 func drop() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}} }
 
-// spoofCheckRules lets the VM's tap send only from the VM's MAC and IP, as the bridge plugin's
-// macspoofchk does for MACs. 0.0.0.0 stays allowed: DHCP DISCOVER and ARP probes use it.
+func matchEtherType(etherType uint16) []expr.Any {
+	return match(expr.PayloadBaseLLHeader, 12, binaryutil.BigEndian.PutUint16(etherType))
+}
+
+// udpPorts matches an IPv4 UDP datagram from port sport to port dport (0: any). A fragment
+// other than the first has no UDP header and matches nothing.
+func udpPorts(sport, dport uint16) []expr.Any {
+	e := match(expr.PayloadBaseNetworkHeader, 9, []byte{unix.IPPROTO_UDP})
+	if sport != 0 {
+		e = append(e, match(expr.PayloadBaseTransportHeader, 0, binaryutil.BigEndian.PutUint16(sport))...)
+	}
+	if dport != 0 {
+		e = append(e, match(expr.PayloadBaseTransportHeader, 2, binaryutil.BigEndian.PutUint16(dport))...)
+	}
+	return e
+}
+
+// spoofCheckRules let the VM's tap send only from the VM's MAC and IP, as the bridge plugin's
+// macspoofchk does for MACs, and only untagged IPv4 and ARP: the ether type is read from the
+// frame (a VLAN tag the kernel moved out of the frame is read back), so an 802.1Q or 802.1ad
+// frame never reaches the address checks nor leaves the pod. Source 0.0.0.0 is for a client
+// without an address: only DHCP to the server (broadcast or serverIP), and ARP probes.
 func spoofCheckRules(guestMAC net.HardwareAddr, guestIP net.IP) [][]expr.Any {
 	ip := guestIP.To4()
 	zero := net.IPv4zero.To4()
 	tap := matchIIF(TapName)
+	etherType := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}}
 	return [][]expr.Any{
 		concat(tap, loadNotIn(expr.PayloadBaseLLHeader, 6, 6, guestMAC), drop()),
-		concat(tap, matchProto(unix.ETH_P_IP), loadNotIn(expr.PayloadBaseNetworkHeader, 12, 4, ip, zero), drop()),
-		concat(tap, matchProto(unix.ETH_P_ARP), loadNotIn(expr.PayloadBaseNetworkHeader, 8, 6, guestMAC), drop()),
-		concat(tap, matchProto(unix.ETH_P_ARP), loadNotIn(expr.PayloadBaseNetworkHeader, 14, 4, ip, zero), drop()),
 		// Only IPv4 and ARP: the binding carries nothing else, so nothing else can be spoofed.
-		concat(tap, []expr.Any{&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1}},
-			[]expr.Any{
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_IP)},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_ARP)},
-			}, drop()),
+		concat(tap, etherType, []expr.Any{
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_IP)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_ARP)},
+		}, drop()),
+		concat(tap, matchEtherType(unix.ETH_P_IP), loadNotIn(expr.PayloadBaseNetworkHeader, 12, 4, ip, zero), drop()),
+		concat(tap, matchEtherType(unix.ETH_P_IP), match(expr.PayloadBaseNetworkHeader, 12, zero),
+			[]expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: unspecifiedChain}}),
+		concat(tap, matchEtherType(unix.ETH_P_ARP), loadNotIn(expr.PayloadBaseNetworkHeader, 8, 6, guestMAC), drop()),
+		concat(tap, matchEtherType(unix.ETH_P_ARP), loadNotIn(expr.PayloadBaseNetworkHeader, 14, 4, ip, zero), drop()),
+	}
+}
+
+// unspecifiedChain holds what a VM may send from 0.0.0.0.
+const unspecifiedChain = "unspecified"
+
+func unspecifiedRules(serverIP net.IP) [][]expr.Any {
+	dhcp := udpPorts(68, 67)
+	ret := []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}
+	return [][]expr.Any{
+		concat(dhcp, match(expr.PayloadBaseNetworkHeader, 16, net.IPv4bcast.To4()), ret),
+		concat(dhcp, match(expr.PayloadBaseNetworkHeader, 16, serverIP.To4()), ret),
+		drop(),
 	}
 }
 
 // dhcpIsolationRules keep DHCP between the VM and its launcher: the VM's requests do not leak to
 // the cluster network, and no DHCP server there (a rogue pod on the same segment) can answer it.
 func dhcpIsolationRules(nic string) [][]expr.Any {
-	udpPort := func(offset uint32, port uint16) []expr.Any {
-		return []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: offset, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
-		}
-	}
 	return [][]expr.Any{
-		concat(matchIIF(TapName), matchOIF(nic), matchProto(unix.ETH_P_IP), udpPort(2, 67), drop()),
-		concat(matchIIF(nic), matchOIF(TapName), matchProto(unix.ETH_P_IP), udpPort(0, 67), drop()),
+		concat(matchIIF(TapName), matchOIF(nic), matchProto(unix.ETH_P_IP), udpPorts(0, 67), drop()),
+		concat(matchIIF(nic), matchOIF(TapName), matchProto(unix.ETH_P_IP), udpPorts(67, 0), drop()),
 	}
 }
 
-func addSpoofCheck(att *Attachment) error {
+// addSpoofCheck installs the bridge table; serverIP is the DHCP server a VM without an address
+// may reach.
+func addSpoofCheck(att *Attachment, serverIP net.IP) error {
 	mac, err := net.ParseMAC(att.GuestMAC)
 	if err != nil {
 		return fmt.Errorf("parse guest mac %s: %w", att.GuestMAC, err)
@@ -118,6 +147,10 @@ func addSpoofCheck(att *Attachment) error {
 		Name: "spoofcheck", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-300),
 	})
+	unspec := c.AddChain(&nftables.Chain{Name: unspecifiedChain, Table: t})
+	for _, r := range unspecifiedRules(serverIP) {
+		c.AddRule(&nftables.Rule{Table: t, Chain: unspec, Exprs: r})
+	}
 	for _, r := range spoofCheckRules(mac, ip) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
 	}
