@@ -128,6 +128,9 @@ func SetupBridge(ifName string, iface netconf.VMInterface, persist Persist) (_ *
 	if err := addSpoofCheck(att, serverIP); err != nil {
 		return nil, err
 	}
+	if err := addPodGuard(br.Attrs().Name, serverIP); err != nil {
+		return nil, err
+	}
 	guestHW, err := net.ParseMAC(guestMAC)
 	if err != nil {
 		return nil, fmt.Errorf("parse guest mac %s: %w", guestMAC, err)

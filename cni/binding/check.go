@@ -32,10 +32,10 @@ func Check(att *Attachment) error {
 	if ok, err := hasTable(nftables.TableFamilyBridge); err != nil || !ok {
 		return fmt.Errorf("anti-spoofing table bridge %s is missing (%v)", NFTableName, err)
 	}
+	if ok, err := hasTable(nftables.TableFamilyIPv4); err != nil || !ok {
+		return fmt.Errorf("table ip %s is missing (%v)", NFTableName, err)
+	}
 	if att.Binding == launcherpod.BindingMasquerade {
-		if ok, err := hasTable(nftables.TableFamilyIPv4); err != nil || !ok {
-			return fmt.Errorf("nat table ip %s is missing (%v)", NFTableName, err)
-		}
 		return nil
 	}
 	if ok, err := hasTable(nftables.TableFamilyNetdev); err != nil || !ok {

@@ -68,7 +68,8 @@ func SetupMasquerade(ifName string, iface netconf.VMInterface, persist Persist) 
 	}
 	for name, value := range map[string]string{
 		ipForward: "1",
-		// The pod's own connections to localhost are DNATed to the VM and leave on the bridge.
+		// The pod's own connections to localhost are DNATed to the VM and leave on the bridge;
+		// addPodGuard keeps the guest from using it the other way.
 		"net/ipv4/conf/" + br.Attrs().Name + "/route_localnet": "1",
 	} {
 		if err := writeSysctl(name, value); err != nil {
@@ -79,6 +80,9 @@ func SetupMasquerade(ifName string, iface netconf.VMInterface, persist Persist) 
 		return nil, err
 	}
 	if err := addSpoofCheck(att, vmnet.Gateway); err != nil {
+		return nil, err
+	}
+	if err := addPodGuard(br.Attrs().Name, vmnet.Gateway); err != nil {
 		return nil, err
 	}
 	return att, nil

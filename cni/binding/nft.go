@@ -14,8 +14,8 @@ import (
 )
 
 // The plugin owns one table per family in the pod netns, all named NFTableName: "bridge" for
-// anti-spoofing, "ip" for masquerade NAT, "netdev" for the gateway ARP answers on the tap.
-// Deleting the tables undoes all its rules.
+// anti-spoofing, "ip" for what the VM may reach of the pod itself and for masquerade NAT,
+// "netdev" for the gateway ARP answers on the tap. Deleting the tables undoes all its rules.
 
 func ifname(name string) []byte {
 	b := make([]byte, 16)
@@ -165,6 +165,58 @@ func addSpoofCheck(att *Attachment, serverIP net.IP) error {
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("add anti-spoofing rules: %w", err)
+	}
+	return nil
+}
+
+// podGuardRules keep the VM away from the pod's own services: nothing from the bridge reaches
+// 127.0.0.0/8 (the masquerade binding turns route_localnet on for the pod's localhost port
+// forwarding, which would let the guest reach the launcher's loopback listeners), and of what
+// the pod itself would take in from the bridge only the DHCP server, a ping to local (the
+// guest's gateway or server identifier) and the replies to the pod's own connections pass.
+func podGuardRules(bridge string, local net.IP) (prerouting, input [][]expr.Any) {
+	br := matchIIF(bridge)
+	accept := []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}
+	prerouting = [][]expr.Any{
+		concat(br, match(expr.PayloadBaseNetworkHeader, 16, []byte{127}), drop()),
+	}
+	input = [][]expr.Any{
+		concat(br, []expr.Any{
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+				Xor:  binaryutil.NativeEndian.PutUint32(0)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		}, accept),
+		concat(br, udpPorts(68, 67), accept),
+		concat(br, match(expr.PayloadBaseNetworkHeader, 9, []byte{unix.IPPROTO_ICMP}),
+			match(expr.PayloadBaseNetworkHeader, 16, local.To4()),
+			match(expr.PayloadBaseTransportHeader, 0, []byte{8}), accept),
+		concat(br, drop()),
+	}
+	return prerouting, input
+}
+
+// addPodGuard installs podGuardRules in the ip table.
+func addPodGuard(bridge string, local net.IP) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Name: NFTableName, Family: nftables.TableFamilyIPv4})
+	pre := c.AddChain(&nftables.Chain{Name: "guardprerouting", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
+	in := c.AddChain(&nftables.Chain{Name: "guardinput", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})
+	preRules, inRules := podGuardRules(bridge, local)
+	for _, r := range preRules {
+		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: r})
+	}
+	for _, r := range inRules {
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: r})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("add rules guarding the pod from the vm: %w", err)
 	}
 	return nil
 }
