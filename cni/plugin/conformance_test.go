@@ -79,6 +79,8 @@ func TestCheckReportsMissingPiece(t *testing.T) {
 		{"bridge", []string{"ip", "link", "del", "k6t-eth0"}, "k6t-eth0"},
 		{"nic off the bridge", []string{"ip", "link", "set", "eth0-nic", "nomaster"}, "eth0-nic"},
 		{"anti-spoofing table", []string{"nft", "delete table bridge slimvirt"}, "anti-spoofing"},
+		{"pod guard table", []string{"nft", "delete table ip slimvirt"}, "table ip slimvirt"},
+		{"gateway arp table", []string{"nft", "delete table netdev slimvirt"}, "gateway arp"},
 		{"record", []string{"ip", "link", "set", "k6t-eth0", "alias", "something else"}, "record"},
 	}
 	for i, tt := range tests {
