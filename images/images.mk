@@ -101,7 +101,7 @@ $(ROOTFS_OUT)/%.stamp: $(ROOTFS_OUT)/%.packages $(ROOTFS_SRC)
 $(IMAGES_OUT)/launcher.tar: $(ROOTFS_OUT)/launcher.stamp $(BIN)/slimvirt-launcher $(BIN)/slimvirt-diskcopy $(IMAGEBUILD)
 	@mkdir -p $(@D)
 	$(IMAGEBUILD) -tag slimvirt.io/launcher:dev -o $@ -rootfs $(ROOTFS_OUT)/launcher \
-	  -add $(BIN)/slimvirt-launcher:/usr/bin/slimvirt-launcher:0755:cap_net_bind_service,cap_net_raw \
+	  -add $(BIN)/slimvirt-launcher:/usr/bin/slimvirt-launcher:0755:cap_net_bind_service \
 	  -add $(BIN)/slimvirt-diskcopy:/usr/bin/slimvirt-diskcopy:0755 \
 	  -entrypoint /usr/bin/slimvirt-launcher
 
