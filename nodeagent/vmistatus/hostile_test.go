@@ -59,8 +59,13 @@ func (f *fixture) fakePod(ctx context.Context, name string, owners []metav1.Owne
 	must(t, f.c.Create(ctx, pod))
 	must(t, os.MkdirAll(launchers.RunDir(f.kubelet, pod), 0o755))
 	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:66:66:66:66:66", GuestIP: "10.66.0.1"})
-	ln, err := net.Listen("unix", filepath.Join(launchers.RunDir(f.kubelet, pod), "control.sock"))
+	// The run directory's path is too long for a socket address: bind elsewhere, then move
+	// the socket into place.
+	short := filepath.Join(t.TempDir(), "c.sock")
+	ln, err := net.Listen("unix", short)
 	must(t, err)
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	must(t, os.Rename(short, filepath.Join(launchers.RunDir(f.kubelet, pod), "control.sock")))
 	t.Cleanup(func() { ln.Close() })
 	var conns atomic.Int32
 	go func() {
