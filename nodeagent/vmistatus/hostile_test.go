@@ -171,23 +171,26 @@ func TestReporterHostileStatusFiles(t *testing.T) {
 		},
 		"a-link": func(p string) error { return os.Symlink(nodeFile, p) },
 	}
+	var fifo string
 	for name, plant := range bad {
 		_, pod := f.vmiWithPod(ctx, name, node, v1.Scheduled)
 		path := launchers.Launcher{Pod: pod, RunDir: launchers.RunDir(f.kubelet, pod)}.StatusFile()
 		must(t, plant(path))
 		if name == "a-fifo" {
-			// Frees a reader stuck on the FIFO, so that the test ends even when it fails.
-			t.Cleanup(func() {
-				if w, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-					w.Close()
-				}
-			})
+			fifo = path
 		}
 	}
 	_, good := f.vmiWithPod(ctx, "vm-good", node, v1.Scheduled)
 	f.launcherSays(good, launcherpod.Status{Phase: launcherpod.PhaseStarting})
 	stop := f.startReporter(ctx, env)
 	t.Cleanup(stop)
+	// Frees a reader stuck on the FIFO before the reporter is stopped, so that the test ends
+	// even when it fails.
+	t.Cleanup(func() {
+		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+	})
 
 	time.Sleep(500 * time.Millisecond)
 	f.launcherSays(good, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01"})
