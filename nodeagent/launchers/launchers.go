@@ -1,6 +1,8 @@
-// Package launchers finds the launcher pods on this node and the files their launchers share
-// with the node: the status file and the control socket, in the pod's run directory (an
-// emptyDir the kubelet keeps under its pods directory).
+// Package launchers finds the launcher pods on this node (pods a VMI names as its launcher,
+// not merely pods with the launcher label) and reads what their launchers share with the
+// node: the status file and the control socket, in the pod's run directory (an emptyDir the
+// kubelet keeps under its pods directory, which the pod can write), without following links
+// and within bounds.
 package launchers
 
 import (
