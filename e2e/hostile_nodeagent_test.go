@@ -31,8 +31,7 @@ spec:
   - name: fake
     image: slimvirt.io/toolbox:dev
     imagePullPolicy: IfNotPresent
-    command: [sh, -c, '%[7]s && touch /ready && exec sleep 3600']
-    readinessProbe: {exec: {command: [test, -e, /ready]}, periodSeconds: 1}
+    command: [sh, -c, '%[7]s && exec sleep 3600']
     volumeMounts: [{name: %[8]s, mountPath: %[9]s}]
   volumes: [{name: %[8]s, emptyDir: {}}]
 `
