@@ -4,10 +4,6 @@
 package launcherpod
 
 import (
-	"encoding/json"
-	"fmt"
-	"os"
-
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 )
 
@@ -185,17 +181,4 @@ type GuestUser struct {
 	Domain string `json:"domain,omitempty"`
 	// LoginTime is in milliseconds since the epoch.
 	LoginTime uint64 `json:"loginTime,omitempty"`
-}
-
-// ReadStatus reads a launcher's status file.
-func ReadStatus(path string) (Status, error) {
-	var st Status
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("parse %s: %w", path, err)
-	}
-	return st, nil
 }

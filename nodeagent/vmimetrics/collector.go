@@ -5,12 +5,17 @@
 package vmimetrics
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -57,7 +62,9 @@ var (
 		descRxErrors, descTxErrors, descRxDropped, descTxDropped, descScrapeErr}
 )
 
-// Source lists the launchers to ask.
+// Source lists the launchers to ask: only pods their VMI names as its launcher
+// (launchers.Watcher.List), so that a pod merely labelled as one is never asked and never
+// speaks for a VMI.
 type Source interface {
 	List() []launchers.Launcher
 }
@@ -80,6 +87,15 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // is left out of this scrape and counted in slimvirt_node_launcher_scrape_errors.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ls := c.Source.List()
+	// One VMI's series twice would fail the whole scrape; a VMI has one launcher, but keep
+	// the first should two ever claim it.
+	seen := map[[2]string]bool{}
+	ls = slices.DeleteFunc(ls, func(l launchers.Launcher) bool {
+		k := [2]string{l.Pod.Namespace, l.VMI}
+		dup := seen[k]
+		seen[k] = true
+		return dup
+	})
 	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -105,27 +121,76 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descScrapeErr, prometheus.GaugeValue, float64(failed), c.Node)
 }
 
-// Stats asks one launcher for its domain's statistics.
+// Stats asks one launcher for its domain's statistics, within Timeout.
 func Stats(ctx context.Context, l launchers.Launcher) (launcherpod.DomainStats, error) {
-	var st launcherpod.DomainStats
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
 	out, err := l.Call(ctx, control.Stats)
 	if err != nil {
-		return st, err
+		return launcherpod.DomainStats{}, err
 	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return st, fmt.Errorf("parse the stats of %s/%s: %w", l.Pod.Namespace, l.Pod.Name, err)
+	st, err := ParseStats([]byte(out))
+	if err != nil {
+		return launcherpod.DomainStats{}, fmt.Errorf("stats of %s/%s: %w", l.Pod.Namespace, l.Pod.Name, err)
 	}
 	return st, nil
 }
 
-func (c *Collector) emit(ch chan<- prometheus.Metric, l launchers.Launcher, st launcherpod.DomainStats) {
-	vmi := l.Pod.Labels[launcherpod.LabelVMI]
-	if vmi == "" {
-		vmi = l.Pod.Name
+// maxDevices bounds the disks, and the interfaces, of one reply: each becomes a handful of
+// series in every scrape, and whoever answers on the control socket chooses how many.
+const maxDevices = 256
+
+// maxName bounds a disk's or an interface's name (a VMI's names are DNS labels).
+const maxName = 253
+
+// domainStates are libvirt's domain states as the launcher names them.
+var domainStates = []string{"running", "paused", "shutoff", "crashed", "pmsuspended", "blocked", "shutdown", "nostate"}
+
+// ParseStats parses a stats reply: one JSON object with a libvirt domain state, at most
+// maxDevices disks and interfaces, each with a distinct non-empty name. Anything else is
+// refused: a duplicate name would make the whole scrape fail, and an endless list would fill
+// the agent's memory.
+func ParseStats(b []byte) (launcherpod.DomainStats, error) {
+	var st launcherpod.DomainStats
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&st); err != nil {
+		return launcherpod.DomainStats{}, fmt.Errorf("parse stats: %w", err)
 	}
-	base := []string{l.Pod.Namespace, vmi, c.Node}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return launcherpod.DomainStats{}, errors.New("parse stats: data after the JSON object")
+	}
+	if !slices.Contains(domainStates, st.State) {
+		return launcherpod.DomainStats{}, fmt.Errorf("parse stats: domain state %q is not one of %v", st.State, domainStates)
+	}
+	if err := distinctNames("disk", st.Disks, func(d launcherpod.DiskStats) string { return d.Name }); err != nil {
+		return launcherpod.DomainStats{}, err
+	}
+	if err := distinctNames("interface", st.Interfaces, func(n launcherpod.NICStats) string { return n.Name }); err != nil {
+		return launcherpod.DomainStats{}, err
+	}
+	return st, nil
+}
+
+func distinctNames[T any](what string, items []T, name func(T) string) error {
+	if len(items) > maxDevices {
+		return fmt.Errorf("parse stats: %d %ss, more than %d", len(items), what, maxDevices)
+	}
+	seen := make(map[string]bool, len(items))
+	for _, it := range items {
+		n := name(it)
+		if n == "" || len(n) > maxName || !utf8.ValidString(n) {
+			return fmt.Errorf("parse stats: %s name %.64q is empty, too long or not UTF-8", what, n)
+		}
+		if seen[n] {
+			return fmt.Errorf("parse stats: %s %q twice", what, n)
+		}
+		seen[n] = true
+	}
+	return nil
+}
+
+func (c *Collector) emit(ch chan<- prometheus.Metric, l launchers.Launcher, st launcherpod.DomainStats) {
+	base := []string{l.Pod.Namespace, l.VMI, c.Node}
 	put := func(d *prometheus.Desc, t prometheus.ValueType, v float64, extra ...string) {
 		ch <- prometheus.MustNewConstMetric(d, t, v, append(append([]string{}, base...), extra...)...)
 	}

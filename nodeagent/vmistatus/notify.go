@@ -53,7 +53,7 @@ func (n *statusNotifier) follow(dirs []string) {
 		if _, ok := n.wds[d]; ok {
 			continue
 		}
-		wd, err := unix.InotifyAddWatch(int(n.f.Fd()), d, unix.IN_MOVED_TO|unix.IN_ONLYDIR)
+		wd, err := unix.InotifyAddWatch(int(n.f.Fd()), d, unix.IN_MOVED_TO|unix.IN_ONLYDIR|unix.IN_DONT_FOLLOW)
 		if err != nil {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -44,9 +45,11 @@ type Reporter struct {
 	// changed meanwhile.
 	inFlight map[types.UID]bool
 	again    bool
-	kick     chan struct{}
-	slots    chan struct{}
-	workers  sync.WaitGroup
+	// readErr is the last error logged for each pod whose status file cannot be read.
+	readErr map[types.UID]string
+	kick    chan struct{}
+	slots   chan struct{}
+	workers sync.WaitGroup
 }
 
 // Run reports until ctx ends. A launcher's status is read again as soon as the launcher puts a
@@ -60,6 +63,7 @@ func (r *Reporter) Run(ctx context.Context) {
 	}
 	r.reported = map[types.UID]launcherpod.Status{}
 	r.inFlight = map[types.UID]bool{}
+	r.readErr = map[types.UID]string{}
 	r.kick = make(chan struct{}, 1)
 	r.slots = make(chan struct{}, maxInFlight)
 	defer r.workers.Wait()
@@ -85,6 +89,11 @@ func (r *Reporter) Run(ctx context.Context) {
 		case <-tick.C:
 		case <-r.kick:
 		case <-renamed:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(minPassGap):
+			}
 		}
 	}
 }
@@ -93,19 +102,29 @@ func (r *Reporter) Run(ctx context.Context) {
 // and launchers that start together (a batch of VMIs) must not wait for each other's.
 const maxInFlight = 16
 
+// ReportTimeout bounds one launcher's report, so that a report that hangs gives its slot back.
+const ReportTimeout = 30 * time.Second
+
+// minPassGap spaces passes woken by renames: a pod that renames files into its run directory
+// in a loop must not keep the agent reading every launcher back to back.
+const minPassGap = 20 * time.Millisecond
+
 // pass reads the status of every launcher of the node and starts reporting each one that is
 // not being reported already; it returns their run directories. A launcher whose status
 // changes while it is being reported is read again when that report ends.
+//
+// Reading a status file cannot block the pass: launchers.Launcher.ReadStatus opens only a
+// regular file of the run directory itself (never a FIFO, a device or a link's target) and
+// reads at most launcherpod.MaxStatusSize bytes of it; a file it refuses is that launcher's
+// error only.
 func (r *Reporter) pass(ctx context.Context) (dirs []string) {
 	seen := map[types.UID]bool{}
-	for _, l := range r.Launchers.List() {
+	for _, l := range r.Launchers.Candidates() {
 		seen[l.Pod.UID] = true
 		dirs = append(dirs, l.RunDir)
-		st, err := launcherpod.ReadStatus(l.StatusFile())
+		st, err := l.ReadStatus()
+		r.readResult(l, err)
 		if err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
-				r.Log.Warn("cannot read a launcher's status", "pod", l.Pod.Namespace+"/"+l.Pod.Name, "err", err)
-			}
 			continue
 		}
 		r.mu.Lock()
@@ -115,7 +134,7 @@ func (r *Reporter) pass(ctx context.Context) (dirs []string) {
 			continue
 		}
 		last, ok := r.reported[l.Pod.UID]
-		changed := !ok || last != st
+		changed := !ok || !reflect.DeepEqual(last, st)
 		want, gate := gateWant(l, st)
 		if !changed && !gate {
 			r.mu.Unlock()
@@ -132,38 +151,67 @@ func (r *Reporter) pass(ctx context.Context) (dirs []string) {
 			delete(r.reported, uid)
 		}
 	}
+	for uid := range r.readErr {
+		if !seen[uid] {
+			delete(r.readErr, uid)
+		}
+	}
 	r.mu.Unlock()
 	return dirs
 }
 
+// readResult logs a launcher's status file that cannot be read, once for as long as it fails
+// the same way: a pod can keep a bad file there, and the agent reads it twice a second.
+func (r *Reporter) readResult(l launchers.Launcher, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		delete(r.readErr, l.Pod.UID)
+		return
+	}
+	if r.readErr[l.Pod.UID] == err.Error() {
+		return
+	}
+	r.readErr[l.Pod.UID] = err.Error()
+	r.Log.Warn("cannot read a launcher's status", "pod", l.Pod.Namespace+"/"+l.Pod.Name, "err", err)
+}
+
 // reportOne writes st to the launcher's VMI (when it changed since last reflected there) and
-// to its pod's readiness gate (when it needs want).
+// to its pod's readiness gate (when it needs want, and the VMI names the pod).
 func (r *Reporter) reportOne(ctx context.Context, l launchers.Launcher, st launcherpod.Status, changed bool, want corev1.ConditionStatus, gate bool) {
 	defer r.workers.Done()
-	r.slots <- struct{}{}
-	pod := l.Pod.Namespace + "/" + l.Pod.Name
 	reflected := false
+	defer func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if reflected {
+			r.reported[l.Pod.UID] = st
+		}
+		delete(r.inFlight, l.Pod.UID)
+		if r.again {
+			r.again = false
+			r.kickNow()
+		}
+	}()
+	select {
+	case r.slots <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-r.slots }()
+	ctx, cancel := context.WithTimeout(ctx, ReportTimeout)
+	defer cancel()
+	pod := l.Pod.Namespace + "/" + l.Pod.Name
 	if changed {
 		var err error
 		if reflected, err = r.report(ctx, l, st); err != nil {
 			r.Log.Warn("cannot report a launcher's status", "pod", pod, "err", err)
 		}
 	}
-	if gate {
+	if gate && r.Launchers.Named(l.Pod) {
 		if err := r.gate(ctx, l, st, want); err != nil {
 			r.Log.Warn("cannot set a launcher pod's readiness", "pod", pod, "err", err)
 		}
-	}
-	<-r.slots
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if reflected {
-		r.reported[l.Pod.UID] = st
-	}
-	delete(r.inFlight, l.Pod.UID)
-	if r.again {
-		r.again = false
-		r.kickNow()
 	}
 }
 
@@ -217,24 +265,23 @@ func (r *Reporter) gate(ctx context.Context, l launchers.Launcher, st launcherpo
 }
 
 // report writes st to the status of the VMI owning the launcher pod and says whether the status
-// now reflects it (false while the VMI does not name the pod yet: it is tried again).
+// now reflects it (false while the VMI does not name a launcher yet: it is tried again). The
+// VMI it reads decides whether the pod is its launcher at all (launchers.Watcher.Confirm);
+// nothing is written for a pod that it does not name.
 func (r *Reporter) report(ctx context.Context, l launchers.Launcher, st launcherpod.Status) (bool, error) {
-	owner := metav1.GetControllerOf(l.Pod)
-	if owner == nil || owner.Kind != "VirtualMachineInstance" {
-		return true, nil // not a VMI's pod: nothing to report, ever
-	}
 	vmi := &v1.VirtualMachineInstance{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Pod.Namespace, Name: owner.Name}, vmi); err != nil {
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Pod.Namespace, Name: l.VMI}, vmi); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.Launchers.Confirm(l.Pod, nil)
 			return true, nil
 		}
-		return false, fmt.Errorf("get vmi %s/%s: %w", l.Pod.Namespace, owner.Name, err)
+		return false, fmt.Errorf("get vmi %s/%s: %w", l.Pod.Namespace, l.VMI, err)
 	}
-	if vmi.UID != owner.UID || vmi.Status.Phase.IsFinal() {
+	if vmi.Status.LauncherPod == "" && metav1.IsControlledBy(l.Pod, vmi) {
+		return false, nil // the controller has not recorded its launcher yet
+	}
+	if !r.Launchers.Confirm(l.Pod, vmi) || vmi.Status.Phase.IsFinal() {
 		return true, nil
-	}
-	if vmi.Status.LauncherPod != l.Pod.Name {
-		return false, nil
 	}
 	before := vmi.DeepCopy()
 	if !Apply(vmi, l.Pod, st, metav1.Now()) {

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -81,24 +82,60 @@ func Listen(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Call sends one command and returns the reply payload.
+// MaxReply bounds a reply line. The largest the launcher sends (stats, guestinfo) is a few KiB;
+// the socket lives in a directory the launcher pod can write, so whoever answers on it may
+// send anything, and the node agent reads the reply as root.
+const MaxReply = 1 << 20
+
+// DefaultTimeout bounds a call whose context has no deadline.
+const DefaultTimeout = 30 * time.Second
+
+// ErrReplyTooLarge is returned when the reply line is longer than MaxReply.
+var ErrReplyTooLarge = errors.New("reply larger than the bound")
+
+// Call sends one command and returns the reply payload. It gives up when ctx ends, after
+// DefaultTimeout when ctx has no deadline, and when the reply exceeds MaxReply bytes.
 func Call(ctx context.Context, path, cmd string) (string, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
 		return "", fmt.Errorf("connect to %s: %w", path, err)
 	}
 	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	}
+	dl, _ := ctx.Deadline()
+	_ = c.SetDeadline(dl)
+	// A cancelled ctx (not only its deadline) ends a read or write in progress.
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
+	defer stop()
 	if _, err := fmt.Fprintln(c, cmd); err != nil {
-		return "", fmt.Errorf("send %s: %w", cmd, err)
+		return "", fmt.Errorf("send %s: %w", cmd, errors.Join(err, ctx.Err()))
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := readLine(c, MaxReply)
 	if err != nil {
-		return "", fmt.Errorf("read reply to %s: %w", cmd, err)
+		return "", fmt.Errorf("read reply to %s: %w", cmd, errors.Join(err, ctx.Err()))
 	}
+	return ParseReply(line)
+}
+
+// readLine reads up to and without the first newline, and never more than max bytes before it.
+func readLine(r io.Reader, max int) (string, error) {
+	line, err := bufio.NewReader(io.LimitReader(r, int64(max)+1)).ReadString('\n')
+	switch {
+	case err == nil:
+		return strings.TrimSuffix(line, "\n"), nil
+	case errors.Is(err, io.EOF) && len(line) > max:
+		return "", fmt.Errorf("%w of %d bytes", ErrReplyTooLarge, max)
+	}
+	return "", err
+}
+
+// ParseReply turns a reply line into the payload or the launcher's error.
+func ParseReply(line string) (string, error) {
 	line = strings.TrimSpace(line)
 	switch {
 	case line == "ok":
@@ -107,6 +144,9 @@ func Call(ctx context.Context, path, cmd string) (string, error) {
 		return line[3:], nil
 	case strings.HasPrefix(line, "error "):
 		return "", errors.New(line[6:])
+	}
+	if len(line) > 80 {
+		line = line[:80] + "..."
 	}
 	return "", fmt.Errorf("unexpected reply %q", line)
 }
