@@ -153,6 +153,25 @@ func TestHostileClone(t *testing.T) {
 	}
 }
 
+// TestHostileCloneOfAGrownDisk: the owner of a volume can make its disk.img longer than the
+// volume; a clone of it is refused rather than made larger than its own volume.
+func TestHostileCloneOfAGrownDisk(t *testing.T) {
+	h := start(t, t.TempDir())
+	src := mountVolume(t, h, "pvc-source", 8<<20)
+	mustDo(t, os.Truncate(diskOf(h, src), 1<<40))
+	id := createVolume(t, h, &csi.CreateVolumeRequest{Name: "pvc-clone", VolumeCapabilities: mountCap(),
+		CapacityRange:       &csi.CapacityRange{RequiredBytes: 8 << 20},
+		VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: src}}},
+	})
+	c := waitContent(t, h, id)
+	if c.Phase != state.PhaseFailed || !strings.Contains(c.Message, "larger than the clone's") {
+		t.Errorf("clone ended %s: %q; want Failed, larger than the clone's", c.Phase, c.Message)
+	}
+	if fi, err := os.Stat(diskOf(h, id)); err != nil || fi.Size() != 8<<20 {
+		t.Errorf("the clone's disk.img: %v, %v; want 8 MiB", fi, err)
+	}
+}
+
 // TestHostileExpand: expanding a volume whose disk.img was replaced is refused, by the
 // controller and by the node, and the node file keeps its size.
 func TestHostileExpand(t *testing.T) {
