@@ -1,5 +1,9 @@
 // Package diskimg makes and changes the sparse raw files that back slimvirt volumes: disk.img
 // of an exact size, grown in place, reset to holes, and copied by reflink or sparse-aware copy.
+//
+// A volume's directory is written by the pods that mount it, so every file here is opened with
+// Open (no link followed, regular files only) and then changed through its descriptor only.
+// The *File functions take a descriptor Open returned; the path functions open one themselves.
 package diskimg
 
 import (
@@ -7,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,9 +28,9 @@ func RoundUp(size int64) int64 {
 }
 
 // Create makes a sparse file of exactly size bytes. An existing file of that size is kept, so
-// the call can be repeated.
+// the call can be repeated. The file is opened as Open does: never through a link.
 func Create(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o660)
+	f, err := Open(filepath.Dir(path), filepath.Base(path), os.O_RDWR|os.O_CREATE, 0o660)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
@@ -36,64 +41,109 @@ func Create(path string, size int64) error {
 	return f.Sync()
 }
 
-// Grow makes the file size bytes long if it is shorter; it never shrinks a disk.
+// Grow opens path as Open does and grows it as GrowFile does.
 func Grow(path string, size int64) error {
-	fi, err := os.Stat(path)
+	f, err := Open(filepath.Dir(path), filepath.Base(path), os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("grow %s: %w", path, err)
+	}
+	defer f.Close()
+	return GrowFile(f, size)
+}
+
+// GrowFile makes f size bytes long if it is shorter; it never shrinks a disk.
+func GrowFile(f *os.File, size int64) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("grow %s: %w", f.Name(), err)
 	}
 	if fi.Size() >= size {
 		return nil
 	}
-	if err := os.Truncate(path, size); err != nil {
-		return fmt.Errorf("grow %s to %d bytes: %w", path, size, err)
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("grow %s to %d bytes: %w", f.Name(), size, err)
 	}
 	return nil
 }
 
-// Reset drops every block of the file, keeping its size: the disk reads as zeros again and
-// uses no space. Used before an import starts over and after one fails.
+// Reset opens path as Open does and resets it as ResetFile does.
 func Reset(path string) error {
-	fi, err := os.Stat(path)
+	f, err := Open(filepath.Dir(path), filepath.Base(path), os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("reset %s: %w", path, err)
 	}
-	if err := os.Truncate(path, 0); err != nil {
-		return fmt.Errorf("reset %s: %w", path, err)
+	defer f.Close()
+	return ResetFile(f)
+}
+
+// ResetFile drops every block of f, keeping its size: the disk reads as zeros again and uses
+// no space. Used before an import starts over and after one fails.
+func ResetFile(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("reset %s: %w", f.Name(), err)
 	}
-	if err := os.Truncate(path, fi.Size()); err != nil {
-		return fmt.Errorf("reset %s: %w", path, err)
+	if err := f.Truncate(0); err != nil {
+		return fmt.Errorf("reset %s: %w", f.Name(), err)
+	}
+	if err := f.Truncate(fi.Size()); err != nil {
+		return fmt.Errorf("reset %s: %w", f.Name(), err)
 	}
 	return nil
 }
 
-// Allocated returns the bytes the file occupies on disk.
+// Allocated opens path as Open does and returns the bytes it occupies on disk.
 func Allocated(path string) (int64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
+	f, err := Open(filepath.Dir(path), filepath.Base(path), os.O_RDONLY, 0)
+	if err != nil {
 		return 0, fmt.Errorf("stat %s: %w", path, err)
+	}
+	defer f.Close()
+	return AllocatedFile(f)
+}
+
+// AllocatedFile returns the bytes f occupies on disk.
+func AllocatedFile(f *os.File) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, fmt.Errorf("stat %s: %w", f.Name(), err)
 	}
 	return st.Blocks * 512, nil
 }
 
-// Clone copies src to a new file dst of size bytes (at least src's size). It asks the
-// filesystem for a reflink first (btrfs, XFS: instant, shares blocks); otherwise it copies
-// only the data extents, so the time and the space taken follow the data, not the size.
+// Clone opens src and dst (made if missing) as Open does and copies as CloneFile does.
 func Clone(src, dst string, size int64) (reflinked bool, err error) {
-	in, err := os.Open(src)
+	in, err := Open(filepath.Dir(src), filepath.Base(src), os.O_RDONLY, 0)
 	if err != nil {
 		return false, fmt.Errorf("open clone source %s: %w", src, err)
 	}
 	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return false, fmt.Errorf("stat clone source %s: %w", src, err)
-	}
-	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o660)
+	out, err := Open(filepath.Dir(dst), filepath.Base(dst), os.O_RDWR|os.O_CREATE, 0o660)
 	if err != nil {
 		return false, fmt.Errorf("create clone %s: %w", dst, err)
 	}
 	defer out.Close()
+	return CloneFile(in, out, size)
+}
+
+// CloneFile makes out a copy of in, size bytes long (at least in's size); what out held is
+// dropped. It asks the filesystem for a reflink first (btrfs, XFS: instant, shares blocks);
+// otherwise it copies only the data extents, so the time and the space taken follow the data,
+// not the size.
+func CloneFile(in, out *os.File, size int64) (reflinked bool, err error) {
+	src, dst := in.Name(), out.Name()
+	fi, err := in.Stat()
+	if err != nil {
+		return false, fmt.Errorf("stat clone source %s: %w", src, err)
+	}
+	if fo, err := out.Stat(); err != nil {
+		return false, fmt.Errorf("stat clone %s: %w", dst, err)
+	} else if os.SameFile(fi, fo) {
+		return false, fmt.Errorf("clone %s onto itself (%s)", src, dst)
+	}
+	if err := out.Truncate(0); err != nil {
+		return false, fmt.Errorf("empty clone %s: %w", dst, err)
+	}
 	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
 		reflinked = true
 	} else if err := copySparse(in, out, fi.Size()); err != nil {

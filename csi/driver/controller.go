@@ -400,9 +400,11 @@ func (d *Driver) available(dir string) (int64, error) {
 		if filepath.Dir(v.Dir) != filepath.Clean(dir) {
 			continue
 		}
-		alloc, err := diskimg.Allocated(filepath.Join(v.Dir, diskimg.Name))
+		// A disk.img that cannot be measured (a pod put something else there) counts as
+		// taking its whole size: what is behind a link is not the volume's.
+		alloc, err := allocated(v, "measure")
 		if err != nil {
-			continue
+			alloc = 0
 		}
 		if v.Size > alloc {
 			free -= v.Size - alloc
@@ -453,7 +455,12 @@ func (d *Driver) grow(v state.Volume, size int64) (state.Volume, error) {
 	if size-v.Size > free {
 		return v, status.Errorf(codes.ResourceExhausted, "pool %s has %d bytes left, %d more requested", v.Pool, free, size-v.Size)
 	}
-	if err := diskimg.Grow(filepath.Join(v.Dir, diskimg.Name), size); err != nil {
+	f, err := openDisk(v, os.O_RDWR, "expand")
+	if err != nil {
+		return v, rpcError(err)
+	}
+	defer f.Close()
+	if err := diskimg.GrowFile(f, size); err != nil {
 		return v, status.Error(codes.Internal, err.Error())
 	}
 	v, err = d.store.Update(v.ID, func(v *state.Volume) error { v.Size = size; return nil })

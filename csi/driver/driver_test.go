@@ -23,6 +23,7 @@ import (
 type harness struct {
 	dir  string
 	pool string
+	drv  *driver.Driver
 	ctrl csi.ControllerClient
 	node csi.NodeClient
 	stop func()
@@ -59,7 +60,7 @@ func start(t *testing.T, dir string, opts ...func(*driver.Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{dir: dir, pool: pool, ctrl: csi.NewControllerClient(conn), node: csi.NewNodeClient(conn)}
+	h := &harness{dir: dir, pool: pool, drv: d, ctrl: csi.NewControllerClient(conn), node: csi.NewNodeClient(conn)}
 	stopped := false
 	h.stop = func() {
 		if stopped {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -110,9 +111,8 @@ func (j *jobs) stopAll() {
 
 // fill makes a volume's content and marks it Ready, or Failed with its space released.
 func (d *Driver) fill(ctx context.Context, v state.Volume) {
-	disk := filepath.Join(v.Dir, diskimg.Name)
 	// A restarted fill may find part of an earlier attempt; start from holes.
-	if err := diskimg.Reset(disk); err != nil {
+	if err := resetDisk(v); err != nil {
 		d.finishFill(ctx, v, err)
 		return
 	}
@@ -137,7 +137,7 @@ func (d *Driver) fill(ctx context.Context, v state.Volume) {
 		}
 		// Start over from holes after a pause; the restart is counted and shown.
 		d.log.Info("fill failed, starting over", "volume", v.ID, "attempt", attempt+1, "error", err)
-		if err := diskimg.Reset(disk); err != nil {
+		if err := resetDisk(v); err != nil {
 			d.finishFill(ctx, v, err)
 			return
 		}
@@ -162,6 +162,12 @@ const (
 	fillRetryDelay = 5 * time.Second
 )
 
+// permanentError is a fill failure that trying again cannot mend.
+type permanentError struct{ error }
+
+func (e permanentError) Unwrap() error   { return e.error }
+func (e permanentError) Permanent() bool { return true }
+
 // permanent says whether retrying cannot help: the filler said so, or the pool is full.
 func permanent(err error) bool {
 	var p interface{ Permanent() bool }
@@ -176,8 +182,24 @@ func (d *Driver) cloneFrom(v state.Volume) error {
 	if err != nil {
 		return fmt.Errorf("clone source %s: %w", v.Source.CloneOf, err)
 	}
+	in, err := openDisk(src, os.O_RDONLY, "clone")
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	// The source's owner can make its disk.img any length; the clone is its volume's size.
+	if fi, err := in.Stat(); err != nil {
+		return fmt.Errorf("stat clone source %s: %w", src.Name, err)
+	} else if fi.Size() > v.Size {
+		return permanentError{fmt.Errorf("volume %s: %s is %d bytes, larger than the clone's %d; refusing to clone", src.Name, diskimg.Name, fi.Size(), v.Size)}
+	}
+	out, err := openDisk(v, os.O_RDWR, "clone into")
+	if err != nil {
+		return err
+	}
+	defer out.Close()
 	start := time.Now()
-	reflinked, err := diskimg.Clone(filepath.Join(src.Dir, diskimg.Name), filepath.Join(v.Dir, diskimg.Name), v.Size)
+	reflinked, err := diskimg.CloneFile(in, out, v.Size)
 	if err != nil {
 		return err
 	}
@@ -186,12 +208,11 @@ func (d *Driver) cloneFrom(v state.Volume) error {
 }
 
 func (d *Driver) finishFill(ctx context.Context, v state.Volume, fillErr error) {
-	disk := filepath.Join(v.Dir, diskimg.Name)
 	content := state.Content{Phase: state.PhaseReady, Progress: "100.0%"}
 	if fillErr != nil {
 		d.log.Error("fill failed", "volume", v.ID, "error", fillErr)
 		// Never leave half-written data in the pool: give the space back.
-		if err := diskimg.Reset(disk); err != nil {
+		if err := resetDisk(v); err != nil {
 			d.log.Error("release space of failed volume", "volume", v.ID, "error", err)
 		}
 		content = state.Content{Phase: state.PhaseFailed, Message: fillErr.Error()}
@@ -283,12 +304,11 @@ func (d *Driver) Upload(ctx context.Context, id string, write WriteFunc) error {
 		return err
 	}
 	d.report(ctx, v)
-	disk := filepath.Join(v.Dir, diskimg.Name)
-	if err := diskimg.Reset(disk); err != nil {
+	if err := resetDisk(v); err != nil {
 		d.finishFill(ctx, v, err)
 		return err
 	}
-	err = write(ctx, disk, v.Size, d.progressReporter(ctx, id))
+	err = write(ctx, filepath.Join(v.Dir, diskimg.Name), v.Size, d.progressReporter(ctx, id))
 	d.finishFill(ctx, v, err)
 	return err
 }

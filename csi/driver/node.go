@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/status"
 	mount "k8s.io/mount-utils"
 
-	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/loopdev"
 	"github.com/slimvirt/slimvirt/csi/state"
 )
@@ -116,7 +115,12 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 
 	src := v.Dir
 	if v.Block {
-		dev, err := loopdev.Attach(ctx, filepath.Join(v.Dir, diskimg.Name))
+		f, err := openDisk(v, os.O_RDWR, "attach")
+		if err != nil {
+			return nil, rpcError(err)
+		}
+		dev, err := loopdev.Attach(ctx, f)
+		f.Close()
 		if err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
@@ -243,13 +247,23 @@ func (d *Driver) detachLoop(ctx context.Context, v state.Volume) error {
 	if !v.Block {
 		return nil
 	}
-	if err := loopdev.Detach(ctx, filepath.Join(v.Dir, diskimg.Name)); err != nil {
+	f, err := openDisk(v, os.O_RDONLY, "look up the loop device of")
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		// No disk.img, no device to find by it.
+	case err != nil:
 		return err
+	default:
+		err = loopdev.Detach(ctx, f)
+		f.Close()
+		if err != nil {
+			return err
+		}
 	}
 	if v.LoopDevice == "" {
 		return nil
 	}
-	_, err := d.store.Update(v.ID, func(sv *state.Volume) error { sv.LoopDevice = ""; return nil })
+	_, err = d.store.Update(v.ID, func(sv *state.Volume) error { sv.LoopDevice = ""; return nil })
 	if errors.Is(err, state.ErrNotFound) {
 		return nil
 	}
@@ -274,11 +288,14 @@ func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 	if _, err := os.Stat(path); err != nil {
 		return nil, status.Errorf(codes.NotFound, "volume path %s: %v", path, err)
 	}
-	alloc, _ := diskimg.Allocated(filepath.Join(v.Dir, diskimg.Name))
 	usage := &csi.VolumeUsage{Unit: csi.VolumeUsage_BYTES, Total: v.Size}
 	if !v.Block {
 		// The guest's disk is the whole volume: used is what the sparse file holds.
-		usage.Used, usage.Available = alloc, v.Size-alloc
+		alloc, err := allocated(v, "report the usage of")
+		if err != nil {
+			return nil, rpcError(err)
+		}
+		usage.Used, usage.Available = alloc, max(v.Size-alloc, 0)
 	}
 	return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{usage}}, nil
 }
