@@ -8,12 +8,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -42,11 +45,16 @@ import (
 	"github.com/slimvirt/slimvirt/csi/driver"
 	"github.com/slimvirt/slimvirt/csi/importer"
 	"github.com/slimvirt/slimvirt/csi/kube"
+	"github.com/slimvirt/slimvirt/csi/kube/importsecret"
 	"github.com/slimvirt/slimvirt/csi/testclean"
 	"github.com/slimvirt/slimvirt/csi/testenv"
 )
 
-const node = "node-a"
+const (
+	node = "node-a"
+	// release is slimvirt's namespace, where the per-volume import Secrets go.
+	release = "slimvirt"
+)
 
 // TestDataVolumes runs the whole storage path on a real API server: the DataVolume reconciler
 // makes PVCs, the real external-provisioner (node-deployment mode, as deployed) calls
@@ -89,10 +97,11 @@ func TestDataVolumes(t *testing.T) {
 		Parameters: map[string]string{driver.ParamPool: "default"},
 	}))
 	must(t, env.Namespace(ctx, "vms"))
+	must(t, env.Namespace(ctx, release))
 
 	// slimvirt-csi, in-process, with its Kubernetes access and importer.
 	sock := filepath.Join(dir, "csi.sock")
-	cluster := kube.New(env.Clientset)
+	cluster := kube.NewInNamespace(env.Clientset, release)
 	d, err := driver.New(driver.Config{Endpoint: "unix://" + sock, NodeID: node, StateDir: filepath.Join(dir, "state"),
 		Pools: []driver.Pool{{Name: "default", Dir: filepath.Join(dir, "pool")}}, Cluster: cluster,
 		Filler: importer.New(importer.Config{Credentials: cluster, Log: log}), Log: log, PublishWait: 500 * time.Millisecond})
@@ -103,6 +112,8 @@ func TestDataVolumes(t *testing.T) {
 
 	// kube-controller-manager's volume binder, as in a real cluster.
 	must(t, env.StartVolumeBinder(ctx, dir))
+	// and its garbage collector: a deleted DataVolume's PVC goes with it.
+	must(t, startGarbageCollector(ctx, env, dir))
 
 	// The external-provisioner as the chart runs it, one per node.
 	kubeconfig := filepath.Join(dir, "kubeconfig")
@@ -142,7 +153,7 @@ func TestDataVolumes(t *testing.T) {
 	// The reconciler under test.
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
 	must(t, err)
-	must(t, datavolume.SetupWithManager(mgr, datavolume.Options{}))
+	must(t, datavolume.SetupWithManager(mgr, datavolume.Options{Namespace: release}))
 	go mgr.Start(ctx)
 
 	// Images on a local server.
@@ -161,6 +172,20 @@ func TestDataVolumes(t *testing.T) {
 			w.Write(raw[off : off+1<<20])
 			w.(http.Flusher).Flush()
 			time.Sleep(600 * time.Millisecond)
+		}
+	})
+	// Behind basic auth: a slow copy, so the import can be watched while it runs.
+	mux.HandleFunc("/auth/slow/disk.raw", func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "tenant-user" || p != "tenant-pass" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="images"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(raw)))
+		for off := 0; off < len(raw); off += 1 << 20 {
+			w.Write(raw[off : off+1<<20])
+			w.(http.Flusher).Flush()
+			time.Sleep(300 * time.Millisecond)
 		}
 	})
 	srv := httptest.NewServer(mux)
@@ -353,6 +378,99 @@ func TestDataVolumes(t *testing.T) {
 		}
 	})
 
+	t.Run("credentials reach the node as a per-volume copy, deleted when the import ends", func(t *testing.T) {
+		creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "image-creds", Namespace: "vms"},
+			Data: map[string][]byte{"accessKeyId": []byte("tenant-user"), "secretKey": []byte("tenant-pass"), "unrelated": []byte("not copied")}}
+		must(t, c.Create(ctx, creds))
+		newDV("private", v1.DataVolumeSourceSpec{HTTP: &v1.DataVolumeSourceHTTP{URL: srv.URL + "/auth/slow/disk.raw", SecretRef: "image-creds"}},
+			map[string]string{datavolume.AnnBindImmediate: "true"})
+		pvc := waitPVC(t, c, "private")
+		copied := waitSecret(t, c, importsecret.Name(pvc.UID), true)
+		want := map[string]string{"accessKeyId": "tenant-user", "secretKey": "tenant-pass"}
+		if len(copied.Data) != len(want) || string(copied.Data["accessKeyId"]) != want["accessKeyId"] || string(copied.Data["secretKey"]) != want["secretKey"] {
+			t.Fatalf("per-volume Secret holds %v, want exactly %v", keysOf(copied.Data), want)
+		}
+		if copied.Labels[importsecret.LabelUID] != string(pvc.UID) || copied.Labels[importsecret.LabelNamespace] != "vms" || len(copied.OwnerReferences) != 0 {
+			t.Fatalf("per-volume Secret labels %v owners %v", copied.Labels, copied.OwnerReferences)
+		}
+		waitPhase("private", v1.DataVolumeImportInProgress)
+		waitPhase("private", v1.DataVolumeSucceeded)
+		checkDisk(t, diskOf("private"), raw, size.Value())
+		waitSecret(t, c, importsecret.Name(pvc.UID), false)
+		must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "private"}, pvc))
+		if slices.Contains(pvc.Finalizers, datavolume.CredentialsFinalizer) {
+			t.Fatalf("PVC keeps finalizer %s after its import ended", datavolume.CredentialsFinalizer)
+		}
+	})
+
+	t.Run("the per-volume copy goes with its DataVolume", func(t *testing.T) {
+		// Late binding and no pod: the import never starts, the copy waits for it.
+		newDV("abandoned", v1.DataVolumeSourceSpec{HTTP: &v1.DataVolumeSourceHTTP{URL: srv.URL + "/auth/slow/disk.raw", SecretRef: "image-creds"}}, nil)
+		waitPhase("abandoned", v1.DataVolumeWaitForFirstConsumer)
+		pvc := waitPVC(t, c, "abandoned")
+		waitSecret(t, c, importsecret.Name(pvc.UID), true)
+		must(t, c.Delete(ctx, get("abandoned")))
+		waitSecret(t, c, importsecret.Name(pvc.UID), false)
+	})
+
+	t.Run("a hand-written PVC's credentials are copied too", func(t *testing.T) {
+		pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "by-hand", Namespace: "vms", Annotations: map[string]string{
+			"import.slimvirt.io/source": "http", "import.slimvirt.io/endpoint": srv.URL + "/auth/slow/disk.raw",
+			"import.slimvirt.io/secret": "image-creds", "volume.kubernetes.io/selected-node": node}},
+			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To("slimvirt"),
+				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}}
+		must(t, c.Create(ctx, pvc))
+		waitSecret(t, c, importsecret.Name(pvc.UID), true)
+		for i := 0; ; i++ {
+			must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "by-hand"}, pvc))
+			if pvc.Annotations["import.slimvirt.io/phase"] == "Ready" {
+				break
+			}
+			if i > 450 {
+				t.Fatalf("hand-written PVC not filled: %v", pvc.Annotations)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		checkDisk(t, diskOf("by-hand"), raw, size.Value())
+		waitSecret(t, c, importsecret.Name(pvc.UID), false)
+	})
+
+	t.Run("a Secret of another namespace is not copied", func(t *testing.T) {
+		must(t, env.Namespace(ctx, "other-tenant"))
+		must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "theirs", Namespace: "other-tenant"},
+			Data: map[string][]byte{"accessKeyId": []byte("tenant-user"), "secretKey": []byte("tenant-pass")}}))
+		newDV("borrowed", v1.DataVolumeSourceSpec{HTTP: &v1.DataVolumeSourceHTTP{URL: srv.URL + "/auth/slow/disk.raw", SecretRef: "theirs"}},
+			map[string]string{datavolume.AnnBindImmediate: "true"})
+		pvc := waitPVC(t, c, "borrowed")
+		var dv *v1.DataVolume
+		for i := 0; ; i++ {
+			dv = get("borrowed")
+			if runningReason(dv) == "ImportSecretNotFound" {
+				break
+			}
+			if i > 150 {
+				t.Fatalf("DataVolume status %+v, want reason ImportSecretNotFound", dv.Status)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if msg := runningMessage(dv); !strings.Contains(msg, "Secret theirs not found in namespace vms") {
+			t.Fatalf("message %q does not say which Secret is missing where", msg)
+		}
+		if dv.Status.Phase != v1.DataVolumeImportScheduled {
+			t.Fatalf("phase %s, want ImportScheduled (waiting for the Secret)", dv.Status.Phase)
+		}
+		var all corev1.SecretList
+		must(t, c.List(ctx, &all, client.InNamespace(release), client.MatchingLabels{importsecret.LabelUID: string(pvc.UID)}))
+		if len(all.Items) != 0 {
+			t.Fatalf("a per-volume Secret was made from another namespace's Secret: %v", all.Items[0].Name)
+		}
+		time.Sleep(3 * time.Second) // the provisioner has had its chance
+		must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "borrowed"}, pvc))
+		if pvc.Status.Phase == corev1.ClaimBound || pvc.Annotations["import.slimvirt.io/phase"] != "" {
+			t.Fatalf("the node provisioned a volume without credentials: %s %v", pvc.Status.Phase, pvc.Annotations)
+		}
+	})
+
 	t.Run("cross-namespace clone is refused", func(t *testing.T) {
 		newDV("other", v1.DataVolumeSourceSpec{PVC: &v1.DataVolumeSourcePVC{Namespace: "default", Name: "x"}}, nil)
 		dv := waitPhase("other", v1.DataVolumeFailed)
@@ -360,6 +478,77 @@ func TestDataVolumes(t *testing.T) {
 			t.Fatalf("message %q", runningMessage(dv))
 		}
 	})
+}
+
+// startGarbageCollector runs kube-controller-manager with only its garbage collector.
+func startGarbageCollector(ctx context.Context, env *testenv.Env, dir string) error {
+	k8sBin := os.Getenv("K8S_BIN")
+	if k8sBin == "" {
+		k8sBin = "/var/cache/slimvirt/k8s/v1.37.2/bin"
+	}
+	kubeconfig := filepath.Join(dir, "gc.kubeconfig")
+	if err := env.WriteKubeconfig(kubeconfig); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(dir, "garbage-collector.log"))
+	if err != nil {
+		return fmt.Errorf("create garbage collector log: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(k8sBin, "kube-controller-manager"),
+		"--kubeconfig="+kubeconfig, "--controllers=garbage-collector-controller",
+		"--leader-elect=false", "--secure-port=0", "--v=1")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start garbage collector: %w", err)
+	}
+	go func() {
+		cmd.Wait()
+		logf.Close()
+	}()
+	return nil
+}
+
+func waitPVC(t *testing.T, c client.Client, name string) *corev1.PersistentVolumeClaim {
+	t.Helper()
+	pvc := &corev1.PersistentVolumeClaim{}
+	for i := 0; ; i++ {
+		err := c.Get(context.Background(), types.NamespacedName{Namespace: "vms", Name: name}, pvc)
+		if err == nil {
+			return pvc
+		}
+		if i > 150 {
+			t.Fatalf("no PVC %s: %v", name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitSecret waits for the per-volume Secret to exist (or to be gone) in the release namespace.
+func waitSecret(t *testing.T, c client.Client, name string, exist bool) *corev1.Secret {
+	t.Helper()
+	s := &corev1.Secret{}
+	for i := 0; ; i++ {
+		err := c.Get(context.Background(), types.NamespacedName{Namespace: release, Name: name}, s)
+		if exist && err == nil || !exist && apierrors.IsNotFound(err) {
+			return s
+		}
+		if i > 300 {
+			t.Fatalf("Secret %s/%s: exists %v, want %v (%v)", release, name, err == nil, exist, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func keysOf(m map[string][]byte) []string { return slices.Sorted(maps.Keys(m)) }
+
+func runningReason(dv *v1.DataVolume) string {
+	for _, c := range dv.Status.Conditions {
+		if c.Type == v1.DataVolumeRunning {
+			return c.Reason
+		}
+	}
+	return ""
 }
 
 func waitBound(t *testing.T, c client.Client, name string) {

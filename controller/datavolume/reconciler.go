@@ -44,6 +44,9 @@ type Options struct {
 	DriverName string
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Namespace holds the per-volume Secrets that carry import credentials to the nodes:
+	// slimvirt's own namespace; the controller's pod namespace when empty.
+	Namespace string
 }
 
 // Reconciler makes DataVolumes' PVCs and reports their progress.
@@ -51,9 +54,11 @@ type Reconciler struct {
 	Client   client.Client
 	Recorder recorder.EventRecorder
 	Options  Options
+	creds    *credentials
 }
 
-// SetupWithManager registers the DataVolume reconciler; it watches DataVolumes and their PVCs.
+// SetupWithManager registers the DataVolume reconciler, which watches DataVolumes and their
+// PVCs, and the reconciler of import credentials, which watches PVCs that name some.
 func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if opts.DriverName == "" {
 		opts.DriverName = claim.DriverName
@@ -61,7 +66,14 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	r := &Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("slimvirt-datavolume"), Options: opts}
+	if opts.Namespace == "" {
+		opts.Namespace = podNamespace()
+	}
+	creds := &credentials{client: mgr.GetClient(), reader: mgr.GetAPIReader(), namespace: opts.Namespace, driverName: opts.DriverName}
+	if err := setupClaims(mgr, creds); err != nil {
+		return err
+	}
+	r := &Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("slimvirt-datavolume"), Options: opts, creds: creds}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.DataVolume{}).
 		Owns(&corev1.PersistentVolumeClaim{}).
@@ -108,6 +120,12 @@ func (r *Reconciler) observe(ctx context.Context, dv *v1.DataVolume) (Observatio
 			Message: fmt.Sprintf("PVC %s already exists and is not owned by this DataVolume", dv.Name)}}, nil
 	}
 	obs := Observation{PVC: pvc}
+	if pvc != nil && metav1.IsControlledBy(pvc, dv) {
+		// Before the import starts: the node waits for the copy to exist.
+		if obs.Wait, err = r.creds.sync(ctx, pvc); err != nil {
+			return Observation{}, err
+		}
+	}
 	if sc := storageClassName(pvc); sc != "" {
 		var class storagev1.StorageClass
 		if err := r.Client.Get(ctx, types.NamespacedName{Name: sc}, &class); err == nil {

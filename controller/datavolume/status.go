@@ -19,6 +19,8 @@ type Observation struct {
 	WaitForFirstConsumer bool
 	// Problem stops the DataVolume from progressing (Failed), with a reason and a message.
 	Problem *Problem
+	// Wait holds the import back until the tenant fixes it (a Secret it names is missing).
+	Wait *Problem
 }
 
 // Problem is a reason and a message for a DataVolume that cannot go on.
@@ -122,6 +124,9 @@ func Status(dv *v1.DataVolume, obs Observation, now time.Time) v1.DataVolumeStat
 		if report.Message != "" {
 			runMsg = report.Message
 		}
+	case obs.Wait != nil:
+		st.Phase = names[0]
+		runReason, runMsg = obs.Wait.Reason, obs.Wait.Message
 	case bound == corev1.ConditionTrue && k == kindBlank:
 		// A driver without API access does not report; a bound blank volume is complete.
 		st.Phase, st.Progress = v1.DataVolumeSucceeded, "100.0%"

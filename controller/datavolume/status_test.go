@@ -66,6 +66,9 @@ func TestStatus(t *testing.T) {
 			v1.DataVolumeCloneInProgress, "0.00%", 0, "False", "True", "True"},
 		{"blank bound without report", blankDV, Observation{PVC: pvc(corev1.ClaimBound, nil)},
 			v1.DataVolumeSucceeded, "100.0%", 0, "True", "False", "True"},
+		{"missing credentials hold a late-binding import", httpDV, Observation{PVC: pvc(corev1.ClaimPending, nil), WaitForFirstConsumer: true,
+			Wait: &Problem{Reason: "ImportSecretNotFound", Message: "Secret s not found"}},
+			v1.DataVolumeImportScheduled, "N/A", 0, "False", "False", "False"},
 		{"lost claim", httpDV, Observation{PVC: pvc(corev1.ClaimLost, nil)},
 			v1.DataVolumeFailed, "N/A", 0, "False", "False", "False"},
 	}

@@ -1,32 +1,67 @@
 // Package kube is slimvirt-csi's Kubernetes access: it reads what a PVC asks to be filled with,
-// reports fill progress on the PVC, and reads import credentials and CA bundles.
+// reports fill progress on the PVC, and reads a PVC's import credentials. Those are never read
+// from the tenant's namespace: the controller copies them into a per-volume Secret in slimvirt's
+// own namespace (package importsecret), found from the PVC's UID, so the node's account needs
+// `get` on Secrets of that namespace only.
 package kube
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"sort"
+	"os"
+	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/slimvirt/slimvirt/csi/claim"
+	"github.com/slimvirt/slimvirt/csi/importer"
+	"github.com/slimvirt/slimvirt/csi/kube/importsecret"
 	"github.com/slimvirt/slimvirt/csi/state"
 )
+
+// serviceAccountNamespace is where a pod finds its own namespace.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 // Cluster implements driver.Cluster with a clientset.
 type Cluster struct {
 	cs kubernetes.Interface
+	// namespace holds the per-volume import Secrets: slimvirt's release namespace.
+	namespace string
 }
 
-// New wraps a clientset.
-func New(cs kubernetes.Interface) *Cluster { return &Cluster{cs: cs} }
+// New wraps a clientset; import credentials are read from the pod's own namespace (the
+// POD_NAMESPACE environment variable, else the service account's namespace file).
+func New(cs kubernetes.Interface) *Cluster { return NewInNamespace(cs, PodNamespace()) }
+
+// NewInNamespace wraps a clientset that reads import credentials from namespace.
+func NewInNamespace(cs kubernetes.Interface, namespace string) *Cluster {
+	return &Cluster{cs: cs, namespace: namespace}
+}
+
+// PodNamespace is the namespace this process runs in; empty outside a pod.
+func PodNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	b, err := os.ReadFile(serviceAccountNamespace)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
 
 // Clientset returns the client, for the upload endpoint's reviews.
 func (c *Cluster) Clientset() kubernetes.Interface { return c.cs }
 
+// ClaimSource reads a PVC's source. An import with credentials waits (an error, which the
+// provisioner retries) until the controller has made the PVC's per-volume Secret; the source
+// then names that Secret, never a tenant's object.
 func (c *Cluster) ClaimSource(ctx context.Context, namespace, name string) (*state.Source, error) {
 	pvc, err := c.cs.CoreV1().PersistentVolumeClaims(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -36,7 +71,46 @@ func (c *Cluster) ClaimSource(ctx context.Context, namespace, name string) (*sta
 	if err != nil {
 		return nil, fmt.Errorf("PVC %s/%s: %w", namespace, name, err)
 	}
+	if src == nil || src.Import == nil || src.Import.SecretRef == "" && src.Import.CertConfigMap == "" {
+		return src, nil
+	}
+	s, err := c.importSecret(ctx, namespace, pvc.UID)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("PVC %s/%s: its import credentials are not ready: the slimvirt controller copies them into Secret %s/%s before the import starts: %w",
+			namespace, name, c.namespace, importsecret.Name(pvc.UID), err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("PVC %s/%s: %w", namespace, name, err)
+	}
+	if src.Import.SecretRef != "" {
+		if _, ok := s.Data[importsecret.KeyUser]; !ok {
+			return nil, fmt.Errorf("PVC %s/%s: Secret %s/%s has no credentials", namespace, name, c.namespace, s.Name)
+		}
+		src.Import.SecretRef = s.Name
+	}
+	if src.Import.CertConfigMap != "" {
+		if _, ok := s.Data[importsecret.KeyCA]; !ok {
+			return nil, fmt.Errorf("PVC %s/%s: Secret %s/%s has no CA bundle", namespace, name, c.namespace, s.Name)
+		}
+		src.Import.CertConfigMap = s.Name
+	}
 	return src, nil
+}
+
+// importSecret reads the per-volume Secret of the PVC with this UID and checks that the
+// controller made it for that PVC.
+func (c *Cluster) importSecret(ctx context.Context, namespace string, uid types.UID) (*corev1.Secret, error) {
+	if c.namespace == "" {
+		return nil, &importer.PermanentError{Err: errors.New("import credentials need the driver's namespace (POD_NAMESPACE)")}
+	}
+	s, err := c.cs.CoreV1().Secrets(c.namespace).Get(ctx, importsecret.Name(uid), metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("get secret %s/%s: %w", c.namespace, importsecret.Name(uid), err)
+	}
+	if err := importsecret.Check(s, namespace, uid); err != nil {
+		return nil, &importer.PermanentError{Err: err}
+	}
+	return s, nil
 }
 
 func (c *Cluster) ReportContent(ctx context.Context, namespace, name string, content state.Content) error {
@@ -50,34 +124,40 @@ func (c *Cluster) ReportContent(ctx context.Context, namespace, name string, con
 	return nil
 }
 
+// BasicAuth reads the credentials of a volume of a PVC in namespace from its per-volume Secret;
+// secret must be that Secret's name (as ClaimSource put it in the source).
 func (c *Cluster) BasicAuth(ctx context.Context, namespace, secret string) (string, string, error) {
-	s, err := c.cs.CoreV1().Secrets(namespace).Get(ctx, secret, metav1.GetOptions{})
+	s, err := c.perVolume(ctx, namespace, secret)
 	if err != nil {
-		return "", "", fmt.Errorf("get secret %s/%s: %w", namespace, secret, err)
+		return "", "", err
 	}
-	// CDI's keys first, so a CDI secret works unchanged.
-	for _, keys := range [][2]string{{"accessKeyId", "secretKey"}, {"username", "password"}} {
-		if u, ok := s.Data[keys[0]]; ok {
-			return string(u), string(s.Data[keys[1]]), nil
-		}
+	u, ok := s.Data[importsecret.KeyUser]
+	if !ok {
+		return "", "", &importer.PermanentError{Err: fmt.Errorf("secret %s/%s has no credentials", c.namespace, secret)}
 	}
-	return "", "", fmt.Errorf("secret %s/%s has neither accessKeyId/secretKey nor username/password", namespace, secret)
+	return string(u), string(s.Data[importsecret.KeyPassword]), nil
 }
 
+// CABundle reads the CA certificates of a volume of a PVC in namespace from its per-volume
+// Secret; configMap must be that Secret's name.
 func (c *Cluster) CABundle(ctx context.Context, namespace, configMap string) ([]byte, error) {
-	cm, err := c.cs.CoreV1().ConfigMaps(namespace).Get(ctx, configMap, metav1.GetOptions{})
+	s, err := c.perVolume(ctx, namespace, configMap)
 	if err != nil {
-		return nil, fmt.Errorf("get configmap %s/%s: %w", namespace, configMap, err)
+		return nil, err
 	}
-	keys := make([]string, 0, len(cm.Data))
-	for k := range cm.Data {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var pem []byte
-	for _, k := range keys {
-		pem = append(pem, cm.Data[k]...)
-		pem = append(pem, '\n')
+	pem, ok := s.Data[importsecret.KeyCA]
+	if !ok {
+		return nil, &importer.PermanentError{Err: fmt.Errorf("secret %s/%s has no CA bundle", c.namespace, configMap)}
 	}
 	return pem, nil
+}
+
+// perVolume refuses any name but a per-volume Secret's: a volume recorded before credentials
+// were copied names the tenant's Secret, which the node no longer reads.
+func (c *Cluster) perVolume(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	uid, err := importsecret.UIDOf(name)
+	if err != nil {
+		return nil, &importer.PermanentError{Err: fmt.Errorf("import credentials: %w; recreate the DataVolume", err)}
+	}
+	return c.importSecret(ctx, namespace, uid)
 }
