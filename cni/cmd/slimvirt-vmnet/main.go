@@ -1,5 +1,6 @@
-// Command slimvirt-vmnet runs the launcher's side of the VM network (DHCP server and gateway
-// ARP responder) against a pod's netns, for debugging a node by hand:
+// Command slimvirt-vmnet runs the launcher's side of the VM network (the DHCP server; gateway
+// ARP is answered by the plugin's nftables rules) against a pod's netns, for debugging a node by
+// hand:
 //
 //	slimvirt-vmnet --netns /var/run/netns/cni-1234 --resolv-conf /run/.../resolv.conf
 package main
