@@ -92,7 +92,7 @@ func TestHostDiskPodMountsTheImage(t *testing.T) {
 			hostPaths[v.HostPath.Path] = *v.HostPath.Type
 		}
 	}
-	want := map[string]corev1.HostPathType{"/data/a.img": corev1.HostPathFile, "/data/sub/b.img": corev1.HostPathFileOrCreate, "/data": corev1.HostPathDirectory}
+	want := map[string]corev1.HostPathType{"/data/a.img": corev1.HostPathFile, "/data/sub/b.img": corev1.HostPathFileOrCreate, "/data": corev1.HostPathDirectoryOrCreate}
 	if len(hostPaths) != len(want) {
 		t.Errorf("hostPath volumes %v, want %v", hostPaths, want)
 	}
@@ -100,7 +100,7 @@ func TestHostDiskPodMountsTheImage(t *testing.T) {
 		if hostPaths[p] != typ {
 			t.Errorf("hostPath %s of type %q, want %q", p, hostPaths[p], typ)
 		}
-		if typ == corev1.HostPathDirectory && !allowed[p] {
+		if typ == corev1.HostPathDirectoryOrCreate && !allowed[p] {
 			t.Errorf("directory %s mounted, not an allowed one", p)
 		}
 	}

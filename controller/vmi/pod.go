@@ -454,7 +454,9 @@ func (s *podVolumeSet) addHostDisk(name string, hd *v1.HostDisk, place hostDiskP
 	dirMount := path.Join(hostDiskDirsMount, strconv.Itoa(place.Index))
 	if !slices.ContainsFunc(s.volumes, func(v corev1.Volume) bool { return v.Name == dirVol }) {
 		s.volumes = append(s.volumes, corev1.Volume{Name: dirVol, VolumeSource: corev1.VolumeSource{
-			HostPath: &corev1.HostPathVolumeSource{Path: place.Dir, Type: ptr.To(corev1.HostPathDirectory)},
+			// An allowed directory may be made where it is missing (it is the cluster owner's
+			// choice); the image's own directory must exist: FileOrCreate makes no directory.
+			HostPath: &corev1.HostPathVolumeSource{Path: place.Dir, Type: ptr.To(corev1.HostPathDirectoryOrCreate)},
 		}})
 		s.hostDiskMounts = append(s.hostDiskMounts, corev1.VolumeMount{Name: dirVol, MountPath: dirMount, ReadOnly: true})
 	}

@@ -135,7 +135,7 @@ func TestPodVolumes(t *testing.T) {
 	if v := vols["hostdisk-host"]; v.HostPath == nil || v.HostPath.Path != "/data/win/disk.img" || *v.HostPath.Type != corev1.HostPathFileOrCreate {
 		t.Errorf("hostdisk-host = %+v", v)
 	}
-	if v := vols["hostdisk-dir-1"]; v.HostPath == nil || v.HostPath.Path != "/data" || *v.HostPath.Type != corev1.HostPathDirectory {
+	if v := vols["hostdisk-dir-1"]; v.HostPath == nil || v.HostPath.Path != "/data" || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate {
 		t.Errorf("hostdisk-dir-1 = %+v", v)
 	}
 	if v := vols["secret-ci"]; v.Projected == nil || len(v.Projected.Sources) != 2 {
