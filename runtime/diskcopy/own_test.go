@@ -190,3 +190,27 @@ func mustSymlink(t *testing.T, target, link string) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzParseHostDisks: the hostdisk-owner's arguments (paths from a tenant's VMI) parse into
+// whole disks with non-negative sizes, or are refused; and a relative path that leaves the
+// allowed directory is refused before anything is opened.
+func FuzzParseHostDisks(f *testing.F) {
+	f.Add("/f", "/d", "a.img", "0")
+	f.Add("/f", "/d", "../etc/shadow", "1024")
+	f.Add("/f", "/d", "/abs.img", "-1")
+	f.Fuzz(func(t *testing.T, file, dir, rel, size string) {
+		disks, err := ParseHostDisks([]string{file, dir, rel, size})
+		if err != nil {
+			return
+		}
+		if len(disks) != 1 || disks[0].Size < 0 || disks[0].Rel != rel {
+			t.Fatalf("parsed %q as %+v", []string{file, dir, rel, size}, disks)
+		}
+		if c := filepath.Clean(rel); c == ".." || strings.HasPrefix(c, "../") || filepath.IsAbs(rel) || rel == "" {
+			err := OwnHostDisk(disks[0], 107, 107)
+			if err == nil || !strings.Contains(err.Error(), "not a path below") {
+				t.Fatalf("rel %q: err = %v, want a refusal before opening", rel, err)
+			}
+		}
+	})
+}
