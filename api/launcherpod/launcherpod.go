@@ -25,10 +25,26 @@ const (
 	// the CNI plugin acts only on pods whose signature verifies.
 	AnnotationSignature = "slimvirt.io/interfaces-signature"
 
-	// EnvVMI holds the VMI (metadata name/namespace/uid/labels and spec) as JSON for the launcher.
+	// AnnotationVMI holds the VMI (metadata name/namespace/uid/labels and spec) as JSON for the
+	// launcher, which reads it as VMIFile (a downward API volume): an environment variable
+	// holds at most 128 KiB on Linux, an annotation (all of a pod's together) 256 KiB.
+	AnnotationVMI = "slimvirt.io/vmi"
+	// EnvVMISHA256 is the SHA-256 (hex) of AnnotationVMI's value as the controller wrote it. A
+	// pod's environment cannot change; its annotations can, so the launcher refuses a VMI
+	// file that does not match.
+	EnvVMISHA256 = "SLIMVIRT_VMI_SHA256"
+	// EnvVMI, when set, holds the VMI as JSON instead of VMIFile (the launcher run alone).
 	EnvVMI = "SLIMVIRT_VMI"
+	// MaxVMISize is the largest VMI the launcher reads, in bytes of JSON: what a pod's 256 KiB
+	// of annotations leave after the others.
+	MaxVMISize = 240 << 10
 	// EnvAllowEmulation lets the launcher fall back to TCG when KVM cannot be used ("true").
 	EnvAllowEmulation = "SLIMVIRT_ALLOW_EMULATION"
+
+	// VMIDir is the downward API volume holding VMIFileName, the VMI of AnnotationVMI.
+	VMIDir      = "/var/run/slimvirt-vmi"
+	VMIFileName = "vmi.json"
+	VMIFile     = VMIDir + "/" + VMIFileName
 
 	// RunDir is an emptyDir shared by the launcher's containers and seen by the node agent.
 	RunDir = "/var/run/slimvirt"
@@ -52,15 +68,16 @@ const (
 	// ContainerDiskDir/<volume>/ holds the disk copied out of a containerDisk image by an init
 	// container; the launcher puts a qcow2 overlay over it.
 	ContainerDiskDir = "/var/run/slimvirt/container-disks"
-	// NodeDir is where every container of a launcher pod mounts, read-only, the files the node
-	// agent's seed init container puts on each node for the launchers (host path
-	// <node.stateDir>/launcher): the containerDisk copier and QEMU's capabilities.
+	// NodeDir is where a launcher pod's containers that ask for ResourceSeed get, read-only,
+	// the files the node agent's seed init container puts on each node for the launchers (host
+	// path <node.stateDir>/launcher): the containerDisk copier and QEMU's capabilities. The
+	// node agent's seed device plugin mounts it; a pod has no hostPath volume for it.
 	NodeDir = "/var/run/slimvirt-node"
-	// NodeVolume is the hostPath volume mounted at NodeDir.
-	NodeVolume = "slimvirt-node"
+	// NodeSeedMarker is the file of the seed that must exist before the seed is offered.
+	NodeSeedMarker = "slimvirt-diskcopy"
 	// ContainerDiskCopier is the static binary the containerDisk (and kernelBoot) init
 	// containers run, from the user's image, to copy the image's disk out.
-	ContainerDiskCopier = NodeDir + "/slimvirt-diskcopy"
+	ContainerDiskCopier = NodeDir + "/" + NodeSeedMarker
 	// CapsSeedDir holds libvirt's cache of QEMU's capabilities, probed once per node with the
 	// launcher image; each launcher's libvirtd starts from it instead of probing QEMU.
 	CapsSeedDir = NodeDir + "/qemu-caps"
@@ -70,7 +87,8 @@ const (
 	PVCDir = "/var/run/slimvirt/pvcs"
 	// BlockDir/<volume> is where a block PVC's device appears.
 	BlockDir = "/dev/slimvirt"
-	// HostDiskDir/<volume>/ is where the directory of a hostDisk is mounted.
+	// HostDiskDir/<volume>/<file name> is where a hostDisk's image (the file, not its
+	// directory) is mounted.
 	HostDiskDir = "/var/run/slimvirt/hostdisks"
 	// EmptyDiskDir holds emptyDisk images and overlays; gone with the pod.
 	EmptyDiskDir = "/var/run/slimvirt/scratch"
@@ -95,6 +113,9 @@ const (
 	ResourceTun = "devices.slimvirt.io/tun"
 	// ResourceKVM gives the compute container /dev/kvm.
 	ResourceKVM = "devices.slimvirt.io/kvm"
+	// ResourceSeed mounts the node's seed read-only at NodeDir into each container that asks
+	// for it (the compute and copier containers); a node offers it once it is seeded.
+	ResourceSeed = "devices.slimvirt.io/seed"
 )
 
 // Launcher exit codes, read by the controller from the compute container's termination state.

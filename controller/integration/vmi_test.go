@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -166,11 +168,15 @@ func checkLauncherPod(t *testing.T, vmi *v1.VirtualMachineInstance, pod *corev1.
 		env[e.Name] = e.Value
 	}
 	var passed v1.VirtualMachineInstance
-	if err := json.Unmarshal([]byte(env[launcherpod.EnvVMI]), &passed); err != nil {
-		t.Fatalf("SLIMVIRT_VMI is not a VMI: %v", err)
+	vmiJSON := pod.Annotations[launcherpod.AnnotationVMI]
+	if err := json.Unmarshal([]byte(vmiJSON), &passed); err != nil {
+		t.Fatalf("annotation %s is not a VMI: %v", launcherpod.AnnotationVMI, err)
 	}
 	if passed.Name != vmi.Name || passed.UID != vmi.UID || len(passed.Spec.Volumes) != 3 || passed.Spec.Volumes[2].CloudInitNoCloud == nil {
-		t.Errorf("SLIMVIRT_VMI = %s", env[launcherpod.EnvVMI])
+		t.Errorf("annotation %s = %s", launcherpod.AnnotationVMI, vmiJSON)
+	}
+	if sum := sha256.Sum256([]byte(vmiJSON)); env[launcherpod.EnvVMISHA256] != hex.EncodeToString(sum[:]) {
+		t.Errorf("%s = %q, not the digest of the VMI annotation", launcherpod.EnvVMISHA256, env[launcherpod.EnvVMISHA256])
 	}
 	if env[launcherpod.EnvAllowEmulation] != "true" {
 		t.Errorf("SLIMVIRT_ALLOW_EMULATION = %q", env[launcherpod.EnvAllowEmulation])

@@ -43,14 +43,15 @@ type Config struct {
 	RestConfig *rest.Config
 	// LauncherImage runs every launcher pod's compute container.
 	LauncherImage string
-	// LauncherNodeDir is the node directory the node agent seeds for the launcher pods.
-	LauncherNodeDir string
 	// SigningKeyFile holds the key that signs launcher pods' interfaces annotation.
 	SigningKeyFile string
 	// AllowEmulation lets launchers fall back to TCG where KVM is missing.
 	AllowEmulation bool
-	// AllowHostDisk lets VMIs mount node directories through hostDisk volumes.
+	// AllowHostDisk lets VMIs mount node files through hostDisk volumes.
 	AllowHostDisk bool
+	// HostDiskDirs are the node directories hostDisk images may lie under; hostDisks are
+	// refused elsewhere. Empty means vmi.DefaultHostDiskDir.
+	HostDiskDirs []string
 	// LauncherMemoryOverhead is added to each launcher pod's memory request.
 	LauncherMemoryOverhead resource.Quantity
 	// MetricsBindAddress and HealthProbeBindAddress are "0" to turn the endpoints off.
@@ -79,6 +80,12 @@ func New(cfg Config) (*Controller, error) {
 	key, err := readKey(cfg.SigningKeyFile)
 	if err != nil {
 		return nil, err
+	}
+	if len(cfg.HostDiskDirs) == 0 {
+		cfg.HostDiskDirs = []string{vmi.DefaultHostDiskDir}
+	}
+	if err := vmi.CheckHostDiskDirs(cfg.HostDiskDirs); err != nil {
+		return nil, fmt.Errorf("--host-disk-dirs: %w", err)
 	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -120,7 +127,7 @@ func setup(mgr ctrl.Manager, cfg Config, key []byte) error {
 	rec := mgr.GetEventRecorder("slimvirt-controller")
 	vmiR := &vmi.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Metrics: m,
-		Pod: vmi.PodConfig{LauncherImage: cfg.LauncherImage, SigningKey: key, AllowEmulation: cfg.AllowEmulation, MemoryOverhead: cfg.LauncherMemoryOverhead, AllowHostDisk: cfg.AllowHostDisk, NodeDir: cfg.LauncherNodeDir},
+		Pod: vmi.PodConfig{LauncherImage: cfg.LauncherImage, SigningKey: key, AllowEmulation: cfg.AllowEmulation, MemoryOverhead: cfg.LauncherMemoryOverhead, AllowHostDisk: cfg.AllowHostDisk, HostDiskDirs: cfg.HostDiskDirs},
 	}
 	if err := vmiR.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up vmi controller: %w", err)

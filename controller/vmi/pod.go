@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
-	"path/filepath"
+	"slices"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,13 +21,13 @@ import (
 const (
 	runVolume     = launcherpod.RunVolume
 	libvirtVolume = "libvirt-run"
-	nodeVolume    = launcherpod.NodeVolume
+	vmiVolume     = "vmi"
 	hostDiskOwner = "hostdisk-owner"
+	// hostDiskDirsMount/<n> is where the hostdisk-owner container sees, read-only, the n-th
+	// directory hostDisks are allowed in, to check each image on the node.
+	hostDiskDirsMount = "/var/run/slimvirt-hostdisk-dirs"
 	// launcherBinary is the compute container's entry point in the launcher image.
 	launcherBinary = "/usr/bin/slimvirt-launcher"
-	// DefaultNodeDir is the node directory the node agent seeds for the launchers (its
-	// state directory's "launcher"), mounted read-only at launcherpod.NodeDir.
-	DefaultNodeDir = "/var/lib/slimvirt/launcher"
 	// KernelBootDir holds the kernel ("kernel") and initrd ("initrd") of a kernelBoot VMI,
 	// copied out of its image by copier containers; the launcher boots them.
 	KernelBootDir    = launcherpod.RunDir + "/kernel-boot"
@@ -48,12 +48,11 @@ type PodConfig struct {
 	SigningKey     []byte
 	AllowEmulation bool
 	MemoryOverhead resource.Quantity
-	// AllowHostDisk lets VMIs use hostDisk volumes, which mount a node directory into the
+	// AllowHostDisk lets VMIs use hostDisk volumes, which mount a node file into the
 	// launcher: off unless the cluster's owner turns it on (KubeVirt's HostDisk feature gate).
 	AllowHostDisk bool
-	// NodeDir is the node directory the node agent seeds for the launchers (the copier, QEMU's
-	// capabilities); every launcher pod mounts it read-only, and waits for it to exist.
-	NodeDir string
+	// HostDiskDirs are the node directories hostDisk images may lie under (clean, absolute).
+	HostDiskDirs []string
 }
 
 // VolumeFacts are what the controller looked up in the API for a VMI's volumes.
@@ -64,7 +63,8 @@ type VolumeFacts struct {
 	ClaimName map[string]string
 }
 
-// LauncherVMI is the VMI as the launcher receives it in EnvVMI: identity, labels and spec only.
+// LauncherVMI is the VMI as the launcher receives it (launcherpod.AnnotationVMI): identity,
+// labels and spec only.
 func LauncherVMI(vmi *v1.VirtualMachineInstance) ([]byte, error) {
 	out := v1.VirtualMachineInstance{
 		TypeMeta: metav1.TypeMeta{APIVersion: v1.GroupVersion.String(), Kind: "VirtualMachineInstance"},
@@ -90,13 +90,20 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 	if err != nil {
 		return nil, err
 	}
+	if len(vmiJSON) > launcherpod.MaxVMISize {
+		return nil, fmt.Errorf("vmi %s is %d bytes as the launcher reads it, more than %d", vmi.Name, len(vmiJSON), launcherpod.MaxVMISize)
+	}
+	vmiSum := sha256.Sum256(vmiJSON)
 	resources, err := computeResources(cfg, vmi)
 	if err != nil {
 		return nil, err
 	}
-	vols := podVolumes(vmi, facts)
+	vols, err := podVolumes(vmi, facts, cfg.HostDiskDirs)
+	if err != nil {
+		return nil, err
+	}
 	var inits []corev1.Container
-	if len(vols.hostDiskPaths) > 0 {
+	if len(vols.hostDiskArgs) > 0 {
 		inits = append(inits, hostDiskOwnerContainer(cfg, vols))
 	}
 	compute := corev1.Container{
@@ -104,7 +111,10 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 		Image:   cfg.LauncherImage,
 		Command: []string{launcherBinary},
 		Env: []corev1.EnvVar{
-			{Name: launcherpod.EnvVMI, Value: string(vmiJSON)},
+			// The VMI itself is a file (a VMI can be larger than Linux's 128 KiB for one
+			// environment string); its digest here, where the pod's spec cannot change, makes
+			// the launcher refuse an annotation edited after the pod was made.
+			{Name: launcherpod.EnvVMISHA256, Value: hex.EncodeToString(vmiSum[:])},
 			{Name: launcherpod.EnvAllowEmulation, Value: strconv.FormatBool(cfg.AllowEmulation)},
 		},
 		Resources:       withDevices(resources, vmi, cfg.AllowEmulation),
@@ -112,7 +122,7 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 		VolumeMounts: append([]corev1.VolumeMount{
 			{Name: runVolume, MountPath: launcherpod.RunDir},
 			{Name: libvirtVolume, MountPath: launcherpod.LibvirtRunDir},
-			nodeMount(),
+			{Name: vmiVolume, MountPath: launcherpod.VMIDir, ReadOnly: true},
 		}, vols.computeMounts...),
 		VolumeDevices:            vols.computeDevices,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
@@ -134,6 +144,7 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 			Annotations: map[string]string{
 				launcherpod.AnnotationInterfaces:          ifaces,
 				launcherpod.AnnotationSignature:           sig,
+				launcherpod.AnnotationVMI:                 string(vmiJSON),
 				"kubectl.kubernetes.io/default-container": launcherpod.ComputeContainer,
 			},
 			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vmi, v1.GroupVersion.WithKind("VirtualMachineInstance"))},
@@ -153,7 +164,7 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 			Subdomain:                     vmi.Spec.Subdomain,
 			EnableServiceLinks:            ptr.To(false),
 			SecurityContext:               podSecurityContext(),
-			Volumes:                       append(baseVolumes(cfg), vols.volumes...),
+			Volumes:                       append(baseVolumes(), vols.volumes...),
 			InitContainers:                inits,
 			// The copiers are containers next to the launcher's, not init containers: the
 			// kubelet starts the launcher as soon as it has started them (in order, so the
@@ -180,11 +191,11 @@ func podSecurityContext() *corev1.PodSecurityContext {
 
 // launcherCapabilities are the only capabilities the compute container keeps: the launcher
 // binary carries them as file capabilities, so the launcher process (uid 107) has them and its
-// children (libvirtd, QEMU) do not. NET_BIND_SERVICE: the DHCP server on port 67 for the guest.
-// NET_RAW: the ARP responder that answers the guest for the pod's gateway (VPC-style CNIs).
-// Everything else is done by the CNI plugin (the tap, the bridge, nftables) and by the node
-// agent's device plugins (/dev/net/tun, /dev/kvm).
-var launcherCapabilities = []corev1.Capability{"NET_BIND_SERVICE", "NET_RAW"}
+// children (libvirtd, QEMU) do not. NET_BIND_SERVICE: the DHCP server on port 67 for the guest,
+// and one of the capabilities the Pod Security baseline level admits. Everything else is done
+// by the CNI plugin (the tap, the bridge, nftables, the gateway's ARP replies) and by the node
+// agent's device plugins (/dev/net/tun, /dev/kvm, the node's seed).
+var launcherCapabilities = []corev1.Capability{"NET_BIND_SERVICE"}
 
 // computeSecurityContext is the compute container's privileges: not root, no privileges, all
 // capabilities dropped but launcherCapabilities. Privilege escalation stays allowed because file
@@ -208,19 +219,16 @@ func copierSecurityContext() *corev1.SecurityContext {
 	}
 }
 
-// withDevices asks the node agent's device plugins for /dev/net/tun when the VMI has a NIC and
-// for /dev/kvm unless emulation is allowed (then the VMI runs under TCG, as KubeVirt's
-// useEmulation does). Extended resources are limits; the request follows.
+// withDevices asks the node agent's device plugins for the node's seed, for /dev/net/tun when
+// the VMI has a NIC and for /dev/kvm unless emulation is allowed (then the VMI runs under TCG,
+// as KubeVirt's useEmulation does). Extended resources are limits; the request follows.
 func withDevices(r corev1.ResourceRequirements, vmi *v1.VirtualMachineInstance, allowEmulation bool) corev1.ResourceRequirements {
-	var devices []corev1.ResourceName
+	devices := []corev1.ResourceName{launcherpod.ResourceSeed}
 	if len(launcherpod.InterfacesFor(vmi)) > 0 {
 		devices = append(devices, launcherpod.ResourceTun)
 	}
 	if !allowEmulation {
 		devices = append(devices, launcherpod.ResourceKVM)
-	}
-	if len(devices) == 0 {
-		return r
 	}
 	if r.Limits == nil {
 		r.Limits = corev1.ResourceList{}
@@ -282,35 +290,35 @@ func computeResources(cfg PodConfig, vmi *v1.VirtualMachineInstance) (corev1.Res
 	return out, nil
 }
 
-func baseVolumes(cfg PodConfig) []corev1.Volume {
-	nodeDir := cfg.NodeDir
-	if nodeDir == "" {
-		nodeDir = DefaultNodeDir
-	}
+// baseVolumes are every launcher pod's: the run and libvirt directories, and the VMI as a file.
+// The node's seed is no volume: a hostPath is what the Pod Security baseline level forbids, so
+// the node agent's seed device plugin mounts it, read-only at launcherpod.NodeDir, into each
+// container that asks for launcherpod.ResourceSeed.
+func baseVolumes() []corev1.Volume {
 	return []corev1.Volume{
 		{Name: runVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: libvirtVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		// Type Directory: on a node the agent has not seeded yet, the kubelet waits for it.
-		{Name: nodeVolume, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
-			Path: nodeDir, Type: ptr.To(corev1.HostPathDirectory),
+		{Name: vmiVolume, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+			Items: []corev1.DownwardAPIVolumeFile{{
+				Path:     launcherpod.VMIFileName,
+				FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + launcherpod.AnnotationVMI + "']"},
+			}},
 		}}},
 	}
 }
 
-// nodeMount is the node agent's seed, read-only: the binary the copier containers run (so
-// containerDisk images need no shell or tool of their own, and no init container installs
-// one), QEMU's capabilities for the compute container.
-func nodeMount() corev1.VolumeMount {
-	return corev1.VolumeMount{Name: nodeVolume, MountPath: launcherpod.NodeDir, ReadOnly: true}
-}
-
 // copierResources: a copier reads and writes one file, then sleeps until the pod ends (a static
-// binary of a few MiB resident).
+// binary of a few MiB resident). It runs the copier from the node's seed, so it asks for it:
+// the seed device plugin mounts it only into the containers that hold the resource, and a
+// node that has no seed yet takes no launcher pod.
 func copierResources() corev1.ResourceRequirements {
-	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse("10m"),
-		corev1.ResourceMemory: resource.MustParse("8Mi"),
-	}}
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse("10m"),
+			corev1.ResourceMemory: resource.MustParse("8Mi"),
+		},
+		Limits: corev1.ResourceList{launcherpod.ResourceSeed: resource.MustParse("1")},
+	}
 }
 
 func initResources() corev1.ResourceRequirements {
@@ -327,11 +335,14 @@ type podVolumeSet struct {
 	copiers        []corev1.Container
 	computeMounts  []corev1.VolumeMount
 	computeDevices []corev1.VolumeDevice
+	// hostDiskMounts are the hostdisk-owner container's: each image, and read-only each
+	// allowed directory holding one.
 	hostDiskMounts []corev1.VolumeMount
-	hostDiskPaths  []string
+	// hostDiskArgs are the hostdisk-owner's arguments, four per image (see hostDiskOwnerContainer).
+	hostDiskArgs []string
 }
 
-func podVolumes(vmi *v1.VirtualMachineInstance, facts VolumeFacts) podVolumeSet {
+func podVolumes(vmi *v1.VirtualMachineInstance, facts VolumeFacts, hostDiskDirs []string) (podVolumeSet, error) {
 	var set podVolumeSet
 	if fw := vmi.Spec.Domain.Firmware; fw != nil && fw.KernelBoot != nil && fw.KernelBoot.Container != nil {
 		set.addKernelBoot(fw.KernelBoot.Container)
@@ -343,14 +354,18 @@ func podVolumes(vmi *v1.VirtualMachineInstance, facts VolumeFacts) podVolumeSet 
 		case vol.PersistentVolumeClaim != nil || vol.DataVolume != nil:
 			set.addClaim(vol, facts)
 		case vol.HostDisk != nil:
-			set.addHostDisk(vol.Name, vol.HostDisk)
+			place, err := placeHostDisk(vol.HostDisk.Path, hostDiskDirs)
+			if err != nil {
+				return set, fmt.Errorf("volume %s: %w", vol.Name, err)
+			}
+			set.addHostDisk(vol.Name, vol.HostDisk, place)
 		case vol.CloudInitNoCloud != nil:
 			set.addSecrets(vol.Name, vol.CloudInitNoCloud.UserDataSecretRef, vol.CloudInitNoCloud.NetworkDataSecretRef)
 		case vol.CloudInitConfigDrive != nil:
 			set.addSecrets(vol.Name, vol.CloudInitConfigDrive.UserDataSecretRef, vol.CloudInitConfigDrive.NetworkDataSecretRef)
 		}
 	}
-	return set
+	return set, nil
 }
 
 func (s *podVolumeSet) addContainerDisk(name string, cd *v1.ContainerDiskSource) {
@@ -366,7 +381,7 @@ func (s *podVolumeSet) addContainerDisk(name string, cd *v1.ContainerDiskSource)
 		Image:                    cd.Image,
 		ImagePullPolicy:          cd.ImagePullPolicy,
 		Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", src, "--dst", dir, "--stay"},
-		VolumeMounts:             []corev1.VolumeMount{nodeMount(), {Name: volName, MountPath: dir}},
+		VolumeMounts:             []corev1.VolumeMount{{Name: volName, MountPath: dir}},
 		Resources:                copierResources(),
 		SecurityContext:          copierSecurityContext(),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
@@ -389,7 +404,7 @@ func (s *podVolumeSet) addKernelBoot(kb *v1.KernelBootContainer) {
 			Image:                    kb.Image,
 			ImagePullPolicy:          kb.ImagePullPolicy,
 			Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", f.path, "--dst", KernelBootDir, "--as", f.name, "--stay"},
-			VolumeMounts:             []corev1.VolumeMount{nodeMount(), mount},
+			VolumeMounts:             []corev1.VolumeMount{mount},
 			Resources:                copierResources(),
 			SecurityContext:          copierSecurityContext(),
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
@@ -411,32 +426,57 @@ func (s *podVolumeSet) addClaim(vol v1.Volume, facts VolumeFacts) {
 	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: path.Join(launcherpod.PVCDir, vol.Name), ReadOnly: readOnly})
 }
 
-func (s *podVolumeSet) addHostDisk(name string, hd *v1.HostDisk) {
+// addHostDisk mounts a hostDisk's image, never its directory: the launcher sees no other file
+// of the node. The kubelet checks that a Disk's image exists and is a file; a DiskOrCreate's it
+// creates empty, and the hostdisk-owner container sizes it. The kubelet follows links on
+// the way, which is why the hostdisk-owner container checks, on the node, that the image it
+// got is the file below the allowed directory, reached without a link, before anything else
+// runs.
+func (s *podVolumeSet) addHostDisk(name string, hd *v1.HostDisk, place hostDiskPlace) {
 	volName := dnsLabel("hostdisk-", name)
-	hostPathType := corev1.HostPathDirectory
+	fileType := corev1.HostPathFile
+	var size int64
 	if hd.Type == v1.HostDiskExistsOrCreate {
-		hostPathType = corev1.HostPathDirectoryOrCreate
+		fileType = corev1.HostPathFileOrCreate
+		if hd.Capacity != nil {
+			size = hd.Capacity.Value()
+		}
 	}
 	s.volumes = append(s.volumes, corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{
-		HostPath: &corev1.HostPathVolumeSource{Path: filepath.Dir(hd.Path), Type: &hostPathType},
+		HostPath: &corev1.HostPathVolumeSource{Path: hd.Path, Type: &fileType},
 	}})
-	mount := corev1.VolumeMount{Name: volName, MountPath: path.Join(launcherpod.HostDiskDir, name)}
+	file := path.Join(launcherpod.HostDiskDir, name, path.Base(hd.Path))
+	mount := corev1.VolumeMount{Name: volName, MountPath: file}
 	s.computeMounts = append(s.computeMounts, mount)
 	s.hostDiskMounts = append(s.hostDiskMounts, mount)
-	s.hostDiskPaths = append(s.hostDiskPaths, mount.MountPath, path.Join(mount.MountPath, filepath.Base(hd.Path)))
+
+	dirVol := "hostdisk-dir-" + strconv.Itoa(place.Index)
+	dirMount := path.Join(hostDiskDirsMount, strconv.Itoa(place.Index))
+	if !slices.ContainsFunc(s.volumes, func(v corev1.Volume) bool { return v.Name == dirVol }) {
+		s.volumes = append(s.volumes, corev1.Volume{Name: dirVol, VolumeSource: corev1.VolumeSource{
+			// An allowed directory may be made where it is missing (it is the cluster owner's
+			// choice); the image's own directory must exist: FileOrCreate makes no directory.
+			HostPath: &corev1.HostPathVolumeSource{Path: place.Dir, Type: ptr.To(corev1.HostPathDirectoryOrCreate)},
+		}})
+		s.hostDiskMounts = append(s.hostDiskMounts, corev1.VolumeMount{Name: dirVol, MountPath: dirMount, ReadOnly: true})
+	}
+	s.hostDiskArgs = append(s.hostDiskArgs, file, dirMount, place.Rel, strconv.FormatInt(size, 10))
 }
 
-// hostDiskOwnerContainer gives the hostDisks' node directories and existing images to the
-// launcher's account, as KubeVirt's node handler does for its non-root launcher: the one init
-// container that runs as root, with CHOWN as its only capability, and only for VMIs with
-// hostDisks (allowed by the cluster's owner).
+// hostDiskOwnerContainer checks each hostDisk image on the node and gives it to the launcher's
+// account, as KubeVirt's node handler does for its non-root launcher: the one init container
+// that runs as root, with CHOWN as its only capability, and only for VMIs with hostDisks
+// (allowed by the cluster's owner). Its arguments are, per image: the image as mounted, the
+// allowed directory as mounted (read-only), the image's path below that directory, and the
+// size to give an empty image (0 for type Disk). It changes the owner of the image only,
+// never of a directory.
 func hostDiskOwnerContainer(cfg PodConfig, set podVolumeSet) corev1.Container {
 	cmd := []string{launcherpod.DiskcopyInImage, "own", "--uid", strconv.Itoa(launcherpod.LauncherUID), "--gid", strconv.Itoa(launcherpod.LauncherGID)}
 	return corev1.Container{
 		Name:            hostDiskOwner,
 		Image:           cfg.LauncherImage,
 		ImagePullPolicy: corev1.PullIfNotPresent,
-		Command:         append(cmd, set.hostDiskPaths...),
+		Command:         append(cmd, set.hostDiskArgs...),
 		VolumeMounts:    set.hostDiskMounts,
 		Resources:       initResources(),
 		SecurityContext: &corev1.SecurityContext{

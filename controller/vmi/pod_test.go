@@ -16,7 +16,7 @@ import (
 )
 
 func testConfig() PodConfig {
-	return PodConfig{LauncherImage: "launcher:t", SigningKey: []byte("k"), MemoryOverhead: resource.MustParse("64Mi"), NodeDir: "/srv/slimvirt/launcher"}
+	return PodConfig{LauncherImage: "launcher:t", SigningKey: []byte("k"), MemoryOverhead: resource.MustParse("64Mi"), AllowHostDisk: true, HostDiskDirs: []string{"/srv/disks", "/data"}}
 }
 
 func baseVMI() *v1.VirtualMachineInstance {
@@ -131,8 +131,12 @@ func TestPodVolumes(t *testing.T) {
 	if v := vols["pvc-blk"]; v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != "dv-blk" {
 		t.Errorf("pvc-blk = %+v", v)
 	}
-	if v := vols["hostdisk-host"]; v.HostPath == nil || v.HostPath.Path != "/data/win" || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate {
+	// The image, not its directory; the allowed directory is the owner container's, read-only.
+	if v := vols["hostdisk-host"]; v.HostPath == nil || v.HostPath.Path != "/data/win/disk.img" || *v.HostPath.Type != corev1.HostPathFileOrCreate {
 		t.Errorf("hostdisk-host = %+v", v)
+	}
+	if v := vols["hostdisk-dir-1"]; v.HostPath == nil || v.HostPath.Path != "/data" || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate {
+		t.Errorf("hostdisk-dir-1 = %+v", v)
 	}
 	if v := vols["secret-ci"]; v.Projected == nil || len(v.Projected.Sources) != 2 {
 		t.Errorf("secret-ci = %+v", v)
@@ -140,12 +144,13 @@ func TestPodVolumes(t *testing.T) {
 	if _, ok := vols["cd-cd"]; !ok {
 		t.Error("no emptyDir for the containerDisk")
 	}
-	// The node agent's seed: read-only, and the kubelet waits for the directory to exist.
-	if v := vols[nodeVolume]; v.HostPath == nil || v.HostPath.Path != "/srv/slimvirt/launcher" || *v.HostPath.Type != corev1.HostPathDirectory {
-		t.Errorf("%s = %+v", nodeVolume, v)
+	// The VMI, as a file of the pod's annotation.
+	if v := vols[vmiVolume]; v.DownwardAPI == nil || len(v.DownwardAPI.Items) != 1 ||
+		v.DownwardAPI.Items[0].FieldRef.FieldPath != "metadata.annotations['slimvirt.io/vmi']" || v.DownwardAPI.Items[0].Path != "vmi.json" {
+		t.Errorf("%s = %+v", vmiVolume, v)
 	}
-	if len(vols) != 8 {
-		t.Errorf("%d volumes, want 8 (run, libvirt, node seed, cd, 2 pvcs, hostdisk, secret): %v", len(vols), pod.Spec.Volumes)
+	if len(vols) != 9 {
+		t.Errorf("%d volumes, want 9 (run, libvirt, vmi, cd, 2 pvcs, hostdisk image and directory, secret): %v", len(vols), pod.Spec.Volumes)
 	}
 	compute := computeOf(t, pod)
 	mounts := map[string]string{}
@@ -153,13 +158,13 @@ func TestPodVolumes(t *testing.T) {
 		mounts[m.MountPath] = m.Name
 	}
 	for path, name := range map[string]string{
-		launcherpod.RunDir:                   runVolume,
-		launcherpod.LibvirtRunDir:            libvirtVolume,
-		launcherpod.NodeDir:                  nodeVolume,
-		launcherpod.ContainerDiskDir + "/cd": "cd-cd",
-		launcherpod.PVCDir + "/fs":           "pvc-fs",
-		launcherpod.HostDiskDir + "/host":    "hostdisk-host",
-		SecretsDir + "/ci":                   "secret-ci",
+		launcherpod.RunDir:                         runVolume,
+		launcherpod.LibvirtRunDir:                  libvirtVolume,
+		launcherpod.VMIDir:                         vmiVolume,
+		launcherpod.ContainerDiskDir + "/cd":       "cd-cd",
+		launcherpod.PVCDir + "/fs":                 "pvc-fs",
+		launcherpod.HostDiskDir + "/host/disk.img": "hostdisk-host",
+		SecretsDir + "/ci":                         "secret-ci",
 	} {
 		if mounts[path] != name {
 			t.Errorf("mount at %s = %q, want %q", path, mounts[path], name)
@@ -169,8 +174,11 @@ func TestPodVolumes(t *testing.T) {
 		t.Errorf("devices = %+v", compute.VolumeDevices)
 	}
 	for _, m := range compute.VolumeMounts {
-		if m.Name == nodeVolume && !m.ReadOnly {
-			t.Errorf("the compute container may write the node's seed: %+v", m)
+		if m.Name == vmiVolume && !m.ReadOnly {
+			t.Errorf("the compute container may write its VMI: %+v", m)
+		}
+		if m.Name == "hostdisk-dir-1" {
+			t.Errorf("the compute container mounts the allowed hostDisk directory: %+v", m)
 		}
 	}
 	// The copier comes from the node's seed and runs next to the launcher, which waits for
@@ -185,10 +193,12 @@ func TestPodVolumes(t *testing.T) {
 	if names := containerNames(pod.Spec.InitContainers); !slices.Equal(names, []string{hostDiskOwner}) {
 		t.Errorf("init containers = %v, want only %s", names, hostDiskOwner)
 	}
-	if !slices.ContainsFunc(cd.VolumeMounts, func(m corev1.VolumeMount) bool {
-		return m.Name == nodeVolume && m.MountPath == launcherpod.NodeDir && m.ReadOnly
-	}) {
-		t.Errorf("containerDisk copier does not mount the node's seed read-only: %+v", cd.VolumeMounts)
+	// The node's seed (the copier binary) comes from the seed device plugin, for each
+	// container that asks for it.
+	for _, c := range []corev1.Container{cd, compute} {
+		if q := c.Resources.Limits[launcherpod.ResourceSeed]; q.Value() != 1 {
+			t.Errorf("container %s asks for %s of %s, want 1", c.Name, q.String(), launcherpod.ResourceSeed)
+		}
 	}
 }
 
@@ -256,7 +266,7 @@ func TestPodLeastPrivilege(t *testing.T) {
 	}
 	c := computeOf(t, pod).SecurityContext
 	if *c.Privileged || !*c.RunAsNonRoot || !slices.Equal(c.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
-		!slices.Equal(c.Capabilities.Add, []corev1.Capability{"NET_BIND_SERVICE", "NET_RAW"}) {
+		!slices.Equal(c.Capabilities.Add, []corev1.Capability{"NET_BIND_SERVICE"}) {
 		t.Errorf("compute security context = %+v %+v", c, c.Capabilities)
 	}
 	limits := computeOf(t, pod).Resources.Limits
@@ -284,7 +294,7 @@ func TestPodLeastPrivilege(t *testing.T) {
 		t.Fatal("no hostdisk-owner init container for a VMI with a hostDisk")
 	}
 	if *owner.SecurityContext.RunAsUser != 0 || !slices.Equal(owner.SecurityContext.Capabilities.Add, []corev1.Capability{"CHOWN"}) ||
-		!slices.Equal(owner.Command[len(owner.Command)-2:], []string{launcherpod.HostDiskDir + "/host", launcherpod.HostDiskDir + "/host/disk.img"}) {
+		!slices.Equal(owner.Command[len(owner.Command)-4:], []string{launcherpod.HostDiskDir + "/host/disk.img", hostDiskDirsMount + "/1", "win/disk.img", "1073741824"}) {
 		t.Errorf("hostdisk-owner = %v %+v", owner.Command, owner.SecurityContext)
 	}
 

@@ -55,7 +55,7 @@ func TestSeedWindowsVMPodRendered(t *testing.T) {
 		if v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == "win10-iso" {
 			claim = true
 		}
-		if v.HostPath != nil && v.HostPath.Path == "/data" && v.HostPath.Type != nil && *v.HostPath.Type == corev1.HostPathDirectoryOrCreate {
+		if v.HostPath != nil && v.HostPath.Path == "/data/disk.img" && v.HostPath.Type != nil && *v.HostPath.Type == corev1.HostPathFileOrCreate {
 			hostPath = true
 		}
 	}
@@ -65,7 +65,7 @@ func TestSeedWindowsVMPodRendered(t *testing.T) {
 		}
 	}
 	if !claim || !hostPath || !cdInit {
-		t.Errorf("pod volumes: PVC win10-iso %v, hostPath /data DirectoryOrCreate %v, virtio containerDisk copy %v", claim, hostPath, cdInit)
+		t.Errorf("pod volumes: PVC win10-iso %v, hostPath /data/disk.img FileOrCreate %v, virtio containerDisk copy %v", claim, hostPath, cdInit)
 	}
 	if got := pod.Annotations[launcherpod.AnnotationInterfaces]; !strings.Contains(got, `"binding":"masquerade"`) {
 		t.Errorf("interfaces annotation %s: want the masquerade binding", got)

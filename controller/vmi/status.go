@@ -124,6 +124,9 @@ func podOutcome(current v1.VirtualMachineInstancePhase, pod *corev1.Pod) outcome
 	}
 	switch pod.Status.Phase {
 	case corev1.PodFailed:
+		if out, ok := initOutcome(pod); ok {
+			return out
+		}
 		reason := pod.Status.Reason
 		if reason == "" {
 			reason = ReasonPodFailed
@@ -139,6 +142,18 @@ func podOutcome(current v1.VirtualMachineInstancePhase, pod *corev1.Pod) outcome
 		return outcome{phase: v1.Scheduled}
 	}
 	return outcome{phase: v1.Scheduling}
+}
+
+// initOutcome says why a pod failed in an init container (the hostdisk-owner refusing an
+// image): the container's name and its termination message, which names the path and why.
+func initOutcome(pod *corev1.Pod) (outcome, bool) {
+	for _, cs := range pod.Status.InitContainerStatuses {
+		if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
+			msg := firstNonEmpty(t.Message, fmt.Sprintf("exited with code %d", t.ExitCode))
+			return outcome{v1.Failed, ReasonSetupFailed, fmt.Sprintf("container %s: %s", cs.Name, msg)}, true
+		}
+	}
+	return outcome{}, false
 }
 
 // exitOutcome maps the launcher's exit code (launcherpod.Exit*) to a final phase.

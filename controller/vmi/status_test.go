@@ -168,3 +168,18 @@ func TestInterfacesFromPod(t *testing.T) {
 		t.Errorf("nodeName = %q", st.NodeName)
 	}
 }
+
+// TestInitContainerRefusal: a pod that failed in its hostdisk-owner container fails the VMI
+// with that container's reason (which names the path), not an empty PodFailed.
+func TestInitContainerRefusal(t *testing.T) {
+	vmi := &v1.VirtualMachineInstance{Status: v1.VirtualMachineInstanceStatus{Phase: v1.Scheduled}}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{NodeName: "n1"}, Status: corev1.PodStatus{
+		Phase: corev1.PodFailed,
+		InitContainerStatuses: []corev1.ContainerStatus{{Name: hostDiskOwner, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: 1, Message: "hostDisk evil.img: a link on the way below the allowed directory: refused"}}}},
+	}}
+	st := ComputeStatus(vmi, Observation{PodName: "p", Pod: pod}, metav1.Now())
+	if st.Phase != v1.Failed || st.Reason != ReasonSetupFailed || st.Message != "container hostdisk-owner: hostDisk evil.img: a link on the way below the allowed directory: refused" {
+		t.Errorf("status = %s %s %q", st.Phase, st.Reason, st.Message)
+	}
+}

@@ -40,8 +40,8 @@ func (r *Reconciler) volumeFacts(ctx context.Context, vmi *v1.VirtualMachineInst
 				// A DataVolume's PVC has the DataVolume's name (CDI's convention).
 				problem, err = r.claimFacts(ctx, vmi, vol.Name, vol.DataVolume.Name, true, &facts)
 			}
-		case vol.HostDisk != nil && !r.Pod.AllowHostDisk:
-			problem = &Problem{ReasonHostDiskNotAllowed, fmt.Sprintf("volume %s: hostDisk volumes are turned off in this cluster (the controller's --allow-host-disk flag)", vol.Name)}
+		case vol.HostDisk != nil:
+			problem = hostDiskProblem(r.Pod, vol)
 		case vol.CloudInitNoCloud != nil:
 			problem, err = r.secretsExist(ctx, vmi, vol.Name, vol.CloudInitNoCloud.UserDataSecretRef, vol.CloudInitNoCloud.NetworkDataSecretRef)
 		case vol.CloudInitConfigDrive != nil:
@@ -52,6 +52,18 @@ func (r *Reconciler) volumeFacts(ctx context.Context, vmi *v1.VirtualMachineInst
 		}
 	}
 	return facts, nil, nil
+}
+
+// hostDiskProblem says why a hostDisk volume cannot be used: hostDisks are turned off, or its
+// path is not below a directory the cluster's owner allows.
+func hostDiskProblem(cfg PodConfig, vol v1.Volume) *Problem {
+	if !cfg.AllowHostDisk {
+		return &Problem{ReasonHostDiskNotAllowed, fmt.Sprintf("volume %s: hostDisk volumes are turned off in this cluster (the controller's --allow-host-disk flag)", vol.Name)}
+	}
+	if _, err := placeHostDisk(vol.HostDisk.Path, cfg.HostDiskDirs); err != nil {
+		return &Problem{ReasonHostDiskNotAllowed, fmt.Sprintf("volume %s: %v", vol.Name, err)}
+	}
+	return nil
 }
 
 func (r *Reconciler) claimFacts(ctx context.Context, vmi *v1.VirtualMachineInstance, volume, claim string, dataVolume bool, facts *VolumeFacts) (*Problem, error) {

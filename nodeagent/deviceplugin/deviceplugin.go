@@ -1,7 +1,10 @@
 // Package deviceplugin offers host device nodes to pods as kubelet extended resources
 // (devices.slimvirt.io/kvm, devices.slimvirt.io/tun). A launcher pod that asks for them gets
 // /dev/kvm and /dev/net/tun from the container runtime, so it runs as an ordinary user, without
-// privileges or a hostPath mount of /dev.
+// privileges or a hostPath mount of /dev. The node's seed for the launchers (the containerDisk
+// copier, QEMU's capabilities) is offered the same way, as devices.slimvirt.io/seed: a
+// read-only mount into each container that asks for it, so a launcher pod has no hostPath
+// volume and passes the Pod Security baseline level.
 //
 // Each resource is one kubelet device plugin serving on its own socket in the kubelet's
 // device-plugins directory. The kubelet deletes those sockets and recreates its own when it
@@ -23,13 +26,20 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/util/validation"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/slimvirt/slimvirt/api/launcherpod"
 )
 
 // The resources launcher pods ask for.
 const (
-	KVM = "devices.slimvirt.io/kvm"
-	Tun = "devices.slimvirt.io/tun"
+	KVM  = launcherpod.ResourceKVM
+	Tun  = launcherpod.ResourceTun
+	Seed = launcherpod.ResourceSeed
 )
+
+// SeedPerPod is how many containers of one launcher pod may hold the seed at once (the compute
+// container and the copiers): the seed offers DeviceCount times as many.
+const SeedPerPod = 8
 
 const (
 	// DefaultDir is where the kubelet listens for registrations (kubelet.sock).
@@ -47,18 +57,49 @@ const (
 	debounce = 100 * time.Millisecond
 )
 
-// Resource is a host device node offered as an extended resource.
+// Resource is a host device node, or a host directory, offered as an extended resource.
 type Resource struct {
 	// Name is the extended resource name, "<domain>/<name>".
 	Name string
 	// Path is the device node. It is the same path on the host, in the node agent's container
-	// and in the pod.
+	// and in the pod. Empty for a Mount.
 	Path string
+	// Mount, instead of a device, is a host directory given read-only to each container.
+	Mount *Mount
+	// Count is how many devices the resource advertises; Config.DeviceCount when 0.
+	Count int
+}
+
+// Mount is a host directory offered read-only.
+type Mount struct {
+	// HostPath is the directory, the same path on the host and in the node agent's container.
+	HostPath string
+	// ContainerPath is where containers see it.
+	ContainerPath string
+	// Marker is a file of HostPath that must exist, a regular file, before the directory is
+	// offered: pods then wait for a complete directory, not an empty one.
+	Marker string
+}
+
+// source is the host path r offers.
+func (r Resource) source() string {
+	if r.Mount != nil {
+		return r.Mount.HostPath
+	}
+	return r.Path
 }
 
 // DefaultResources are the devices QEMU opens in a launcher pod.
 func DefaultResources() []Resource {
 	return []Resource{{Name: KVM, Path: "/dev/kvm"}, {Name: Tun, Path: "/dev/net/tun"}}
+}
+
+// SeedResource offers the node's seed for the launchers, seedDir (the node agent's
+// <state-dir>/launcher), read-only at launcherpod.NodeDir.
+func SeedResource(seedDir string, deviceCount int) Resource {
+	return Resource{Name: Seed, Count: deviceCount * SeedPerPod, Mount: &Mount{
+		HostPath: seedDir, ContainerPath: launcherpod.NodeDir, Marker: launcherpod.NodeSeedMarker,
+	}}
 }
 
 // Config says which devices to offer and where the kubelet is.
@@ -68,8 +109,10 @@ type Config struct {
 	// DeviceCount is how many devices each resource advertises: how many pods on the node can
 	// hold the resource at once. All of them are the same device node.
 	DeviceCount int
-	// Resources defaults to DefaultResources.
+	// Resources defaults to DefaultResources, and the seed when SeedDir is set.
 	Resources []Resource
+	// SeedDir is the node's seed for the launchers (see SeedResource); empty offers none.
+	SeedDir string
 	// Poll is how often device health, the sockets and the registrations are checked besides
 	// directory events, and how long to wait before retrying a failed watch.
 	Poll   time.Duration
@@ -97,6 +140,9 @@ func New(cfg Config) (*Plugins, error) {
 	cfg.Dir = filepath.Clean(cfg.Dir) // events name paths cleaned
 	if cfg.Resources == nil {
 		cfg.Resources = DefaultResources()
+		if cfg.SeedDir != "" {
+			cfg.Resources = append(cfg.Resources, SeedResource(filepath.Clean(cfg.SeedDir), cfg.DeviceCount))
+		}
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 5 * time.Second
@@ -111,15 +157,24 @@ func New(cfg Config) (*Plugins, error) {
 		if domain == "" || short == "" || len(validation.IsQualifiedName(r.Name)) > 0 {
 			return nil, fmt.Errorf("resource name %q must be <domain>/<name>", r.Name)
 		}
-		if !filepath.IsAbs(r.Path) {
+		switch {
+		case r.Mount != nil:
+			if !filepath.IsAbs(r.Mount.HostPath) || !filepath.IsAbs(r.Mount.ContainerPath) || r.Mount.Marker == "" || strings.Contains(r.Mount.Marker, "/") {
+				return nil, fmt.Errorf("mount %+v of %s needs absolute paths and a marker file name", *r.Mount, r.Name)
+			}
+		case !filepath.IsAbs(r.Path):
 			return nil, fmt.Errorf("device %q of %s must be an absolute path", r.Path, r.Name)
+		}
+		count := r.Count
+		if count <= 0 {
+			count = cfg.DeviceCount
 		}
 		socket := filepath.Join(cfg.Dir, "slimvirt-"+short+".sock")
 		if other, dup := sockets[socket]; dup {
 			return nil, fmt.Errorf("resources %s and %s would share socket %s", other, r.Name, socket)
 		}
 		sockets[socket] = r.Name
-		p.plugins = append(p.plugins, newPlugin(r, short, socket, cfg.DeviceCount, p.log.With("resource", r.Name)))
+		p.plugins = append(p.plugins, newPlugin(r, short, socket, count, p.log.With("resource", r.Name)))
 	}
 	return p, nil
 }

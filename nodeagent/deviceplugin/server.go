@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -54,14 +55,37 @@ func newPlugin(res Resource, short, socket string, count int, log *slog.Logger) 
 	return pl
 }
 
-// deviceErr says why the device node is not usable, or nil when it is.
+// deviceErr says why the device node (or the directory) is not usable, or nil when it is.
 func (pl *plugin) deviceErr() error {
+	if m := pl.res.Mount; m != nil {
+		return mountErr(m)
+	}
 	fi, err := os.Stat(pl.res.Path)
 	if err != nil {
 		return err
 	}
 	if fi.Mode()&fs.ModeCharDevice == 0 {
 		return fmt.Errorf("%s is not a character device (mode %s)", pl.res.Path, fi.Mode())
+	}
+	return nil
+}
+
+// mountErr says why a Mount cannot be given yet: its directory or its marker is missing. Neither
+// may be a link: the runtime would mount what it points to.
+func mountErr(m *Mount) error {
+	fi, err := os.Lstat(m.HostPath)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory (mode %s)", m.HostPath, fi.Mode())
+	}
+	marker := filepath.Join(m.HostPath, m.Marker)
+	if fi, err = os.Lstat(marker); err != nil {
+		return fmt.Errorf("not seeded yet: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file (mode %s)", marker, fi.Mode())
 	}
 	return nil
 }
@@ -86,9 +110,9 @@ func (pl *plugin) checkHealth() {
 	close(pl.changed)
 	pl.changed = make(chan struct{})
 	if err != nil {
-		pl.log.Warn("device missing, resource unhealthy: pods asking for it stay Pending", "device", pl.res.Path, "err", err)
+		pl.log.Warn("device missing, resource unhealthy: pods asking for it stay Pending", "device", pl.res.source(), "err", err)
 	} else {
-		pl.log.Info("device present, resource healthy", "device", pl.res.Path)
+		pl.log.Info("device present, resource healthy", "device", pl.res.source())
 	}
 }
 
@@ -191,6 +215,13 @@ func (pl *plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*
 			if !slices.Contains(pl.ids, id) {
 				return nil, status.Errorf(codes.InvalidArgument, "allocate %s: no device %q", pl.res.Name, id)
 			}
+		}
+		if m := pl.res.Mount; m != nil {
+			resp.ContainerResponses = append(resp.ContainerResponses, &pluginapi.ContainerAllocateResponse{
+				Mounts: []*pluginapi.Mount{{HostPath: m.HostPath, ContainerPath: m.ContainerPath, ReadOnly: true}},
+			})
+			pl.log.Info("allocated", "mount", m.HostPath, "ids", c.DevicesIds)
+			continue
 		}
 		resp.ContainerResponses = append(resp.ContainerResponses, &pluginapi.ContainerAllocateResponse{
 			Devices: []*pluginapi.DeviceSpec{{HostPath: pl.res.Path, ContainerPath: pl.res.Path, Permissions: permissions}},

@@ -29,6 +29,7 @@ import (
 	"github.com/slimvirt/slimvirt/runtime/diskcopy"
 	"github.com/slimvirt/slimvirt/runtime/domain"
 	"github.com/slimvirt/slimvirt/runtime/reaper"
+	"github.com/slimvirt/slimvirt/runtime/vmifile"
 	"github.com/slimvirt/slimvirt/runtime/volumes"
 )
 
@@ -45,8 +46,11 @@ type Network interface {
 
 // Config is everything the launcher needs.
 type Config struct {
-	// VMIJSON is the VMI as JSON (env SLIMVIRT_VMI).
+	// VMIJSON is the VMI as JSON (env SLIMVIRT_VMI, the launcher run alone); when empty, the
+	// VMI is read from VMIFile, which must have the SHA-256 VMISHA256 (package vmifile).
 	VMIJSON        string
+	VMIFile        string
+	VMISHA256      string
 	AllowEmulation bool
 	// Network is the pod network binding; nil when the VMI has no interfaces.
 	Network Network
@@ -111,6 +115,7 @@ func DefaultConfig() Config {
 		GuestAgentSocket: run + "/guest-agent.sock",
 		ConsoleLog:       run + "/console.log",
 		KernelBootDir:    KernelBootDir,
+		VMIFile:          launcherpod.VMIFile,
 		Layout:           volumes.DefaultLayout(),
 		TerminationLog:   "/dev/termination-log",
 		KVMDevice:        "/dev/kvm",
@@ -172,8 +177,15 @@ func New(cfg Config) (*Launcher, error) {
 	if filepath.Base(cfg.LibvirtRunDir) != "libvirt" {
 		return nil, fmt.Errorf("LibvirtRunDir %s must end in /libvirt (libvirt's session sockets are $XDG_RUNTIME_DIR/libvirt)", cfg.LibvirtRunDir)
 	}
+	if cfg.VMIJSON == "" && cfg.VMISHA256 != "" {
+		raw, err := vmifile.Read(cfg.VMIFile, cfg.VMISHA256)
+		if err != nil {
+			return nil, err
+		}
+		cfg.VMIJSON = string(raw)
+	}
 	if cfg.VMIJSON == "" {
-		return nil, fmt.Errorf("no VMI: set %s", launcherpod.EnvVMI)
+		return nil, fmt.Errorf("no VMI: the pod sets neither %s nor %s", launcherpod.EnvVMISHA256, launcherpod.EnvVMI)
 	}
 	vmi := &v1.VirtualMachineInstance{}
 	if err := json.Unmarshal([]byte(cfg.VMIJSON), vmi); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -21,10 +22,16 @@ func parseFlags() (manager.Config, *zap.Options) {
 	var cfg manager.Config
 	cfg.LauncherMemoryOverhead = resource.MustParse(defaultOverhead)
 	flag.StringVar(&cfg.LauncherImage, "launcher-image", "slimvirt.io/launcher:dev", "image of the launcher pods")
-	flag.StringVar(&cfg.LauncherNodeDir, "launcher-node-dir", vmi.DefaultNodeDir, "node directory the node agent seeds for the launcher pods (the copier, QEMU's capabilities); they mount it read-only")
+	// The node agent's seed device plugin mounts the seed now; the flag stays so that
+	// charts passing it keep working.
+	flag.String("launcher-node-dir", "", "ignored: the node agent's device plugin gives launcher pods the node's seed")
 	flag.StringVar(&cfg.SigningKeyFile, "signing-key-file", "", "file holding the key that signs launcher pods' interfaces annotation (a mounted Secret)")
 	flag.BoolVar(&cfg.AllowEmulation, "allow-emulation", false, "let launchers run guests under TCG where KVM is missing")
-	flag.BoolVar(&cfg.AllowHostDisk, "allow-host-disk", false, "let VMIs use hostDisk volumes (they mount a node directory into the launcher pod)")
+	flag.BoolVar(&cfg.AllowHostDisk, "allow-host-disk", false, "let VMIs use hostDisk volumes (they mount a node file into the launcher pod, owned by the launcher's account)")
+	flag.Func("host-disk-dirs", "comma-separated node directories hostDisk images may lie under (default "+vmi.DefaultHostDiskDir+"); a VMI creator may read, write and create any image below them", func(s string) error {
+		cfg.HostDiskDirs = strings.Split(s, ",")
+		return vmi.CheckHostDiskDirs(cfg.HostDiskDirs)
+	})
 	flag.Func("launcher-memory-overhead", "memory added to each launcher pod's request for libvirtd, virtlogd, QEMU and the launcher (default "+defaultOverhead+")", func(s string) error {
 		q, err := resource.ParseQuantity(s)
 		cfg.LauncherMemoryOverhead = q

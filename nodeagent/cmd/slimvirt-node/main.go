@@ -1,5 +1,6 @@
 // Command slimvirt-node is the slimvirt node agent. It installs the CNI plugin and keeps it
-// chained, serves the kubelet device plugins for /dev/kvm and /dev/net/tun, reports each
+// chained, serves the kubelet device plugins for /dev/kvm, /dev/net/tun and the launchers'
+// seed (<state-dir>/launcher, mounted read-only into the launcher pods), reports each
 // launcher's status to its VMI and serves per-VM metrics;
 // `slimvirt-node uninstall-cni` takes the CNI plugin out again.
 package main
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/slimvirt/slimvirt/cni/install"
@@ -35,12 +37,15 @@ func main() {
 	fs.BoolVar(&cfg.UninstallOnExit, "uninstall-on-exit", false, "remove slimvirt from the node on SIGTERM")
 	daemonSet := fs.String("uninstall-when-removed", "", "DaemonSet (in $POD_NAMESPACE) of this agent: on SIGTERM, remove slimvirt from the node when it is deleted (helm uninstall)")
 	fs.StringVar(&dpCfg.Dir, "device-plugin-dir", deviceplugin.DefaultDir, "kubelet's device plugin directory (kubelet.sock)")
-	fs.IntVar(&dpCfg.DeviceCount, "device-count", deviceplugin.DefaultDeviceCount, "pods per node that can hold /dev/kvm and /dev/net/tun at once")
+	fs.IntVar(&dpCfg.DeviceCount, "device-count", deviceplugin.DefaultDeviceCount, "pods per node that can hold /dev/kvm and /dev/net/tun at once (and 8 times as many containers the seed)")
 	vc := vmiConfig{}
 	fs.StringVar(&vc.node, "node-name", os.Getenv("NODE_NAME"), "this node's name")
 	fs.StringVar(&vc.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "kubelet's root directory (pods/<uid>/volumes hold the launchers' status files and control sockets)")
 	fs.StringVar(&vc.metricsAddr, "metrics-addr", ":9650", "address to serve per-VM Prometheus metrics on (/metrics); empty turns them off")
 	_ = fs.Parse(args)
+	// The seed init container puts the launchers' seed there; the agent sees the state
+	// directory at the host's path, which is what the kubelet mounts from.
+	dpCfg.SeedDir = filepath.Join(cfg.StateDir, "launcher")
 
 	in, err := install.New(cfg)
 	plugins, dpErr := deviceplugin.New(dpCfg)

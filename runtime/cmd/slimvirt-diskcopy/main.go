@@ -1,6 +1,7 @@
 // Command slimvirt-diskcopy, from a containerDisk image, copies the image's disk into the pod
 // (copy --src PATH --dst DIR [--stay]; the node agent's seed puts it on every node), and
-// gives hostDisk directories and images to the launcher's account (own PATH...).
+// checks hostDisk images on the node and gives them to the launcher's account
+// (own FILE DIR REL SIZE...).
 package main
 
 import (
@@ -16,7 +17,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fail(fmt.Errorf("usage: slimvirt-diskcopy copy --src PATH_OR_DIR --dst DIR [--as NAME] | own [--uid N --gid N] PATH..."))
+		fail(fmt.Errorf("usage: slimvirt-diskcopy copy --src PATH_OR_DIR --dst DIR [--as NAME] | own [--uid N --gid N] FILE DIR REL SIZE..."))
 	}
 	switch os.Args[1] {
 	case "copy":
@@ -51,10 +52,11 @@ func main() {
 		uid := fl.Int("uid", 107, "new owner")
 		gid := fl.Int("gid", 107, "new group")
 		_ = fl.Parse(os.Args[2:])
-		owned, err := diskcopy.Own(*uid, *gid, fl.Args()...)
+		disks, err := diskcopy.ParseHostDisks(fl.Args())
 		fail(err)
-		for _, p := range owned {
-			fmt.Println("owned", p)
+		for _, d := range disks {
+			fail(diskcopy.OwnHostDisk(d, *uid, *gid))
+			fmt.Println("owned", d.Rel)
 		}
 	default:
 		fail(fmt.Errorf("unknown command %q", os.Args[1]))

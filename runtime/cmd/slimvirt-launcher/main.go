@@ -30,6 +30,7 @@ func main() {
 	}
 	cfg.NetworkFor = vmnetwork.For
 	cfg.VMIJSON = os.Getenv(launcherpod.EnvVMI)
+	cfg.VMISHA256 = os.Getenv(launcherpod.EnvVMISHA256)
 	cfg.AllowEmulation = os.Getenv(launcherpod.EnvAllowEmulation) == "true"
 	l, err := launcher.New(cfg)
 	if err != nil {
