@@ -18,12 +18,18 @@ import (
 // VMI on the same volumes finds the token on the three persistent disks and a fresh emptyDisk.
 func TestStorageVolumeKinds(t *testing.T) {
 	storageNamespace(t)
-	hostDir := filepath.Join(readClusterEnv("/var/lib/slimvirt-cluster/cluster.env")["STATE_DIR"], "e2e-hostdisks", "kinds")
-	if hostDir == filepath.Join("e2e-hostdisks", "kinds") {
-		t.Skip("no local cluster state dir (hostDisk paths are on the node)")
+	// hostDisks are allowed only below the chart's hostDiskDirs: by default <node.stateDir>/hostdisks,
+	// which the local install puts at <STATE_DIR>/slimvirt. A directory below it must exist.
+	stateDir := readClusterEnv("/var/lib/slimvirt-cluster/cluster.env")["STATE_DIR"]
+	if stateDir == "" {
+		t.Fatal("no local cluster state dir (hostDisk paths are on the node)")
 	}
+	hostDir := filepath.Join(stateDir, "slimvirt", "hostdisks", "e2e-kinds")
 	_ = os.RemoveAll(hostDir)
-	t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(hostDir)) })
+	if err := os.MkdirAll(hostDir, 0o755); err != nil {
+		t.Fatalf("make the hostDisk directory: %v", err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(hostDir) })
 	applyYAML(t, fmt.Sprintf(`apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: fs, namespace: %[1]s}

@@ -24,7 +24,6 @@ func parseFlags() (manager.Config, *zap.Options) {
 	flag.StringVar(&cfg.LauncherImage, "launcher-image", "slimvirt.io/launcher:dev", "image of the launcher pods")
 	// The node agent's seed device plugin mounts the seed now; the flag stays so that
 	// charts passing it keep working.
-	flag.String("launcher-node-dir", "", "ignored: the node agent's device plugin gives launcher pods the node's seed")
 	flag.StringVar(&cfg.SigningKeyFile, "signing-key-file", "", "file holding the key that signs launcher pods' interfaces annotation (a mounted Secret)")
 	flag.BoolVar(&cfg.AllowEmulation, "allow-emulation", false, "let launchers run guests under TCG where KVM is missing")
 	flag.BoolVar(&cfg.AllowHostDisk, "allow-host-disk", false, "let VMIs use hostDisk volumes (they mount a node file into the launcher pod, owned by the launcher's account)")
