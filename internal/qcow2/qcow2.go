@@ -299,3 +299,17 @@ func CheckFile(path string) (*Header, error) {
 	}
 	return h, nil
 }
+
+// MaxFileSizeFor is the most any image Parse accepts for virtual size v can take on disk,
+// whatever its cluster size: what a pool must have free to stage an import into a volume of
+// v bytes, beside the volume itself.
+func MaxFileSizeFor(v int64) int64 {
+	var worst int64
+	for bits := 9; bits <= 21; bits++ {
+		c := int64(1) << bits
+		need := l1Entries(v, c, true)
+		h := Header{ClusterSize: c, VirtualSize: v, L1Size: min(2*need+c/8, maxL1Bytes/8), RefcountTableClusters: maxRefTableBytes / c}
+		worst = max(worst, h.MaxFileSize())
+	}
+	return worst
+}

@@ -162,3 +162,19 @@ func TestCheckFileNoFollow(t *testing.T) {
 		t.Fatal("a link was followed")
 	}
 }
+
+// TestMaxFileSizeFor: the pool-wide bound covers the bound of every accepted header.
+func TestMaxFileSizeFor(t *testing.T) {
+	for _, v := range []int64{1 << 20, 1 << 30, 10 << 30} {
+		worst := MaxFileSizeFor(v)
+		for bits := int64(9); bits <= 21; bits++ {
+			c := int64(1) << bits
+			need := l1Entries(v, c, true)
+			h := Header{ClusterSize: c, VirtualSize: v, L1Size: 2*need + c/8, RefcountTableClusters: maxRefTableBytes / c}
+			if h.L1Size*8 <= maxL1Bytes && h.MaxFileSize() > worst {
+				t.Fatalf("virtual %d cluster %d: bound %d above MaxFileSizeFor %d", v, c, h.MaxFileSize(), worst)
+			}
+		}
+		t.Logf("virtual size %d: at most %d bytes of scratch (%.1f%% more)", v, worst, 100*float64(worst-v)/float64(v))
+	}
+}
