@@ -273,8 +273,12 @@ func writeQcow2(ctx context.Context, r io.Reader, t Target, verify func() error,
 	}
 	head = head[:n]
 	h, err := qcow2.Parse(head)
+	var refused *qcow2.Error
+	if errors.As(err, &refused) {
+		return &PermanentError{Err: fmt.Errorf("import refused: qcow2 header: %s", refused.Reason)}
+	}
 	if err != nil {
-		return &PermanentError{Err: fmt.Errorf("import refused: %w", err)}
+		return &PermanentError{Err: fmt.Errorf("import refused: qcow2 header: %w", err)}
 	}
 	if h.VirtualSize > t.Size {
 		return permanent("image virtual size %d is larger than the volume (%d bytes): make the volume bigger", h.VirtualSize, t.Size)
