@@ -159,25 +159,53 @@ func guestImage(t *testing.T) (string, string) {
 	return p, hex.EncodeToString(h.Sum(nil))
 }
 
-// serveInNodeNetns serves dir over HTTP on the node's address, inside the node's network
-// namespace (the CSI driver imports from there), and returns the base URL.
-func serveInNodeNetns(t *testing.T, dir string) string {
+// The e2e image server lives in a network namespace of its own, joined to the node's
+// namespace by a veth pair on a /30: imports refuse the node's own addresses, so the server
+// must be another host as far as the node can tell. The root namespace is never touched: the
+// pair is made inside the node namespace and its other end moved into the server's.
+const (
+	imagesNetns    = "slimvirt-e2e-images"
+	imagesNodeLink = "sve2e-node" // in the node namespace
+	imagesLink     = "sve2e-img"  // in the image server's namespace
+	imagesNodeIP   = "10.251.0.1"
+	imagesIP       = "10.251.0.2"
+)
+
+// serveImages serves dir over HTTP from the image server's namespace, which it creates (and
+// removes when the test ends), and returns the base URL, reachable from the node's namespace.
+func serveImages(t *testing.T, dir string) string {
 	t.Helper()
-	ce := readClusterEnv("/var/lib/slimvirt-cluster/cluster.env")
-	netns, ip := ce["NETNS_PATH"], ce["NODE_IP"]
-	if netns == "" || ip == "" {
-		t.Skip("no local cluster netns (cluster.env has no NETNS_PATH/NODE_IP)")
+	nodeNetns := readClusterEnv("/var/lib/slimvirt-cluster/cluster.env")["NETNS_PATH"]
+	if nodeNetns == "" {
+		t.Fatal("no local cluster netns (cluster.env has no NETNS_PATH)")
+	}
+	removeImagesNetns(nodeNetns)
+	t.Cleanup(func() { removeImagesNetns(nodeNetns) })
+	imagesPath := "/var/run/netns/" + imagesNetns
+	for _, args := range [][]string{
+		{"ip", "netns", "add", imagesNetns},
+		{"nsenter", "--net=" + nodeNetns, "ip", "link", "add", imagesNodeLink, "type", "veth", "peer", "name", imagesLink, "netns", imagesNetns},
+		{"nsenter", "--net=" + nodeNetns, "ip", "addr", "add", imagesNodeIP + "/30", "dev", imagesNodeLink},
+		{"nsenter", "--net=" + nodeNetns, "ip", "link", "set", imagesNodeLink, "up"},
+		{"nsenter", "--net=" + imagesPath, "ip", "addr", "add", imagesIP + "/30", "dev", imagesLink},
+		{"nsenter", "--net=" + imagesPath, "ip", "link", "set", imagesLink, "up"},
+		{"nsenter", "--net=" + imagesPath, "ip", "link", "set", "lo", "up"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
 	}
 	port := 18000 + os.Getpid()%1000
-	addr := fmt.Sprintf("%s:%d", ip, port)
-	cmd := exec.Command("nsenter", "--net="+netns, "busybox", "httpd", "-f", "-p", addr, "-h", dir)
+	addr := fmt.Sprintf("%s:%d", imagesIP, port)
+	cmd := exec.Command("nsenter", "--net="+imagesPath, "busybox", "httpd", "-f", "-p", addr, "-h", dir)
 	out := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start httpd in %s: %v", netns, err)
+		t.Fatalf("start httpd in %s: %v", imagesPath, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	// Registered after the namespace's cleanup, so it runs first.
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
 	// httpd only fails to start when the port is taken; give it a moment to say so.
 	select {
@@ -189,8 +217,17 @@ func serveInNodeNetns(t *testing.T, dir string) string {
 	return "http://" + addr
 }
 
-// killStaleHTTPD stops the busybox httpd a killed earlier run of these tests left behind: its
-// document root is a TestStorage temp directory.
+// removeImagesNetns removes the image server's namespace (and with it both ends of the veth
+// pair), and the node's end should the namespace be gone already; a killed earlier run may
+// have left either. Its httpd is stopped first.
+func removeImagesNetns(nodeNetns string) {
+	killStaleHTTPD()
+	_ = exec.Command("ip", "netns", "del", imagesNetns).Run()
+	_ = exec.Command("nsenter", "--net="+nodeNetns, "ip", "link", "del", imagesNodeLink).Run()
+}
+
+// killStaleHTTPD stops the busybox httpd a killed earlier run of these tests left behind: it
+// listens on the image server's address, or (older runs) serves a TestStorage temp directory.
 func killStaleHTTPD() {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
@@ -200,7 +237,7 @@ func killStaleHTTPD() {
 		}
 		args := strings.Split(string(data), "\x00")
 		if len(args) < 2 || filepath.Base(args[0]) != "busybox" || args[1] != "httpd" ||
-			!strings.Contains(string(data), filepath.Join(os.TempDir(), "TestStorage")) {
+			!strings.Contains(string(data), imagesIP+":") && !strings.Contains(string(data), filepath.Join(os.TempDir(), "TestStorage")) {
 			continue
 		}
 		var pid int
@@ -230,7 +267,7 @@ metadata:
 `, name, storageNS, ann, url, checksum))
 }
 
-// guestServer links the guest image into a fresh directory served from the node netns.
+// guestServer copies the guest image into a fresh directory served by the image server.
 func guestServer(t *testing.T) (url, sum string) {
 	t.Helper()
 	img, sum := guestImage(t)
@@ -242,7 +279,7 @@ func guestServer(t *testing.T) (url, sum string) {
 	if err := os.WriteFile(filepath.Join(dir, "disk.qcow2"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return serveInNodeNetns(t, dir) + "/disk.qcow2", sum
+	return serveImages(t, dir) + "/disk.qcow2", sum
 }
 
 // TestStorageHTTPImportBoots imports the guest's qcow2 over HTTP into a DataVolume, boots a

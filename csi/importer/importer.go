@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/slimvirt/slimvirt/csi/diskimg"
+	"github.com/slimvirt/slimvirt/csi/egress"
 	"github.com/slimvirt/slimvirt/csi/state"
 )
 
@@ -34,7 +35,10 @@ type Config struct {
 	Backoff time.Duration
 	// Idle is how long a connection may deliver nothing before it counts as dropped (default 60s).
 	Idle time.Duration
-	Log  *slog.Logger
+	// Egress says which addresses an import may connect to; the zero value refuses the
+	// node's own addresses, loopback, link-local and the like.
+	Egress egress.Policy
+	Log    *slog.Logger
 }
 
 // Importer fetches HTTP sources into volumes. It implements the driver's Filler.
@@ -59,9 +63,14 @@ func New(cfg Config) *Importer {
 	return &Importer{cfg: cfg}
 }
 
-// ScratchPath is where a volume's qcow2 image is staged: in the pool, outside the volume.
+// scratchDir is the directory in each pool where qcow2 images are staged.
+const scratchDir = ".scratch"
+
+// ScratchPath is where a volume's qcow2 image is staged: in the pool (so it takes the pool's
+// space, which the pool's free-space check sees), outside the volume. The file is unlinked
+// while in use; the name only says which volume it was for.
 func ScratchPath(vol state.Volume) string {
-	return filepath.Join(filepath.Dir(vol.Dir), ".scratch", vol.ID+".qcow2")
+	return filepath.Join(filepath.Dir(vol.Dir), scratchDir, vol.ID+".qcow2")
 }
 
 // Import fetches src into vol's disk.img.
@@ -140,6 +149,11 @@ func (im *Importer) Fetch(ctx context.Context, req Request, t Target, progress f
 
 func (im *Importer) client(ca []byte) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// Every connection, redirects and re-resolved names included, is checked on the address
+	// dialled. No proxy from the environment: a proxy would make the connection on the
+	// importer's behalf, past the check.
+	tr.DialContext = im.cfg.Egress.Dialer().DialContext
+	tr.Proxy = nil
 	tr.ResponseHeaderTimeout = 60 * time.Second
 	tr.DisableCompression = true
 	if len(ca) > 0 {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/slimvirt/slimvirt/csi/egress"
 )
 
 // PermanentError is a failure that retrying will not fix (404, a bad checksum, a corrupt image).
@@ -86,6 +88,10 @@ func (r *resumingBody) open() error {
 			if errors.As(err, &pe) {
 				return pe
 			}
+			if ref, ok := egress.AsRefused(err); ok {
+				r.log.Info("import refused", "url", r.url, "error", err)
+				return &PermanentError{Err: ref}
+			}
 			last = fmt.Errorf("GET %s: %w", r.url, err)
 			continue
 		}
@@ -155,6 +161,9 @@ func (r *resumingBody) resume(cause error) error {
 		}
 		resp, err := r.do(req)
 		if err != nil {
+			if ref, ok := egress.AsRefused(err); ok {
+				return &PermanentError{Err: ref}
+			}
 			last = err
 			continue
 		}

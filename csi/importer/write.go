@@ -9,19 +9,21 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/klauspost/compress/gzip"
+	"golang.org/x/sys/unix"
 
 	"github.com/slimvirt/slimvirt/csi/claim"
+	"github.com/slimvirt/slimvirt/csi/diskimg"
+	"github.com/slimvirt/slimvirt/internal/qcow2"
 )
 
 // Target is the volume an image is written into.
@@ -166,9 +168,9 @@ func (d decoded) Read(p []byte) (int, error) {
 // writeRaw copies the image into disk.img, seeking over zero blocks so the file stays sparse
 // (the disk started as holes, so skipped blocks read as zeros).
 func writeRaw(ctx context.Context, r io.Reader, t Target) error {
-	f, err := os.OpenFile(t.Disk, os.O_WRONLY, 0)
+	f, err := openDisk(t.Disk)
 	if err != nil {
-		return fmt.Errorf("open disk %s: %w", t.Disk, err)
+		return err
 	}
 	defer f.Close()
 	const block = 64 << 10
@@ -239,9 +241,9 @@ func (z zeroCheck) is(b []byte) bool {
 }
 
 func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	f, err := openDisk(path)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return err
 	}
 	defer f.Close()
 	if err := f.Sync(); err != nil {
@@ -250,71 +252,162 @@ func syncFile(path string) error {
 	return nil
 }
 
-// writeQcow2 stages the qcow2 image in t.Scratch (qcow2 needs random access), verifies the
-// checksum, checks the image, and converts it into disk.img with qemu-img convert -n
-// --target-is-zero, which writes only the allocated clusters and keeps disk.img sparse.
+// writeQcow2 checks the qcow2 header before anything else sees the image (no backing file,
+// no external data file, no encryption, sane metadata), stages the image in an unlinked
+// scratch file in the pool (qcow2 needs random access) no larger than a valid image of its
+// virtual size can be, verifies the checksum, has qemu-img check it, and converts it into
+// disk.img with qemu-img convert -n --target-is-zero, which writes only the allocated
+// clusters and keeps disk.img sparse.
 func writeQcow2(ctx context.Context, r io.Reader, t Target, verify func() error, progress func(float64)) error {
 	if t.Scratch == "" {
 		return permanent("qcow2 images need a scratch directory")
 	}
-	if err := os.MkdirAll(filepath.Dir(t.Scratch), 0o700); err != nil {
-		return fmt.Errorf("create scratch dir: %w", err)
-	}
-	defer os.Remove(t.Scratch)
-	f, err := os.OpenFile(t.Scratch, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("create scratch %s: %w", t.Scratch, err)
-	}
-	if err := copySparse(f, r); err != nil {
-		f.Close()
+	// Everything the header check reads lies in the first cluster, at most 2 MiB.
+	head := make([]byte, qcow2.MaxClusterSize)
+	n, err := io.ReadFull(r, head)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("stage qcow2 in %s: %w", t.Scratch, err)
+		return fmt.Errorf("read qcow2 header: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close scratch %s: %w", t.Scratch, err)
+	head = head[:n]
+	h, err := qcow2.Parse(head)
+	var refused *qcow2.Error
+	if errors.As(err, &refused) {
+		return &PermanentError{Err: fmt.Errorf("import refused: qcow2 header: %s", refused.Reason)}
+	}
+	if err != nil {
+		return &PermanentError{Err: fmt.Errorf("import refused: qcow2 header: %w", err)}
+	}
+	if h.VirtualSize > t.Size {
+		return permanent("image virtual size %d is larger than the volume (%d bytes): make the volume bigger", h.VirtualSize, t.Size)
+	}
+	bound := h.MaxFileSize()
+	if int64(len(head)) > bound {
+		return permanent("import refused: the qcow2 image is larger than an image of its virtual size can be (%d bytes at most)", bound)
+	}
+	f, err := openScratch(t.Scratch)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(head, 0); err != nil {
+		return fmt.Errorf("stage qcow2 in %s: %w", filepath.Dir(t.Scratch), err)
+	}
+	if err := copySparse(f, r, int64(len(head)), bound); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var pe *PermanentError
+		if errors.As(err, &pe) {
+			return err
+		}
+		return fmt.Errorf("stage qcow2 in %s: %w", filepath.Dir(t.Scratch), err)
 	}
 	if err := verify(); err != nil {
 		return err
 	}
-	info, err := qemuInfo(ctx, t.Scratch)
+	info, err := qemuInfo(ctx, f)
 	if err != nil {
 		return err
-	}
-	if info.Format != "qcow2" {
-		return permanent("image claims to be qcow2 but qemu-img sees %s", info.Format)
-	}
-	if info.BackingFilename != "" {
-		return permanent("qcow2 images with a backing file (%s) are not supported", info.BackingFilename)
 	}
 	if info.VirtualSize > t.Size {
 		return permanent("image virtual size %d is larger than the volume (%d bytes): make the volume bigger", info.VirtualSize, t.Size)
 	}
-	if err := qemuCheck(ctx, t.Scratch); err != nil {
+	if err := qemuCheck(ctx, f); err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-n", "--target-is-zero", "-f", "qcow2", "-O", "raw", "-t", "writeback", "-W", t.Scratch, t.Disk)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return permanent("convert qcow2 to raw: %v: %s", err, strings.TrimSpace(string(out)))
+	disk, err := openDisk(t.Disk)
+	if err != nil {
+		return err
+	}
+	defer disk.Close()
+	if err := qemuConvert(ctx, f, disk, t.Size); err != nil {
+		return err
 	}
 	if progress != nil {
 		progress(1)
 	}
-	return syncFile(t.Disk)
+	if err := disk.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", t.Disk, err)
+	}
+	return nil
 }
 
-// copySparse copies r to f, leaving holes for zero blocks (a qcow2 has few, but a
-// decompressed one may).
-func copySparse(f *os.File, r io.Reader) error {
+// openScratch makes an unlinked file in the scratch directory: it holds pool space only while
+// the import runs and vanishes with the descriptor, however the import ends (a cut upload, a
+// failed import, a killed driver). Filesystems without O_TMPFILE get a named file that is
+// unlinked at once.
+func openScratch(path string) (*os.File, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create scratch dir: %w", err)
+	}
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), path), nil
+	}
+	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) {
+		return nil, fmt.Errorf("create scratch in %s: %w", dir, err)
+	}
+	os.Remove(path)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create scratch %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("unlink scratch %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// RemoveStaleScratch removes the scratch files in the scratch directories of the pools (one
+// .scratch directory per pool): files an older version staged by name and a driver that was
+// killed left. Call it before any import starts.
+func RemoveStaleScratch(poolDirs []string, log *slog.Logger) {
+	if log == nil {
+		log = slog.Default()
+	}
+	for _, p := range poolDirs {
+		dir := filepath.Join(p, scratchDir)
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".qcow2") {
+				continue
+			}
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				log.Error("remove stale scratch file", "file", filepath.Join(dir, e.Name()), "error", err)
+				continue
+			}
+			log.Info("removed stale scratch file", "file", filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// openDisk opens a volume's disk.img for writing without following links.
+func openDisk(path string) (*os.File, error) {
+	f, err := diskimg.Open(filepath.Dir(path), filepath.Base(path), os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open disk: %w", err)
+	}
+	return f, nil
+}
+
+// copySparse copies r to f from offset off, leaving holes for zero blocks (a qcow2 has few,
+// but a decompressed one may), and refuses to make f larger than limit bytes.
+func copySparse(f *os.File, r io.Reader, off, limit int64) error {
 	buf := make([]byte, 4<<20)
 	isZero := zeroCheck(make([]byte, 64<<10)).is
-	var off int64
 	for {
 		n, err := fill(r, buf)
+		if off+int64(n) > limit {
+			return permanent("import refused: the qcow2 image is larger than an image of its virtual size can be (%d bytes at most)", limit)
+		}
 		if n > 0 && !isZero(buf[:n]) {
 			if _, werr := f.WriteAt(buf[:n], off); werr != nil {
 				return werr
@@ -328,46 +421,6 @@ func copySparse(f *os.File, r io.Reader) error {
 			return err
 		}
 	}
-}
-
-// qemuCheck refuses a qcow2 whose metadata points past its end or is otherwise corrupt:
-// qemu-img convert would read the missing clusters as zeros and succeed.
-func qemuCheck(ctx context.Context, path string) error {
-	out, err := exec.CommandContext(ctx, "qemu-img", "check", "--output=json", "-f", "qcow2", path).Output()
-	var res struct {
-		Corruptions int `json:"corruptions"`
-		CheckErrors int `json:"check-errors"`
-	}
-	if jerr := json.Unmarshal(out, &res); jerr != nil {
-		return permanent("qcow2 image could not be checked: %v", err)
-	}
-	if res.Corruptions > 0 || res.CheckErrors > 0 {
-		return permanent("qcow2 image is truncated or corrupt: qemu-img check found %d corruptions and %d errors", res.Corruptions, res.CheckErrors)
-	}
-	return nil
-}
-
-type qemuImageInfo struct {
-	Format          string `json:"format"`
-	VirtualSize     int64  `json:"virtual-size"`
-	BackingFilename string `json:"backing-filename"`
-}
-
-func qemuInfo(ctx context.Context, path string) (qemuImageInfo, error) {
-	out, err := exec.CommandContext(ctx, "qemu-img", "info", "--output=json", "-f", "qcow2", path).Output()
-	if err != nil {
-		msg := ""
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			msg = strings.TrimSpace(string(ee.Stderr))
-		}
-		return qemuImageInfo{}, permanent("qcow2 image is not valid: %s", msg)
-	}
-	var info qemuImageInfo
-	if err := json.Unmarshal(out, &info); err != nil {
-		return info, fmt.Errorf("parse qemu-img info: %w", err)
-	}
-	return info, nil
 }
 
 // counter counts the bytes read and reports progress.

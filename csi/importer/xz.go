@@ -7,28 +7,30 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/ulikunitz/xz"
 )
 
-// xzReader decompresses an xz stream. It runs xz(1) when the node has it: about four times
-// faster than the pure-Go decoder, which is the fallback.
+// xzMemLimit bounds the memory xz may use to decompress a tenant's image. An xz stream names
+// its dictionary size in its headers, up to 4 GiB, and the decoder allocates it; every xz
+// preset (-9e included) needs at most 65 MiB to decompress.
+const xzMemLimit = 128 << 20
+
+// xzReader decompresses an xz stream with xz(1) under a memory limit; a stream that needs more
+// fails as a corrupt image would. The pure-Go decoder is not used: it allocates whatever
+// dictionary each block header asks for and cannot be limited. Debian ships xz-utils as a
+// required package, so every node image has it.
 func xzReader(ctx context.Context, r io.Reader) (io.Reader, func(), error) {
 	path, err := exec.LookPath("xz")
 	if err != nil {
-		xr, err := xz.NewReader(r)
-		if err != nil {
-			return nil, nil, permanent("open xz stream: %w", err)
-		}
-		return xr, func() {}, nil
+		return nil, nil, permanent("xz images need xz(1) on the node: %w", err)
 	}
 	src, ok := r.(*recordingReader)
 	if !ok {
 		src = &recordingReader{r: r}
 	}
-	cmd := exec.CommandContext(ctx, path, "--decompress", "--stdout", "--threads=0")
+	cmd := exec.CommandContext(ctx, path, "--decompress", "--stdout", "--threads=0", "--memlimit-decompress="+strconv.Itoa(xzMemLimit))
 	cmd.Stdin = src
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -91,6 +93,8 @@ func (p *processReader) Read(b []byte) (int, error) {
 	switch {
 	case p.src.failure() != nil:
 		p.err = p.src.failure()
+	case werr != nil && strings.Contains(p.stderr.String(), "Memory usage limit"):
+		p.err = permanent("import refused: the xz stream needs more than %d MiB of memory to decompress (compress it with a preset up to -9)", xzMemLimit>>20)
 	case werr != nil:
 		p.err = permanent("decompress xz: %v: %s", werr, strings.TrimSpace(p.stderr.String()))
 	case errors.Is(err, io.EOF):

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -15,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/slimvirt/slimvirt/csi/driver"
+	"github.com/slimvirt/slimvirt/csi/egress"
 	"github.com/slimvirt/slimvirt/csi/importer"
 	"github.com/slimvirt/slimvirt/csi/kube"
 	"github.com/slimvirt/slimvirt/csi/upload"
@@ -35,7 +37,33 @@ type Config struct {
 	UploadAddr string
 	UploadCert string
 	UploadKey  string
-	Log        *slog.Logger
+	// ImportAllowCIDRs re-permits addresses the importer refuses by default (loopback,
+	// link-local, the node's own addresses): for labs whose image server runs on the node.
+	ImportAllowCIDRs []netip.Prefix
+	// ImportDenyCIDRs refuses more addresses to imports, for example the cluster's service
+	// and pod networks; it wins over ImportAllowCIDRs.
+	ImportDenyCIDRs []netip.Prefix
+	Log             *slog.Logger
+}
+
+// SetImportAllowCIDRs parses the --import-allow-cidrs flag (a comma separated list).
+func (c *Config) SetImportAllowCIDRs(v string) error {
+	l, err := egress.ParseCIDRs(v)
+	if err != nil {
+		return fmt.Errorf("--import-allow-cidrs: %w", err)
+	}
+	c.ImportAllowCIDRs = l
+	return nil
+}
+
+// SetImportDenyCIDRs parses the --import-deny-cidrs flag (a comma separated list).
+func (c *Config) SetImportDenyCIDRs(v string) error {
+	l, err := egress.ParseCIDRs(v)
+	if err != nil {
+		return fmt.Errorf("--import-deny-cidrs: %w", err)
+	}
+	c.ImportDenyCIDRs = l
+	return nil
 }
 
 // AddPool parses one NAME=DIR flag value.
@@ -74,6 +102,7 @@ func New(cfg Config) (*Plugin, error) {
 		NodeExpansionOnly: cfg.NodeExpansionOnly,
 		Log:               cfg.Log,
 	}
+	egressPolicy := egress.Policy{Allow: cfg.ImportAllowCIDRs, Deny: cfg.ImportDenyCIDRs}
 	var cs kubernetes.Interface
 	if cfg.Kubeconfig != "none" {
 		rc, err := restConfig(cfg.Kubeconfig)
@@ -85,9 +114,9 @@ func New(cfg Config) (*Plugin, error) {
 		}
 		cluster := kube.New(cs)
 		dcfg.Cluster = cluster
-		dcfg.Filler = importer.New(importer.Config{Credentials: cluster, Log: cfg.Log})
+		dcfg.Filler = importer.New(importer.Config{Credentials: cluster, Egress: egressPolicy, Log: cfg.Log})
 	} else {
-		dcfg.Filler = importer.New(importer.Config{Log: cfg.Log})
+		dcfg.Filler = importer.New(importer.Config{Egress: egressPolicy, Log: cfg.Log})
 	}
 	d, err := driver.New(dcfg)
 	if err != nil {
@@ -125,6 +154,12 @@ func restConfig(path string) (*rest.Config, error) {
 func (p *Plugin) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// No import runs yet: every scratch file in the pools is a leftover.
+	dirs := make([]string, len(p.cfg.Pools))
+	for i, pool := range p.cfg.Pools {
+		dirs[i] = pool.Dir
+	}
+	importer.RemoveStaleScratch(dirs, p.cfg.Log)
 	errc := make(chan error, 2)
 	go func() { errc <- p.driver.Run(ctx) }()
 	n := 1

@@ -147,6 +147,9 @@ func TestUpload(t *testing.T) {
 				t.Fatalf("upload: %v, want HTTP %d", err, tt.wantCode)
 			}
 			waitAnnotation(t, cs, tt.ns, claim.AnnPhase, tt.wantPhase)
+			if tt.cut {
+				noScratch(t, filepath.Join(dir, "pool", ".scratch"))
+			}
 			if tt.wantCode == 0 {
 				if sent != int64(len(qcow)) {
 					t.Fatalf("progress reported %d of %d bytes", sent, len(qcow))
@@ -306,6 +309,30 @@ func startDriver(t *testing.T, dir string, cluster driver.Cluster) *driverHarnes
 	must(t, err)
 	t.Cleanup(func() { conn.Close(); cancel(); <-done })
 	return &driverHarness{drv: d, ctrl: csi.NewControllerClient(conn)}
+}
+
+// noScratch waits until no file is left in the scratch directory and no descriptor of this
+// process (where the endpoint runs) still holds a scratch file: its space is back in the pool.
+func noScratch(t *testing.T, dir string) {
+	t.Helper()
+	var held []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		held = nil
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			held = append(held, e.Name())
+		}
+		fds, _ := os.ReadDir("/proc/self/fd")
+		for _, fd := range fds {
+			if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(l, dir+"/") {
+				held = append(held, l)
+			}
+		}
+		if len(held) == 0 {
+			return
+		}
+	}
+	t.Fatalf("scratch left after an interrupted upload: %v", held)
 }
 
 func must(t *testing.T, err error) {

@@ -28,6 +28,8 @@ func main() {
 	flag.StringVar(&cfg.UploadAddr, "upload-addr", ":8443", "HTTPS upload endpoint (empty: off)")
 	flag.StringVar(&cfg.UploadCert, "upload-tls-cert", "", "upload endpoint certificate (default: self-signed)")
 	flag.StringVar(&cfg.UploadKey, "upload-tls-key", "", "upload endpoint key")
+	flag.Func("import-allow-cidrs", "comma separated CIDRs imports may reach although they are the node's own (loopback, link-local, node addresses); for labs", cfg.SetImportAllowCIDRs)
+	flag.Func("import-deny-cidrs", "comma separated CIDRs imports may not reach, e.g. the service and pod networks (wins over --import-allow-cidrs)", cfg.SetImportDenyCIDRs)
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
