@@ -32,22 +32,10 @@ func listen(t *testing.T, addr string, h http.HandlerFunc) (string, *atomic.Int3
 	return "http://" + lis.Addr().String(), &hits
 }
 
-// nodeAddress is a non-loopback address of this machine's interfaces.
-func nodeAddress(t *testing.T) string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	must(t, err)
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() && ipn.IP.To4() != nil {
-			return ipn.IP.String()
-		}
-	}
-	t.Fatal("this machine has no non-loopback IPv4 address")
-	return ""
-}
-
 // TestEgress: an import may not reach the node's own network; the refusal is permanent, says
-// why, and no request reaches the server. The servers are real listeners on loopback.
+// why, and no request reaches the server. The servers are real listeners on loopback, and every
+// URL is on loopback, so a broken check could never send a request off this machine; which
+// other addresses are refused (link-local, the node's own) is csi/egress's TestCheck.
 func TestEgress(t *testing.T) {
 	dir, raw := images(t)
 	files := &server{dir: dir}
@@ -56,7 +44,6 @@ func TestEgress(t *testing.T) {
 		http.Redirect(w, r, image+"/disk.raw", http.StatusFound)
 	})
 	denied, deniedHits := listen(t, "127.0.0.3:0", files.ServeHTTP)
-	node := nodeAddress(t)
 	p := func(s string) []netip.Prefix {
 		l, err := egress.ParseCIDRs(s)
 		must(t, err)
@@ -71,10 +58,8 @@ func TestEgress(t *testing.T) {
 	}{
 		{"loopback refused", egress.Policy{}, image + "/disk.raw", "import refused: 127.0.0.1 is a loopback address of the node", imageHits},
 		{"kubelet port refused", egress.Policy{}, "http://127.0.0.1:10250/", "import refused: 127.0.0.1 is a loopback address of the node", nil},
-		{"metadata refused", egress.Policy{}, "http://169.254.169.254/latest/meta-data/", "import refused: 169.254.169.254 is a link-local address", nil},
 		{"IPv6 loopback refused", egress.Policy{}, "http://[::1]:10250/", "import refused: ::1 is a loopback address", nil},
 		{"unspecified refused", egress.Policy{}, "http://0.0.0.0:10250/", "import refused: 0.0.0.0 is an unspecified address", nil},
-		{"node address refused", egress.Policy{}, "http://" + node + ":10250/", "import refused: " + node + " is an address of the node", nil},
 		{"redirect to loopback refused", egress.Policy{Allow: p("127.0.0.2/32")}, redirect + "/x", "import refused: 127.0.0.1 is a loopback address of the node", imageHits},
 		{"allow list re-permits loopback", egress.Policy{Allow: p("127.0.0.0/8")}, redirect + "/x", "", nil},
 		{"deny list wins over allow list", egress.Policy{Allow: p("127.0.0.0/8"), Deny: p("127.0.0.3")}, denied + "/disk.raw", "import refused: 127.0.0.3 is in 127.0.0.3/32, which the cluster admin denies", deniedHits},
@@ -118,9 +103,11 @@ func TestNoProxyFromEnvironment(t *testing.T) {
 	t.Setenv("http_proxy", proxy)
 	im := importer.New(importer.Config{Retries: 1, Backoff: 10 * time.Millisecond, Egress: egress.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	err := im.Fetch(context.Background(), importer.Request{URL: "http://169.254.169.254/latest/meta-data/"}, newTarget(t, t.TempDir(), volSize), nil)
-	if err == nil || !strings.Contains(err.Error(), "169.254.169.254 is a link-local address") {
-		t.Fatalf("error %v, want the metadata address refused", err)
+	// Only the proxy's own address is allowed: through the proxy the request would succeed;
+	// dialled directly, 127.0.0.5 is refused. No address off this machine is ever asked.
+	err := im.Fetch(context.Background(), importer.Request{URL: "http://127.0.0.5:10250/latest/meta-data/"}, newTarget(t, t.TempDir(), volSize), nil)
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.5 is a loopback address") {
+		t.Fatalf("error %v, want the address refused", err)
 	}
 	if proxyHits.Load() != 0 {
 		t.Fatal("the import went through the environment's proxy")
