@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,6 +44,7 @@ import (
 	"github.com/slimvirt/slimvirt/controller/datavolume"
 	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/driver"
+	"github.com/slimvirt/slimvirt/csi/egress"
 	"github.com/slimvirt/slimvirt/csi/importer"
 	"github.com/slimvirt/slimvirt/csi/kube"
 	"github.com/slimvirt/slimvirt/csi/kube/importsecret"
@@ -104,7 +106,9 @@ func TestDataVolumes(t *testing.T) {
 	cluster := kube.NewInNamespace(env.Clientset, release)
 	d, err := driver.New(driver.Config{Endpoint: "unix://" + sock, NodeID: node, StateDir: filepath.Join(dir, "state"),
 		Pools: []driver.Pool{{Name: "default", Dir: filepath.Join(dir, "pool")}}, Cluster: cluster,
-		Filler: importer.New(importer.Config{Credentials: cluster, Log: log}), Log: log, PublishWait: 500 * time.Millisecond})
+		Filler: importer.New(importer.Config{Credentials: cluster, Log: log,
+			// The test's image servers listen on loopback, which imports refuse by default.
+			Egress: egress.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}}), Log: log, PublishWait: 500 * time.Millisecond})
 	must(t, err)
 	lis, err := net.Listen("unix", sock)
 	must(t, err)
