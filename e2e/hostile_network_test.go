@@ -24,6 +24,7 @@ kind: VirtualMachineInstance
 metadata:
   name: %[1]s
 spec:
+  terminationGracePeriodSeconds: 10
   domain:
     resources: {requests: {memory: 128Mi}}
     devices:
