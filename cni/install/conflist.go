@@ -20,14 +20,27 @@ import (
 // PluginType is the plugin's "type" in a conflist and its file name in the CNI bin dir.
 const PluginType = "slimvirt"
 
-// Entry is slimvirt's conflist entry.
-func Entry(signingKeyFile, stateDir string) map[string]any {
-	return map[string]any{
+// EntryOptions are the admin's choices written into slimvirt's conflist entry, where the
+// plugin reads them and no tenant can change them.
+type EntryOptions struct {
+	// AllowCustomMACs lets VMs on the bridge binding use MACs that are not locally
+	// administered. A MAC another party on the node uses is refused either way.
+	AllowCustomMACs bool
+}
+
+// Entry is slimvirt's conflist entry. An option left at its default is not written, so a node's
+// conflist stays as an older installer wrote it.
+func Entry(signingKeyFile, stateDir string, opts EntryOptions) map[string]any {
+	e := map[string]any{
 		"type":           PluginType,
 		"signingKeyFile": signingKeyFile,
 		"stateDir":       stateDir,
 		"capabilities":   map[string]any{netconf.PodAnnotationsCapability: true},
 	}
+	if opts.AllowCustomMACs {
+		e["allowCustomMACs"] = true
+	}
+	return e
 }
 
 // isConfigFile says whether libcni would load name.

@@ -28,6 +28,9 @@ type Config struct {
 	SigningKeyFile string
 	// Conflist names the file to chain into; empty picks the one the runtime uses.
 	Conflist string
+	// AllowCustomMACs lets VMs on the bridge binding use MACs that are not locally administered
+	// (the plugin's allowCustomMACs option).
+	AllowCustomMACs bool
 	// UninstallOnExit takes slimvirt out of the node when Run ends.
 	UninstallOnExit bool
 	// Resync is how often the configuration is checked besides file events.
@@ -141,7 +144,7 @@ func (in *Installer) Ensure() error {
 	if err != nil {
 		return err
 	}
-	entry := Entry(in.KeyPath(), in.cfg.StateDir)
+	entry := Entry(in.KeyPath(), in.cfg.StateDir, EntryOptions{AllowCustomMACs: in.cfg.AllowCustomMACs})
 	isList := strings.HasSuffix(target, ".conflist")
 	if isList && hasEntry(doc, entry) {
 		return nil

@@ -20,25 +20,30 @@ const prevResult = `{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","mac":"0a
 func TestPassThrough(t *testing.T) {
 	c := nettest.NewCluster(t)
 	value := `[{"name":"default","binding":"bridge"}]`
-	good := launcherpod.Sign(c.Key, "default", "virt-launcher-a", value)
+	deleted := launcherpod.PodRef{Namespace: "default", Name: "virt-launcher-a", UID: "6a0e7f1c-uid-of-the-deleted-pod"}
+	good := launcherpod.SignPod(c.Key, deleted, value)
+	signed := func(sig string) map[string]string {
+		return map[string]string{launcherpod.AnnotationInterfaces: value, launcherpod.AnnotationSignature: sig}
+	}
 	tests := []struct {
 		name        string
 		keyFile     string
 		stateDir    string // "-": none
-		pod         string
+		pod, uid    string
 		annotations map[string]string
 	}{
 		{name: "no annotation", pod: "nginx", annotations: map[string]string{"foo": "bar"}},
 		{name: "no annotations at all", pod: "nginx"},
-		{name: "unsigned", pod: "virt-launcher-a", annotations: map[string]string{launcherpod.AnnotationInterfaces: value}},
-		{name: "signature of another pod", pod: "nginx", annotations: map[string]string{
-			launcherpod.AnnotationInterfaces: value, launcherpod.AnnotationSignature: good}},
-		{name: "tampered value", pod: "virt-launcher-a", annotations: map[string]string{
+		{name: "unsigned", pod: "virt-launcher-a", uid: deleted.UID, annotations: map[string]string{launcherpod.AnnotationInterfaces: value}},
+		{name: "signature of another pod", pod: "nginx", uid: deleted.UID, annotations: signed(good)},
+		{name: "annotations of a deleted launcher pod on a new pod of the same name", pod: "virt-launcher-a", uid: "9b3d2c4e-uid-of-the-new-pod", annotations: signed(good)},
+		{name: "no pod UID in CNI_ARGS", pod: "virt-launcher-a", annotations: signed(good)},
+		{name: "older signature bound to the name only", pod: "virt-launcher-a", uid: "9b3d2c4e-uid-of-the-new-pod",
+			annotations: signed(launcherpod.Sign(c.Key, "default", "virt-launcher-a", value))},
+		{name: "tampered value", pod: "virt-launcher-a", uid: deleted.UID, annotations: map[string]string{
 			launcherpod.AnnotationInterfaces: `[{"name":"default","binding":"masquerade"}]`, launcherpod.AnnotationSignature: good}},
-		{name: "garbage signature", pod: "virt-launcher-a", annotations: map[string]string{
-			launcherpod.AnnotationInterfaces: value, launcherpod.AnnotationSignature: "not-hex"}},
-		{name: "no key file on the node", keyFile: "/nonexistent/key", pod: "virt-launcher-a", annotations: map[string]string{
-			launcherpod.AnnotationInterfaces: value, launcherpod.AnnotationSignature: good}},
+		{name: "garbage signature", pod: "virt-launcher-a", uid: deleted.UID, annotations: signed("not-hex")},
+		{name: "no key file on the node", keyFile: "/nonexistent/key", pod: "virt-launcher-a", uid: deleted.UID, annotations: signed(good)},
 		{name: "broken entry (no state dir)", stateDir: "-", pod: "nginx", annotations: map[string]string{"a": "b"}},
 	}
 	for _, tt := range tests {
@@ -62,6 +67,9 @@ func TestPassThrough(t *testing.T) {
 				"runtimeConfig": map[string]any{"io.kubernetes.cri.pod-annotations": tt.annotations},
 			}
 			args := "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + tt.pod
+			if tt.uid != "" {
+				args += ";K8S_POD_UID=" + tt.uid
+			}
 			out, err := nettest.ExecPlugin(c.PluginDir, "slimvirt", "ADD", podNS.Path(), "c1", args, nettest.MustJSON(conf))
 			if err != nil {
 				t.Fatal(err)

@@ -67,7 +67,7 @@ func load(args *skel.CmdArgs, withPrev bool) (*request, error) {
 	if storeErr != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, storeErr.Error(), "")
 	}
-	namespace, pod, err := netconf.ParseArgs(args.Args)
+	pod, err := podRef(args.Args)
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
@@ -75,7 +75,7 @@ func load(args *skel.CmdArgs, withPrev bool) (*request, error) {
 	if err != nil {
 		return nil, err
 	}
-	req.ifaces, err = netconf.Interfaces(key, namespace, pod, conf.RuntimeConfig.PodAnnotations)
+	req.ifaces, err = trustedInterfaces(key, pod, conf.RuntimeConfig.PodAnnotations)
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
@@ -110,9 +110,24 @@ func Add(args *skel.CmdArgs) error {
 		return types.PrintResult(describe(prev, done.Attachment, args.Netns), req.conf.CNIVersion)
 	}
 	iface := req.ifaces[0]
+	self := record{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns}
+	release := func() {}
+	if iface.MAC != "" && iface.Binding == launcherpod.BindingBridge {
+		lock, err := guardGuestMAC(args.StdinData, iface.MAC, req.store, self, prev)
+		if err != nil {
+			return err
+		}
+		release = lock.release
+		defer release()
+	}
 	// The record is written before the netns is touched and removed again if ADD fails.
 	persist := func(att *binding.Attachment) error {
-		return req.store.save(&record{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns, Attachment: att})
+		r := self
+		r.Attachment = att
+		err := req.store.save(&r)
+		// Saved, the record shows the MAC to the next ADD's check.
+		release()
+		return err
 	}
 	var att *binding.Attachment
 	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {

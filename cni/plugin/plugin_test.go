@@ -24,15 +24,17 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(nettest.Main(m)) }
 
-// launcherPod returns a pod whose interfaces annotation is signed with key.
+// launcherPod returns a pod whose interfaces annotation is signed with key for its namespace,
+// name and UID, as the controller signs it.
 func launcherPod(t *testing.T, key []byte, name string, netns ns.NetNS, ifaces []launcherpod.Interface) nettest.Pod {
 	t.Helper()
 	value := string(nettest.MustJSON(ifaces))
+	uid := "uid-" + name
 	return nettest.Pod{
-		Namespace: "default", Name: name, ContainerID: "c-" + name, Netns: netns,
+		Namespace: "default", Name: name, UID: uid, ContainerID: "c-" + name, Netns: netns,
 		Annotations: map[string]string{
 			launcherpod.AnnotationInterfaces: value,
-			launcherpod.AnnotationSignature:  launcherpod.Sign(key, "default", name, value),
+			launcherpod.AnnotationSignature:  launcherpod.SignPod(key, launcherpod.PodRef{Namespace: "default", Name: name, UID: uid}, value),
 		},
 	}
 }

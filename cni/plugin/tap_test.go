@@ -24,9 +24,9 @@ func TestTapOpensInQEMU(t *testing.T) {
 			iface := netconf.VMInterface{Interface: launcherpod.Interface{Name: "default", Binding: launcherpod.BindingBridge, TapOwner: &owner, Queues: queues}}
 			value := string(nettest.MustJSON([]netconf.VMInterface{iface}))
 			name := fmt.Sprintf("virt-launcher-q%d", queues)
-			pod := nettest.Pod{Namespace: "default", Name: name, ContainerID: "c-" + name, Netns: podNS,
+			pod := nettest.Pod{Namespace: "default", Name: name, UID: "uid-" + name, ContainerID: "c-" + name, Netns: podNS,
 				Annotations: map[string]string{launcherpod.AnnotationInterfaces: value,
-					launcherpod.AnnotationSignature: launcherpod.Sign(c.Key, "default", name, value)}}
+					launcherpod.AnnotationSignature: launcherpod.SignPod(c.Key, launcherpod.PodRef{Namespace: "default", Name: name, UID: "uid-" + name}, value)}}
 			if _, err := chain.Add(pod); err != nil {
 				t.Fatalf("ADD: %v", err)
 			}

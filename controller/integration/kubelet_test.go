@@ -84,7 +84,8 @@ func waitPhase(t *testing.T, ns, name string, phase v1.VirtualMachineInstancePha
 	return vmi
 }
 
-// launcherPod waits for the VMI's launcher pod and returns it.
+// launcherPod waits for the VMI's launcher pod, signed and released for scheduling, and
+// returns it.
 func launcherPod(t *testing.T, ns, vmiName string) *corev1.Pod {
 	t.Helper()
 	var pod *corev1.Pod
@@ -94,6 +95,9 @@ func launcherPod(t *testing.T, ns, vmiName string) *corev1.Pod {
 			return false, fmt.Errorf("%d pods", len(pods))
 		}
 		pod = &pods[0]
+		if len(pod.Spec.SchedulingGates) > 0 {
+			return false, fmt.Errorf("pod %s is held by %v", pod.Name, pod.Spec.SchedulingGates)
+		}
 		return true, nil
 	})
 	return pod

@@ -118,10 +118,13 @@ func checkLauncherPod(t *testing.T, vmi *v1.VirtualMachineInstance, pod *corev1.
 	if err := json.Unmarshal([]byte(ifaces), &got); err != nil || len(got) != 1 || got[0].Name != "default" || got[0].Binding != launcherpod.BindingBridge {
 		t.Errorf("interfaces annotation = %s (%v), want one bridge interface named default", ifaces, err)
 	}
-	if !launcherpod.Verify(env.key, pod.Namespace, pod.Name, ifaces, pod.Annotations[launcherpod.AnnotationSignature]) {
-		t.Error("the interfaces signature does not verify with the controller's key")
+	self := launcherpod.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}
+	if err := launcherpod.VerifyPod(env.key, self, ifaces, pod.Annotations[launcherpod.AnnotationSignature]); err != nil {
+		t.Errorf("the interfaces signature does not verify with the controller's key: %v", err)
 	}
-	if launcherpod.Verify(env.key, pod.Namespace, "other-pod", ifaces, pod.Annotations[launcherpod.AnnotationSignature]) {
+	other := self
+	other.Name = "other-pod"
+	if launcherpod.VerifyPod(env.key, other, ifaces, pod.Annotations[launcherpod.AnnotationSignature]) == nil {
 		t.Error("the signature verifies for another pod name")
 	}
 	spec := pod.Spec

@@ -51,6 +51,8 @@ type Reconciler struct {
 	Recorder  recorder.EventRecorder
 	Metrics   *metrics.Metrics
 	Pod       PodConfig
+	// AllowCustomMACs lets a VMI's bridge interface use a MAC that is not locally administered.
+	AllowCustomMACs bool
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -108,6 +110,10 @@ func (r *Reconciler) observe(ctx context.Context, vmi *v1.VirtualMachineInstance
 		pod, err = r.findPod(ctx, vmi)
 	} else {
 		pod, err = r.getPod(ctx, vmi, name)
+	}
+	if err == nil && awaitsSignature(pod) {
+		// Made by a controller that stopped before it signed it.
+		pod, err = r.releasePod(ctx, vmi, pod)
 	}
 	if err != nil || pod != nil {
 		return Observation{PodName: podName(pod), Pod: pod}, err
@@ -170,6 +176,12 @@ func (r *Reconciler) getPod(ctx context.Context, vmi *v1.VirtualMachineInstance,
 
 // createPod makes the VMI's launcher pod once everything it refers to exists.
 func (r *Reconciler) createPod(ctx context.Context, vmi *v1.VirtualMachineInstance, name string) (Observation, error) {
+	if problem := macProblem(vmi, r.AllowCustomMACs); problem != nil {
+		if !hasProblem(vmi, problem) {
+			r.Recorder.Eventf(vmi, nil, corev1.EventTypeWarning, problem.Reason, "CreatePod", "%s", problem.Message)
+		}
+		return Observation{PodName: name, Problem: problem}, nil
+	}
 	facts, problem, err := r.volumeFacts(ctx, vmi)
 	if err != nil || problem != nil {
 		if problem != nil && !hasProblem(vmi, problem) {
@@ -188,9 +200,13 @@ func (r *Reconciler) createPod(ctx context.Context, vmi *v1.VirtualMachineInstan
 	if err != nil {
 		return Observation{}, err
 	}
+	HoldForSignature(pod)
 	err = r.Client.Create(ctx, pod)
 	if apierrors.IsAlreadyExists(err) {
 		pod, err = r.getPod(ctx, vmi, name)
+		if err == nil && awaitsSignature(pod) {
+			pod, err = r.releasePod(ctx, vmi, pod)
+		}
 		return Observation{PodName: name, Pod: pod}, err
 	}
 	if refused(err) {
@@ -209,6 +225,10 @@ func (r *Reconciler) createPod(ctx context.Context, vmi *v1.VirtualMachineInstan
 	}
 	log.FromContext(ctx).Info("created launcher pod", "pod", name)
 	r.Recorder.Eventf(vmi, pod, corev1.EventTypeNormal, EventSuccessfulCreate, "CreatePod", "Created launcher pod %s", name)
+	if pod, err = r.releasePod(ctx, vmi, pod); err != nil {
+		// The next reconcile finds the pod still gated and signs it.
+		return Observation{PodName: name}, err
+	}
 	return Observation{PodName: name, Pod: pod}, nil
 }
 

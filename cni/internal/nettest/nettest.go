@@ -228,6 +228,8 @@ type Pod struct {
 	Namespace, Name, ContainerID string
 	Netns                        ns.NetNS
 	Annotations                  map[string]string
+	// UID is passed as K8S_POD_UID, as containerd does, when set.
+	UID string
 }
 
 // RuntimeConf is what containerd would pass for pod p.
@@ -242,6 +244,9 @@ func (p Pod) RuntimeConf() *libcni.RuntimeConf {
 			{"K8S_POD_INFRA_CONTAINER_ID", p.ContainerID},
 		},
 		CapabilityArgs: map[string]interface{}{"io.kubernetes.cri.pod-annotations": p.Annotations},
+	}
+	if p.UID != "" {
+		rt.Args = append(rt.Args, [2]string{"K8S_POD_UID", p.UID})
 	}
 	if p.Netns != nil {
 		rt.NetNS = p.Netns.Path()
