@@ -35,7 +35,7 @@ var reviewed = []grant{
 	{"ClusterRole slimvirt-controller", "slimvirt.io/virtualmachines/finalizers", "update", "owner references on a VM's VMIs and DataVolumes"},
 	{"ClusterRole slimvirt-controller", "slimvirt.io/virtualmachineinstancereplicasets/finalizers", "update", "owner references on a replica set's VMIs"},
 	{"ClusterRole slimvirt-controller", "slimvirt.io/datavolumes/finalizers", "update", "owner references on a DataVolume's PVC"},
-	{"ClusterRole slimvirt-controller", "pods", "create,delete,get,list,watch", "launcher pods (the cache holds launcher pods only)"},
+	{"ClusterRole slimvirt-controller", "pods", "create,delete,get,list,patch,watch", "launcher pods (the cache holds launcher pods only); patch: sign a new launcher pod for its UID and lift its scheduling gate"},
 	{"ClusterRole slimvirt-controller", "persistentvolumeclaims", "create,get,list,patch,watch", "a DataVolume's PVC; patch: the import-credentials finalizer"},
 	{"ClusterRole slimvirt-controller", "persistentvolumes", "get,list,watch", "a clone source's node"},
 	{"ClusterRole slimvirt-controller", "secrets", "get", "copy the Secret an import names (its own namespace) for the node; check a cloud-init Secret exists"},

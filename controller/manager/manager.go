@@ -52,6 +52,8 @@ type Config struct {
 	// HostDiskDirs are the node directories hostDisk images may lie under; hostDisks are
 	// refused elsewhere. Empty means vmi.DefaultHostDiskDir.
 	HostDiskDirs []string
+	// AllowCustomMACs lets a VMI's bridge interface use a MAC that is not locally administered.
+	AllowCustomMACs bool
 	// LauncherMemoryOverhead is added to each launcher pod's memory request.
 	LauncherMemoryOverhead resource.Quantity
 	// MetricsBindAddress and HealthProbeBindAddress are "0" to turn the endpoints off.
@@ -127,6 +129,7 @@ func setup(mgr ctrl.Manager, cfg Config, key []byte) error {
 	rec := mgr.GetEventRecorder("slimvirt-controller")
 	vmiR := &vmi.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Metrics: m,
+		AllowCustomMACs: cfg.AllowCustomMACs,
 		Pod: vmi.PodConfig{LauncherImage: cfg.LauncherImage, SigningKey: key, AllowEmulation: cfg.AllowEmulation, MemoryOverhead: cfg.LauncherMemoryOverhead, AllowHostDisk: cfg.AllowHostDisk, HostDiskDirs: cfg.HostDiskDirs},
 	}
 	if err := vmiR.SetupWithManager(mgr); err != nil {

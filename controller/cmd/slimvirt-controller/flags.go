@@ -26,6 +26,7 @@ func parseFlags() (manager.Config, *zap.Options) {
 	// charts passing it keep working.
 	flag.StringVar(&cfg.SigningKeyFile, "signing-key-file", "", "file holding the key that signs launcher pods' interfaces annotation (a mounted Secret)")
 	flag.BoolVar(&cfg.AllowEmulation, "allow-emulation", false, "let launchers run guests under TCG where KVM is missing")
+	flag.BoolVar(&cfg.AllowCustomMACs, "allow-custom-macs", false, "let bridge interfaces use MACs that are not locally administered (vendor MACs); the node agent's flag of the same name must agree")
 	flag.BoolVar(&cfg.AllowHostDisk, "allow-host-disk", false, "let VMIs use hostDisk volumes (they mount a node file into the launcher pod, owned by the launcher's account)")
 	flag.Func("host-disk-dirs", "comma-separated node directories hostDisk images may lie under (default "+vmi.DefaultHostDiskDir+"); a VMI creator may read, write and create any image below them", func(s string) error {
 		cfg.HostDiskDirs = strings.Split(s, ",")

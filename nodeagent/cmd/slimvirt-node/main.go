@@ -33,6 +33,7 @@ func main() {
 	fs.StringVar(&cfg.SourceBinary, "cni-binary", "/opt/slimvirt/cni/slimvirt-cni", "plugin binary to install")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/slimvirt", "host directory for slimvirt's state")
 	fs.StringVar(&cfg.SigningKeyFile, "signing-key-file", "", "mounted Secret with the annotation signing key")
+	fs.BoolVar(&cfg.AllowCustomMACs, "allow-custom-macs", false, "let VMs on the bridge binding use MACs that are not locally administered (the controller's flag of the same name must agree)")
 	fs.StringVar(&cfg.Conflist, "cni-conflist", "", "conflist to chain into (default: the one the runtime uses)")
 	fs.BoolVar(&cfg.UninstallOnExit, "uninstall-on-exit", false, "remove slimvirt from the node on SIGTERM")
 	daemonSet := fs.String("uninstall-when-removed", "", "DaemonSet (in $POD_NAMESPACE) of this agent: on SIGTERM, remove slimvirt from the node when it is deleted (helm uninstall)")
