@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
+	"github.com/slimvirt/slimvirt/internal/qcow2"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/runtime/cloudinit"
 	"github.com/slimvirt/slimvirt/runtime/diskcopy"
@@ -142,6 +143,11 @@ func (p *Preparer) containerDisk(ctx context.Context, name string) (domain.DiskS
 	format := "raw"
 	if filepath.Base(backing) == diskcopy.QCOW2Name {
 		format = "qcow2"
+		// The image is the tenant's: a qcow2 header may name a backing file or an external
+		// data file, which QEMU would open in this pod (OpenStack CVE-2024-32498).
+		if _, err := qcow2.CheckFile(backing); err != nil {
+			return domain.DiskSource{}, fmt.Errorf("the containerDisk image's disk: %w", err)
+		}
 	}
 	if st, _ := os.Stat(backing); st.Size() == 0 {
 		return domain.DiskSource{}, fmt.Errorf("the containerDisk image's disk %s is empty", backing)

@@ -140,6 +140,38 @@ func TestPrepare(t *testing.T) {
 			},
 		},
 		{
+			name: "containerDisk qcow2 that names a node file as its data file is refused",
+			vol:  v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "i"}}},
+			setup: func(t *testing.T, l Layout) {
+				dir := filepath.Join(l.ContainerDiskDir, "c")
+				os.MkdirAll(dir, 0o755)
+				secret := filepath.Join(t.TempDir(), "secret")
+				if err := os.WriteFile(secret, []byte("node secret"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+secret+",data_file_raw=on",
+					filepath.Join(dir, diskcopy.QCOW2Name), "1M").CombinedOutput()
+				if err != nil {
+					t.Fatalf("qemu-img create: %v %s", err, out)
+				}
+			},
+			wantErr: "qcow2 image refused: it",
+		},
+		{
+			name: "containerDisk qcow2 with a backing file is refused",
+			vol:  v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "i"}}},
+			setup: func(t *testing.T, l Layout) {
+				dir := filepath.Join(l.ContainerDiskDir, "c")
+				os.MkdirAll(dir, 0o755)
+				out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", "/etc/hostname",
+					filepath.Join(dir, diskcopy.QCOW2Name), "1M").CombinedOutput()
+				if err != nil {
+					t.Fatalf("qemu-img create: %v %s", err, out)
+				}
+			},
+			wantErr: "qcow2 image refused: it",
+		},
+		{
 			name: "containerDisk image without a disk: the copier's failure",
 			vol:  v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "i"}}},
 			setup: func(t *testing.T, l Layout) {
