@@ -45,19 +45,19 @@ generate: ## Regenerate deepcopy code and CRDs from api/
 
 .PHONY: test
 test: ## Run the unit and integration tests (as root: netns, libvirt, apiserver)
-	@$(MAKE) --no-print-directory test-unit $(TEST_TARGETS)
+	@$(MAKE) --no-print-directory test-unit $(TEST_TARGETS) fuzz-short
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need nothing but Go
-	go test ./api/... ./images/...
+	go test ./api/... ./images/... ./internal/...
 
 .PHONY: fuzz
 fuzz: ## Fuzz every parser of tenant input (each Go fuzz target) for FUZZTIME (default 30s) each
 	@FUZZTIME=$(or $(FUZZTIME),30s) bash hack/fuzz.sh
 
 .PHONY: fuzz-short
-fuzz-short: ## Fuzz every target for 3s each (part of make test)
-	@FUZZTIME=3s bash hack/fuzz.sh
+fuzz-short: ## Fuzz every target for 2s each (part of make test)
+	@FUZZTIME=2s bash hack/fuzz.sh
 
 .PHONY: e2e
 e2e: ## Run the end-to-end tests on the local cluster
