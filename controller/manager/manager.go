@@ -130,7 +130,7 @@ func setup(mgr ctrl.Manager, cfg Config, key []byte) error {
 	vmiR := &vmi.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Metrics: m,
 		AllowCustomMACs: cfg.AllowCustomMACs,
-		Pod: vmi.PodConfig{LauncherImage: cfg.LauncherImage, SigningKey: key, AllowEmulation: cfg.AllowEmulation, MemoryOverhead: cfg.LauncherMemoryOverhead, AllowHostDisk: cfg.AllowHostDisk, HostDiskDirs: cfg.HostDiskDirs},
+		Pod:             vmi.PodConfig{LauncherImage: cfg.LauncherImage, SigningKey: key, AllowEmulation: cfg.AllowEmulation, MemoryOverhead: cfg.LauncherMemoryOverhead, AllowHostDisk: cfg.AllowHostDisk, HostDiskDirs: cfg.HostDiskDirs},
 	}
 	if err := vmiR.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up vmi controller: %w", err)

@@ -18,8 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
-	"github.com/slimvirt/slimvirt/internal/qcow2"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/internal/qcow2"
 	"github.com/slimvirt/slimvirt/runtime/cloudinit"
 	"github.com/slimvirt/slimvirt/runtime/diskcopy"
 	"github.com/slimvirt/slimvirt/runtime/domain"
