@@ -49,10 +49,10 @@ func FuzzParse(f *testing.F) {
 		`"signingKeyFile":"/etc/slimvirt/key","prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"/var/run/netns/x"}],`+
 		`"ips":[{"address":"10.244.1.5/24","gateway":"10.244.1.1","interface":0}]},`+
 		`"runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"slimvirt.io/interfaces":"[{\"name\":\"default\",\"binding\":\"bridge\"}]"}}}`),
-		"IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=virt-launcher-a")
+		"IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=virt-launcher-a;K8S_POD_UID=3f1c2e9a-0b7d-4c55-9d2e-6a1b8c0d4e7f")
 	f.Add([]byte(`{"cniVersion":"0.3.1","type":"slimvirt","prevResult":{"ips":[{"version":"4","address":"10.0.0.2/32"}]},`+
 		`"runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"slimvirt.io/interfaces":"[{\"name\":\"default\",\"binding\":\"masquerade\",\"vmNetworkCIDR\":\"10.0.2.0/24\",\"ports\":[{\"protocol\":\"TCP\",\"port\":80}]}]"}}}`),
-		"K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p")
+		"K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=u-1")
 	f.Add([]byte(`{"type":"slimvirt","stateDir":"relative","prevResult":null}`), "")
 	f.Add([]byte(`{"prevResult":{"cniVersion":"9.9.9"}}`), "K8S_POD_NAME")
 	f.Add([]byte(`{`), "=;=")
@@ -68,7 +68,7 @@ func FuzzParse(f *testing.F) {
 		if conf.RawPrevResult != nil {
 			_ = version.ParsePrevResult(&conf.PluginConf)
 		}
-		namespace, pod, err := ParseArgs(args)
+		pod, err := ParseArgs(args)
 		if err != nil {
 			return
 		}
@@ -77,9 +77,9 @@ func FuzzParse(f *testing.F) {
 			annotations[k] = v
 		}
 		if v, ok := annotations[launcherpod.AnnotationInterfaces]; ok {
-			annotations[launcherpod.AnnotationSignature] = launcherpod.Sign(fuzzKey, namespace, pod, v)
+			annotations[launcherpod.AnnotationSignature] = launcherpod.SignPod(fuzzKey, pod, v)
 		}
-		ifaces, err := Interfaces(fuzzKey, namespace, pod, annotations)
+		ifaces, err := Interfaces(fuzzKey, pod, annotations)
 		if err == nil && ifaces != nil {
 			checkAccepted(t, ifaces)
 		}
@@ -101,12 +101,13 @@ func FuzzInterfaces(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, value string) {
 		unsigned := map[string]string{launcherpod.AnnotationInterfaces: value, launcherpod.AnnotationSignature: "x"}
-		if ifaces, err := Interfaces(fuzzKey, "ns", "p", unsigned); ifaces != nil || err != nil {
+		ref := launcherpod.PodRef{Namespace: "ns", Name: "p", UID: "5e0c6f43-2d8b-4f0e-8a57-1c9b2d3e4f60"}
+		if ifaces, err := Interfaces(fuzzKey, ref, unsigned); ifaces != nil || err != nil {
 			t.Fatalf("unsigned annotation acted on: %v, %v", ifaces, err)
 		}
 		signed := map[string]string{launcherpod.AnnotationInterfaces: value,
-			launcherpod.AnnotationSignature: launcherpod.Sign(fuzzKey, "ns", "p", value)}
-		ifaces, err := Interfaces(fuzzKey, "ns", "p", signed)
+			launcherpod.AnnotationSignature: launcherpod.SignPod(fuzzKey, ref, value)}
+		ifaces, err := Interfaces(fuzzKey, ref, signed)
 		if err != nil {
 			if ifaces != nil {
 				t.Fatal("interfaces returned with an error")

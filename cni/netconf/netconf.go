@@ -69,13 +69,14 @@ func (c *Config) CheckStateDir() error {
 	return nil
 }
 
-// ParseArgs reads the pod namespace and name from CNI_ARGS.
-func ParseArgs(args string) (namespace, pod string, err error) {
+// ParseArgs reads the pod's namespace, name and UID from CNI_ARGS (containerd and CRI-O set
+// all three).
+func ParseArgs(args string) (launcherpod.PodRef, error) {
 	k := K8sArgs{}
 	if err := types.LoadArgs(args, &k); err != nil {
-		return "", "", fmt.Errorf("parse CNI_ARGS: %w", err)
+		return launcherpod.PodRef{}, fmt.Errorf("parse CNI_ARGS: %w", err)
 	}
-	return string(k.K8S_POD_NAMESPACE), string(k.K8S_POD_NAME), nil
+	return launcherpod.PodRef{Namespace: string(k.K8S_POD_NAMESPACE), Name: string(k.K8S_POD_NAME), UID: string(k.K8S_POD_UID)}, nil
 }
 
 // LoadKey reads the signing key. A missing file is not an error: the plugin then acts on no pod.
@@ -104,20 +105,23 @@ type VMInterface struct {
 // MaxQueues bounds Queues (the kernel's limit for a tap is 256).
 const MaxQueues = 256
 
-// Interfaces returns the VM interfaces of a launcher pod, or (nil, nil) when the pod is not one
-// whose annotation verifies with key: such pods are passed through untouched. A verified
-// annotation that does not validate is an error.
-func Interfaces(key []byte, namespace, pod string, annotations map[string]string) ([]VMInterface, error) {
-	value, ok := annotations[launcherpod.AnnotationInterfaces]
-	if !ok || len(key) == 0 || namespace == "" || pod == "" {
+// Interfaces returns the VM interfaces of a launcher pod, or nil when the pod's annotation does
+// not verify with key for exactly this pod object (namespace, name and UID): a forged annotation,
+// or one copied from a deleted launcher pod onto a new pod of the same name, leaves the pod an
+// ordinary pod, passed through untouched, as it would be without slimvirt. A verified annotation
+// that does not parse or validate is an error: the controller wrote it wrong.
+func Interfaces(key []byte, pod launcherpod.PodRef, annotations map[string]string) ([]VMInterface, error) {
+	value := annotations[launcherpod.AnnotationInterfaces]
+	if err := launcherpod.VerifyPod(key, pod, value, annotations[launcherpod.AnnotationSignature]); err != nil {
 		return nil, nil
 	}
-	if !launcherpod.Verify(key, namespace, pod, value, annotations[launcherpod.AnnotationSignature]) {
-		return nil, nil
+	parsed, err := launcherpod.ParseInterfaces(value)
+	if err != nil {
+		return nil, err
 	}
-	var ifaces []VMInterface
-	if err := json.Unmarshal([]byte(value), &ifaces); err != nil {
-		return nil, fmt.Errorf("parse annotation %s: %w", launcherpod.AnnotationInterfaces, err)
+	ifaces := make([]VMInterface, len(parsed))
+	for i := range parsed {
+		ifaces[i] = VMInterface{Interface: parsed[i]}
 	}
 	if err := Validate(ifaces); err != nil {
 		return nil, fmt.Errorf("validate annotation %s: %w", launcherpod.AnnotationInterfaces, err)

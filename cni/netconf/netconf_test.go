@@ -7,12 +7,14 @@ import (
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 )
 
+const testUID = "3f1c2e9a-0b7d-4c55-9d2e-6a1b8c0d4e7f"
+
 func TestInterfaces(t *testing.T) {
 	key := []byte("k")
 	signed := func(ns, pod, value string) map[string]string {
 		return map[string]string{
 			launcherpod.AnnotationInterfaces: value,
-			launcherpod.AnnotationSignature:  launcherpod.Sign(key, ns, pod, value),
+			launcherpod.AnnotationSignature:  launcherpod.SignPod(key, launcherpod.PodRef{Namespace: ns, Name: pod, UID: testUID}, value),
 		}
 	}
 	tests := []struct {
@@ -39,7 +41,7 @@ func TestInterfaces(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Interfaces(tt.key, "ns", "p", tt.annotations)
+			got, err := Interfaces(tt.key, launcherpod.PodRef{Namespace: "ns", Name: "p", UID: testUID}, tt.annotations)
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}

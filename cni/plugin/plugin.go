@@ -67,7 +67,7 @@ func load(args *skel.CmdArgs, withPrev bool) (*request, error) {
 	if storeErr != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, storeErr.Error(), "")
 	}
-	pod, err := podRef(args.Args)
+	pod, err := netconf.ParseArgs(args.Args)
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
@@ -75,7 +75,7 @@ func load(args *skel.CmdArgs, withPrev bool) (*request, error) {
 	if err != nil {
 		return nil, err
 	}
-	req.ifaces, err = trustedInterfaces(key, pod, conf.RuntimeConfig.PodAnnotations)
+	req.ifaces, err = netconf.Interfaces(key, pod, conf.RuntimeConfig.PodAnnotations)
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
