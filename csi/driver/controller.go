@@ -20,6 +20,7 @@ import (
 
 	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/state"
+	"github.com/slimvirt/slimvirt/internal/qcow2"
 )
 
 func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
@@ -409,11 +410,25 @@ func (d *Driver) available(dir string) (int64, error) {
 		if v.Size > alloc {
 			free -= v.Size - alloc
 		}
+		free -= scratchReserve(v)
 	}
 	if free < 0 {
 		free = 0
 	}
 	return free, nil
+}
+
+// scratchReserve is the pool space an import or upload still under way may stage a qcow2 image
+// in: the most an image of the volume's size can take (qcow2.MaxFileSizeFor), held from the
+// start so that the pool's capacity never promises space a staged image will need.
+func scratchReserve(v state.Volume) int64 {
+	if v.Source == nil || (v.Source.Import == nil && !v.Source.Upload) {
+		return 0
+	}
+	if v.Content.Phase != state.PhasePending && v.Content.Phase != state.PhasePopulating {
+		return 0
+	}
+	return qcow2.MaxFileSizeFor(v.Size)
 }
 
 func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {

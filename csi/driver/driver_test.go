@@ -18,6 +18,8 @@ import (
 
 	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/driver"
+	"github.com/slimvirt/slimvirt/csi/state"
+	"github.com/slimvirt/slimvirt/internal/qcow2"
 )
 
 type harness struct {
@@ -349,5 +351,47 @@ func TestNodeExpansionOnly(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(target, diskimg.Name))
 	if err != nil || fi.Size() != 24<<20 || resp.CapacityBytes != 24<<20 {
 		t.Fatalf("after node expansion: %v %v, capacity %d", fi, err, resp.CapacityBytes)
+	}
+}
+
+// TestCapacityReservesImportScratch: while an import runs, the pool's capacity also holds the
+// most a qcow2 image of the volume's size may stage in the pool, and gives it back when the
+// import ends.
+func TestCapacityReservesImportScratch(t *testing.T) {
+	release := make(chan struct{})
+	h := start(t, t.TempDir(), func(c *driver.Config) {
+		c.Cluster = claims{&state.Source{Import: &state.Import{URL: "http://images.example/disk.qcow2"}}}
+		c.Filler = importFunc(func(ctx context.Context, _ state.Volume) error {
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	})
+	ctx := context.Background()
+	capacity := func() int64 {
+		c, err := h.ctrl.GetCapacity(ctx, &csi.GetCapacityRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.AvailableCapacity
+	}
+	before := capacity()
+	req := claimed("pvc-importing")
+	req.CapacityRange.RequiredBytes = 256 << 20
+	id := createVolume(t, h, req)
+	during := capacity()
+	want := 256<<20 + qcow2.MaxFileSizeFor(256<<20)
+	if d := before - during; d < want-(16<<20) || d > want+(16<<20) {
+		t.Fatalf("capacity went down by %d bytes while a 256 MiB volume imports, want about %d (volume + staging bound)", d, want)
+	}
+	close(release)
+	if c := waitContent(t, h, id); c.Phase != state.PhaseReady {
+		t.Fatalf("import ended %s: %s", c.Phase, c.Message)
+	}
+	if d := before - capacity(); d < 256<<20-(16<<20) || d > 256<<20+(16<<20) {
+		t.Fatalf("after the import capacity is down by %d bytes, want the volume's 256 MiB only", d)
 	}
 }
