@@ -20,6 +20,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
@@ -56,7 +57,9 @@ func TestImportCredentials(t *testing.T) {
 		ObjectMeta:  metav1.ObjectMeta{Name: "slimvirt", Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"}},
 		Provisioner: driver.DefaultName, VolumeBindingMode: &wffc,
 	}))
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		// Each test of the package runs its own manager with the same controllers.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
 	must(t, err)
 	must(t, datavolume.SetupWithManager(mgr, datavolume.Options{Namespace: release}))
 	go mgr.Start(ctx)
