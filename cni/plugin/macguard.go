@@ -99,12 +99,22 @@ func macInRecords(mac net.HardwareAddr, st *store, self record) error {
 			if err != nil || r == nil || r.ContainerID == self.ContainerID && r.IfName == self.IfName {
 				continue
 			}
+			// A record whose sandbox network namespace is gone is a VM that no longer runs (the
+			// node restarted, or the runtime removed the sandbox without a DEL): its MAC is free.
+			if r.Netns != "" && !pathExists(r.Netns) {
+				continue
+			}
 			if other, err := net.ParseMAC(r.Attachment.GuestMAC); err == nil && bytes.Equal(other, mac) {
 				return fmt.Errorf("guest MAC %s is %w: the VM of pod sandbox %s has it", mac, errMACInUse, shortID(r.ContainerID))
 			}
 		}
 	}
 	return nil
+}
+
+func pathExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 func shortID(id string) string {

@@ -2,6 +2,8 @@ package plugin_test
 
 import (
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -41,6 +43,16 @@ func TestGuestMACTakeover(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = chain.Del(first) })
 
+	// A VM whose sandbox went without a DEL (the node restarted): its record stays, its netns is gone.
+	goneNS := nettest.NewNS(t, "pod")
+	gone := launcherPod(t, c.Key, "virt-launcher-gone", goneNS, []launcherpod.Interface{{Name: "default", Binding: launcherpod.BindingBridge, MAC: "02:5a:00:00:00:05"}})
+	if _, err := chain.Add(gone); err != nil {
+		t.Fatalf("ADD the VM that goes: %v", err)
+	}
+	if out, err := exec.Command("ip", "netns", "delete", filepath.Base(goneNS.Path())).CombinedOutput(); err != nil {
+		t.Fatalf("remove the gone VM's netns: %v %s", err, out)
+	}
+
 	// A node interface and a neighbour the node holds for a host off the bridge.
 	nettest.Run(t, c.Host, "ip", "link", "add", "nodenic0", "address", "02:5a:00:00:00:02", "type", "veth", "peer", "name", "nodenic0p")
 	nettest.Run(t, c.Host, "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p")
@@ -64,6 +76,7 @@ func TestGuestMACTakeover(t *testing.T) {
 		{"a vendor MAC the admin allows", allowing, "00:16:3e:12:34:56", ""},
 		{"a vendor MAC the admin allows, taken", allowing, "02:5a:00:00:00:01", "already in use"},
 		{"a stale neighbour's MAC", chain, "02:5a:00:00:00:04", ""},
+		{"the MAC of a VM whose sandbox is gone", chain, "02:5a:00:00:00:05", ""},
 		{"a free locally administered MAC", chain, "02:5a:00:00:00:99", ""},
 		{"a free MAC on masquerade (never leaves the pod)", chain, "00:16:3e:12:34:57", ""},
 	}
