@@ -113,13 +113,25 @@ func Call(ctx context.Context, path, cmd string) (string, error) {
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
 	defer stop()
 	if _, err := fmt.Fprintln(c, cmd); err != nil {
-		return "", fmt.Errorf("send %s: %w", cmd, errors.Join(err, ctx.Err()))
+		return "", fmt.Errorf("send %s: %w", cmd, errors.Join(err, ctxErr(ctx, dl, err)))
 	}
 	line, err := readLine(c, MaxReply)
 	if err != nil {
-		return "", fmt.Errorf("read reply to %s: %w", cmd, errors.Join(err, ctx.Err()))
+		return "", fmt.Errorf("read reply to %s: %w", cmd, errors.Join(err, ctxErr(ctx, dl, err)))
 	}
 	return ParseReply(line)
+}
+
+// ctxErr is why the call ended early: ctx's error, or its deadline when the connection's copy
+// of that deadline fired first (the socket's timer can run ahead of the context's).
+func ctxErr(ctx context.Context, dl time.Time, ioErr error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if errors.Is(ioErr, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // readLine reads up to and without the first newline, and never more than max bytes before it.
