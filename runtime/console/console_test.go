@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 type lockedBuf struct {
@@ -59,13 +61,13 @@ func TestMux(t *testing.T) {
 	g.Write([]byte("Booting\r\nSLIMVIRT-GUEST-UP hostname=x\r\nlogin: "))
 
 	// The prompt without a newline still reaches stdout once output pauses.
-	waitFor(t, func() bool { return strings.Contains(out.String(), "login: \n") })
+	testutil.WaitFor(t, 5*time.Second, "the console line", func() bool { return strings.Contains(out.String(), "login: \n") })
 	if want := "Booting\nSLIMVIRT-GUEST-UP hostname=x\nlogin: \n"; out.String() != want {
 		t.Errorf("stdout %q, want %q", out.String(), want)
 	}
 
 	var client net.Conn
-	waitFor(t, func() bool { client, err = net.Dial("unix", m.ClientSocket); return err == nil })
+	testutil.WaitFor(t, 5*time.Second, "the client socket", func() bool { client, err = net.Dial("unix", m.ClientSocket); return err == nil })
 	defer client.Close()
 	time.Sleep(100 * time.Millisecond) // let the mux register the client
 	client.Write([]byte("root\n"))
@@ -98,15 +100,4 @@ func TestMux(t *testing.T) {
 	if !strings.HasSuffix(out.String(), "Password: \n") {
 		t.Errorf("last partial line not flushed at the end: %q", out.String())
 	}
-}
-
-func waitFor(t *testing.T, f func() bool) {
-	t.Helper()
-	for i := 0; i < 100; i++ {
-		if f() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("condition not met in 5s")
 }

@@ -250,14 +250,10 @@ func (p *Preparer) cloudInit(vmi *v1.VirtualMachineInstance, vol v1.Volume) (dom
 	if err != nil {
 		return domain.DiskSource{}, err
 	}
-	hostname := vmi.Spec.Hostname
-	if hostname == "" {
-		hostname = vmi.Name
-	}
 	iso := filepath.Join(p.Layout.EmptyDiskDir, vol.Name+".iso")
 	data := cloudinit.Data{
 		UserData: user, NetworkData: network,
-		InstanceID: vmi.Name + "." + vmi.Namespace, Hostname: hostname, UUID: string(vmi.UID),
+		InstanceID: vmi.Name + "." + vmi.Namespace, Hostname: vmi.GuestHostname(), UUID: string(vmi.UID),
 	}
 	now := time.Now
 	if p.Now != nil {

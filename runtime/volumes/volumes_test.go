@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/runtime/diskcopy"
@@ -113,7 +114,7 @@ func TestPrepare(t *testing.T) {
 		},
 		{
 			name: "hostDisk DiskOrCreate is created at its capacity",
-			vol:  v1.Volume{Name: "h", VolumeSource: v1.VolumeSource{HostDisk: &v1.HostDisk{Path: "/data/x.img", Type: v1.HostDiskExistsOrCreate, Capacity: ptr(q("64Mi"))}}},
+			vol:  v1.Volume{Name: "h", VolumeSource: v1.VolumeSource{HostDisk: &v1.HostDisk{Path: "/data/x.img", Type: v1.HostDiskExistsOrCreate, Capacity: ptr.To(q("64Mi"))}}},
 			setup: func(t *testing.T, l Layout) {
 				os.MkdirAll(filepath.Join(l.HostDiskDir, "h"), 0o755)
 			},
@@ -233,8 +234,6 @@ func TestPrepare(t *testing.T) {
 		})
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func TestCacheMode(t *testing.T) {
 	dir := t.TempDir()
