@@ -39,7 +39,7 @@ type Handler func(ctx context.Context, cmd string) (string, error)
 func Serve(ctx context.Context, ln net.Listener, h Handler) {
 	go func() {
 		<-ctx.Done()
-		ln.Close()
+		_ = ln.Close()
 	}()
 	for {
 		c, err := ln.Accept()
@@ -76,7 +76,7 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
+		_ = ln.Close()
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
 	return ln, nil

@@ -249,7 +249,7 @@ func (r *run) start(vmi *v1.VirtualMachineInstance, env ...string) {
 			}
 		}
 		err := cmd.Wait()
-		logf.Close()
+		_ = logf.Close()
 		var ee *exec.ExitError
 		switch {
 		case err == nil:

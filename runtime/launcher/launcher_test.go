@@ -154,7 +154,7 @@ func TestContainerDiskCloudInitPauseShutdown(t *testing.T) {
 		if _, err := io.ReadFull(c, hello); err != nil || !strings.HasPrefix(string(hello), "RFB ") {
 			t.Errorf("VNC greeting %q, %v", hello, err)
 		}
-		c.Close()
+		_ = c.Close()
 	}
 	// The overlay takes the writes; the copied disk stays as it was.
 	if _, err := os.Stat(r.path(launcherpod.EmptyDiskDir + "/root.qcow2")); err != nil {
@@ -451,7 +451,7 @@ func TestEFIBoot(t *testing.T) {
 	if _, err := c.Write([]byte(`fs0:\vmlinuz initrd=\initrd.gz console=ttyS0 panic=-1` + "\r")); err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
+	_ = c.Close()
 	r.waitLine("SLIMVIRT-GUEST-UP", bootTimeout)
 	r.signal(syscall.SIGTERM)
 	r.waitLine("SLIMVIRT-GUEST-POWEROFF", 30*time.Second)

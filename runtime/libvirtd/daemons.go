@@ -151,13 +151,13 @@ func (d *Daemons) startDaemon(name string, args ...string) (*daemon, error) {
 	cmd.Stdout, cmd.Stderr = pw, pw
 	go logLines(d.log.With("daemon", name), pr)
 	if err := d.reaper.Start(cmd); err != nil {
-		pw.Close()
+		_ = pw.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	child := &daemon{name: name, cmd: cmd, done: make(chan error, 1)}
 	go func() {
 		err := d.reaper.Wait(cmd)
-		pw.Close()
+		_ = pw.Close()
 		child.done <- err
 	}()
 	d.log.Info("started daemon", "daemon", name, "pid", cmd.Process.Pid)
@@ -175,18 +175,16 @@ func logLines(log *slog.Logger, r io.Reader) {
 	_, _ = io.Copy(io.Discard, r)
 }
 
-// stop asks the daemon to end and kills it when it does not in time.
-func (d *daemon) stop(timeout time.Duration) {
-	if d == nil {
-		return
-	}
+// stop asks the daemon to end, kills it when it does not in time, and returns how it ended.
+func (d *daemon) stop(timeout time.Duration) (exit error) {
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-d.done:
+	case exit = <-d.done:
 	case <-time.After(timeout):
 		_ = d.cmd.Process.Kill()
-		<-d.done
+		exit = <-d.done
 	}
+	return exit
 }
 
 // waitSocket waits for a daemon's socket to appear, failing early when the daemon dies.
@@ -198,7 +196,7 @@ func waitSocket(ctx context.Context, d *daemon, path string) error {
 		select {
 		case err := <-d.done:
 			d.done <- err
-			return fmt.Errorf("%s exited before creating %s: %v", d.name, path, err)
+			return fmt.Errorf("%s exited before creating %s: %w", d.name, path, err)
 		case <-ctx.Done():
 			return fmt.Errorf("%s did not create %s: %w", d.name, path, ctx.Err())
 		case <-time.After(20 * time.Millisecond):

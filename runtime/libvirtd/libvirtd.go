@@ -107,7 +107,7 @@ func Start(ctx context.Context, cfg Config, reaper Runner, log *slog.Logger) (*D
 // Stop closes the connection and stops the daemons in reverse order.
 func (d *Daemons) Stop() {
 	if d.Conn != nil {
-		d.Conn.Close()
+		_, _ = d.Conn.Close()
 	}
 	d.stopChildren()
 }
@@ -129,7 +129,8 @@ func (d *Daemons) Died() <-chan string {
 
 func (d *Daemons) stopChildren() {
 	for i := len(d.children) - 1; i >= 0; i-- {
-		d.children[i].stop(5 * time.Second)
+		// The daemons are asked to stop: how they end is no news.
+		_ = d.children[i].stop(5 * time.Second)
 	}
 }
 

@@ -314,7 +314,7 @@ func createSparse(path string, size int64) error {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	if err := f.Truncate(size); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("size %s to %d bytes: %w", path, size, err)
 	}
 	return f.Close()
@@ -342,6 +342,6 @@ func CacheMode(path string) string {
 	if err != nil {
 		return "writethrough"
 	}
-	unix.Close(fd)
+	_ = unix.Close(fd)
 	return "none"
 }
