@@ -22,7 +22,7 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
-	"github.com/slimvirt/slimvirt/nodeagent/launchers"
+	"github.com/slimvirt/slimvirt/nodeagent/launcherwatch"
 	"github.com/slimvirt/slimvirt/nodeagent/vmimetrics"
 	"github.com/slimvirt/slimvirt/nodeagent/vmistatus"
 )
@@ -57,7 +57,7 @@ func (f *fixture) fakePod(ctx context.Context, name string, owners []metav1.Owne
 			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: launcherpod.ConditionDomainRunning}}},
 	}
 	must(t, f.c.Create(ctx, pod))
-	must(t, os.MkdirAll(launchers.RunDir(f.kubelet, pod), 0o755))
+	must(t, os.MkdirAll(launcherwatch.RunDir(f.kubelet, pod), 0o755))
 	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:66:66:66:66:66", GuestIP: "10.66.0.1"})
 	// The run directory's path is too long for a socket address: bind elsewhere, then move
 	// the socket into place.
@@ -65,7 +65,7 @@ func (f *fixture) fakePod(ctx context.Context, name string, owners []metav1.Owne
 	ln, err := net.Listen("unix", short)
 	must(t, err)
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	must(t, os.Rename(short, filepath.Join(launchers.RunDir(f.kubelet, pod), "control.sock")))
+	must(t, os.Rename(short, filepath.Join(launcherwatch.RunDir(f.kubelet, pod), "control.sock")))
 	t.Cleanup(func() { ln.Close() })
 	var conns atomic.Int32
 	go func() {
@@ -100,7 +100,7 @@ func TestReporterIgnoresPodsNoVMINames(t *testing.T) {
 	logs := &lockedLog{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rctx, cancel := context.WithCancel(ctx)
-	w := launchers.NewWatcher(env.Clientset, node, f.kubelet)
+	w := launcherwatch.New(env.Clientset, node, f.kubelet)
 	w.Log = log
 	must(t, w.Start(rctx))
 	done := make(chan struct{})
@@ -174,7 +174,7 @@ func TestReporterHostileStatusFiles(t *testing.T) {
 	var fifo string
 	for name, plant := range bad {
 		_, pod := f.vmiWithPod(ctx, name, node, v1.Scheduled)
-		path := launchers.Launcher{Pod: pod, RunDir: launchers.RunDir(f.kubelet, pod)}.StatusFile()
+		path := launcherwatch.Launcher{Pod: pod, RunDir: launcherwatch.RunDir(f.kubelet, pod)}.StatusFile()
 		must(t, plant(path))
 		if name == "a-fifo" {
 			fifo = path

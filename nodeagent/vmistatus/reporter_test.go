@@ -21,7 +21,7 @@ import (
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/internal/testenv"
-	"github.com/slimvirt/slimvirt/nodeagent/launchers"
+	"github.com/slimvirt/slimvirt/nodeagent/launcherwatch"
 	"github.com/slimvirt/slimvirt/nodeagent/vmistatus"
 )
 
@@ -55,14 +55,14 @@ func (f *fixture) vmiWithPod(ctx context.Context, name, nodeName string, phase v
 	before := vmi.DeepCopy()
 	vmi.Status = v1.VirtualMachineInstanceStatus{Phase: phase, LauncherPod: pod.Name, NodeName: nodeName}
 	must(t, f.c.Status().Patch(ctx, vmi, client.MergeFrom(before)))
-	must(t, os.MkdirAll(launchers.RunDir(f.kubelet, pod), 0o755))
+	must(t, os.MkdirAll(launcherwatch.RunDir(f.kubelet, pod), 0o755))
 	return vmi, pod
 }
 
 // launcherSays writes the status file as the launcher does.
 func (f *fixture) launcherSays(pod *corev1.Pod, st launcherpod.Status) {
 	b, _ := json.Marshal(st)
-	path := launchers.Launcher{Pod: pod, RunDir: launchers.RunDir(f.kubelet, pod)}.StatusFile()
+	path := launcherwatch.Launcher{Pod: pod, RunDir: launcherwatch.RunDir(f.kubelet, pod)}.StatusFile()
 	must(f.t, os.WriteFile(path+".tmp", b, 0o644))
 	must(f.t, os.Rename(path+".tmp", path))
 }
@@ -135,7 +135,7 @@ func (f *fixture) startReporter(ctx context.Context, env *testenv.Env) (stop fun
 
 func (f *fixture) startReporterEvery(ctx context.Context, env *testenv.Env, every time.Duration) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
-	w := launchers.NewWatcher(env.Clientset, node, f.kubelet)
+	w := launcherwatch.New(env.Clientset, node, f.kubelet)
 	must(f.t, w.Start(ctx))
 	done := make(chan struct{})
 	go func() {
@@ -304,7 +304,7 @@ func TestReporterReportsLaunchersTogether(t *testing.T) {
 		pods = append(pods, pod)
 	}
 	bc := &barrierClient{Client: f.c, n: n, deadline: 5 * time.Second, met: make(chan struct{})}
-	w := launchers.NewWatcher(env.Clientset, node, f.kubelet)
+	w := launcherwatch.New(env.Clientset, node, f.kubelet)
 	must(t, w.Start(ctx))
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
-	"github.com/slimvirt/slimvirt/nodeagent/launchers"
+	"github.com/slimvirt/slimvirt/nodeagent/launcherwatch"
 	"github.com/slimvirt/slimvirt/nodeagent/vmimetrics"
 	"github.com/slimvirt/slimvirt/nodeagent/vmistatus"
 )
@@ -49,7 +49,7 @@ func serveVMIs(ctx context.Context, cfg *rest.Config, vc vmiConfig, log *slog.Lo
 	if err != nil {
 		return fmt.Errorf("make a client: %w", err)
 	}
-	w := launchers.NewWatcher(cs, vc.node, vc.kubeletDir)
+	w := launcherwatch.New(cs, vc.node, vc.kubeletDir)
 	if err := w.Start(ctx); err != nil {
 		return err
 	}
