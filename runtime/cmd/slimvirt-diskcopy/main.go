@@ -1,7 +1,7 @@
 // Command slimvirt-diskcopy, from a containerDisk image, copies the image's disk into the pod
-// (copy --src PATH --dst DIR [--stay]; the node agent's seed puts it on every node), and
-// checks hostDisk images on the node and gives them to the launcher's account
-// (own FILE DIR REL SIZE...).
+// (copy --src PATH --dst DIR [--stay], runtime/diskcopy; the node agent's seed puts it on
+// every node), and checks hostDisk images on the node and gives them to the launcher's account
+// (own FILE DIR REL SIZE..., runtime/hostdisk).
 package main
 
 import (
@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/slimvirt/slimvirt/runtime/diskcopy"
+	"github.com/slimvirt/slimvirt/runtime/hostdisk"
 )
 
 func main() {
@@ -52,10 +53,10 @@ func main() {
 		uid := fl.Int("uid", 107, "new owner")
 		gid := fl.Int("gid", 107, "new group")
 		_ = fl.Parse(os.Args[2:])
-		disks, err := diskcopy.ParseHostDisks(fl.Args())
+		disks, err := hostdisk.Parse(fl.Args())
 		fail(err)
 		for _, d := range disks {
-			fail(diskcopy.OwnHostDisk(d, *uid, *gid))
+			fail(hostdisk.Own(d, *uid, *gid))
 			fmt.Println("owned", d.Rel)
 		}
 	default:
