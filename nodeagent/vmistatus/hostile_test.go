@@ -90,9 +90,9 @@ func (f *fixture) fakePod(ctx context.Context, name string, owners []metav1.Owne
 // never ask them, and each is logged once.
 func TestReporterIgnoresPodsNoVMINames(t *testing.T) {
 	f, env, ctx := newFixture(t, "vmistatus-ignore")
-	_, real := f.vmiWithPod(ctx, "vm1", node, v1.Scheduled)
+	_, named := f.vmiWithPod(ctx, "vm1", node, v1.Scheduled)
 	victim, victimPod := f.vmiWithPod(ctx, "victim", node, v1.Scheduled)
-	f.launcherSays(real, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01"})
+	f.launcherSays(named, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01"})
 	f.launcherSays(victimPod, launcherpod.Status{Phase: launcherpod.PhaseStarting})
 	stray, strayConns := f.fakePod(ctx, "stray", nil)
 	impostor, impostorConns := f.fakePod(ctx, "impostor", []metav1.OwnerReference{{APIVersion: v1.GroupVersion.String(),
@@ -112,7 +112,7 @@ func TestReporterIgnoresPodsNoVMINames(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	f.waitFor(ctx, "vm1", "Running", func(v *v1.VirtualMachineInstance) bool { return v.Status.Phase == v1.Running })
-	f.waitGate(ctx, real, corev1.ConditionTrue)
+	f.waitGate(ctx, named, corev1.ConditionTrue)
 	time.Sleep(time.Second) // ten more passes
 
 	if g := f.gate(ctx, stray); g != "" {

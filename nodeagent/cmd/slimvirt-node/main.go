@@ -30,12 +30,17 @@ func main() {
 	if uninstall {
 		err = a.UninstallCNI()
 	} else {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-		defer stop()
-		err = a.Run(ctx)
+		err = runUntilSignal(a)
 	}
 	if err != nil {
 		log.Error("node agent failed", "err", err)
 		os.Exit(1)
 	}
+}
+
+// runUntilSignal runs the agent until SIGTERM (the kubelet stopping the pod) or an interrupt.
+func runUntilSignal(a *agent.Agent) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return a.Run(ctx)
 }

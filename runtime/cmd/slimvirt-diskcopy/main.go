@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -18,7 +19,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fail(fmt.Errorf("usage: slimvirt-diskcopy copy --src PATH_OR_DIR --dst DIR [--as NAME] | own [--uid N --gid N] FILE DIR REL SIZE..."))
+		fail(errors.New("usage: slimvirt-diskcopy copy --src PATH_OR_DIR --dst DIR [--as NAME] | own [--uid N --gid N] FILE DIR REL SIZE for each hostDisk"))
 	}
 	switch os.Args[1] {
 	case "copy":
@@ -29,7 +30,7 @@ func main() {
 		stay := fl.Bool("stay", false, "after copying, run until SIGTERM (a container next to the launcher's: a failure is also written for the launcher to read)")
 		_ = fl.Parse(os.Args[2:])
 		if *dst == "" {
-			fail(fmt.Errorf("copy: --dst is required"))
+			fail(errors.New("copy: --dst is required"))
 		}
 		copyFn := diskcopy.Copy
 		if *as != "" {
