@@ -80,7 +80,7 @@ func New(cfg Config) (*Agent, error) {
 	cfg.DevicePlugins.SeedDir = SeedDir(cfg.CNI.StateDir)
 	in, err := install.New(cfg.CNI)
 	plugins, dpErr := deviceplugin.New(cfg.DevicePlugins)
-	if err = errors.Join(err, dpErr); err != nil {
+	if err := errors.Join(err, dpErr); err != nil {
 		return nil, err
 	}
 	return &Agent{cfg: cfg, log: cfg.Logger, cni: in, plugins: plugins}, nil

@@ -122,11 +122,11 @@ func (l Launcher) openPath(name string, typ uint32) (int, error) {
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd) // an O_PATH descriptor: closing it cannot lose anything
 		return -1, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != typ {
-		unix.Close(fd)
+		_ = unix.Close(fd) // an O_PATH descriptor: closing it cannot lose anything
 		return -1, fmt.Errorf("open %s: %w: it is %s, not %s", path, ErrNotOwnFile, fileType(st.Mode), fileType(typ))
 	}
 	return fd, nil

@@ -78,7 +78,7 @@ func (f *fixture) fakePod(ctx context.Context, name string, owners []metav1.Owne
 			conns.Add(1)
 			_, _ = bufio.NewReader(c).ReadString('\n')
 			_, _ = c.Write([]byte(`ok {"state":"running","vcpus":64}` + "\n"))
-			c.Close()
+			_ = c.Close()
 		}
 	}()
 	return pod, &conns
@@ -189,7 +189,7 @@ func TestReporterHostileStatusFiles(t *testing.T) {
 	// even when it fails.
 	t.Cleanup(func() {
 		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			w.Close()
+			_ = w.Close()
 		}
 	})
 

@@ -117,7 +117,7 @@ func (f *fixture) waitFor(ctx context.Context, name, what string, cond func(*v1.
 func newFixture(t *testing.T, name string) (*fixture, *testenv.Env, context.Context) {
 	env, err := testenv.Start(name)
 	testutil.Must(t, err)
-	t.Cleanup(func() { env.Stop() })
+	t.Cleanup(func() { _ = env.Stop() })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	scheme := runtime.NewScheme()
