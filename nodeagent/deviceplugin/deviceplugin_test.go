@@ -32,7 +32,7 @@ func startKubelet(t *testing.T, dir string) *kubelet {
 	}
 	k := &kubelet{srv: grpc.NewServer(), regs: make(chan *pluginapi.RegisterRequest, 16)}
 	pluginapi.RegisterRegistrationServer(k.srv, k)
-	go k.srv.Serve(lis)
+	go func() { _ = k.srv.Serve(lis) }()
 	t.Cleanup(k.srv.Stop)
 	return k
 }
@@ -211,8 +211,8 @@ func TestHealth(t *testing.T) {
 	}{
 		{"missing", func() error { return nil }, pluginapi.Unhealthy},
 		{"char device", func() error { return os.Symlink("/dev/null", dev) }, pluginapi.Healthy},
-		{"regular file", func() error { os.Remove(dev); return os.WriteFile(dev, nil, 0o600) }, pluginapi.Unhealthy},
-		{"char device again", func() error { os.Remove(dev); return os.Symlink("/dev/zero", dev) }, pluginapi.Healthy},
+		{"regular file", func() error { _ = os.Remove(dev); return os.WriteFile(dev, nil, 0o600) }, pluginapi.Unhealthy},
+		{"char device again", func() error { _ = os.Remove(dev); return os.Symlink("/dev/zero", dev) }, pluginapi.Healthy},
 		{"removed", func() error { return os.Remove(dev) }, pluginapi.Unhealthy},
 	}
 	for _, s := range steps {

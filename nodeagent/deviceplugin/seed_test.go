@@ -45,8 +45,8 @@ func TestSeed(t *testing.T) {
 			}
 			return os.WriteFile(marker, []byte("ELF"), 0o755)
 		}, pluginapi.Healthy},
-		{"copier replaced by a link", func() error { os.Remove(marker); return os.Symlink("/bin/sh", marker) }, pluginapi.Unhealthy},
-		{"seeded again", func() error { os.Remove(marker); return os.WriteFile(marker, []byte("ELF"), 0o755) }, pluginapi.Healthy},
+		{"copier replaced by a link", func() error { _ = os.Remove(marker); return os.Symlink("/bin/sh", marker) }, pluginapi.Unhealthy},
+		{"seeded again", func() error { _ = os.Remove(marker); return os.WriteFile(marker, []byte("ELF"), 0o755) }, pluginapi.Healthy},
 	}
 	for _, s := range steps {
 		if err := s.change(); err != nil {

@@ -153,7 +153,7 @@ func (pl *plugin) serve() error {
 	lis.(*net.UnixListener).SetUnlinkOnClose(false)
 	fi, err := os.Stat(pl.socket)
 	if err != nil {
-		lis.Close()
+		_ = lis.Close() // the stat's error is the one to report
 		return fmt.Errorf("stat socket %s: %w", pl.socket, err)
 	}
 	srv := grpc.NewServer()

@@ -95,7 +95,7 @@ func (w *Watcher) follow(ctx context.Context, cs kubernetes.Interface, ns, name 
 				return nil
 			}
 		case watch.Error:
-			return fmt.Errorf("watch daemonset %s/%s: %v", ns, name, apierrors.FromObject(ev.Object))
+			return fmt.Errorf("watch daemonset %s/%s: %w", ns, name, apierrors.FromObject(ev.Object))
 		}
 	}
 	return nil

@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
-	"github.com/slimvirt/slimvirt/nodeagent/launchers"
+	"github.com/slimvirt/slimvirt/nodeagent/launcherwatch"
 	"github.com/slimvirt/slimvirt/runtime/control"
 )
 
@@ -63,10 +63,10 @@ var (
 )
 
 // Source lists the launchers to ask: only pods their VMI names as its launcher
-// (launchers.Watcher.List), so that a pod merely labelled as one is never asked and never
+// (launcherwatch.Watcher.List), so that a pod merely labelled as one is never asked and never
 // speaks for a VMI.
 type Source interface {
-	List() []launchers.Launcher
+	List() []launcherwatch.Launcher
 }
 
 // Collector is a prometheus.Collector for the VMIs of one node.
@@ -90,7 +90,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	// One VMI's series twice would fail the whole scrape; a VMI has one launcher, but keep
 	// the first should two ever claim it.
 	seen := map[[2]string]bool{}
-	ls = slices.DeleteFunc(ls, func(l launchers.Launcher) bool {
+	ls = slices.DeleteFunc(ls, func(l launcherwatch.Launcher) bool {
 		k := [2]string{l.Pod.Namespace, l.VMI}
 		dup := seen[k]
 		seen[k] = true
@@ -122,7 +122,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // Stats asks one launcher for its domain's statistics, within Timeout.
-func Stats(ctx context.Context, l launchers.Launcher) (launcherpod.DomainStats, error) {
+func Stats(ctx context.Context, l launcherwatch.Launcher) (launcherpod.DomainStats, error) {
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
 	out, err := l.Call(ctx, control.Stats)
@@ -189,7 +189,7 @@ func distinctNames[T any](what string, items []T, name func(T) string) error {
 	return nil
 }
 
-func (c *Collector) emit(ch chan<- prometheus.Metric, l launchers.Launcher, st launcherpod.DomainStats) {
+func (c *Collector) emit(ch chan<- prometheus.Metric, l launcherwatch.Launcher, st launcherpod.DomainStats) {
 	base := []string{l.Pod.Namespace, l.VMI, c.Node}
 	put := func(d *prometheus.Desc, t prometheus.ValueType, v float64, extra ...string) {
 		ch <- prometheus.MustNewConstMetric(d, t, v, append(append([]string{}, base...), extra...)...)

@@ -22,7 +22,8 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
-	"github.com/slimvirt/slimvirt/nodeagent/launchers"
+	"github.com/slimvirt/slimvirt/internal/testutil"
+	"github.com/slimvirt/slimvirt/nodeagent/launcherwatch"
 	"github.com/slimvirt/slimvirt/nodeagent/vmimetrics"
 	"github.com/slimvirt/slimvirt/nodeagent/vmistatus"
 )
@@ -56,16 +57,16 @@ func (f *fixture) fakePod(ctx context.Context, name string, owners []metav1.Owne
 		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "fake", Image: "toolbox"}},
 			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: launcherpod.ConditionDomainRunning}}},
 	}
-	must(t, f.c.Create(ctx, pod))
-	must(t, os.MkdirAll(launchers.RunDir(f.kubelet, pod), 0o755))
+	testutil.Must(t, f.c.Create(ctx, pod))
+	testutil.Must(t, os.MkdirAll(launcherwatch.RunDir(f.kubelet, pod), 0o755))
 	f.launcherSays(pod, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:66:66:66:66:66", GuestIP: "10.66.0.1"})
 	// The run directory's path is too long for a socket address: bind elsewhere, then move
 	// the socket into place.
 	short := filepath.Join(t.TempDir(), "c.sock")
 	ln, err := net.Listen("unix", short)
-	must(t, err)
+	testutil.Must(t, err)
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	must(t, os.Rename(short, filepath.Join(launchers.RunDir(f.kubelet, pod), "control.sock")))
+	testutil.Must(t, os.Rename(short, filepath.Join(launcherwatch.RunDir(f.kubelet, pod), "control.sock")))
 	t.Cleanup(func() { ln.Close() })
 	var conns atomic.Int32
 	go func() {
@@ -77,7 +78,7 @@ func (f *fixture) fakePod(ctx context.Context, name string, owners []metav1.Owne
 			conns.Add(1)
 			_, _ = bufio.NewReader(c).ReadString('\n')
 			_, _ = c.Write([]byte(`ok {"state":"running","vcpus":64}` + "\n"))
-			c.Close()
+			_ = c.Close()
 		}
 	}()
 	return pod, &conns
@@ -89,9 +90,9 @@ func (f *fixture) fakePod(ctx context.Context, name string, owners []metav1.Owne
 // never ask them, and each is logged once.
 func TestReporterIgnoresPodsNoVMINames(t *testing.T) {
 	f, env, ctx := newFixture(t, "vmistatus-ignore")
-	_, real := f.vmiWithPod(ctx, "vm1", node, v1.Scheduled)
+	_, named := f.vmiWithPod(ctx, "vm1", node, v1.Scheduled)
 	victim, victimPod := f.vmiWithPod(ctx, "victim", node, v1.Scheduled)
-	f.launcherSays(real, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01"})
+	f.launcherSays(named, launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01"})
 	f.launcherSays(victimPod, launcherpod.Status{Phase: launcherpod.PhaseStarting})
 	stray, strayConns := f.fakePod(ctx, "stray", nil)
 	impostor, impostorConns := f.fakePod(ctx, "impostor", []metav1.OwnerReference{{APIVersion: v1.GroupVersion.String(),
@@ -100,9 +101,9 @@ func TestReporterIgnoresPodsNoVMINames(t *testing.T) {
 	logs := &lockedLog{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rctx, cancel := context.WithCancel(ctx)
-	w := launchers.NewWatcher(env.Clientset, node, f.kubelet)
+	w := launcherwatch.New(env.Clientset, node, f.kubelet)
 	w.Log = log
-	must(t, w.Start(rctx))
+	testutil.Must(t, w.Start(rctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -111,7 +112,7 @@ func TestReporterIgnoresPodsNoVMINames(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	f.waitFor(ctx, "vm1", "Running", func(v *v1.VirtualMachineInstance) bool { return v.Status.Phase == v1.Running })
-	f.waitGate(ctx, real, corev1.ConditionTrue)
+	f.waitGate(ctx, named, corev1.ConditionTrue)
 	time.Sleep(time.Second) // ten more passes
 
 	if g := f.gate(ctx, stray); g != "" {
@@ -127,7 +128,7 @@ func TestReporterIgnoresPodsNoVMINames(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&vmimetrics.Collector{Source: w, Node: node, Log: log})
 	mfs, err := reg.Gather()
-	must(t, err)
+	testutil.Must(t, err)
 	var scraped []string
 	for _, mf := range mfs {
 		if mf.GetName() != "slimvirt_vmi_info" {
@@ -158,7 +159,7 @@ func TestReporterIgnoresPodsNoVMINames(t *testing.T) {
 func TestReporterHostileStatusFiles(t *testing.T) {
 	f, env, ctx := newFixture(t, "vmistatus-hostile")
 	nodeFile := filepath.Join(t.TempDir(), "node.json")
-	must(t, os.WriteFile(nodeFile, []byte(`{"phase":"Running","guestMAC":"02:99:99:99:99:99"}`), 0o600))
+	testutil.Must(t, os.WriteFile(nodeFile, []byte(`{"phase":"Running","guestMAC":"02:99:99:99:99:99"}`), 0o600))
 	bad := map[string]func(path string) error{
 		"a-fifo": func(p string) error { return syscall.Mkfifo(p, 0o644) },
 		"a-huge": func(p string) error {
@@ -174,8 +175,8 @@ func TestReporterHostileStatusFiles(t *testing.T) {
 	var fifo string
 	for name, plant := range bad {
 		_, pod := f.vmiWithPod(ctx, name, node, v1.Scheduled)
-		path := launchers.Launcher{Pod: pod, RunDir: launchers.RunDir(f.kubelet, pod)}.StatusFile()
-		must(t, plant(path))
+		path := launcherwatch.Launcher{Pod: pod, RunDir: launcherwatch.RunDir(f.kubelet, pod)}.StatusFile()
+		testutil.Must(t, plant(path))
 		if name == "a-fifo" {
 			fifo = path
 		}
@@ -188,7 +189,7 @@ func TestReporterHostileStatusFiles(t *testing.T) {
 	// even when it fails.
 	t.Cleanup(func() {
 		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			w.Close()
+			_ = w.Close()
 		}
 	})
 

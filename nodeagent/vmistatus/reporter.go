@@ -22,7 +22,7 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
-	"github.com/slimvirt/slimvirt/nodeagent/launchers"
+	"github.com/slimvirt/slimvirt/nodeagent/launcherwatch"
 )
 
 // Interval is how often the launchers' status files are read besides when one is renamed into
@@ -33,7 +33,7 @@ const Interval = 500 * time.Millisecond
 // VMI's status.
 type Reporter struct {
 	Client    client.Client
-	Launchers *launchers.Watcher
+	Launchers *launcherwatch.Watcher
 	Log       *slog.Logger
 	// Interval between reads; Interval when zero.
 	Interval time.Duration
@@ -113,7 +113,7 @@ const minPassGap = 20 * time.Millisecond
 // not being reported already; it returns their run directories. A launcher whose status
 // changes while it is being reported is read again when that report ends.
 //
-// Reading a status file cannot block the pass: launchers.Launcher.ReadStatus opens only a
+// Reading a status file cannot block the pass: launcherwatch.Launcher.ReadStatus opens only a
 // regular file of the run directory itself (never a FIFO, a device or a link's target) and
 // reads at most launcherpod.MaxStatusSize bytes of it; a file it refuses is that launcher's
 // error only.
@@ -162,7 +162,7 @@ func (r *Reporter) pass(ctx context.Context) (dirs []string) {
 
 // readResult logs a launcher's status file that cannot be read, once for as long as it fails
 // the same way: a pod can keep a bad file there, and the agent reads it twice a second.
-func (r *Reporter) readResult(l launchers.Launcher, err error) {
+func (r *Reporter) readResult(l launcherwatch.Launcher, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err == nil || errors.Is(err, fs.ErrNotExist) {
@@ -178,7 +178,7 @@ func (r *Reporter) readResult(l launchers.Launcher, err error) {
 
 // reportOne writes st to the launcher's VMI (when it changed since last reflected there) and
 // to its pod's readiness gate (when it needs want, and the VMI names the pod).
-func (r *Reporter) reportOne(ctx context.Context, l launchers.Launcher, st launcherpod.Status, changed bool, want corev1.ConditionStatus, gate bool) {
+func (r *Reporter) reportOne(ctx context.Context, l launcherwatch.Launcher, st launcherpod.Status, changed bool, want corev1.ConditionStatus, gate bool) {
 	defer r.workers.Done()
 	reflected := false
 	defer func() {
@@ -226,7 +226,7 @@ func (r *Reporter) kickNow() {
 // gateWant is the readiness gate condition (launcherpod.ConditionDomainRunning) the pod needs
 // for st, and whether it needs a patch: not when the pod has no such gate, nor when its gate
 // already says so (in the watch's copy, a missing condition being false).
-func gateWant(l launchers.Launcher, st launcherpod.Status) (corev1.ConditionStatus, bool) {
+func gateWant(l launcherwatch.Launcher, st launcherpod.Status) (corev1.ConditionStatus, bool) {
 	if !slices.ContainsFunc(l.Pod.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool {
 		return g.ConditionType == launcherpod.ConditionDomainRunning
 	}) {
@@ -250,7 +250,7 @@ func gateWant(l launchers.Launcher, st launcherpod.Status) (corev1.ConditionStat
 }
 
 // gate sets the pod's readiness gate to want.
-func (r *Reporter) gate(ctx context.Context, l launchers.Launcher, st launcherpod.Status, want corev1.ConditionStatus) error {
+func (r *Reporter) gate(ctx context.Context, l launcherwatch.Launcher, st launcherpod.Status, want corev1.ConditionStatus) error {
 	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.PodCondition{{
 		Type: launcherpod.ConditionDomainRunning, Status: want, LastTransitionTime: metav1.Now(),
 		Reason: "Launcher" + st.Phase, Message: "the launcher reports the domain " + strings.ToLower(st.Phase),
@@ -266,9 +266,9 @@ func (r *Reporter) gate(ctx context.Context, l launchers.Launcher, st launcherpo
 
 // report writes st to the status of the VMI owning the launcher pod and says whether the status
 // now reflects it (false while the VMI does not name a launcher yet: it is tried again). The
-// VMI it reads decides whether the pod is its launcher at all (launchers.Watcher.Confirm);
+// VMI it reads decides whether the pod is its launcher at all (launcherwatch.Watcher.Confirm);
 // nothing is written for a pod that it does not name.
-func (r *Reporter) report(ctx context.Context, l launchers.Launcher, st launcherpod.Status) (bool, error) {
+func (r *Reporter) report(ctx context.Context, l launcherwatch.Launcher, st launcherpod.Status) (bool, error) {
 	vmi := &v1.VirtualMachineInstance{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: l.Pod.Namespace, Name: l.VMI}, vmi); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -21,7 +21,8 @@ import (
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/internal/testenv"
-	"github.com/slimvirt/slimvirt/nodeagent/launchers"
+	"github.com/slimvirt/slimvirt/internal/testutil"
+	"github.com/slimvirt/slimvirt/nodeagent/launcherwatch"
 	"github.com/slimvirt/slimvirt/nodeagent/vmistatus"
 )
 
@@ -42,7 +43,7 @@ func (f *fixture) vmiWithPod(ctx context.Context, name, nodeName string, phase v
 		Spec: v1.VirtualMachineInstanceSpec{Domain: v1.DomainSpec{
 			Resources: v1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}}}},
 	}
-	must(t, f.c.Create(ctx, vmi))
+	testutil.Must(t, f.c.Create(ctx, vmi))
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-" + name, Namespace: "default",
 			Labels: map[string]string{launcherpod.LabelApp: launcherpod.AppLauncher, launcherpod.LabelVMI: name},
@@ -51,26 +52,26 @@ func (f *fixture) vmiWithPod(ctx context.Context, name, nodeName string, phase v
 		Spec: corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: launcherpod.ComputeContainer, Image: "launcher"}},
 			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: launcherpod.ConditionDomainRunning}}},
 	}
-	must(t, f.c.Create(ctx, pod))
+	testutil.Must(t, f.c.Create(ctx, pod))
 	before := vmi.DeepCopy()
 	vmi.Status = v1.VirtualMachineInstanceStatus{Phase: phase, LauncherPod: pod.Name, NodeName: nodeName}
-	must(t, f.c.Status().Patch(ctx, vmi, client.MergeFrom(before)))
-	must(t, os.MkdirAll(launchers.RunDir(f.kubelet, pod), 0o755))
+	testutil.Must(t, f.c.Status().Patch(ctx, vmi, client.MergeFrom(before)))
+	testutil.Must(t, os.MkdirAll(launcherwatch.RunDir(f.kubelet, pod), 0o755))
 	return vmi, pod
 }
 
 // launcherSays writes the status file as the launcher does.
 func (f *fixture) launcherSays(pod *corev1.Pod, st launcherpod.Status) {
 	b, _ := json.Marshal(st)
-	path := launchers.Launcher{Pod: pod, RunDir: launchers.RunDir(f.kubelet, pod)}.StatusFile()
-	must(f.t, os.WriteFile(path+".tmp", b, 0o644))
-	must(f.t, os.Rename(path+".tmp", path))
+	path := launcherwatch.Launcher{Pod: pod, RunDir: launcherwatch.RunDir(f.kubelet, pod)}.StatusFile()
+	testutil.Must(f.t, os.WriteFile(path+".tmp", b, 0o644))
+	testutil.Must(f.t, os.Rename(path+".tmp", path))
 }
 
 // gate is the pod's readiness gate condition status, "" when it has none.
 func (f *fixture) gate(ctx context.Context, pod *corev1.Pod) corev1.ConditionStatus {
 	p := &corev1.Pod{}
-	must(f.t, f.c.Get(ctx, client.ObjectKeyFromObject(pod), p))
+	testutil.Must(f.t, f.c.Get(ctx, client.ObjectKeyFromObject(pod), p))
 	for _, c := range p.Status.Conditions {
 		if c.Type == launcherpod.ConditionDomainRunning {
 			return c.Status
@@ -92,7 +93,7 @@ func (f *fixture) waitGate(ctx context.Context, pod *corev1.Pod, want corev1.Con
 
 func (f *fixture) get(ctx context.Context, name string) *v1.VirtualMachineInstance {
 	vmi := &v1.VirtualMachineInstance{}
-	must(f.t, f.c.Get(ctx, client.ObjectKey{Namespace: "default", Name: name}, vmi))
+	testutil.Must(f.t, f.c.Get(ctx, client.ObjectKey{Namespace: "default", Name: name}, vmi))
 	return vmi
 }
 
@@ -115,15 +116,15 @@ func (f *fixture) waitFor(ctx context.Context, name, what string, cond func(*v1.
 // newFixture starts a kube-apiserver for one test and a client of it.
 func newFixture(t *testing.T, name string) (*fixture, *testenv.Env, context.Context) {
 	env, err := testenv.Start(name)
-	must(t, err)
-	t.Cleanup(func() { env.Stop() })
+	testutil.Must(t, err)
+	t.Cleanup(func() { _ = env.Stop() })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	scheme := runtime.NewScheme()
-	must(t, clientgoscheme.AddToScheme(scheme))
-	must(t, v1.AddToScheme(scheme))
+	testutil.Must(t, clientgoscheme.AddToScheme(scheme))
+	testutil.Must(t, v1.AddToScheme(scheme))
 	c, err := client.New(env.Config, client.Options{Scheme: scheme})
-	must(t, err)
+	testutil.Must(t, err)
 	f := &fixture{t: t, c: c, kubelet: t.TempDir()}
 	return f, env, ctx
 }
@@ -135,8 +136,8 @@ func (f *fixture) startReporter(ctx context.Context, env *testenv.Env) (stop fun
 
 func (f *fixture) startReporterEvery(ctx context.Context, env *testenv.Env, every time.Duration) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
-	w := launchers.NewWatcher(env.Clientset, node, f.kubelet)
-	must(f.t, w.Start(ctx))
+	w := launcherwatch.New(env.Clientset, node, f.kubelet)
+	testutil.Must(f.t, w.Start(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -223,13 +224,6 @@ func TestReporter(t *testing.T) {
 	}
 }
 
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestReporterWakesOnStatusFile: with reads every hour, a launcher's new status file alone
 // (renamed into place, no pod change) still reaches the VMI at once.
 func TestReporterWakesOnStatusFile(t *testing.T) {
@@ -304,8 +298,8 @@ func TestReporterReportsLaunchersTogether(t *testing.T) {
 		pods = append(pods, pod)
 	}
 	bc := &barrierClient{Client: f.c, n: n, deadline: 5 * time.Second, met: make(chan struct{})}
-	w := launchers.NewWatcher(env.Clientset, node, f.kubelet)
-	must(t, w.Start(ctx))
+	w := launcherwatch.New(env.Clientset, node, f.kubelet)
+	testutil.Must(t, w.Start(ctx))
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

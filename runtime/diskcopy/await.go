@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/slimvirt/slimvirt/internal/atomicfile"
 )
 
 // The copier runs in a container next to the launcher's, not before it: it renames each copy
@@ -29,10 +31,7 @@ func ReportFailure(dir, name string, err error) error {
 	if mkErr := os.MkdirAll(dir, 0o755); mkErr != nil {
 		return fmt.Errorf("create %s: %w", dir, mkErr)
 	}
-	return writeAtomic(FailedFile(dir, name), 0o644, func(out *os.File) error {
-		_, werr := out.WriteString(err.Error())
-		return werr
-	})
+	return atomicfile.WriteFile(FailedFile(dir, name), []byte(err.Error()), 0o644)
 }
 
 // ErrCopyFailed wraps what the copier reported.

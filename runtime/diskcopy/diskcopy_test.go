@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 func allocated(t *testing.T, path string) int64 {
@@ -101,19 +103,13 @@ func TestCopy(t *testing.T) {
 			if alloc := allocated(t, got); alloc > 1<<20 {
 				t.Errorf("copy allocates %d bytes of a 64 MiB image with ~1 KiB of data: not sparse", alloc)
 			}
-			if len(mustGlob(t, filepath.Join(dst, ".*"))) != 0 {
+			tmps, err := filepath.Glob(filepath.Join(dst, ".*"))
+			testutil.Must(t, err)
+			if len(tmps) != 0 {
 				t.Error("temporary files left behind")
 			}
 		})
 	}
-}
-
-func mustGlob(t *testing.T, pattern string) []string {
-	m, err := filepath.Glob(pattern)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // Install makes the node directory with the copier in it, and replaces an older copier.

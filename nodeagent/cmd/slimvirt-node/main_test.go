@@ -16,6 +16,8 @@ import (
 
 	"google.golang.org/grpc"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 const conflist = `{"cniVersion":"1.0.0","name":"k8s","plugins":[{"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","subnet":"10.244.0.0/24"}}]}` + "\n"
@@ -44,11 +46,11 @@ func TestBinary(t *testing.T) {
 	cniBin, confDir, state := filepath.Join(dir, "opt-cni-bin"), filepath.Join(dir, "net.d"), filepath.Join(dir, "state")
 	devicePlugins := filepath.Join(dir, "device-plugins")
 	for _, d := range []string{cniBin, confDir, devicePlugins} {
-		os.MkdirAll(d, 0o755)
+		testutil.Must(t, os.MkdirAll(d, 0o755))
 	}
 	conf := filepath.Join(confDir, "10-k8s.conflist")
-	os.WriteFile(conf, []byte(conflist), 0o644)
-	os.WriteFile(filepath.Join(dir, "key"), []byte("k"), 0o600)
+	testutil.Must(t, os.WriteFile(conf, []byte(conflist), 0o644))
+	testutil.Must(t, os.WriteFile(filepath.Join(dir, "key"), []byte("k"), 0o600))
 	args := []string{"--cni-bin-dir", cniBin, "--cni-conf-dir", confDir, "--cni-binary", bin,
 		"--state-dir", state, "--signing-key-file", filepath.Join(dir, "key"), "--device-plugin-dir", devicePlugins}
 
@@ -79,14 +81,14 @@ func TestBinary(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			for !installed() {
 				if time.Now().After(deadline) {
-					cmd.Process.Kill()
+					_ = cmd.Process.Kill()
 					t.Fatal("not installed within 10s")
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
 			if mode == "sigterm" {
 				registered(t, devicePlugins)
-				cmd.Process.Signal(syscall.SIGTERM)
+				testutil.Must(t, cmd.Process.Signal(syscall.SIGTERM))
 				if err := cmd.Wait(); err != nil {
 					t.Errorf("exit after SIGTERM: %v", err)
 				}
@@ -94,8 +96,8 @@ func TestBinary(t *testing.T) {
 					t.Errorf("device plugin directory after SIGTERM holds %v, want only kubelet.sock", entries)
 				}
 			} else {
-				cmd.Process.Kill()
-				cmd.Wait()
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait() // killed: its error says so
 				if out, err := exec.Command(bin, append([]string{"uninstall-cni"}, args...)...).CombinedOutput(); err != nil {
 					t.Fatalf("uninstall-cni: %v: %s", err, out)
 				}
@@ -125,7 +127,7 @@ func registered(t *testing.T, dir string) {
 	}
 	k, srv := &kubelet{names: make(chan string, 4)}, grpc.NewServer()
 	pluginapi.RegisterRegistrationServer(srv, k)
-	go srv.Serve(lis)
+	go func() { _ = srv.Serve(lis) }()
 	// Keep the socket: the check after SIGTERM tells it from the plugins' sockets.
 	lis.(*net.UnixListener).SetUnlinkOnClose(false)
 	t.Cleanup(srv.Stop)

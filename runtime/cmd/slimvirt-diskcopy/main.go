@@ -1,11 +1,12 @@
 // Command slimvirt-diskcopy, from a containerDisk image, copies the image's disk into the pod
-// (copy --src PATH --dst DIR [--stay]; the node agent's seed puts it on every node), and
-// checks hostDisk images on the node and gives them to the launcher's account
-// (own FILE DIR REL SIZE...).
+// (copy --src PATH --dst DIR [--stay], runtime/diskcopy; the node agent's seed puts it on
+// every node), and checks hostDisk images on the node and gives them to the launcher's account
+// (own FILE DIR REL SIZE..., runtime/hostdisk).
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -13,11 +14,12 @@ import (
 	"syscall"
 
 	"github.com/slimvirt/slimvirt/runtime/diskcopy"
+	"github.com/slimvirt/slimvirt/runtime/hostdisk"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fail(fmt.Errorf("usage: slimvirt-diskcopy copy --src PATH_OR_DIR --dst DIR [--as NAME] | own [--uid N --gid N] FILE DIR REL SIZE..."))
+		fail(errors.New("usage: slimvirt-diskcopy copy --src PATH_OR_DIR --dst DIR [--as NAME] | own [--uid N --gid N] FILE DIR REL SIZE for each hostDisk"))
 	}
 	switch os.Args[1] {
 	case "copy":
@@ -28,7 +30,7 @@ func main() {
 		stay := fl.Bool("stay", false, "after copying, run until SIGTERM (a container next to the launcher's: a failure is also written for the launcher to read)")
 		_ = fl.Parse(os.Args[2:])
 		if *dst == "" {
-			fail(fmt.Errorf("copy: --dst is required"))
+			fail(errors.New("copy: --dst is required"))
 		}
 		copyFn := diskcopy.Copy
 		if *as != "" {
@@ -52,10 +54,10 @@ func main() {
 		uid := fl.Int("uid", 107, "new owner")
 		gid := fl.Int("gid", 107, "new group")
 		_ = fl.Parse(os.Args[2:])
-		disks, err := diskcopy.ParseHostDisks(fl.Args())
+		disks, err := hostdisk.Parse(fl.Args())
 		fail(err)
 		for _, d := range disks {
-			fail(diskcopy.OwnHostDisk(d, *uid, *gid))
+			fail(hostdisk.Own(d, *uid, *gid))
 			fmt.Println("owned", d.Rel)
 		}
 	default:

@@ -1,4 +1,4 @@
-package launchers
+package launcherwatch
 
 import (
 	"bufio"
@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 	"github.com/slimvirt/slimvirt/runtime/control"
 )
 
@@ -114,9 +115,7 @@ func TestReadStatusRefuses(t *testing.T) {
 // TestReadStatusRefusesDevice: a device node in the status file's place (a pod's container may
 // have CAP_MKNOD) is refused without being opened: opening some devices acts on them.
 func TestReadStatusRefusesDevice(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root: makes a device node")
-	}
+	testutil.RequireRoot(t, "makes a device node")
 	l := hostile(t)
 	// /dev/null's numbers: harmless should it be opened after all.
 	if err := unix.Mknod(filepath.Join(l.RunDir, "status.json"), unix.S_IFCHR|0o644, int(unix.Mkdev(1, 3))); err != nil {

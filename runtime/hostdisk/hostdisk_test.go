@@ -1,4 +1,4 @@
-package diskcopy
+package hostdisk
 
 import (
 	"os"
@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // node is a node's files for one test: an allowed hostDisk directory, a secret outside it (a
@@ -21,19 +23,13 @@ type node struct {
 
 func newNode(t *testing.T) *node {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("hostDisk ownership is checked as root, as the hostdisk-owner container runs: run as root")
-	}
+	testutil.RequireRoot(t, "hostDisk ownership is checked as root, as the hostdisk-owner container runs")
 	root := t.TempDir()
 	n := &node{t: t, allowed: filepath.Join(root, "hostdisks"), secret: filepath.Join(root, "etc", "shadow"), mounts: filepath.Join(root, "pod")}
 	for _, d := range []string{n.allowed, filepath.Dir(n.secret), n.mounts} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		testutil.Must(t, os.MkdirAll(d, 0o755))
 	}
-	if err := os.WriteFile(n.secret, []byte("root:secret"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, os.WriteFile(n.secret, []byte("root:secret"), 0o600))
 	return n
 }
 
@@ -42,9 +38,7 @@ func newNode(t *testing.T) *node {
 func (n *node) kubeletMount(p string) string {
 	n.t.Helper()
 	dst := filepath.Join(n.mounts, strings.ReplaceAll(p, "/", "_"))
-	if err := os.WriteFile(dst, nil, 0o600); err != nil {
-		n.t.Fatal(err)
-	}
+	testutil.Must(n.t, os.WriteFile(dst, nil, 0o600))
 	if err := unix.Mount(p, dst, "", unix.MS_BIND, ""); err != nil {
 		n.t.Fatalf("bind %s: %v", p, err)
 	}
@@ -61,10 +55,10 @@ func owner(t *testing.T, p string) (uint32, int64) {
 	return st.Sys().(*syscall.Stat_t).Uid, st.Size()
 }
 
-// TestOwnHostDisk: the hostdisk-owner gives the launcher the image below the allowed directory
+// TestOwn: the hostdisk-owner gives the launcher the image below the allowed directory
 // and nothing else; a link, a hard link or a path out of the directory is refused and no node
 // file changes owner.
-func TestOwnHostDisk(t *testing.T) {
+func TestOwn(t *testing.T) {
 	tests := []struct {
 		name string
 		// setup makes the node's files below n.allowed and returns the path the VMI names
@@ -77,50 +71,46 @@ func TestOwnHostDisk(t *testing.T) {
 	}{
 		{name: "existing image", setup: func(n *node) (string, string) {
 			p := filepath.Join(n.allowed, "win.img")
-			mustWrite(n.t, p, "disk")
+			writeFile(n.t, p, "disk")
 			return "win.img", p
 		}, wantSize: 4},
 		{name: "image in a subdirectory", setup: func(n *node) (string, string) {
 			p := filepath.Join(n.allowed, "team", "a.img")
-			mustWrite(n.t, p, "disk")
+			writeFile(n.t, p, "disk")
 			return "team/a.img", p
 		}, wantSize: 4},
 		{name: "empty image created by the kubelet is grown", setup: func(n *node) (string, string) {
 			p := filepath.Join(n.allowed, "new.img")
-			mustWrite(n.t, p, "")
+			writeFile(n.t, p, "")
 			return "new.img", p
 		}, size: 3<<20 + 5, wantSize: 3 << 20},
 		{name: "existing image is not grown", setup: func(n *node) (string, string) {
 			p := filepath.Join(n.allowed, "old.img")
-			mustWrite(n.t, p, "data")
+			writeFile(n.t, p, "data")
 			return "old.img", p
 		}, size: 1 << 30, wantSize: 4},
 		{name: "symlink to a node file", setup: func(n *node) (string, string) {
-			mustSymlink(n.t, n.secret, filepath.Join(n.allowed, "evil.img"))
+			testutil.Must(n.t, os.Symlink(n.secret, filepath.Join(n.allowed, "evil.img")))
 			return "evil.img", n.secret
 		}, wantErr: "a link on the way"},
 		{name: "symlinked directory on the way", setup: func(n *node) (string, string) {
-			mustSymlink(n.t, filepath.Dir(n.secret), filepath.Join(n.allowed, "etc"))
+			testutil.Must(n.t, os.Symlink(filepath.Dir(n.secret), filepath.Join(n.allowed, "etc")))
 			return "etc/shadow", n.secret
 		}, wantErr: "a link on the way"},
 		{name: "hard link to a node file", setup: func(n *node) (string, string) {
 			p := filepath.Join(n.allowed, "hard.img")
-			if err := os.Link(n.secret, p); err != nil {
-				n.t.Fatal(err)
-			}
+			testutil.Must(n.t, os.Link(n.secret, p))
 			return "hard.img", p
 		}, wantErr: "hard links"},
 		{name: "mounted file is another file", setup: func(n *node) (string, string) {
-			mustWrite(n.t, filepath.Join(n.allowed, "a.img"), "disk")
+			writeFile(n.t, filepath.Join(n.allowed, "a.img"), "disk")
 			return "a.img", n.secret
 		}, wantErr: "not the file below the allowed directory"},
 		{name: "dot-dot out of the directory", setup: func(n *node) (string, string) {
 			return "../etc/shadow", n.secret
 		}, wantErr: "not a path below"},
 		{name: "a directory", setup: func(n *node) (string, string) {
-			if err := os.Mkdir(filepath.Join(n.allowed, "d.img"), 0o755); err != nil {
-				n.t.Fatal(err)
-			}
+			testutil.Must(n.t, os.Mkdir(filepath.Join(n.allowed, "d.img"), 0o755))
 			return "d.img", n.secret
 		}, wantErr: "not a regular file"},
 	}
@@ -129,7 +119,7 @@ func TestOwnHostDisk(t *testing.T) {
 			n := newNode(t)
 			rel, nodePath := tt.setup(n)
 			file := n.kubeletMount(nodePath)
-			err := OwnHostDisk(HostDisk{File: file, Dir: n.allowed, Rel: rel, Size: tt.size}, 107, 107)
+			err := Own(Disk{File: file, Dir: n.allowed, Rel: rel, Size: tt.size}, 107, 107)
 			if uid, _ := owner(t, n.secret); uid != 0 {
 				t.Errorf("the node file %s now belongs to %d", n.secret, uid)
 			}
@@ -153,7 +143,7 @@ func TestOwnHostDisk(t *testing.T) {
 	}
 }
 
-func TestParseHostDisks(t *testing.T) {
+func TestParse(t *testing.T) {
 	tests := []struct {
 		args    []string
 		want    int
@@ -167,39 +157,29 @@ func TestParseHostDisks(t *testing.T) {
 		{[]string{"/f", "/d", "a.img", "1G"}, 0, true},
 	}
 	for _, tt := range tests {
-		got, err := ParseHostDisks(tt.args)
+		got, err := Parse(tt.args)
 		if (err != nil) != tt.wantErr || len(got) != tt.want {
-			t.Errorf("ParseHostDisks(%q) = %v, %v; want %d disks, error %v", tt.args, got, err, tt.want, tt.wantErr)
+			t.Errorf("Parse(%q) = %v, %v; want %d disks, error %v", tt.args, got, err, tt.want, tt.wantErr)
 		}
 	}
 }
 
-func mustWrite(t *testing.T, p, data string) {
+// writeFile writes p, and the directories on its way, in the node's files.
+func writeFile(t *testing.T, p, data string) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	testutil.Must(t, os.WriteFile(p, []byte(data), 0o644))
 }
 
-func mustSymlink(t *testing.T, target, link string) {
-	t.Helper()
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// FuzzParseHostDisks: the hostdisk-owner's arguments (paths from a tenant's VMI) parse into
+// FuzzParse: the hostdisk-owner's arguments (paths from a tenant's VMI) parse into
 // whole disks with non-negative sizes, or are refused; and a relative path that leaves the
 // allowed directory is refused before anything is opened.
-func FuzzParseHostDisks(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	f.Add("/f", "/d", "a.img", "0")
 	f.Add("/f", "/d", "../etc/shadow", "1024")
 	f.Add("/f", "/d", "/abs.img", "-1")
 	f.Fuzz(func(t *testing.T, file, dir, rel, size string) {
-		disks, err := ParseHostDisks([]string{file, dir, rel, size})
+		disks, err := Parse([]string{file, dir, rel, size})
 		if err != nil {
 			return
 		}
@@ -207,7 +187,7 @@ func FuzzParseHostDisks(f *testing.F) {
 			t.Fatalf("parsed %q as %+v", []string{file, dir, rel, size}, disks)
 		}
 		if c := filepath.Clean(rel); c == ".." || strings.HasPrefix(c, "../") || filepath.IsAbs(rel) || rel == "" {
-			err := OwnHostDisk(disks[0], 107, 107)
+			err := Own(disks[0], 107, 107)
 			if err == nil || !strings.Contains(err.Error(), "not a path below") {
 				t.Fatalf("rel %q: err = %v, want a refusal before opening", rel, err)
 			}

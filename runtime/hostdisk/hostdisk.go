@@ -1,4 +1,8 @@
-package diskcopy
+// Package hostdisk makes a hostDisk image the launcher's on the node: the hostdisk-owner
+// container (slimvirt-diskcopy own, from the launcher image) checks that the image the kubelet
+// mounted is the file the VMI names below an allowed node directory, reached without links,
+// grows an image created empty, and gives it, and nothing else, to the launcher's account.
+package hostdisk
 
 import (
 	"errors"
@@ -10,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// HostDisk is one hostDisk image as the hostdisk-owner container sees it.
-type HostDisk struct {
+// Disk is one hostDisk image as the hostdisk-owner container sees it.
+type Disk struct {
 	// File is the image as the kubelet mounted it (a bind mount of the node file, links
 	// followed).
 	File string
@@ -26,28 +30,28 @@ type HostDisk struct {
 // align is the unit an image created for a DiskOrCreate hostDisk is sized in.
 const align = 1 << 20
 
-// ParseHostDisks reads the hostdisk-owner's arguments: four per image, FILE DIR REL SIZE.
-func ParseHostDisks(args []string) ([]HostDisk, error) {
+// Parse reads the hostdisk-owner's arguments: four per image, FILE DIR REL SIZE.
+func Parse(args []string) ([]Disk, error) {
 	if len(args) == 0 || len(args)%4 != 0 {
 		return nil, fmt.Errorf("want FILE DIR REL SIZE for each hostDisk, got %d arguments", len(args))
 	}
-	var out []HostDisk
+	var out []Disk
 	for i := 0; i < len(args); i += 4 {
 		size, err := strconv.ParseInt(args[i+3], 10, 64)
 		if err != nil || size < 0 {
 			return nil, fmt.Errorf("hostDisk %s: size %q is not a byte count", args[i+2], args[i+3])
 		}
-		out = append(out, HostDisk{File: args[i], Dir: args[i+1], Rel: args[i+2], Size: size})
+		out = append(out, Disk{File: args[i], Dir: args[i+1], Rel: args[i+2], Size: size})
 	}
 	return out, nil
 }
 
-// OwnHostDisk checks, on the node, that the image the kubelet mounted at d.File is the regular
+// Own checks, on the node, that the image the kubelet mounted at d.File is the regular
 // file d.Rel below the allowed directory d.Dir, reached without following a link (the kubelet
 // follows links when it mounts a hostPath, and the controller cannot see them), with no other
 // name on the node; then it grows an empty image to d.Size and gives the image, and only the
 // image, to uid:gid. Any doubt is a refusal, and the launcher does not start.
-func OwnHostDisk(d HostDisk, uid, gid int) error {
+func Own(d Disk, uid, gid int) error {
 	if d.Rel == "" || filepath.IsAbs(d.Rel) || filepath.Clean(d.Rel) != d.Rel || d.Rel == ".." || strings.HasPrefix(d.Rel, "../") {
 		return fmt.Errorf("hostDisk %s: %q is not a path below the allowed directory", d.File, d.Rel)
 	}

@@ -1,9 +1,9 @@
-// Package launchers finds the launcher pods on this node (pods a VMI names as its launcher,
+// Package launcherwatch finds the launcher pods on this node (pods a VMI names as its launcher,
 // not merely pods with the launcher label) and reads what their launchers share with the
 // node: the status file and the control socket, in the pod's run directory (an emptyDir the
 // kubelet keeps under its pods directory, which the pod can write), without following links
 // and within bounds.
-package launchers
+package launcherwatch
 
 import (
 	"context"
@@ -122,11 +122,11 @@ func (l Launcher) openPath(name string, typ uint32) (int, error) {
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd) // an O_PATH descriptor: closing it cannot lose anything
 		return -1, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != typ {
-		unix.Close(fd)
+		_ = unix.Close(fd) // an O_PATH descriptor: closing it cannot lose anything
 		return -1, fmt.Errorf("open %s: %w: it is %s, not %s", path, ErrNotOwnFile, fileType(st.Mode), fileType(typ))
 	}
 	return fd, nil
@@ -187,8 +187,8 @@ type verdict struct {
 	names bool
 }
 
-// NewWatcher watches the launcher pods bound to node.
-func NewWatcher(cs kubernetes.Interface, node, kubeletDir string) *Watcher {
+// New watches the launcher pods bound to node.
+func New(cs kubernetes.Interface, node, kubeletDir string) *Watcher {
 	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
 		o.LabelSelector = labels.SelectorFromSet(labels.Set{launcherpod.LabelApp: launcherpod.AppLauncher}).String()
