@@ -39,8 +39,9 @@ const (
 	// Prefix starts every per-volume Secret's name; the PVC's UID follows.
 	Prefix = "slimvirt-import-"
 
-	// KeyUser and KeyPassword hold basic-auth credentials, under CDI's key names.
-	KeyUser     = "accessKeyId"
+	// KeyUser holds the basic-auth user name, under CDI's key name.
+	KeyUser = "accessKeyId"
+	// KeyPassword holds the basic-auth password, under CDI's key name.
 	KeyPassword = "secretKey"
 	// KeyCA holds the PEM certificates of the CA ConfigMap, every key of it in key order.
 	KeyCA = "ca.crt"
