@@ -49,9 +49,10 @@ const (
 	// LabelComponent marks the per-volume Secrets, so an admin can list them.
 	LabelComponent = "app.kubernetes.io/component"
 	component      = "import-credentials"
-	// LabelNamespace and LabelUID say which PVC a Secret is for; the node checks both.
+	// LabelNamespace names the namespace of the PVC a Secret is for; the node checks it.
 	LabelNamespace = "import.slimvirt.io/pvc-namespace"
-	LabelUID       = "import.slimvirt.io/pvc-uid"
+	// LabelUID holds the UID of the PVC a Secret is for; the node checks it too.
+	LabelUID = "import.slimvirt.io/pvc-uid"
 	// AnnName is the PVC's name, for people.
 	AnnName = "import.slimvirt.io/pvc-name"
 
