@@ -77,13 +77,13 @@ func (f *Forwarder) Run(ctx context.Context) error {
 func (f *Forwarder) Serve(ctx context.Context, ln net.Listener) error {
 	target, err := ns.GetNS(f.cfg.NetNS)
 	if err != nil {
-		ln.Close()
+		_ = ln.Close() // failing to open the netns is the error to report
 		return fmt.Errorf("open netns %s: %w", f.cfg.NetNS, err)
 	}
 	defer target.Close()
 	go func() {
 		<-ctx.Done()
-		ln.Close()
+		_ = ln.Close() // only unblocks Accept; its error ends the accept loop
 	}()
 	f.cfg.Log.Info("forwarding", "listen", ln.Addr().String(), "netns", f.cfg.NetNS, "target", f.cfg.Target)
 	var wg sync.WaitGroup
@@ -113,7 +113,11 @@ func (f *Forwarder) forward(ctx context.Context, target ns.NetNS, c net.Conn) {
 		return
 	}
 	defer up.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close(); up.Close() })
+	stop := context.AfterFunc(ctx, func() {
+		// Closing both ends unblocks the copies; the connections are being dropped anyway.
+		_ = c.Close()
+		_ = up.Close()
+	})
 	defer stop()
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {

@@ -28,7 +28,7 @@ func echoInNS(t *testing.T) (ns.NetNS, string) {
 		t.Fatalf("create netns: %v", err)
 	}
 	t.Cleanup(func() {
-		target.Close()
+		_ = target.Close() // the netns is unmounted next; a close error changes nothing
 		_ = testutils.UnmountNS(target)
 	})
 	var ln net.Listener
@@ -66,7 +66,7 @@ func TestForwardsIntoNamespace(t *testing.T) {
 	target, addr := echoInNS(t)
 	// The echo server is not reachable here: only the forwarder gets there.
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-		c.Close()
+		_ = c.Close()
 		t.Skipf("%s is also served in the test's namespace; cannot tell the namespaces apart", addr)
 	}
 	f, err := nsforward.New(nsforward.Config{Listen: "127.0.0.1:0", NetNS: target.Path(), Target: addr})
@@ -94,7 +94,7 @@ func TestForwardsIntoNamespace(t *testing.T) {
 		if err != nil || strings.TrimSpace(got) != msg {
 			t.Fatalf("connection %d: echo = %q, %v; want %q", i, got, err, msg)
 		}
-		c.Close()
+		testutil.Must(t, c.Close())
 	}
 
 	cancel()
@@ -107,7 +107,7 @@ func TestForwardsIntoNamespace(t *testing.T) {
 		t.Fatal("Serve did not return after its context ended")
 	}
 	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
-		c.Close()
+		_ = c.Close()
 		t.Error("the forwarder still accepts connections after it stopped")
 	}
 }

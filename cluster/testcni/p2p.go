@@ -351,7 +351,7 @@ func record(conf *NetConf, cmd string, args *skel.CmdArgs) error {
 		return fmt.Errorf("open %s: %w", conf.File, err)
 	}
 	if _, err := f.Write(append(line, '\n')); err != nil {
-		f.Close()
+		_ = f.Close() // the write error is the one to report
 		return fmt.Errorf("write %s: %w", conf.File, err)
 	}
 	if err := f.Close(); err != nil {

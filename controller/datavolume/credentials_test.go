@@ -41,7 +41,7 @@ import (
 func TestImportCredentials(t *testing.T) {
 	env, err := testenv.Start("credentials")
 	testutil.Must(t, err)
-	t.Cleanup(func() { env.Stop() })
+	t.Cleanup(func() { testutil.Must(t, env.Stop()) })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
@@ -62,7 +62,7 @@ func TestImportCredentials(t *testing.T) {
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
 	testutil.Must(t, err)
 	testutil.Must(t, datavolume.SetupWithManager(mgr, datavolume.Options{Namespace: release}))
-	go mgr.Start(ctx)
+	go func() { _ = mgr.Start(ctx) }() // returns when ctx ends with the test
 
 	testutil.Must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "image-creds", Namespace: "vms"},
 		Data: map[string][]byte{"accessKeyId": []byte("tenant-user"), "secretKey": []byte("tenant-pass"), "unrelated": []byte("not copied")}}))

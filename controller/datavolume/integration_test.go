@@ -77,7 +77,7 @@ func TestDataVolumes(t *testing.T) {
 	testclean.Mounts("TestDataVolumes")
 	env, err := testenv.Start("datavolume")
 	testutil.Must(t, err)
-	t.Cleanup(func() { env.Stop() })
+	t.Cleanup(func() { testutil.Must(t, env.Stop()) })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	dir := t.TempDir()
@@ -113,7 +113,7 @@ func TestDataVolumes(t *testing.T) {
 	testutil.Must(t, err)
 	lis, err := net.Listen("unix", sock)
 	testutil.Must(t, err)
-	go d.Serve(ctx, lis)
+	go func() { _ = d.Serve(ctx, lis) }() // returns when ctx ends with the test
 
 	// kube-controller-manager's volume binder, as in a real cluster.
 	testutil.Must(t, env.StartVolumeBinder(ctx, dir))
@@ -133,8 +133,8 @@ func TestDataVolumes(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = plog, plog
 	testutil.Must(t, cmd.Start())
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		_ = cmd.Process.Kill() // stopping it is the point; it exits killed
+		_ = cmd.Wait()
 		if t.Failed() {
 			out, _ := os.ReadFile(plog.Name())
 			t.Logf("provisioner log (tail):\n%s", tail(string(out), 4000))
@@ -152,7 +152,7 @@ func TestDataVolumes(t *testing.T) {
 		testutil.Must(t, err)
 		rcmd.Stdout, rcmd.Stderr = rlog, rlog
 		testutil.Must(t, rcmd.Start())
-		t.Cleanup(func() { rcmd.Process.Kill(); rcmd.Wait() })
+		t.Cleanup(func() { _ = rcmd.Process.Kill(); _ = rcmd.Wait() }) // it exits killed
 	}
 
 	// The reconciler under test.
@@ -161,7 +161,7 @@ func TestDataVolumes(t *testing.T) {
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
 	testutil.Must(t, err)
 	testutil.Must(t, datavolume.SetupWithManager(mgr, datavolume.Options{Namespace: release}))
-	go mgr.Start(ctx)
+	go func() { _ = mgr.Start(ctx) }() // returns when ctx ends with the test
 
 	// Images on a local server.
 	raw := make([]byte, 10<<20)
@@ -176,7 +176,7 @@ func TestDataVolumes(t *testing.T) {
 	mux.HandleFunc("/slow/disk.raw", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", fmt.Sprint(len(raw)))
 		for off := 0; off < len(raw); off += 1 << 20 {
-			w.Write(raw[off : off+1<<20])
+			_, _ = w.Write(raw[off : off+1<<20])
 			w.(http.Flusher).Flush()
 			time.Sleep(600 * time.Millisecond)
 		}
@@ -190,7 +190,7 @@ func TestDataVolumes(t *testing.T) {
 		}
 		w.Header().Set("Content-Length", fmt.Sprint(len(raw)))
 		for off := 0; off < len(raw); off += 1 << 20 {
-			w.Write(raw[off : off+1<<20])
+			_, _ = w.Write(raw[off : off+1<<20])
 			w.(http.Flusher).Flush()
 			time.Sleep(300 * time.Millisecond)
 		}
@@ -212,7 +212,7 @@ func TestDataVolumes(t *testing.T) {
 				AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}})
 		if err == nil {
 			t.Cleanup(func() {
-				nodeClient.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: pv.Spec.CSI.VolumeHandle, TargetPath: target})
+				_, _ = nodeClient.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: pv.Spec.CSI.VolumeHandle, TargetPath: target})
 			})
 		}
 		return err

@@ -507,7 +507,8 @@ func (m *mutator) change(obj map[string]any, p path, id string) (string, string)
 		if len(l) == 0 {
 			v = []any{"x", "x"}
 		} else {
-			v = append(l, runtime.DeepCopyJSONValue(pick(m.rnd, l)))
+			l = append(l, runtime.DeepCopyJSONValue(pick(m.rnd, l)))
+			v = l
 		}
 	case "empty-list":
 		v = []any{}

@@ -171,10 +171,10 @@ func TestReplicaSetAdoptsOrphans(t *testing.T) {
 	if err := env.c.Create(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
-	vmis := waitVMIs(t, ns, 3)
+	waitVMIs(t, ns, 3)
 	// Give a controller that did not adopt time to make one VMI too many.
 	time.Sleep(2 * time.Second)
-	vmis = waitVMIs(t, ns, 3)
+	vmis := waitVMIs(t, ns, 3)
 	owners := map[string]string{}
 	for _, vmi := range vmis {
 		if ref := metav1.GetControllerOf(&vmi); ref != nil {

@@ -31,6 +31,7 @@ import (
 	"github.com/slimvirt/slimvirt/csi/egress"
 	"github.com/slimvirt/slimvirt/csi/importer"
 	"github.com/slimvirt/slimvirt/csi/testclean"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 const gib = 1 << 30
@@ -49,7 +50,7 @@ func workDir(b *testing.B) string {
 // image writes a 1 GiB raw disk: random data with zero regions, as an OS image has.
 func image(b *testing.B, dir string) string {
 	path := filepath.Join(dir, "src", "disk.raw")
-	os.MkdirAll(filepath.Dir(path), 0o755)
+	testutil.Must(b, os.MkdirAll(filepath.Dir(path), 0o755))
 	f, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
@@ -64,8 +65,8 @@ func image(b *testing.B, dir string) string {
 			b.Fatal(err)
 		}
 	}
-	f.Truncate(gib)
-	f.Close()
+	testutil.Must(b, f.Truncate(gib))
+	testutil.Must(b, f.Close())
 	return path
 }
 
@@ -79,8 +80,8 @@ func run(b *testing.B, name string, args ...string) time.Duration {
 
 func ourImport(b *testing.B, url, dir string, size int64) time.Duration {
 	disk := filepath.Join(dir, "vol", diskimg.Name)
-	os.RemoveAll(filepath.Dir(disk))
-	os.MkdirAll(filepath.Dir(disk), 0o755)
+	testutil.Must(b, os.RemoveAll(filepath.Dir(disk)))
+	testutil.Must(b, os.MkdirAll(filepath.Dir(disk), 0o755))
 	if err := diskimg.Create(disk, size); err != nil {
 		b.Fatal(err)
 	}
@@ -113,18 +114,18 @@ func BenchmarkImport(b *testing.B) {
 	defer srv.Close()
 	out := filepath.Join(dir, "curl.out")
 	curl := func(name string) time.Duration {
-		os.Remove(out)
+		_ = os.Remove(out)
 		return run(b, "curl", "-sSf", "-o", out, srv.URL+"/"+name)
 	}
 	curlSync := func(name string) time.Duration {
-		os.Remove(out)
+		_ = os.Remove(out)
 		return run(b, "sh", "-c", "curl -sSf -o "+out+" "+srv.URL+"/"+name+" && sync -f "+out)
 	}
 	// The physical way to a durable raw disk from a served qcow2: download, convert, fsync.
 	curlConvert := func(fsync bool) time.Duration {
 		target := filepath.Join(dir, "convert.raw")
-		os.Remove(out)
-		os.Remove(target)
+		_ = os.Remove(out)
+		_ = os.Remove(target)
 		script := "curl -sSf -o " + out + " " + srv.URL + "/disk.qcow2 && qemu-img convert -f qcow2 -O raw " + out + " " + target
 		if fsync {
 			script += " && sync -f " + target
@@ -135,7 +136,7 @@ func BenchmarkImport(b *testing.B) {
 		curl("disk.raw") // warm the server's page cache
 		var c, cs, ours, cq, cqs, oursQ []time.Duration
 		for r := 0; r < 2; r++ {
-			exec.Command("sync").Run()
+			_ = exec.Command("sync").Run()
 			c = append(c, curl("disk.raw"))
 			cs = append(cs, curlSync("disk.raw"))
 			ours = append(ours, ourImport(b, srv.URL+"/disk.raw", dir, gib))
@@ -214,15 +215,15 @@ func BenchmarkClone(b *testing.B) {
 			b.Fatal(err)
 		}
 		run(b, "mkfs.xfs", "-q", "-m", "reflink=1", img)
-		os.MkdirAll(mnt, 0o755)
+		testutil.Must(b, os.MkdirAll(mnt, 0o755))
 		run(b, "mount", "-o", "loop", img, mnt)
-		b.Cleanup(func() { exec.Command("umount", "-d", mnt).Run() })
+		b.Cleanup(func() { _ = exec.Command("umount", "-d", mnt).Run() })
 		cloneRun(b, "XFS reflink=1", mnt)
 	}
 }
 
 func cloneRun(b *testing.B, fs, dir string) {
-	os.MkdirAll(dir, 0o755)
+	testutil.Must(b, os.MkdirAll(dir, 0o755))
 	h := startDriver(b, dir)
 	ctx := context.Background()
 	src, err := h.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "src", VolumeCapabilities: mountCaps(),
@@ -235,12 +236,14 @@ func cloneRun(b *testing.B, fs, dir string) {
 	buf := make([]byte, 10<<20)
 	for i := 0; i < 20; i++ { // 20 x 10 MiB spread over the disk
 		rand.Read(buf)
-		f.WriteAt(buf, int64(i)*(200<<20))
+		if _, err := f.WriteAt(buf, int64(i)*(200<<20)); err != nil {
+			b.Fatal(err)
+		}
 	}
-	f.Sync()
-	f.Close()
+	testutil.Must(b, f.Sync())
+	testutil.Must(b, f.Close())
 	srcAlloc, _ := diskimg.Allocated(disk)
-	exec.Command("sync").Run()
+	testutil.Must(b, exec.Command("sync").Run())
 	usedBefore := fsUsed(h.pool)
 	start := time.Now()
 	cl, err := h.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "clone", VolumeCapabilities: mountCaps(),
@@ -255,15 +258,17 @@ func cloneRun(b *testing.B, fs, dir string) {
 		b.Fatal(err)
 	}
 	d := time.Since(start)
-	h.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: cl.Volume.VolumeId, TargetPath: target})
+	if _, err := h.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: cl.Volume.VolumeId, TargetPath: target}); err != nil {
+		b.Fatal(err)
+	}
 	alloc, _ := diskimg.Allocated(filepath.Join(h.pool, cl.Volume.VolumeId, diskimg.Name))
-	exec.Command("sync").Run()
+	testutil.Must(b, exec.Command("sync").Run())
 	grew := fsUsed(h.pool) - usedBefore
 	start = time.Now()
 	run(b, "cp", "--sparse=always", "--reflink=never", disk, filepath.Join(dir, "cp.img"))
 	cp := time.Since(start)
 	cpAlloc, _ := diskimg.Allocated(filepath.Join(dir, "cp.img"))
-	os.Remove(filepath.Join(dir, "cp.img"))
+	_ = os.Remove(filepath.Join(dir, "cp.img"))
 	fmt.Printf("\nclone of a 4 GiB disk with %d MiB allocated on %s: %s until publishable, file allocates %d MiB, filesystem used grew %d MiB (cp --sparse=always --reflink=never: %s, %d MiB)\n",
 		srcAlloc>>20, fs, d.Round(time.Millisecond), alloc>>20, grew>>20, cp.Round(time.Millisecond), cpAlloc>>20)
 	b.ReportMetric(d.Seconds(), "s/clone-"+strings.Fields(fs)[0])
@@ -271,7 +276,7 @@ func cloneRun(b *testing.B, fs, dir string) {
 
 func fsUsed(dir string) int64 {
 	var st unix.Statfs_t
-	unix.Statfs(dir, &st)
+	_ = unix.Statfs(dir, &st) // a failed statfs reads as nothing used; the figure is only printed
 	return int64(st.Blocks-st.Bfree) * st.Bsize
 }
 

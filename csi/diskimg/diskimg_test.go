@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 func TestRoundUp(t *testing.T) {
@@ -27,8 +29,10 @@ func TestCloneIsSparse(t *testing.T) {
 	data := make([]byte, 4<<20)
 	rand.Read(data)
 	f, _ := os.OpenFile(src, os.O_WRONLY, 0)
-	f.WriteAt(data, 100<<20)
-	f.Close()
+	if _, err := f.WriteAt(data, 100<<20); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Must(t, f.Close())
 	if _, err := Clone(src, dst, 300<<20); err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +46,10 @@ func TestCloneIsSparse(t *testing.T) {
 	}
 	got := make([]byte, len(data))
 	g, _ := os.Open(dst)
-	g.ReadAt(got, 100<<20)
-	g.Close()
+	if _, err := g.ReadAt(got, 100<<20); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Must(t, g.Close())
 	if !bytes.Equal(got, data) {
 		t.Fatal("clone data differs")
 	}
@@ -54,10 +60,12 @@ func TestResetAndGrow(t *testing.T) {
 	if err := Create(p, 8<<20); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(p+".x", nil, 0o600)
+	testutil.Must(t, os.WriteFile(p+".x", nil, 0o600))
 	f, _ := os.OpenFile(p, os.O_WRONLY, 0)
-	f.WriteAt(bytes.Repeat([]byte{1}, 1<<20), 0)
-	f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{1}, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Must(t, f.Close())
 	if err := Reset(p); err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,7 @@ func plants(secret string) map[string]struct {
 			if err := unix.Mount(secret, disk, "", unix.MS_BIND, ""); err != nil {
 				return err
 			}
-			t.Cleanup(func() { unix.Unmount(disk, unix.MNT_DETACH) })
+			t.Cleanup(func() { _ = unix.Unmount(disk, unix.MNT_DETACH) })
 			return nil
 		}, ErrNotRegular},
 	}
@@ -130,8 +130,10 @@ func TestOpenCreatesAndReopens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString("boot")
-	f.Close()
+	if _, err := f.WriteString("boot"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Must(t, f.Close())
 	if fi, _ := os.Stat(filepath.Join(dir, Name)); fi.Mode().Perm() != 0o640&^umask() {
 		t.Errorf("made with mode %v", fi.Mode().Perm())
 	}
@@ -143,14 +145,14 @@ func TestOpenCreatesAndReopens(t *testing.T) {
 	if _, err := f.ReadAt(b, 0); err != nil || string(b) != "boot" {
 		t.Fatalf("reopened file reads %q, %v", b, err)
 	}
-	f.Close()
-	if f, err = Open(dir, Name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640); !errors.Is(err, os.ErrExist) {
+	testutil.Must(t, f.Close())
+	if _, err = Open(dir, Name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640); !errors.Is(err, os.ErrExist) {
 		t.Fatalf("O_EXCL over an existing file: %v", err)
 	}
 	if f, err = Open(dir, Name, os.O_WRONLY|os.O_TRUNC, 0); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+	testutil.Must(t, f.Close())
 	if fi, _ := os.Stat(filepath.Join(dir, Name)); fi.Size() != 0 {
 		t.Fatalf("O_TRUNC left %d bytes", fi.Size())
 	}

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // A pod that mounts a filesystem volume may put anything at disk.img; the driver, root on the
@@ -33,7 +35,7 @@ func TestOpenRefusesWhatIsNotTheVolumesOwnFile(t *testing.T) {
 				go func() {
 					f, err := OpenDisk(dir, flag)
 					if err == nil {
-						f.Close()
+						_ = f.Close()
 					}
 					done <- err
 				}()
@@ -58,7 +60,7 @@ func TestOpenRefusesWhatIsNotTheVolumesOwnFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		if f, err := OpenDisk(link, os.O_RDONLY); err == nil {
-			f.Close()
+			_ = f.Close()
 			t.Fatal("OpenDisk followed a symlinked volume directory")
 		}
 	})
@@ -73,7 +75,7 @@ func TestOpenOpensARegularDisk(t *testing.T) {
 	if _, err := f.WriteString("boot"); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+	testutil.Must(t, f.Close())
 	got, err := os.ReadFile(filepath.Join(dir, Name))
 	if err != nil || string(got) != "boot" {
 		t.Fatalf("disk.img = %q, %v", got, err)

@@ -31,11 +31,11 @@ func TestCloneReflink(t *testing.T) {
 	if out, err := exec.Command("mkfs.xfs", "-q", "-m", "reflink=1", img).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.xfs: %v %s", err, out)
 	}
-	os.Mkdir(mnt, 0o755)
+	testutil.Must(t, os.Mkdir(mnt, 0o755))
 	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
 		t.Fatalf("mount: %v %s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("umount", "-d", mnt).Run() })
+	t.Cleanup(func() { _ = exec.Command("umount", "-d", mnt).Run() })
 
 	src, dst := filepath.Join(mnt, "src"), filepath.Join(mnt, "dst")
 	if err := Create(src, 256<<20); err != nil {
@@ -44,12 +44,14 @@ func TestCloneReflink(t *testing.T) {
 	data := make([]byte, 64<<20)
 	rand.Read(data)
 	f, _ := os.OpenFile(src, os.O_WRONLY, 0)
-	f.WriteAt(data, 32<<20)
-	f.Sync()
-	f.Close()
+	if _, err := f.WriteAt(data, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Must(t, f.Sync())
+	testutil.Must(t, f.Close())
 	used := func() int64 {
 		var st unix.Statfs_t
-		unix.Statfs(mnt, &st)
+		testutil.Must(t, unix.Statfs(mnt, &st))
 		return int64(st.Blocks-st.Bfree) * st.Bsize
 	}
 	before := used()
@@ -65,8 +67,10 @@ func TestCloneReflink(t *testing.T) {
 	}
 	got := make([]byte, len(data))
 	g, _ := os.Open(dst)
-	g.ReadAt(got, 32<<20)
-	g.Close()
+	if _, err := g.ReadAt(got, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Must(t, g.Close())
 	if !bytes.Equal(got, data) {
 		t.Fatal("reflinked clone differs")
 	}

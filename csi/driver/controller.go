@@ -24,6 +24,9 @@ import (
 	"github.com/slimvirt/slimvirt/internal/qcow2"
 )
 
+// ControllerGetCapabilities tells the external provisioner, resizer and snapshotter sidecars
+// which controller RPCs this driver serves: create/delete, capacity, clones, listing, expansion
+// and single-node multi-writer access.
 func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
 	var caps []*csi.ControllerServiceCapability
 	for _, t := range []csi.ControllerServiceCapability_RPC_Type{
@@ -133,6 +136,10 @@ func (d *Driver) topology() []*csi.Topology {
 	return []*csi.Topology{{Segments: map[string]string{TopologyKey: d.cfg.NodeID}}}
 }
 
+// CreateVolume makes a sparse disk.img of the requested size in the chosen pool, empty, cloned
+// from another volume on this node, or to be filled by an import or upload named by the PVC. A
+// repeated call with the same name returns the existing volume when it matches the request and
+// AlreadyExists when it does not.
 func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
 	if req.GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume name is required")
@@ -256,11 +263,11 @@ func (d *Driver) newVolume(name, pool, poolDir string, size int64, block bool, s
 		return state.Volume{}, status.Errorf(codes.Internal, "create volume dir %s: %v", v.Dir, err)
 	}
 	if err := diskimg.Create(filepath.Join(v.Dir, diskimg.Name), size); err != nil {
-		os.RemoveAll(v.Dir)
+		_ = os.RemoveAll(v.Dir) // best-effort rollback; the CreateVolume retry starts afresh
 		return state.Volume{}, status.Error(codes.Internal, err.Error())
 	}
 	if err := d.store.Put(v); err != nil {
-		os.RemoveAll(v.Dir)
+		_ = os.RemoveAll(v.Dir) // best-effort rollback; the CreateVolume retry starts afresh
 		return state.Volume{}, status.Error(codes.Internal, err.Error())
 	}
 	return v, nil
@@ -319,6 +326,8 @@ func newID() (string, error) {
 	return "vol-" + hex.EncodeToString(b), nil
 }
 
+// DeleteVolume stops the volume's import, detaches its loop device and removes its directory and
+// state. An unknown volume is already deleted; a volume still published is FailedPrecondition.
 func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
@@ -346,6 +355,8 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	return &csi.DeleteVolumeResponse{}, nil
 }
 
+// ValidateVolumeCapabilities confirms the capabilities when they are ones the driver supports and
+// their access type (block or filesystem) is the volume's; otherwise it answers with the reason.
 func (d *Driver) ValidateVolumeCapabilities(_ context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
@@ -371,6 +382,7 @@ func (d *Driver) ValidateVolumeCapabilities(_ context.Context, req *csi.Validate
 	}}, nil
 }
 
+// ListVolumes pages through the volumes of this node; the token is the index of the next entry.
 func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
 	vols := d.store.List()
 	start := 0
@@ -397,6 +409,8 @@ func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*c
 	return resp, nil
 }
 
+// GetCapacity reports what new volumes may still take from the pool the parameters name (see
+// available), and nothing for a topology segment other than this node.
 func (d *Driver) GetCapacity(_ context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
 	if t := req.GetAccessibleTopology(); t != nil && t.GetSegments()[TopologyKey] != d.cfg.NodeID {
 		return &csi.GetCapacityResponse{AvailableCapacity: 0}, nil
@@ -457,6 +471,8 @@ func scratchReserve(v state.Volume) int64 {
 	return qcow2.MaxFileSizeFor(v.Size)
 }
 
+// ControllerExpandVolume grows the volume's disk.img. A published block volume also needs the
+// node to refresh its loop device, so it asks for node expansion.
 func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")

@@ -38,7 +38,7 @@ type harness struct {
 func start(t *testing.T, dir string, opts ...func(*driver.Config)) *harness {
 	t.Helper()
 	sock := filepath.Join(dir, "csi.sock")
-	os.Remove(sock)
+	_ = os.Remove(sock) // a socket left by an earlier run, if any
 	pool := filepath.Join(dir, "pool")
 	cfg := driver.Config{
 		Endpoint: "unix://" + sock, NodeID: "node-a", StateDir: filepath.Join(dir, "state"),
@@ -71,9 +71,9 @@ func start(t *testing.T, dir string, opts ...func(*driver.Config)) *harness {
 			return
 		}
 		stopped = true
-		conn.Close()
+		_ = conn.Close()
 		cancel()
-		<-done
+		testutil.Must(t, <-done) // nil once the server stopped
 	}
 	t.Cleanup(h.stop)
 	return h
@@ -212,8 +212,10 @@ func TestCloneAndBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteAt(data, 10<<20)
-	f.Close()
+	if _, err := f.WriteAt(data, 10<<20); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Must(t, f.Close())
 
 	clone, err := h.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "clone", VolumeCapabilities: blockCap(),
 		CapacityRange:       &csi.CapacityRange{RequiredBytes: 64 << 20},
@@ -240,7 +242,7 @@ func TestCloneAndBlock(t *testing.T) {
 	if _, err := dev.ReadAt(got, 10<<20); err != nil {
 		t.Fatal(err)
 	}
-	dev.Close()
+	testutil.Must(t, dev.Close())
 	if string(got) != string(data) {
 		t.Fatal("the block clone does not hold the source's data")
 	}
@@ -338,7 +340,9 @@ func TestNodeExpansionOnly(t *testing.T) {
 	if _, err := h.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, TargetPath: target, VolumeCapability: mountCap()[0]}); err != nil {
 		t.Fatal(err)
 	}
-	defer h.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+	defer func() {
+		_, _ = h.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+	}()
 	resp, err := h.node.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: id, VolumePath: target,
 		CapacityRange: &csi.CapacityRange{RequiredBytes: 24 << 20}})
 	if err != nil {

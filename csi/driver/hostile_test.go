@@ -71,7 +71,7 @@ var plants = []plant{
 		// A driver stuck opening the FIFO would hold the test forever: let it go at the end.
 		t.Cleanup(func() {
 			if f, err := os.OpenFile(disk, os.O_RDWR, 0); err == nil {
-				f.Close()
+				_ = f.Close()
 			}
 		})
 	}},
@@ -295,7 +295,7 @@ func TestHostileStats(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() {
-				h.node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+				_, _ = h.node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
 			})
 			disk := filepath.Join(target, "disk.img") // where the pod sees it
 			if p.name == "hard link" {
@@ -326,7 +326,7 @@ func TestHostileHardLinkNeedsTheFilesystem(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		h.node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+		_, _ = h.node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
 	})
 	err := os.Link(node, filepath.Join(target, "node-secret"))
 	if !errors.Is(err, syscall.EXDEV) {
@@ -351,10 +351,10 @@ func TestHostileBlockAttach(t *testing.T) {
 			defer cancel()
 			_, err := h.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, TargetPath: target, VolumeCapability: blockCap()[0]})
 			t.Cleanup(func() {
-				h.node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+				_, _ = h.node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
 				if out, _ := exec.Command("losetup", "-j", node).Output(); len(out) > 0 {
 					for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-						exec.Command("losetup", "-d", strings.TrimSuffix(strings.Fields(l)[0], ":")).Run()
+						_ = exec.Command("losetup", "-d", strings.TrimSuffix(strings.Fields(l)[0], ":")).Run()
 					}
 				}
 			})

@@ -7,10 +7,13 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
+// GetPluginInfo names the driver (csi.slimvirt.io) and its version.
 func (d *Driver) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*csi.GetPluginInfoResponse, error) {
 	return &csi.GetPluginInfoResponse{Name: d.cfg.Name, VendorVersion: d.cfg.Version}, nil
 }
 
+// GetPluginCapabilities announces the controller service, accessibility constraints (a volume
+// lives on one node) and online volume expansion.
 func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabilitiesRequest) (*csi.GetPluginCapabilitiesResponse, error) {
 	svc := func(t csi.PluginCapability_Service_Type) *csi.PluginCapability {
 		return &csi.PluginCapability{Type: &csi.PluginCapability_Service_{Service: &csi.PluginCapability_Service{Type: t}}}

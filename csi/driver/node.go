@@ -18,6 +18,7 @@ import (
 	"github.com/slimvirt/slimvirt/csi/state"
 )
 
+// NodeGetInfo gives kubelet this node's ID, its topology segment and the volume limit.
 func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
 	return &csi.NodeGetInfoResponse{
 		NodeId:             d.cfg.NodeID,
@@ -26,6 +27,8 @@ func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.Nod
 	}, nil
 }
 
+// NodeGetCapabilities tells kubelet the node RPCs it may call besides publish and unpublish:
+// expansion, volume stats and single-node multi-writer access.
 func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
 	var caps []*csi.NodeServiceCapability
 	for _, t := range []csi.NodeServiceCapability_RPC_Type{
@@ -70,6 +73,10 @@ func (d *Driver) waitFilled(ctx context.Context, id string) (state.Volume, error
 	}
 }
 
+// NodePublishVolume bind-mounts the volume at the target path, once an import or upload has
+// filled it: its directory for a filesystem volume, or a loop device attached to its disk.img
+// for a block volume. Publishing the same target again with the same read-only setting
+// succeeds; the publication is recorded in the state.
 func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	id, target := req.GetVolumeId(), req.GetTargetPath()
 	switch {
@@ -121,7 +128,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			return nil, rpcError(err)
 		}
 		dev, err := loopdev.Attach(ctx, f)
-		f.Close()
+		_ = f.Close() // the loop device holds its own reference to the file
 		if err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
@@ -194,6 +201,9 @@ func (d *Driver) isMounted(path string) (bool, error) {
 	return false, nil
 }
 
+// NodeUnpublishVolume unmounts and removes the target path, forgets the publication and detaches
+// a block volume's loop device when it was the last one. A target already gone, or a volume the
+// driver does not know, is success, so that kubelet can always finish.
 func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	id, target := req.GetVolumeId(), req.GetTargetPath()
 	switch {
@@ -256,7 +266,7 @@ func (d *Driver) detachLoop(ctx context.Context, v state.Volume) error {
 		return err
 	default:
 		err = loopdev.Detach(ctx, f)
-		f.Close()
+		_ = f.Close() // opened read-only to find the device; nothing to flush
 		if err != nil {
 			return err
 		}
@@ -271,6 +281,8 @@ func (d *Driver) detachLoop(ctx context.Context, v state.Volume) error {
 	return err
 }
 
+// NodeGetVolumeStats reports the size of a published volume and, for a filesystem volume, how
+// much of its sparse disk.img holds data.
 func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
 	id, path := req.GetVolumeId(), req.GetVolumePath()
 	switch {
@@ -301,6 +313,9 @@ func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 	return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{usage}}, nil
 }
 
+// NodeExpandVolume grows the disk.img when the request asks for more than the volume has (the
+// controller side may run on another node) and refreshes a block volume's loop device so that
+// it shows the new size.
 func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
 	id, path := req.GetVolumeId(), req.GetVolumePath()
 	switch {

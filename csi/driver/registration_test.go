@@ -31,7 +31,7 @@ func TestRegistration(t *testing.T) {
 		t.Fatal(err)
 	}
 	healthAddr := lis.Addr().String()
-	lis.Close()
+	testutil.Must(t, lis.Close())
 	d, err := driver.New(driver.Config{Endpoint: "unix://" + endpoint, NodeID: "node-a", KubeletDir: kubelet,
 		StateDir: filepath.Join(dir, "state"), Pools: []driver.Pool{{Name: "default", Dir: filepath.Join(dir, "pool")}},
 		HealthAddr: healthAddr, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -41,7 +41,7 @@ func TestRegistration(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() { cancel(); testutil.Must(t, <-done) }()
 
 	reg := filepath.Join(kubelet, "plugins_registry", driver.DefaultName+"-reg.sock")
 	testutil.WaitFor(t, 5*time.Second, "registration socket", func() bool { _, err := os.Stat(reg); return err == nil })
@@ -67,7 +67,7 @@ func TestRegistration(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		code = resp.StatusCode
 		return true
 	})
@@ -75,7 +75,7 @@ func TestRegistration(t *testing.T) {
 		t.Fatalf("healthz answered %d", code)
 	}
 	cancel()
-	<-done
+	testutil.Must(t, <-done)
 	done <- nil
 	for _, sock := range []string{reg, endpoint} {
 		if _, err := os.Stat(sock); !os.IsNotExist(err) {

@@ -41,7 +41,7 @@ func TestSanity(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Serve(ctx, lis) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { cancel(); testutil.Must(t, <-done) })
 
 	configs := map[string]*sanity.TestConfig{}
 	for _, accessType := range []string{"mount", "block"} {

@@ -28,7 +28,7 @@ func listen(t *testing.T, addr string, h http.HandlerFunc) (string, *atomic.Int3
 		hits.Add(1)
 		h(w, r)
 	})}
-	go srv.Serve(lis)
+	go func() { _ = srv.Serve(lis) }() // ends with ErrServerClosed at cleanup
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + lis.Addr().String(), &hits
 }
@@ -98,7 +98,7 @@ func TestEgress(t *testing.T) {
 // TestNoProxyFromEnvironment: HTTP_PROXY does not carry an import past the check.
 func TestNoProxyFromEnvironment(t *testing.T) {
 	proxy, proxyHits := listen(t, "127.0.0.1:0", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("from the proxy"))
+		_, _ = w.Write([]byte("from the proxy"))
 	})
 	t.Setenv("HTTP_PROXY", proxy)
 	t.Setenv("http_proxy", proxy)

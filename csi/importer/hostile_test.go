@@ -82,7 +82,7 @@ func TestHostileQcow2(t *testing.T) {
 					f, ferr := os.Open(img)
 					testutil.Must(t, ferr)
 					err = importer.Write(context.Background(), importer.Stream{R: f, Total: -1}, target)
-					f.Close()
+					_ = f.Close()
 				}
 				var pe *importer.PermanentError
 				if !errors.As(err, &pe) || !strings.Contains(err.Error(), "import refused") || !strings.Contains(err.Error(), tt.wantErr) {
@@ -110,7 +110,7 @@ func TestQemuInfoRefusesDataFile(t *testing.T) {
 		f, err := os.Open(img)
 		testutil.Must(t, err)
 		_, err = importer.QemuInfo(context.Background(), f)
-		f.Close()
+		_ = f.Close()
 		if err == nil || !strings.Contains(err.Error(), "import refused") {
 			t.Fatalf("%v: qemu-img info accepted it: %v", args, err)
 		}
@@ -175,9 +175,13 @@ func TestGzipBombQcow2(t *testing.T) {
 			testutil.Must(t, err)
 			var gz bytes.Buffer
 			zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-			zw.Write(head)
-			zw.Write(make([]byte, 64<<20))
-			zw.Close()
+			if _, err := zw.Write(head); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := zw.Write(make([]byte, 64<<20)); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Must(t, zw.Close())
 			if gz.Len() > 80<<10 {
 				t.Fatalf("bomb is %d bytes", gz.Len())
 			}

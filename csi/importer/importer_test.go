@@ -46,7 +46,7 @@ var testImages struct {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if testImages.dir != "" {
-		os.RemoveAll(testImages.dir)
+		_ = os.RemoveAll(testImages.dir)
 	}
 	os.Exit(code)
 }
@@ -248,12 +248,12 @@ func dropOnce() func(w http.ResponseWriter, r *http.Request, f *os.File) bool {
 			w.Header().Set("ETag", fmt.Sprintf(`"%d-%d"`, fi.Size(), fi.ModTime().UnixNano()))
 			w.Header().Set("Content-Length", fmt.Sprint(fi.Size()))
 			w.WriteHeader(http.StatusOK)
-			io.CopyN(w, f, fi.Size()/3)
+			_, _ = io.CopyN(w, f, fi.Size()/3)
 			w.(http.Flusher).Flush()
 			conn, _, err := w.(http.Hijacker).Hijack()
 			if err == nil {
-				conn.(*net.TCPConn).SetLinger(0)
-				conn.Close()
+				_ = conn.(*net.TCPConn).SetLinger(0) // a reset, if the kernel lets us
+				_ = conn.Close()
 			}
 			dropped = true
 		})
@@ -273,7 +273,7 @@ func truncate() func(w http.ResponseWriter, r *http.Request, f *os.File) bool {
 	return func(w http.ResponseWriter, r *http.Request, f *os.File) bool {
 		fi, _ := f.Stat()
 		w.Header().Set("Content-Length", fmt.Sprint(fi.Size()/2))
-		io.CopyN(w, f, fi.Size()/2)
+		_, _ = io.CopyN(w, f, fi.Size()/2)
 		return true
 	}
 }
@@ -321,7 +321,7 @@ func TestDiskFull(t *testing.T) {
 	url := serve(t, &server{dir: dir})
 	pool := t.TempDir()
 	testutil.Must(t, unix.Mount("tmpfs", pool, "tmpfs", 0, "size=16m"))
-	t.Cleanup(func() { unix.Unmount(pool, unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = unix.Unmount(pool, unix.MNT_DETACH) })
 	// Another tenant of the filesystem took most of it after the volume was made.
 	target := newTarget(t, pool, volSize)
 	testutil.Must(t, os.WriteFile(filepath.Join(pool, "filler"), make([]byte, 0), 0o644))

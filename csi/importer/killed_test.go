@@ -31,7 +31,12 @@ func TestKilledImportLeavesNoScratch(t *testing.T) {
 	testutil.Must(t, child.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- child.Wait() }()
-	t.Cleanup(func() { child.Process.Kill(); <-exited })
+	t.Cleanup(func() {
+		_ = child.Process.Kill() // already gone when the test got that far
+		if err := <-exited; err != nil {
+			t.Logf("importing child: %v", err)
+		}
+	})
 
 	scratchDir := filepath.Dir(target.Scratch)
 	staging := func() bool {
@@ -58,7 +63,9 @@ func TestKilledImportLeavesNoScratch(t *testing.T) {
 		}
 	}
 	testutil.Must(t, child.Process.Signal(syscall.SIGKILL))
-	<-exited
+	if err := <-exited; err == nil {
+		t.Fatal("the importing child exited cleanly although it was killed")
+	}
 	exited <- nil
 	entries, err := os.ReadDir(scratchDir)
 	testutil.Must(t, err)
@@ -78,5 +85,5 @@ func TestStagingChild(t *testing.T) {
 	testutil.Must(t, err)
 	pr, _ := io.Pipe() // never written: the rest of the image never arrives
 	target := importer.Target{Disk: filepath.Join(dir, "vol", "disk.img"), Size: volSize, Scratch: filepath.Join(dir, ".scratch", "vol.qcow2")}
-	importer.Write(context.Background(), importer.Stream{R: io.MultiReader(strings.NewReader(string(img[:len(img)/2])), pr), Total: int64(len(img))}, target)
+	_ = importer.Write(context.Background(), importer.Stream{R: io.MultiReader(strings.NewReader(string(img[:len(img)/2])), pr), Total: int64(len(img))}, target)
 }

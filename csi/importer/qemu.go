@@ -79,8 +79,9 @@ func qemuImg(ctx context.Context, lim limits, files []*os.File, args ...string) 
 		if err := errors.Join(
 			unix.Prlimit(pid, unix.RLIMIT_CPU, &unix.Rlimit{Cur: c, Max: c}, nil),
 			unix.Prlimit(pid, unix.RLIMIT_AS, &unix.Rlimit{Cur: lim.as, Max: lim.as}, nil)); err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
+			// Without its limits qemu-img must not run; kill and reap it, the limit error says why.
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
 			return nil, fmt.Errorf("limit qemu-img %s: %w", args[0], err)
 		}
 	}

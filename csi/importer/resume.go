@@ -96,7 +96,7 @@ func (r *resumingBody) open() error {
 			continue
 		}
 		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
+			_ = resp.Body.Close() // an error page, not read
 			last = fmt.Errorf("GET %s: server answered %s", r.url, resp.Status)
 			if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 				continue
@@ -142,11 +142,11 @@ func (r *resumingBody) Read(p []byte) (int, error) {
 
 // resume reopens the body at r.off after cause broke it.
 func (r *resumingBody) resume(cause error) error {
-	r.body.Close()
+	_ = r.body.Close() // already broken; cause is what went wrong
 	if !r.ranges || r.size < 0 {
 		return fmt.Errorf("read %s at byte %d: %w (the server does not support resuming)", r.url, r.off, cause)
 	}
-	var last error = cause
+	last := cause
 	for attempt := 0; attempt < r.retries; attempt++ {
 		if err := sleep(r.ctx, r.backoff<<attempt); err != nil {
 			return err
@@ -168,7 +168,7 @@ func (r *resumingBody) resume(cause error) error {
 			continue
 		}
 		if resp.StatusCode != http.StatusPartialContent {
-			resp.Body.Close()
+			_ = resp.Body.Close() // not the range asked for, not read
 			if resp.StatusCode == http.StatusOK {
 				return permanent("resume %s at byte %d: the file changed on the server", r.url, r.off)
 			}
@@ -176,7 +176,7 @@ func (r *resumingBody) resume(cause error) error {
 			continue
 		}
 		if !strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(r.off, 10)+"-") {
-			resp.Body.Close()
+			_ = resp.Body.Close() // the wrong range, not read
 			return permanent("resume %s: server sent range %q, asked from %d", r.url, resp.Header.Get("Content-Range"), r.off)
 		}
 		r.body = resp.Body

@@ -121,7 +121,7 @@ func decompress(ctx context.Context, br *bufio.Reader) (io.Reader, string, func(
 			return nil, "", nil, permanent("open gzip stream: %w", err)
 		}
 		zr.Multistream(true)
-		r, closeFn = decoded{r: zr, src: src, what: "gzip"}, func() { zr.Close() }
+		r, closeFn = decoded{r: zr, src: src, what: "gzip"}, func() { _ = zr.Close() } // a read side: Close only releases the decoder
 	case bytes.HasPrefix(head, []byte(magicXz)):
 		xr, stop, err := xzReader(ctx, src)
 		if err != nil {
@@ -201,7 +201,7 @@ func writeRaw(ctx context.Context, r io.Reader, t Target) error {
 			b = e
 		}
 		off += int64(n)
-		if rerr == io.EOF {
+		if errors.Is(rerr, io.EOF) {
 			return nil
 		}
 		if rerr != nil {
@@ -265,7 +265,7 @@ func writeQcow2(ctx context.Context, r io.Reader, t Target, verify func() error,
 	// Everything the header check reads lies in the first cluster, at most 2 MiB.
 	head := make([]byte, qcow2.MaxClusterSize)
 	n, err := io.ReadFull(r, head)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -351,13 +351,14 @@ func openScratch(path string) (*os.File, error) {
 	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) {
 		return nil, fmt.Errorf("create scratch in %s: %w", dir, err)
 	}
-	os.Remove(path)
+	// A leftover of a killed import; if it cannot be removed, O_EXCL below reports it.
+	_ = os.Remove(path)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create scratch %s: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil {
-		f.Close()
+		_ = f.Close() // nothing written yet; the unlink error is the one to report
 		return nil, fmt.Errorf("unlink scratch %s: %w", path, err)
 	}
 	return f, nil
@@ -414,7 +415,7 @@ func copySparse(f *os.File, r io.Reader, off, limit int64) error {
 			}
 		}
 		off += int64(n)
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return f.Truncate(off)
 		}
 		if err != nil {

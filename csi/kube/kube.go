@@ -95,6 +95,8 @@ func (c *Cluster) importSecret(ctx context.Context, namespace string, uid types.
 	return s, nil
 }
 
+// ReportContent writes content, the state of a volume's import or upload, to the annotations of
+// the PVC namespace/name, where the DataVolume controller and users read it.
 func (c *Cluster) ReportContent(ctx context.Context, namespace, name string, content claim.Content) error {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": claim.ReportAnnotations(content)}})
 	if err != nil {

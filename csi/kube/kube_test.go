@@ -32,7 +32,7 @@ func TestCredentialsFromReleaseNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { env.Stop() })
+	t.Cleanup(func() { testutil.Must(t, env.Stop()) })
 	ctx := t.Context()
 	admin := env.Clientset
 	for _, ns := range []string{release, "tenant-a", "tenant-b"} {

@@ -152,7 +152,7 @@ func Detach(ctx context.Context, f *os.File) error {
 			return fmt.Errorf("open %s: %w", dev, err)
 		}
 		_, err = unix.IoctlRetInt(fd, unix.LOOP_CLR_FD)
-		unix.Close(fd)
+		_ = unix.Close(fd) // the ioctl's result is what counts; the device fd holds no data
 		if err != nil && !errors.Is(err, unix.ENXIO) {
 			return fmt.Errorf("detach %s from %s: %w", dev, f.Name(), err)
 		}

@@ -36,7 +36,12 @@ func TestAttachByDescriptor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { Detach(ctx, f) })
+	// Deferred so that it runs before f is closed: Detach finds the device by f.
+	defer func() {
+		if err := Detach(ctx, f); err != nil {
+			t.Errorf("detach at the end: %v", err)
+		}
+	}()
 	if again, err := Attach(ctx, f); err != nil || again != dev {
 		t.Fatalf("second Attach: %q, %v; want %q", again, err, dev)
 	}
@@ -68,7 +73,7 @@ func TestAttachByDescriptor(t *testing.T) {
 	if _, err := d.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("%s does not serve the volume's bytes: %v", dev, err)
 	}
-	d.Close()
+	testutil.Must(t, d.Close())
 
 	if err := f.Truncate(16 << 20); err != nil {
 		t.Fatal(err)

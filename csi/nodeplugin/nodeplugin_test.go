@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // TestStartRemovesStaleScratch: scratch files a killed driver left in a pool are gone once
@@ -35,7 +37,7 @@ func TestStartRemovesStaleScratch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() { cancel(); testutil.Must(t, <-done) }()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(stale); os.IsNotExist(err) {
 			return

@@ -20,7 +20,8 @@ import (
 // devices backed by files there, and removes the directories.
 func Mounts(prefixes ...string) { MountsUnder(os.TempDir(), prefixes...) }
 
-// MountsUnder is Mounts for directories in base instead of the temp directory.
+// MountsUnder is Mounts for directories in base instead of the temp directory. It is best
+// effort: what cannot be cleaned now is left for the next run, so its errors are dropped.
 func MountsUnder(base string, prefixes ...string) {
 	tmp := filepath.Clean(base) + "/"
 	match := func(p string) bool {
@@ -39,7 +40,7 @@ func MountsUnder(base string, prefixes ...string) {
 		for _, line := range strings.Split(string(out), "\n") {
 			f := strings.Fields(line)
 			if len(f) == 2 && match(f[1]) {
-				exec.Command("losetup", "--detach", f[0]).Run()
+				_ = exec.Command("losetup", "--detach", f[0]).Run()
 			}
 		}
 	}
@@ -53,12 +54,12 @@ func MountsUnder(base string, prefixes ...string) {
 		}
 	}
 	for i := len(mps) - 1; i >= 0; i-- { // innermost first
-		syscall.Unmount(mps[i], syscall.MNT_DETACH)
+		_ = syscall.Unmount(mps[i], syscall.MNT_DETACH)
 	}
 	entries, _ := os.ReadDir(tmp)
 	for _, e := range entries {
 		if match(tmp + e.Name()) {
-			os.RemoveAll(tmp + e.Name())
+			_ = os.RemoveAll(tmp + e.Name())
 		}
 	}
 }
@@ -83,7 +84,7 @@ func Processes(markers ...string) {
 			}
 		}
 		if hit && parent(p.Name()) == 1 {
-			syscall.Kill(pid, syscall.SIGKILL)
+			_ = syscall.Kill(pid, syscall.SIGKILL) // it may have exited meanwhile
 		}
 	}
 }

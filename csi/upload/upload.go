@@ -35,7 +35,7 @@ import (
 	"github.com/slimvirt/slimvirt/csi/state"
 )
 
-// Path is the upload URL path: PathPrefix + <namespace>/datavolumes/<name>/upload.
+// PathPrefix starts the upload URL path: PathPrefix + <namespace>/datavolumes/<name>/upload.
 const PathPrefix = "/v1alpha1/namespaces/"
 
 // ChecksumHeader carries an optional algorithm:hex checksum of the body; the volume is ready
@@ -115,7 +115,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		hs.Shutdown(sctx)
+		// After the timeout the remaining uploads are cut; ServeTLS has returned by then.
+		_ = hs.Shutdown(sctx)
 	}()
 	s.cfg.Log.Info("serving uploads", "addr", lis.Addr().String())
 	if err := hs.ServeTLS(lis, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -177,10 +178,12 @@ type Result struct {
 	Message string `json:"message,omitempty"`
 }
 
+// reply writes the upload's result. The status code is already sent when the body fails to
+// go out, and there is no one left to tell.
 func reply(w http.ResponseWriter, code int, phase, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(Result{Phase: phase, Message: msg})
+	_ = json.NewEncoder(w).Encode(Result{Phase: phase, Message: msg})
 }
 
 // parsePath splits /v1alpha1/namespaces/<ns>/datavolumes/<name>/upload.

@@ -50,7 +50,7 @@ func TestUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { env.Stop() })
+	t.Cleanup(func() { testutil.Must(t, env.Stop()) })
 	ctx := context.Background()
 	cs := env.Clientset
 
@@ -93,7 +93,7 @@ func TestUpload(t *testing.T) {
 	testutil.Must(t, err)
 	sctx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
-	go srv.Serve(sctx, lis)
+	go func() { _ = srv.Serve(sctx, lis) }() // returns when sctx ends
 	url := "https://" + lis.Addr().String()
 
 	raw := make([]byte, 6<<20)
@@ -175,7 +175,7 @@ func TestUpload(t *testing.T) {
 func TestUploadForwarded(t *testing.T) {
 	env, err := testenv.Start("upload-forward")
 	testutil.Must(t, err)
-	t.Cleanup(func() { env.Stop() })
+	t.Cleanup(func() { testutil.Must(t, env.Stop()) })
 	ctx := context.Background()
 	cs := env.Clientset
 	admin, err := env.Token(ctx, "ns-a", "admin")
@@ -243,7 +243,7 @@ func TestUploadForwarded(t *testing.T) {
 	}{{"node-a", a, lisA}, {"node-b", b, lisB}} {
 		srv, err := upload.New(upload.Config{Client: cs, Volumes: n.d.drv, NodeID: n.id, PeerPort: port, CertFile: certFile, KeyFile: keyFile, Log: log})
 		testutil.Must(t, err)
-		go srv.Serve(sctx, n.lis)
+		go func() { _ = srv.Serve(sctx, n.lis) }() // returns when sctx ends
 	}
 
 	raw := make([]byte, 3<<20)

@@ -53,7 +53,7 @@ func TestConsole(t *testing.T) {
 	c := NewConsole(r)
 	go func() {
 		_, _ = io.WriteString(w, "noise\r\nSLIMVIRT-USERDATA-BEGIN\r\n#!/bin/sh\r\necho hi\r\nSLIMVIRT-USERDATA-END\r\nlogin# SLIMVIRT-GUEST-UP hostname=h ip=none mac=m\r\npartial")
-		w.Close()
+		_ = w.Close()
 	}()
 	got, err := c.Between(MarkerUserDataBegin, MarkerUserDataEnd, 5*time.Second)
 	if err != nil || strings.Join(got, "|") != "#!/bin/sh|echo hi" {
@@ -229,11 +229,11 @@ func httpGet(t *testing.T, url string) string {
 		resp, err := client.Get(url)
 		if err == nil {
 			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close() // the body is read
 			if err == nil && resp.StatusCode == http.StatusOK {
 				return string(body)
 			}
-			lastErr = fmt.Errorf("status %d, %v", resp.StatusCode, err)
+			lastErr = fmt.Errorf("status %d: %w", resp.StatusCode, err)
 		} else {
 			lastErr = err
 		}
@@ -418,12 +418,12 @@ func TestGuestAgent(t *testing.T) {
 	}
 
 	// The host closes the channel and connects again (libvirt reconnecting): still served.
-	a.conn.Close()
+	testutil.Must(t, a.conn.Close())
 	a = dialAgent(t, sock)
 	if r := a.call(`{"execute":"guest-sync","arguments":{"id":7654321}}`); string(r.Return) != "7654321" {
 		t.Errorf("guest-sync after reconnecting: return %s, want 7654321", r.Return)
 	}
-	a.conn.Close()
+	testutil.Must(t, a.conn.Close())
 	v.hmp("quit")
 	v.waitExit(time.Minute)
 }

@@ -30,15 +30,15 @@ func Write(path string, mode os.FileMode, fill func(io.Writer) error) error {
 	}
 	defer os.Remove(tmp.Name()) // a no-op after the rename
 	if err := fill(tmp); err != nil {
-		tmp.Close()
+		_ = tmp.Close() // the deferred Remove discards the file; the step's error is reported
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
+		_ = tmp.Close() // the deferred Remove discards the file; the step's error is reported
 		return fmt.Errorf("set the mode of %s: %w", path, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+		_ = tmp.Close() // the deferred Remove discards the file; the step's error is reported
 		return fmt.Errorf("sync %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {

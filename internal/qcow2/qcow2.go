@@ -95,112 +95,161 @@ var ErrShort = errors.New("qcow2 header is cut short")
 // unencrypted image with known features and sane metadata sizes. It never reads past b and
 // allocates nothing in proportion to the values in the header.
 func Parse(b []byte) (*Header, error) {
+	h, off, err := parseFields(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.checkFeatures(); err != nil {
+		return nil, err
+	}
+	if err := checkBacking(b, off); err != nil {
+		return nil, err
+	}
+	if err := h.checkTables(off); err != nil {
+		return nil, err
+	}
+	h.L1Offset, h.RefcountTableOffset, h.SnapshotsOffset = int64(off.l1), int64(off.refcountTable), int64(off.snapshots)
+
+	if err := h.checkExtensions(b); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// offsets are the header's file offsets as read, unsigned and unchecked; they enter the
+// Header only once checkBacking and checkTables have found them sane.
+type offsets struct {
+	backing                      uint64
+	backingLen                   uint32
+	l1, refcountTable, snapshots uint64
+}
+
+// parseFields reads the header's fields, refusing values no qemu image can have.
+func parseFields(b []byte) (*Header, offsets, error) {
+	var off offsets
 	if len(b) < 72 {
 		if len(b) >= 4 && string(b[:4]) != Magic {
-			return nil, refuse("no qcow2 magic")
+			return nil, off, refuse("no qcow2 magic")
 		}
-		return nil, fmt.Errorf("read header (%d bytes): %w", len(b), ErrShort)
+		return nil, off, fmt.Errorf("read header (%d bytes): %w", len(b), ErrShort)
 	}
 	be := binary.BigEndian
 	if string(b[:4]) != Magic {
-		return nil, refuse("no qcow2 magic")
+		return nil, off, refuse("no qcow2 magic")
 	}
 	h := &Header{Version: int(be.Uint32(b[4:]))}
 	if h.Version != 2 && h.Version != 3 {
-		return nil, refuse("version %d (only 2 and 3 exist)", h.Version)
+		return nil, off, refuse("version %d (only 2 and 3 exist)", h.Version)
 	}
-	backingOff, backingLen := be.Uint64(b[8:]), be.Uint32(b[16:])
+	off.backing, off.backingLen = be.Uint64(b[8:]), be.Uint32(b[16:])
 	bits := be.Uint32(b[20:])
 	if bits < 9 || bits > 21 {
-		return nil, refuse("cluster_bits %d outside 9..21", bits)
+		return nil, off, refuse("cluster_bits %d outside 9..21", bits)
 	}
 	h.ClusterSize = 1 << bits
 	size := be.Uint64(b[24:])
 	if size > MaxVirtualSize {
-		return nil, refuse("virtual size %d is beyond qemu's limit", size)
+		return nil, off, refuse("virtual size %d is beyond qemu's limit", size)
 	}
 	h.VirtualSize = int64(size)
 	if m := be.Uint32(b[32:]); m != 0 {
-		return nil, refuse("the image is encrypted (method %d); import it decrypted", m)
+		return nil, off, refuse("the image is encrypted (method %d); import it decrypted", m)
 	}
 	h.L1Size = int64(be.Uint32(b[36:]))
-	l1Off, rtOff := be.Uint64(b[40:]), be.Uint64(b[48:])
+	off.l1, off.refcountTable = be.Uint64(b[40:]), be.Uint64(b[48:])
 	h.RefcountTableClusters = int64(be.Uint32(b[56:]))
 	h.Snapshots = int64(be.Uint32(b[60:]))
-	snapOff := be.Uint64(b[64:])
+	off.snapshots = be.Uint64(b[64:])
 
 	h.RefcountOrder, h.HeaderLength = 4, 72
 	if h.Version == 3 {
-		if len(b) < 104 {
-			return nil, fmt.Errorf("read version 3 header (%d bytes): %w", len(b), ErrShort)
+		if err := h.parseV3Fields(b); err != nil {
+			return nil, off, err
 		}
-		h.Incompatible, h.Compatible, h.Autoclear = be.Uint64(b[72:]), be.Uint64(b[80:]), be.Uint64(b[88:])
-		h.RefcountOrder = int(be.Uint32(b[96:]))
-		hl := be.Uint32(b[100:])
-		if hl < 104 || hl%8 != 0 || int64(hl) > h.ClusterSize {
-			return nil, refuse("header length %d", hl)
-		}
-		h.HeaderLength = int64(hl)
 	}
+	return h, off, nil
+}
+
+// parseV3Fields reads the fields version 3 added after the version 2 header.
+func (h *Header) parseV3Fields(b []byte) error {
+	be := binary.BigEndian
+	if len(b) < 104 {
+		return fmt.Errorf("read version 3 header (%d bytes): %w", len(b), ErrShort)
+	}
+	h.Incompatible, h.Compatible, h.Autoclear = be.Uint64(b[72:]), be.Uint64(b[80:]), be.Uint64(b[88:])
+	h.RefcountOrder = int(be.Uint32(b[96:]))
+	hl := be.Uint32(b[100:])
+	if hl < 104 || hl%8 != 0 || int64(hl) > h.ClusterSize {
+		return refuse("header length %d", hl)
+	}
+	h.HeaderLength = int64(hl)
+	return nil
+}
+
+// checkFeatures refuses feature bits that make an image depend on another file, or that this
+// check does not know.
+func (h *Header) checkFeatures() error {
 	if h.Incompatible&IncompatDataFile != 0 {
-		return nil, refuse("it names an external data file (incompatible feature bit 2); only self-contained images are accepted")
+		return refuse("it names an external data file (incompatible feature bit 2); only self-contained images are accepted")
 	}
 	if h.Autoclear&AutoclearDataFileRaw != 0 {
-		return nil, refuse("it has the data-file-raw flag; only self-contained images are accepted")
+		return refuse("it has the data-file-raw flag; only self-contained images are accepted")
 	}
 	if h.Incompatible&IncompatCorrupt != 0 {
-		return nil, refuse("it is marked corrupt")
+		return refuse("it is marked corrupt")
 	}
 	if u := h.Incompatible &^ knownIncompat; u != 0 {
-		return nil, refuse("unknown incompatible features %#x", u)
+		return refuse("unknown incompatible features %#x", u)
 	}
 	if h.RefcountOrder > 6 {
-		return nil, refuse("refcount_order %d above 6", h.RefcountOrder)
+		return refuse("refcount_order %d above 6", h.RefcountOrder)
 	}
+	return nil
+}
 
-	if backingOff != 0 || backingLen != 0 {
-		name := ""
-		if backingOff < uint64(len(b)) {
-			end := min(backingOff+uint64(min(backingLen, 1023)), uint64(len(b)))
-			name = string(b[backingOff:end])
-		}
-		return nil, refuse("it has a backing file %s; only self-contained images are accepted", strconv.Quote(name))
+// checkBacking refuses an image with a backing file, naming it if it lies within b.
+func checkBacking(b []byte, off offsets) error {
+	if off.backing == 0 && off.backingLen == 0 {
+		return nil
 	}
+	name := ""
+	if off.backing < uint64(len(b)) {
+		end := min(off.backing+uint64(min(off.backingLen, 1023)), uint64(len(b)))
+		name = string(b[off.backing:end])
+	}
+	return refuse("it has a backing file %s; only self-contained images are accepted", strconv.Quote(name))
+}
 
-	// Metadata within qemu's limits and cluster aligned, so that neither qemu nor a size
-	// computed from them can be made to allocate or seek absurdly.
+// checkTables keeps the metadata within qemu's limits and cluster aligned, so that neither
+// qemu nor a size computed from them can be made to allocate or seek absurdly.
+func (h *Header) checkTables(off offsets) error {
 	cs := uint64(h.ClusterSize)
 	if h.L1Size*8 > maxL1Bytes {
-		return nil, refuse("L1 table of %d entries is beyond qemu's limit", h.L1Size)
+		return refuse("L1 table of %d entries is beyond qemu's limit", h.L1Size)
 	}
 	// qemu makes the L1 table exactly as large as needed and grows it by half when an
 	// image grows; more than twice that plus a cluster of entries serves only to make qemu
 	// allocate and scan a table for blocks that do not exist.
 	need := l1Entries(h.VirtualSize, h.ClusterSize, h.Incompatible&IncompatExtendedL2 != 0)
 	if h.L1Size < need {
-		return nil, refuse("L1 table of %d entries is too small for %d bytes (needs %d)", h.L1Size, h.VirtualSize, need)
+		return refuse("L1 table of %d entries is too small for %d bytes (needs %d)", h.L1Size, h.VirtualSize, need)
 	}
 	if h.L1Size > 2*need+h.ClusterSize/8 {
-		return nil, refuse("L1 table of %d entries for %d bytes (needs %d)", h.L1Size, h.VirtualSize, need)
+		return refuse("L1 table of %d entries for %d bytes (needs %d)", h.L1Size, h.VirtualSize, need)
 	}
-	if l1Off%cs != 0 || (h.L1Size > 0 && l1Off == 0) || l1Off > MaxVirtualSize {
-		return nil, refuse("L1 table offset %d", l1Off)
+	if off.l1%cs != 0 || (h.L1Size > 0 && off.l1 == 0) || off.l1 > MaxVirtualSize {
+		return refuse("L1 table offset %d", off.l1)
 	}
-	if rtOff == 0 || rtOff%cs != 0 || rtOff > MaxVirtualSize {
-		return nil, refuse("refcount table offset %d", rtOff)
+	if off.refcountTable == 0 || off.refcountTable%cs != 0 || off.refcountTable > MaxVirtualSize {
+		return refuse("refcount table offset %d", off.refcountTable)
 	}
 	if h.RefcountTableClusters == 0 || uint64(h.RefcountTableClusters)*cs > maxRefTableBytes {
-		return nil, refuse("refcount table of %d clusters", h.RefcountTableClusters)
+		return refuse("refcount table of %d clusters", h.RefcountTableClusters)
 	}
-	if h.Snapshots > maxSnapshots || snapOff%cs != 0 || snapOff > MaxVirtualSize || (h.Snapshots > 0 && snapOff == 0) {
-		return nil, refuse("%d snapshots at offset %d", h.Snapshots, snapOff)
+	if h.Snapshots > maxSnapshots || off.snapshots%cs != 0 || off.snapshots > MaxVirtualSize || (h.Snapshots > 0 && off.snapshots == 0) {
+		return refuse("%d snapshots at offset %d", h.Snapshots, off.snapshots)
 	}
-	h.L1Offset, h.RefcountTableOffset, h.SnapshotsOffset = int64(l1Off), int64(rtOff), int64(snapOff)
-
-	if err := h.checkExtensions(b); err != nil {
-		return nil, err
-	}
-	return h, nil
+	return nil
 }
 
 // checkExtensions walks the header extensions, which end before the first cluster does.

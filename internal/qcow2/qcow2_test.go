@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // makeImage runs qemu-img create with args in a fresh directory and returns the image path.
@@ -89,8 +91,10 @@ func TestBoundFullImage(t *testing.T) {
 			for i := range buf {
 				buf[i] = byte(i*7 + 1)
 			}
-			f.Write(buf)
-			f.Close()
+			if _, err := f.Write(buf); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Must(t, f.Close())
 			if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-o", "cluster_size="+cs+",preallocation=metadata", raw, img).CombinedOutput(); err != nil {
 				t.Fatalf("qemu-img convert: %v: %s", err, out)
 			}

@@ -83,11 +83,11 @@ func binaryDir(prefix string) (string, error) {
 	}
 	for name, target := range map[string]string{"kube-apiserver": filepath.Join(k8sBin, "kube-apiserver"), "etcd": etcdPath()} {
 		if _, err := os.Stat(target); err != nil {
-			os.RemoveAll(dir)
+			_ = os.RemoveAll(dir) // a directory of symlinks in the temp dir; RemoveStale sweeps leftovers
 			return "", fmt.Errorf("%s is needed: %w", name, err)
 		}
 		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
-			os.RemoveAll(dir)
+			_ = os.RemoveAll(dir) // a directory of symlinks in the temp dir; RemoveStale sweeps leftovers
 			return "", fmt.Errorf("link %s: %w", name, err)
 		}
 	}

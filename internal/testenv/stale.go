@@ -19,6 +19,7 @@ func RemoveStale(prefix string) {
 	prefix = filepath.Join(os.TempDir(), prefix)
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	var killed []int
+	var data []string // their --data-dir and --cert-dir, removed once they are gone
 	for _, p := range procs {
 		pid, _ := strconv.Atoi(filepath.Base(p))
 		argv := readArgs(p)
@@ -31,7 +32,7 @@ func RemoveStale(prefix string) {
 		for _, a := range argv[1:] {
 			for _, flag := range []string{"--data-dir=", "--cert-dir="} {
 				if dir, ok := strings.CutPrefix(a, flag); ok && strings.HasPrefix(dir, os.TempDir()) {
-					defer os.RemoveAll(dir)
+					data = append(data, dir)
 				}
 			}
 		}
@@ -46,6 +47,9 @@ func RemoveStale(prefix string) {
 		if !inUse(d) {
 			_ = os.RemoveAll(d)
 		}
+	}
+	for _, d := range data {
+		_ = os.RemoveAll(d)
 	}
 }
 

@@ -51,13 +51,13 @@ func Start(name string) (*Env, error) {
 	if err != nil {
 		// Start may fail after the control plane is up (installing the CRDs): stop it.
 		_ = te.Stop()
-		os.RemoveAll(binDir)
+		_ = os.RemoveAll(binDir) // the start error is the one to report
 		return nil, fmt.Errorf("start kube-apiserver and etcd: %w", err)
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		_ = te.Stop()
-		os.RemoveAll(binDir)
+		_ = os.RemoveAll(binDir) // the start error is the one to report
 		return nil, fmt.Errorf("make clientset: %w", err)
 	}
 	return &Env{Config: cfg, Clientset: cs, te: te, binDir: binDir}, nil
@@ -65,9 +65,7 @@ func Start(name string) (*Env, error) {
 
 // Stop stops the API server and etcd and removes their files.
 func (e *Env) Stop() error {
-	err := e.te.Stop()
-	os.RemoveAll(e.binDir)
-	return err
+	return errors.Join(e.te.Stop(), os.RemoveAll(e.binDir))
 }
 
 // Dir is a directory that lives as long as the environment, for the tests' own files.
@@ -156,12 +154,13 @@ func (e *Env) StartControllers(ctx context.Context, dir, controllers string, arg
 		"--leader-elect=false", "--secure-port=0", "--v=1"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		logf.Close()
+		_ = logf.Close() // nothing was logged yet
 		return fmt.Errorf("start kube-controller-manager (%s): %w", controllers, err)
 	}
 	go func() {
+		// It is stopped by ctx when the test ends; its log is for reading after a failure only.
 		_ = cmd.Wait()
-		logf.Close()
+		_ = logf.Close()
 	}()
 	return nil
 }

@@ -40,8 +40,9 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := n.Run(ctx); err != nil {
+	err = n.Run(ctx)
+	stop()
+	if err != nil {
 		log.Error("slimvirt-csi stopped", "err", err)
 		os.Exit(1)
 	}

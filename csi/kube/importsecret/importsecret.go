@@ -39,8 +39,9 @@ const (
 	// Prefix starts every per-volume Secret's name; the PVC's UID follows.
 	Prefix = "slimvirt-import-"
 
-	// KeyUser and KeyPassword hold basic-auth credentials, under CDI's key names.
-	KeyUser     = "accessKeyId"
+	// KeyUser holds the basic-auth user name, under CDI's key name.
+	KeyUser = "accessKeyId"
+	// KeyPassword holds the basic-auth password, under CDI's key name.
 	KeyPassword = "secretKey"
 	// KeyCA holds the PEM certificates of the CA ConfigMap, every key of it in key order.
 	KeyCA = "ca.crt"
@@ -48,9 +49,10 @@ const (
 	// LabelComponent marks the per-volume Secrets, so an admin can list them.
 	LabelComponent = "app.kubernetes.io/component"
 	component      = "import-credentials"
-	// LabelNamespace and LabelUID say which PVC a Secret is for; the node checks both.
+	// LabelNamespace names the namespace of the PVC a Secret is for; the node checks it.
 	LabelNamespace = "import.slimvirt.io/pvc-namespace"
-	LabelUID       = "import.slimvirt.io/pvc-uid"
+	// LabelUID holds the UID of the PVC a Secret is for; the node checks it too.
+	LabelUID = "import.slimvirt.io/pvc-uid"
 	// AnnName is the PVC's name, for people.
 	AnnName = "import.slimvirt.io/pvc-name"
 

@@ -26,8 +26,9 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	if err := f.Run(ctx); err != nil {
+	err = f.Run(ctx)
+	cancel()
+	if err != nil {
 		cfg.Log.Error("forwarder stopped", "err", err)
 		os.Exit(1)
 	}
