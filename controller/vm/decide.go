@@ -16,6 +16,7 @@ import (
 // Action is what the controller does to the VM's VMI.
 type Action int
 
+// The actions: leave the VMI as it is, create it, delete it.
 const (
 	None Action = iota
 	CreateVMI
