@@ -29,7 +29,7 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*##/ {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install the Debian packages and the pinned Go tools (helm, controller-gen)
+deps: ## Install the Debian packages and the pinned Go tools (helm, controller-gen, golangci-lint)
 	@bash hack/deps.sh
 	@bash hack/tools.sh
 
@@ -46,6 +46,15 @@ generate: ## Regenerate deepcopy code and CRDs from api/
 .PHONY: test
 test: ## Run the unit and integration tests (as root: netns, libvirt, apiserver)
 	@$(MAKE) --no-print-directory test-unit $(TEST_TARGETS) fuzz-short
+
+.PHONY: vet
+vet: ## Run go vet over the whole tree, the e2e tests included
+	go vet -tags e2e ./...
+
+.PHONY: lint
+lint: vet ## Vet, then run golangci-lint (.golangci.yml) over the whole tree, the e2e tests included
+	@bash hack/tools.sh golangci-lint
+	$(TOOLS_BIN)/golangci-lint run ./...
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need nothing but Go

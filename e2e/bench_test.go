@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -117,7 +118,7 @@ func markerTime(ctx context.Context, cs kubernetes.Interface, pod string) (time.
 		last = err
 		select {
 		case <-ctx.Done():
-			return time.Time{}, fmt.Errorf("no lease marker in %s's log (last error: %v)", pod, last)
+			return time.Time{}, fmt.Errorf("no lease marker in %s's log: %w", pod, errors.Join(ctx.Err(), last))
 		case <-time.After(3 * time.Second):
 		}
 	}

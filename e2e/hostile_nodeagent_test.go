@@ -59,7 +59,10 @@ func TestHostileNodeAgentFakeLaunchers(t *testing.T) {
 	for pod := range fakes {
 		eventually(t, 2*time.Minute, "fake launcher "+pod+" running its script", func() (bool, error) {
 			out, err := tn.kubectl("exec", pod, "--", "ls", "-l", launcherpod.StatusFile)
-			return err == nil, fmt.Errorf("%v: %s", err, out)
+			if err != nil {
+				return false, fmt.Errorf("%w: %s", err, out)
+			}
+			return true, nil
 		})
 		out, _ := tn.kubectl("exec", pod, "--", "ls", "-l", launcherpod.StatusFile)
 		t.Logf("%s: %s", pod, strings.TrimSpace(out))

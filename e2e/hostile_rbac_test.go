@@ -122,7 +122,10 @@ spec:
 	}
 	eventually(t, time.Minute, "per-volume import Secret deleted", func() (bool, error) {
 		out, err := kubectl(t, "get", "secrets", "-n", "slimvirt", "-l", "import.slimvirt.io/pvc-uid="+string(pvc.UID), "-o", "name")
-		return err == nil && strings.TrimSpace(out) == "", fmt.Errorf("%v: %s", err, out)
+		if err != nil {
+			return false, fmt.Errorf("%w: %s", err, out)
+		}
+		return strings.TrimSpace(out) == "", fmt.Errorf("still there: %s", out)
 	})
 }
 

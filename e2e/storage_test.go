@@ -206,7 +206,7 @@ func serveImages(t *testing.T, dir string) string {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	// Registered after the namespace's cleanup, so it runs first.
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	t.Cleanup(func() { _ = cmd.Process.Kill(); t.Logf("httpd stopped: %v", <-exited) })
 	// httpd only fails to start when the port is taken; give it a moment to say so.
 	select {
 	case err := <-exited:

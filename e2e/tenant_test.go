@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -75,7 +76,7 @@ func newTenant(t *testing.T, ns, podSecurity string) *tenant {
 		t.Fatalf("bind edit: %v", err)
 	}
 	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "tenant", &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptrInt64(3600)},
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("token for the tenant: %v", err)
@@ -135,5 +136,3 @@ func (tn *tenant) apply(t *testing.T, manifest string) {
 		t.Fatalf("tenant apply: %v\n%s\n%s", err, out, manifest)
 	}
 }
-
-func ptrInt64(v int64) *int64 { return &v }

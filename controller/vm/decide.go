@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 )
@@ -15,6 +16,7 @@ import (
 // Action is what the controller does to the VM's VMI.
 type Action int
 
+// The actions: leave the VMI as it is, create it, delete it.
 const (
 	None Action = iota
 	CreateVMI
@@ -88,7 +90,7 @@ func Decide(s State) Decision {
 		s.keepRunning(&d, vmi != nil && vmi.Status.Phase == v1.Failed)
 	case v1.RunStrategyOnce:
 		if vmi != nil && vmi.Status.Phase.IsFinal() {
-			d.SetRunStrategy = ptrTo(v1.RunStrategyHalted)
+			d.SetRunStrategy = ptr.To(v1.RunStrategyHalted)
 			return d
 		}
 		s.keepRunning(&d, false)
@@ -218,7 +220,7 @@ func (s State) stop(d *Decision, strategy v1.VirtualMachineRunStrategy) bool {
 	vmi := s.VMI
 	switch strategy {
 	case v1.RunStrategyAlways, v1.RunStrategyRerunOnFailure, v1.RunStrategyOnce:
-		d.SetRunStrategy = ptrTo(v1.RunStrategyHalted)
+		d.SetRunStrategy = ptr.To(v1.RunStrategyHalted)
 		d.RemoveAnnotations = []string{v1.AnnotationStopRequested}
 	default:
 		switch {
@@ -236,7 +238,7 @@ func (s State) start(d *Decision, strategy v1.VirtualMachineRunStrategy) bool {
 	done := func() { d.RemoveAnnotations = []string{v1.AnnotationStartRequested} }
 	switch strategy {
 	case v1.RunStrategyHalted:
-		d.SetRunStrategy = ptrTo(v1.RunStrategyAlways)
+		d.SetRunStrategy = ptr.To(v1.RunStrategyAlways)
 		done()
 	case v1.RunStrategyManual:
 		switch {
@@ -269,5 +271,3 @@ func (s State) start(d *Decision, strategy v1.VirtualMachineRunStrategy) bool {
 func looksLikeUID(s string) bool {
 	return len(s) == 36 && strings.Count(s, "-") == 4
 }
-
-func ptrTo[T any](v T) *T { return &v }

@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 )
@@ -139,7 +140,7 @@ func TestLegacyRunning(t *testing.T) {
 	for _, tt := range []struct {
 		running *bool
 		want    v1.VirtualMachineRunStrategy
-	}{{ptrTo(true), v1.RunStrategyAlways}, {ptrTo(false), v1.RunStrategyHalted}, {nil, v1.RunStrategyHalted}} {
+	}{{ptr.To(true), v1.RunStrategyAlways}, {ptr.To(false), v1.RunStrategyHalted}, {nil, v1.RunStrategyHalted}} {
 		vm := &v1.VirtualMachine{}
 		vm.Spec.Running = tt.running
 		if got := vm.EffectiveRunStrategy(); got != tt.want {

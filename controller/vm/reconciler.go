@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -185,9 +186,9 @@ func (r *Reconciler) applyRequests(ctx context.Context, vm *v1.VirtualMachine, d
 	before := vm.DeepCopy()
 	if s := d.SetRunStrategy; s != nil {
 		if vm.Spec.Running != nil {
-			vm.Spec.Running = ptrTo(*s == v1.RunStrategyAlways)
+			vm.Spec.Running = ptr.To(*s == v1.RunStrategyAlways)
 		} else {
-			vm.Spec.RunStrategy = ptrTo(*s)
+			vm.Spec.RunStrategy = ptr.To(*s)
 		}
 	}
 	for k, v := range d.SetAnnotations {

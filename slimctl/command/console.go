@@ -36,7 +36,11 @@ func consoleCmd(e *env) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("put the terminal in raw mode: %w", err)
 				}
-				defer term.Restore(int(f.Fd()), old)
+				defer func() {
+					if err := term.Restore(int(f.Fd()), old); err != nil {
+						fmt.Fprintf(e.stderr, "restore the terminal: %v (run `reset`)\r\n", err)
+					}
+				}()
 				tty = true
 			}
 			fmt.Fprintf(e.stderr, "Successfully connected to %s console. The escape sequence is ^]\r\n", args[0])

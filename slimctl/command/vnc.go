@@ -40,7 +40,8 @@ func vncCmd(e *env) *cobra.Command {
 			if !proxyOnly {
 				startViewer(e, addr)
 			}
-			go func() { <-ctx.Done(); ln.Close() }()
+			// Closing the listener ends Accept below; the deferred Close then has nothing to do.
+			go func() { <-ctx.Done(); _ = ln.Close() }()
 			for {
 				conn, err := ln.Accept()
 				if err != nil {
