@@ -18,7 +18,7 @@ import (
 
 // For returns the network of a VMI, or nil when it has no interface.
 func For(vmi *v1.VirtualMachineInstance) (launcher.Network, error) {
-	ifaces := launcherpod.InterfacesFor(vmi)
+	ifaces := vmi.LauncherInterfaces()
 	if len(ifaces) == 0 {
 		return nil, nil
 	}
