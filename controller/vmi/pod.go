@@ -249,19 +249,9 @@ func podLabels(vmi *v1.VirtualMachineInstance) map[string]string {
 	return labels
 }
 
-// GuestMemory is the RAM the guest sees: memory.guest, else resources.requests.memory.
-func GuestMemory(vmi *v1.VirtualMachineInstance) (resource.Quantity, bool) {
-	if m := vmi.Spec.Domain.Memory; m != nil && m.Guest != nil {
-		return *m.Guest, true
-	}
-	if q, ok := vmi.Spec.Domain.Resources.Requests[corev1.ResourceMemory]; ok {
-		return q, true
-	}
-	return resource.Quantity{}, false
-}
-
 // computeResources sizes the compute container: the VMI's requests and limits, with the memory
-// request (and limit) raised by the launcher's overhead unless the VMI overcommits it.
+// request (and limit) raised by the launcher's overhead unless the VMI overcommits it. Without
+// a memory request, the guest's memory (the API's rule, which the domain follows) is requested.
 func computeResources(cfg PodConfig, vmi *v1.VirtualMachineInstance) (corev1.ResourceRequirements, error) {
 	spec := vmi.Spec.Domain.Resources
 	out := corev1.ResourceRequirements{Requests: spec.Requests.DeepCopy(), Limits: spec.Limits.DeepCopy()}
@@ -270,7 +260,7 @@ func computeResources(cfg PodConfig, vmi *v1.VirtualMachineInstance) (corev1.Res
 	}
 	mem, ok := out.Requests[corev1.ResourceMemory]
 	if !ok {
-		guest, found := GuestMemory(vmi)
+		guest, found := vmi.Spec.Domain.GuestMemory()
 		if !found {
 			return out, fmt.Errorf("vmi %s sets neither memory.guest nor resources.requests.memory", vmi.Name)
 		}
