@@ -28,12 +28,8 @@ const (
 	hostDiskDirsMount = "/var/run/slimvirt-hostdisk-dirs"
 	// launcherBinary is the compute container's entry point in the launcher image.
 	launcherBinary = "/usr/bin/slimvirt-launcher"
-	// KernelBootDir holds the kernel ("kernel") and initrd ("initrd") of a kernelBoot VMI,
-	// copied out of its image by copier containers; the launcher boots them.
-	KernelBootDir    = launcherpod.RunDir + "/kernel-boot"
+	// kernelBootVolume is the emptyDir at launcherpod.KernelBootDir.
 	kernelBootVolume = "kernel-boot"
-	// SecretsDir/<volume>/ holds the cloud-init Secrets of a volume (keys userdata, networkdata).
-	SecretsDir = launcherpod.RunDir + "/secrets"
 	// defaultContainerDiskPath is where a containerDisk image keeps its disk (KubeVirt's /disk/).
 	defaultContainerDiskPath = "/disk"
 	// defaultGracePeriod is KubeVirt's default VMI terminationGracePeriodSeconds.
@@ -384,8 +380,8 @@ func (s *podVolumeSet) addContainerDisk(name string, cd *v1.ContainerDiskSource)
 // the rest of the launcher's run directory.
 func (s *podVolumeSet) addKernelBoot(kb *v1.KernelBootContainer) {
 	s.volumes = append(s.volumes, corev1.Volume{Name: kernelBootVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
-	mount := corev1.VolumeMount{Name: kernelBootVolume, MountPath: KernelBootDir}
-	for _, f := range []struct{ name, path string }{{"kernel", kb.KernelPath}, {"initrd", kb.InitrdPath}} {
+	mount := corev1.VolumeMount{Name: kernelBootVolume, MountPath: launcherpod.KernelBootDir}
+	for _, f := range []struct{ name, path string }{{launcherpod.KernelBootKernel, kb.KernelPath}, {launcherpod.KernelBootInitrd, kb.InitrdPath}} {
 		if f.path == "" {
 			continue
 		}
@@ -393,7 +389,7 @@ func (s *podVolumeSet) addKernelBoot(kb *v1.KernelBootContainer) {
 			Name:                     "kernel-boot-" + f.name,
 			Image:                    kb.Image,
 			ImagePullPolicy:          kb.ImagePullPolicy,
-			Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", f.path, "--dst", KernelBootDir, "--as", f.name, "--stay"},
+			Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", f.path, "--dst", launcherpod.KernelBootDir, "--as", f.name, "--stay"},
 			VolumeMounts:             []corev1.VolumeMount{mount},
 			Resources:                copierResources(),
 			SecurityContext:          copierSecurityContext(),
@@ -499,7 +495,7 @@ func (s *podVolumeSet) addSecrets(name string, refs ...*corev1.LocalObjectRefere
 	s.volumes = append(s.volumes, corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{
 		Projected: &corev1.ProjectedVolumeSource{Sources: sources},
 	}})
-	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: path.Join(SecretsDir, name), ReadOnly: true})
+	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: path.Join(launcherpod.SecretsDir, name), ReadOnly: true})
 }
 
 // dnsLabel makes a pod volume or container name from a prefix and a VMI volume name. Both are
