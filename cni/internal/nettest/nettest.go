@@ -27,6 +27,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // Prefix starts the name of every netns the tests make.
@@ -34,14 +36,6 @@ const Prefix = "svcni-"
 
 // RefPluginsVersion is the containernetworking/plugins release the tests chain ours after.
 const RefPluginsVersion = "v1.9.1"
-
-// RequireRoot fails a test that needs root: skipped, it would pass unseen.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root (network namespaces): run as root")
-	}
-}
 
 // RemoveStale deletes the namespaces an earlier, killed run left: those whose test process is
 // gone. Other test processes (other packages, other checkouts) may be running at the same time
@@ -78,6 +72,7 @@ func ownerAlive(e os.DirEntry) bool {
 // NewNS makes a named netns (loopback up) removed when the test ends.
 func NewNS(t testing.TB, role string) ns.NetNS {
 	t.Helper()
+	testutil.RequireRoot(t, "network namespaces")
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	name := fmt.Sprintf("%s%d-%s-%s", Prefix, os.Getpid(), role, hex.EncodeToString(b))
