@@ -33,7 +33,7 @@ const (
 	// pod's environment cannot change; its annotations can, so the launcher refuses a VMI
 	// file that does not match.
 	EnvVMISHA256 = "SLIMVIRT_VMI_SHA256"
-	// EnvVMI, when set, holds the VMI as JSON instead of VMIFile (the launcher run alone).
+	// EnvVMI holds, when set, the VMI as JSON instead of VMIFile (the launcher run alone).
 	EnvVMI = "SLIMVIRT_VMI"
 	// MaxVMISize is the largest VMI the launcher reads, in bytes of JSON: what a pod's 256 KiB
 	// of annotations leave after the others.
@@ -42,9 +42,11 @@ const (
 	EnvAllowEmulation = "SLIMVIRT_ALLOW_EMULATION"
 
 	// VMIDir is the downward API volume holding VMIFileName, the VMI of AnnotationVMI.
-	VMIDir      = "/var/run/slimvirt-vmi"
+	VMIDir = "/var/run/slimvirt-vmi"
+	// VMIFileName is the VMI's file in VMIDir.
 	VMIFileName = "vmi.json"
-	VMIFile     = VMIDir + "/" + VMIFileName
+	// VMIFile is the VMI's path.
+	VMIFile = VMIDir + "/" + VMIFileName
 
 	// RunDir is an emptyDir shared by the launcher's containers and seen by the node agent.
 	RunDir = "/var/run/slimvirt"
@@ -65,15 +67,17 @@ const (
 	// ControlSocket takes power actions (pause, unpause, reset, soft reboot, shutdown).
 	ControlSocket = RunDir + "/control.sock"
 
-	// ContainerDiskDir/<volume>/ holds the disk copied out of a containerDisk image by an init
-	// container; the launcher puts a qcow2 overlay over it.
+	// ContainerDiskDir holds in <volume>/ the disk a copier container copied out of a
+	// containerDisk image; the launcher puts a qcow2 overlay over it.
 	ContainerDiskDir = RunDir + "/container-disks"
 	// KernelBootDir holds the kernel (KernelBootKernel) and initrd (KernelBootInitrd) of a
 	// kernelBoot VMI, copied there out of the image by the kernel-boot-* containers.
-	KernelBootDir    = RunDir + "/kernel-boot"
+	KernelBootDir = RunDir + "/kernel-boot"
+	// KernelBootKernel is the kernel's file name in KernelBootDir.
 	KernelBootKernel = "kernel"
+	// KernelBootInitrd is the initrd's file name in KernelBootDir.
 	KernelBootInitrd = "initrd"
-	// SecretsDir/<volume>/ holds the cloud-init Secrets of a volume, merged (keys userdata,
+	// SecretsDir holds in <volume>/ the cloud-init Secrets of a volume, merged (keys userdata,
 	// networkdata).
 	SecretsDir = RunDir + "/secrets"
 	// NodeDir is where a launcher pod's containers that ask for ResourceSeed get, read-only,
@@ -91,16 +95,17 @@ const (
 	ContainerDiskCopier = NodeDir + "/" + NodeSeedMarker
 	// CapsSeedDir holds libvirt's cache of QEMU's capabilities, probed once per node with the
 	// launcher image; each launcher's libvirtd starts from it instead of probing QEMU.
-	CapsSeedDir  = NodeDir + "/" + CapsSeedName
+	CapsSeedDir = NodeDir + "/" + CapsSeedName
+	// CapsSeedName is CapsSeedDir's name in the node's seed.
 	CapsSeedName = "qemu-caps"
 	// DiskcopyInImage is where the launcher image ships the copier.
 	DiskcopyInImage = "/usr/bin/slimvirt-diskcopy"
-	// PVCDir/<volume>/ is where a filesystem PVC is mounted (it holds disk.img).
+	// PVCDir holds in <volume>/ a filesystem PVC's mount (it holds disk.img).
 	PVCDir = RunDir + "/pvcs"
-	// BlockDir/<volume> is where a block PVC's device appears.
+	// BlockDir holds as <volume> a block PVC's device.
 	BlockDir = "/dev/slimvirt"
-	// HostDiskDir/<volume>/<file name> is where a hostDisk's image (the file, not its
-	// directory) is mounted.
+	// HostDiskDir holds as <volume>/<file name> a hostDisk's image, mounted (the file, not its
+	// directory).
 	HostDiskDir = RunDir + "/hostdisks"
 	// EmptyDiskDir holds emptyDisk images and overlays; gone with the pod.
 	EmptyDiskDir = RunDir + "/scratch"
@@ -140,6 +145,8 @@ const (
 // Binding is how a VM interface is joined to the pod network.
 type Binding string
 
+// The bindings: bridge gives the guest the pod's IP (and, unless the spec names one, its MAC);
+// masquerade gives it an address of its own network, NATed behind the pod's IP.
 const (
 	BindingBridge     Binding = "bridge"
 	BindingMasquerade Binding = "masquerade"

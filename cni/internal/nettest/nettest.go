@@ -50,7 +50,7 @@ func RemoveStale() error {
 			continue
 		}
 		if out, err := exec.Command("ip", "netns", "delete", e.Name()).CombinedOutput(); err != nil {
-			return fmt.Errorf("delete stale netns %s: %v: %s", e.Name(), err, out)
+			return fmt.Errorf("delete stale netns %s: %w: %s", e.Name(), err, out)
 		}
 	}
 	return nil
@@ -84,7 +84,7 @@ func NewNS(t testing.TB, role string) ns.NetNS {
 		t.Fatalf("open netns %s: %v", name, err)
 	}
 	t.Cleanup(func() {
-		netns.Close()
+		_ = netns.Close()
 		_ = exec.Command("ip", "netns", "delete", name).Run()
 	})
 	Run(t, netns, "ip", "link", "set", "lo", "up")
@@ -119,6 +119,12 @@ func Main(m interface{ Run() int }) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	var built []string
+	defer func() {
+		for _, p := range built {
+			_ = os.Remove(p)
+		}
+	}()
 	// The launcher side runs as the launcher's uid: its binary sits in the world-readable
 	// temporary directory, not in the go test build directory (root's, mode 0700).
 	for _, b := range []struct{ env, name, pkg string }{
@@ -135,8 +141,11 @@ func Main(m interface{ Run() int }) int {
 			fmt.Fprintf(os.Stderr, "build %s: %v: %s\n", b.name, err, out)
 			return 1
 		}
-		os.Setenv(b.env, path)
-		defer os.Remove(path)
+		built = append(built, path)
+		if err := os.Setenv(b.env, path); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	return m.Run()
 }
