@@ -28,7 +28,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/slimvirt/slimvirt/csi/testenv"
+	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
 // chartDir is the chart under test, relative to this package (where go test runs).

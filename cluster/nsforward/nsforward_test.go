@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,15 +15,14 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/slimvirt/slimvirt/cluster/nsforward"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // echoInNS starts a line echo server on 127.0.0.1 inside a new namespace: an address the
 // test's own namespace cannot reach.
 func echoInNS(t *testing.T) (ns.NetNS, string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root (network namespaces)")
-	}
+	testutil.RequireRoot(t, "network namespaces need root")
 	target, err := testutils.NewNS()
 	if err != nil {
 		t.Fatalf("create netns: %v", err)

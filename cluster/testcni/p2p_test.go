@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/slimvirt/slimvirt/cluster/testcni"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // The host-local IPAM plugin the modes delegate to; `make cluster-up` (or `make test-cluster`)
@@ -28,9 +29,7 @@ const nodeIP = "10.88.0.1"
 
 func requireRootAndIPAM(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root (network namespaces)")
-	}
+	testutil.RequireRoot(t, "network namespaces need root")
 	if _, err := os.Stat(filepath.Join(cniBinDir, "host-local")); err != nil {
 		t.Fatalf("host-local IPAM plugin missing (%v); run: make cluster-up", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,27 +23,11 @@ import (
 	"github.com/slimvirt/slimvirt/controller/requeue"
 	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/kube/importsecret"
-	"github.com/slimvirt/slimvirt/csi/state"
 )
 
 // CredentialsFinalizer keeps a PVC until its per-volume import Secret is deleted, so the copy
 // of a tenant's credentials never outlives the import it is for.
 const CredentialsFinalizer = "import.slimvirt.io/credentials"
-
-// serviceAccountNamespace is where a pod finds its own namespace.
-const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-// podNamespace is the namespace this process runs in; empty outside a pod.
-func podNamespace() string {
-	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
-		return ns
-	}
-	b, err := os.ReadFile(serviceAccountNamespace)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
-}
 
 // credentials copies the Secret and CA ConfigMap an import names, from the PVC's namespace,
 // into the PVC's per-volume Secret in slimvirt's namespace, where the node reads it, and
@@ -70,7 +53,7 @@ func importCredentials(pvc *corev1.PersistentVolumeClaim) (secret, configMap str
 // importEnded says whether the driver reported the PVC's import finished, either way.
 func importEnded(pvc *corev1.PersistentVolumeClaim) bool {
 	r, ok := claim.ParseReport(pvc.Annotations)
-	return ok && (r.Phase == state.PhaseReady || r.Phase == state.PhaseFailed)
+	return ok && (r.Phase == claim.PhaseReady || r.Phase == claim.PhaseFailed)
 }
 
 // sync makes the PVC's per-volume Secret while its import needs it, and deletes it otherwise.

@@ -28,7 +28,8 @@ import (
 	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/driver"
 	"github.com/slimvirt/slimvirt/csi/kube/importsecret"
-	"github.com/slimvirt/slimvirt/csi/testenv"
+	"github.com/slimvirt/slimvirt/internal/testenv"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // TestImportCredentials runs the reconcilers on a real API server and plays the driver (its
@@ -39,39 +40,38 @@ import (
 // provisioner and garbage collector.
 func TestImportCredentials(t *testing.T) {
 	env, err := testenv.Start("credentials")
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() { env.Stop() })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	scheme := runtime.NewScheme()
-	must(t, clientgoscheme.AddToScheme(scheme))
-	must(t, v1.AddToScheme(scheme))
+	testutil.Must(t, clientgoscheme.AddToScheme(scheme))
+	testutil.Must(t, v1.AddToScheme(scheme))
 	c, err := client.New(env.Config, client.Options{Scheme: scheme})
-	must(t, err)
+	testutil.Must(t, err)
 	for _, ns := range []string{"vms", "other-tenant", release} {
-		must(t, env.Namespace(ctx, ns))
+		testutil.Must(t, env.Namespace(ctx, ns))
 	}
-	wffc := storagev1.VolumeBindingWaitForFirstConsumer
-	must(t, c.Create(ctx, &storagev1.StorageClass{
+	testutil.Must(t, c.Create(ctx, &storagev1.StorageClass{
 		ObjectMeta:  metav1.ObjectMeta{Name: "slimvirt", Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"}},
-		Provisioner: driver.DefaultName, VolumeBindingMode: &wffc,
+		Provisioner: driver.DefaultName, VolumeBindingMode: ptr.To(storagev1.VolumeBindingWaitForFirstConsumer),
 	}))
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 		// Each test of the package runs its own manager with the same controllers.
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
-	must(t, err)
-	must(t, datavolume.SetupWithManager(mgr, datavolume.Options{Namespace: release}))
+	testutil.Must(t, err)
+	testutil.Must(t, datavolume.SetupWithManager(mgr, datavolume.Options{Namespace: release}))
 	go mgr.Start(ctx)
 
-	must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "image-creds", Namespace: "vms"},
+	testutil.Must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "image-creds", Namespace: "vms"},
 		Data: map[string][]byte{"accessKeyId": []byte("tenant-user"), "secretKey": []byte("tenant-pass"), "unrelated": []byte("not copied")}}))
-	must(t, c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "image-ca", Namespace: "vms"},
+	testutil.Must(t, c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "image-ca", Namespace: "vms"},
 		Data: map[string]string{"ca.crt": "PEM"}}))
-	must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "theirs", Namespace: "other-tenant"},
+	testutil.Must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "theirs", Namespace: "other-tenant"},
 		Data: map[string][]byte{"accessKeyId": []byte("other-user"), "secretKey": []byte("other-pass")}}))
 	newDV := func(name, secretRef, caRef string) {
-		must(t, c.Create(ctx, &v1.DataVolume{
+		testutil.Must(t, c.Create(ctx, &v1.DataVolume{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "vms"},
 			Spec: v1.DataVolumeSpec{Source: v1.DataVolumeSourceSpec{HTTP: &v1.DataVolumeSourceHTTP{URL: "https://images.example.com/disk.img", SecretRef: secretRef, CertConfigMap: caRef}},
 				Storage: &v1.StorageSpec{Resources: v1.StorageResources{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}}}},
@@ -81,7 +81,7 @@ func TestImportCredentials(t *testing.T) {
 	report := func(pvc *corev1.PersistentVolumeClaim, phase string) {
 		patch := client.MergeFrom(pvc.DeepCopy())
 		pvc.Annotations[claim.AnnPhase] = phase
-		must(t, c.Patch(ctx, pvc, patch))
+		testutil.Must(t, c.Patch(ctx, pvc, patch))
 	}
 	finalizerGone := func(name string) {
 		t.Helper()
@@ -130,8 +130,8 @@ func TestImportCredentials(t *testing.T) {
 		newDV("abandoned", "image-creds", "")
 		pvc := waitPVC(t, c, "abandoned")
 		waitSecret(t, c, importsecret.Name(pvc.UID), true)
-		must(t, c.Delete(ctx, &v1.DataVolume{ObjectMeta: metav1.ObjectMeta{Name: "abandoned", Namespace: "vms"}}))
-		must(t, c.Delete(ctx, pvc)) // the garbage collector's part
+		testutil.Must(t, c.Delete(ctx, &v1.DataVolume{ObjectMeta: metav1.ObjectMeta{Name: "abandoned", Namespace: "vms"}}))
+		testutil.Must(t, c.Delete(ctx, pvc)) // the garbage collector's part
 		waitSecret(t, c, importsecret.Name(pvc.UID), false)
 		finalizerGone("abandoned")
 	})
@@ -141,7 +141,7 @@ func TestImportCredentials(t *testing.T) {
 			claim.AnnSource: claim.SourceHTTP, claim.AnnEndpoint: "https://images.example.com/disk.img", claim.AnnSecret: "image-creds"}},
 			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To("slimvirt"),
 				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}}}}
-		must(t, c.Create(ctx, pvc))
+		testutil.Must(t, c.Create(ctx, pvc))
 		s := waitSecret(t, c, importsecret.Name(pvc.UID), true)
 		if string(s.Data["accessKeyId"]) != "tenant-user" {
 			t.Fatalf("per-volume Secret of a hand-written PVC holds %v", keysOf(s.Data))
@@ -156,7 +156,7 @@ func TestImportCredentials(t *testing.T) {
 		var dv *v1.DataVolume
 		for i := 0; ; i++ {
 			dv = &v1.DataVolume{}
-			must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "borrowed"}, dv))
+			testutil.Must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "borrowed"}, dv))
 			if runningReason(dv) == "ImportSecretNotFound" {
 				break
 			}
@@ -169,7 +169,7 @@ func TestImportCredentials(t *testing.T) {
 			t.Fatalf("message %q does not say which Secret is missing where", msg)
 		}
 		var all corev1.SecretList
-		must(t, c.List(ctx, &all, client.InNamespace(release), client.MatchingLabels{importsecret.LabelUID: string(pvc.UID)}))
+		testutil.Must(t, c.List(ctx, &all, client.InNamespace(release), client.MatchingLabels{importsecret.LabelUID: string(pvc.UID)}))
 		if len(all.Items) != 0 {
 			t.Fatalf("a per-volume Secret was made from another namespace's Secret: %s", all.Items[0].Name)
 		}

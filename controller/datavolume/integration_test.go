@@ -50,7 +50,8 @@ import (
 	"github.com/slimvirt/slimvirt/csi/kube"
 	"github.com/slimvirt/slimvirt/csi/kube/importsecret"
 	"github.com/slimvirt/slimvirt/csi/testclean"
-	"github.com/slimvirt/slimvirt/csi/testenv"
+	"github.com/slimvirt/slimvirt/internal/testenv"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 const (
@@ -75,7 +76,7 @@ func TestDataVolumes(t *testing.T) {
 	testclean.Processes("--csi-address="+os.TempDir()+"/TestDataVolumes", "--kubeconfig="+os.TempDir()+"/TestDataVolumes")
 	testclean.Mounts("TestDataVolumes")
 	env, err := testenv.Start("datavolume")
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() { env.Stop() })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -84,23 +85,22 @@ func TestDataVolumes(t *testing.T) {
 	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
 
 	scheme := runtime.NewScheme()
-	must(t, clientgoscheme.AddToScheme(scheme))
-	must(t, v1.AddToScheme(scheme))
+	testutil.Must(t, clientgoscheme.AddToScheme(scheme))
+	testutil.Must(t, v1.AddToScheme(scheme))
 	c, err := client.New(env.Config, client.Options{Scheme: scheme})
-	must(t, err)
+	testutil.Must(t, err)
 
 	// What kubelet and the chart would have made.
-	must(t, c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{driver.TopologyKey: node}}}))
-	must(t, c.Create(ctx, &storagev1.CSINode{ObjectMeta: metav1.ObjectMeta{Name: node}, Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{
+	testutil.Must(t, c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{driver.TopologyKey: node}}}))
+	testutil.Must(t, c.Create(ctx, &storagev1.CSINode{ObjectMeta: metav1.ObjectMeta{Name: node}, Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{
 		{Name: driver.DefaultName, NodeID: node, TopologyKeys: []string{driver.TopologyKey}}}}}))
-	wffc := storagev1.VolumeBindingWaitForFirstConsumer
-	must(t, c.Create(ctx, &storagev1.StorageClass{
+	testutil.Must(t, c.Create(ctx, &storagev1.StorageClass{
 		ObjectMeta:  metav1.ObjectMeta{Name: "slimvirt", Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"}},
-		Provisioner: driver.DefaultName, VolumeBindingMode: &wffc, AllowVolumeExpansion: ptr.To(true),
+		Provisioner: driver.DefaultName, VolumeBindingMode: ptr.To(storagev1.VolumeBindingWaitForFirstConsumer), AllowVolumeExpansion: ptr.To(true),
 		Parameters: map[string]string{driver.ParamPool: "default"},
 	}))
-	must(t, env.Namespace(ctx, "vms"))
-	must(t, env.Namespace(ctx, release))
+	testutil.Must(t, env.Namespace(ctx, "vms"))
+	testutil.Must(t, env.Namespace(ctx, release))
 
 	// slimvirt-csi, in-process, with its Kubernetes access and importer.
 	sock := filepath.Join(dir, "csi.sock")
@@ -110,28 +110,28 @@ func TestDataVolumes(t *testing.T) {
 		Filler: importer.New(importer.Config{Credentials: cluster, Log: log,
 			// The test's image servers listen on loopback, which imports refuse by default.
 			Egress: egress.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}}), Log: log, PublishWait: 500 * time.Millisecond})
-	must(t, err)
+	testutil.Must(t, err)
 	lis, err := net.Listen("unix", sock)
-	must(t, err)
+	testutil.Must(t, err)
 	go d.Serve(ctx, lis)
 
 	// kube-controller-manager's volume binder, as in a real cluster.
-	must(t, env.StartVolumeBinder(ctx, dir))
+	testutil.Must(t, env.StartVolumeBinder(ctx, dir))
 	// and its garbage collector: a deleted DataVolume's PVC goes with it.
-	must(t, startGarbageCollector(ctx, env, dir))
+	testutil.Must(t, env.StartGarbageCollector(ctx, dir))
 
 	// The external-provisioner as the chart runs it, one per node.
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	must(t, env.WriteKubeconfig(kubeconfig))
+	testutil.Must(t, env.WriteKubeconfig(kubeconfig))
 	cmd := exec.CommandContext(ctx, provisioner, "--csi-address="+sock, "--kubeconfig="+kubeconfig,
 		"--node-deployment", "--strict-topology", "--immediate-topology=false", "--extra-create-metadata",
 		"--timeout=30s", "--worker-threads=4", "--http-endpoint=", "--v=2",
 		"--enable-capacity", "--capacity-ownerref-level=-1", "--capacity-poll-interval=2s")
 	cmd.Env = append(os.Environ(), "NODE_NAME="+node, "NAMESPACE=default", "POD_NAME=slimvirt-node-test")
 	plog, err := os.Create(filepath.Join(dir, "provisioner.log"))
-	must(t, err)
+	testutil.Must(t, err)
 	cmd.Stdout, cmd.Stderr = plog, plog
-	must(t, cmd.Start())
+	testutil.Must(t, cmd.Start())
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -149,9 +149,9 @@ func TestDataVolumes(t *testing.T) {
 	if _, err := os.Stat(resizer); err == nil {
 		rcmd := exec.CommandContext(ctx, resizer, "--csi-address="+sock, "--kubeconfig="+kubeconfig, "--leader-election=false", "--timeout=30s", "--v=2")
 		rlog, err := os.Create(filepath.Join(dir, "resizer.log"))
-		must(t, err)
+		testutil.Must(t, err)
 		rcmd.Stdout, rcmd.Stderr = rlog, rlog
-		must(t, rcmd.Start())
+		testutil.Must(t, rcmd.Start())
 		t.Cleanup(func() { rcmd.Process.Kill(); rcmd.Wait() })
 	}
 
@@ -159,8 +159,8 @@ func TestDataVolumes(t *testing.T) {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 		// Each test of the package runs its own manager with the same controllers.
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
-	must(t, err)
-	must(t, datavolume.SetupWithManager(mgr, datavolume.Options{Namespace: release}))
+	testutil.Must(t, err)
+	testutil.Must(t, datavolume.SetupWithManager(mgr, datavolume.Options{Namespace: release}))
 	go mgr.Start(ctx)
 
 	// Images on a local server.
@@ -168,7 +168,7 @@ func TestDataVolumes(t *testing.T) {
 	rand.Read(raw[:3<<20])
 	rand.Read(raw[7<<20:])
 	img := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(img, "disk.raw"), raw, 0o644))
+	testutil.Must(t, os.WriteFile(filepath.Join(img, "disk.raw"), raw, 0o644))
 	run(t, "qemu-img", "convert", "-O", "qcow2", filepath.Join(img, "disk.raw"), filepath.Join(img, "disk.qcow2"))
 	run(t, "xz", "-0", "-k", filepath.Join(img, "disk.qcow2"))
 	mux := http.NewServeMux()
@@ -198,15 +198,15 @@ func TestDataVolumes(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() { conn.Close() })
 	nodeClient := csi.NewNodeClient(conn)
 	publish := func(name, target string) error {
 		waitBound(t, c, name) // kubelet publishes only bound claims
 		pvc := &corev1.PersistentVolumeClaim{}
-		must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: name}, pvc))
+		testutil.Must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: name}, pvc))
 		pv := &corev1.PersistentVolume{}
-		must(t, c.Get(ctx, types.NamespacedName{Name: pvc.Spec.VolumeName}, pv))
+		testutil.Must(t, c.Get(ctx, types.NamespacedName{Name: pvc.Spec.VolumeName}, pv))
 		_, err := nodeClient.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: pv.Spec.CSI.VolumeHandle, TargetPath: target,
 			VolumeCapability: &csi.VolumeCapability{AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
 				AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}})
@@ -218,12 +218,12 @@ func TestDataVolumes(t *testing.T) {
 		return err
 	}
 	qcowXZ, err := os.ReadFile(filepath.Join(img, "disk.qcow2.xz"))
-	must(t, err)
+	testutil.Must(t, err)
 	sum := sha256.Sum256(qcowXZ)
 
 	get := func(name string) *v1.DataVolume {
 		dv := &v1.DataVolume{}
-		must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: name}, dv))
+		testutil.Must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: name}, dv))
 		return dv
 	}
 	waitPhase := func(name string, want v1.DataVolumePhase) *v1.DataVolume {
@@ -243,14 +243,14 @@ func TestDataVolumes(t *testing.T) {
 	diskOf := func(name string) string {
 		waitBound(t, c, name)
 		pvc := &corev1.PersistentVolumeClaim{}
-		must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: name}, pvc))
+		testutil.Must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: name}, pvc))
 		pv := &corev1.PersistentVolume{}
-		must(t, c.Get(ctx, types.NamespacedName{Name: pvc.Spec.VolumeName}, pv))
+		testutil.Must(t, c.Get(ctx, types.NamespacedName{Name: pvc.Spec.VolumeName}, pv))
 		return filepath.Join(dir, "pool", pv.Spec.CSI.VolumeHandle, diskimg.Name)
 	}
 	size := resource.MustParse("64Mi")
 	newDV := func(name string, src v1.DataVolumeSourceSpec, ann map[string]string) {
-		must(t, c.Create(ctx, &v1.DataVolume{
+		testutil.Must(t, c.Create(ctx, &v1.DataVolume{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "vms", Annotations: ann},
 			Spec: v1.DataVolumeSpec{Source: src, Storage: &v1.StorageSpec{
 				Resources: v1.StorageResources{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}},
@@ -262,10 +262,10 @@ func TestDataVolumes(t *testing.T) {
 		waitPhase("fedora", v1.DataVolumeWaitForFirstConsumer)
 		// The scheduler places the first pod that mounts the PVC on node-a.
 		pvc := &corev1.PersistentVolumeClaim{}
-		must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "fedora"}, pvc))
+		testutil.Must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "fedora"}, pvc))
 		patch := client.MergeFrom(pvc.DeepCopy())
 		pvc.Annotations["volume.kubernetes.io/selected-node"] = node
-		must(t, c.Patch(ctx, pvc, patch))
+		testutil.Must(t, c.Patch(ctx, pvc, patch))
 		waitPhase("fedora", v1.DataVolumeSucceeded)
 		waitBound(t, c, "fedora")
 		dv := get("fedora")
@@ -293,9 +293,7 @@ func TestDataVolumes(t *testing.T) {
 	})
 
 	t.Run("a volume is published only once its import is complete", func(t *testing.T) {
-		if os.Geteuid() != 0 {
-			t.Skip("publishing bind-mounts: run as root")
-		}
+		testutil.RequireRoot(t, "publishing bind-mounts volumes")
 		newDV("slow", v1.DataVolumeSourceSpec{HTTP: &v1.DataVolumeSourceHTTP{URL: srv.URL + "/slow/disk.raw"}},
 			map[string]string{datavolume.AnnBindImmediate: "true"})
 		dv := waitPhase("slow", v1.DataVolumeImportInProgress)
@@ -315,9 +313,9 @@ func TestDataVolumes(t *testing.T) {
 		if len(seen) < 2 {
 			t.Fatalf("progress seen during the import: %v", seen)
 		}
-		must(t, publish("slow", target))
+		testutil.Must(t, publish("slow", target))
 		got, err := os.ReadFile(filepath.Join(target, diskimg.Name))
-		must(t, err)
+		testutil.Must(t, err)
 		if !bytes.Equal(got[:len(raw)], raw) {
 			t.Fatal("the published disk.img does not hold the image")
 		}
@@ -335,13 +333,13 @@ func TestDataVolumes(t *testing.T) {
 		}
 		waitBound(t, c, "scratch")
 		pvc := &corev1.PersistentVolumeClaim{}
-		must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "scratch"}, pvc))
+		testutil.Must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "scratch"}, pvc))
 		patch := client.MergeFrom(pvc.DeepCopy())
 		pvc.Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse("96Mi")
-		must(t, c.Patch(ctx, pvc, patch))
+		testutil.Must(t, c.Patch(ctx, pvc, patch))
 		for i := 0; ; i++ {
 			pv := &corev1.PersistentVolume{}
-			must(t, c.Get(ctx, types.NamespacedName{Name: pvc.Spec.VolumeName}, pv))
+			testutil.Must(t, c.Get(ctx, types.NamespacedName{Name: pvc.Spec.VolumeName}, pv))
 			if q := pv.Spec.Capacity[corev1.ResourceStorage]; q.Value() == 96<<20 {
 				break
 			}
@@ -351,7 +349,7 @@ func TestDataVolumes(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		fi, err := os.Stat(diskOf("scratch"))
-		must(t, err)
+		testutil.Must(t, err)
 		if fi.Size() != 96<<20 {
 			t.Fatalf("disk.img is %d bytes after expansion to 96Mi", fi.Size())
 		}
@@ -371,7 +369,7 @@ func TestDataVolumes(t *testing.T) {
 	t.Run("storage capacity is published per node", func(t *testing.T) {
 		for i := 0; ; i++ {
 			var caps storagev1.CSIStorageCapacityList
-			must(t, c.List(ctx, &caps, client.InNamespace("default")))
+			testutil.Must(t, c.List(ctx, &caps, client.InNamespace("default")))
 			for _, sc := range caps.Items {
 				if sc.StorageClassName == "slimvirt" && sc.NodeTopology != nil && sc.NodeTopology.MatchLabels[driver.TopologyKey] == node &&
 					sc.Capacity != nil && sc.Capacity.Value() > 0 {
@@ -388,7 +386,7 @@ func TestDataVolumes(t *testing.T) {
 	t.Run("credentials reach the node as a per-volume copy, deleted when the import ends", func(t *testing.T) {
 		creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "image-creds", Namespace: "vms"},
 			Data: map[string][]byte{"accessKeyId": []byte("tenant-user"), "secretKey": []byte("tenant-pass"), "unrelated": []byte("not copied")}}
-		must(t, c.Create(ctx, creds))
+		testutil.Must(t, c.Create(ctx, creds))
 		newDV("private", v1.DataVolumeSourceSpec{HTTP: &v1.DataVolumeSourceHTTP{URL: srv.URL + "/auth/slow/disk.raw", SecretRef: "image-creds"}},
 			map[string]string{datavolume.AnnBindImmediate: "true"})
 		pvc := waitPVC(t, c, "private")
@@ -404,7 +402,7 @@ func TestDataVolumes(t *testing.T) {
 		waitPhase("private", v1.DataVolumeSucceeded)
 		checkDisk(t, diskOf("private"), raw, size.Value())
 		waitSecret(t, c, importsecret.Name(pvc.UID), false)
-		must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "private"}, pvc))
+		testutil.Must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "private"}, pvc))
 		if slices.Contains(pvc.Finalizers, datavolume.CredentialsFinalizer) {
 			t.Fatalf("PVC keeps finalizer %s after its import ended", datavolume.CredentialsFinalizer)
 		}
@@ -416,7 +414,7 @@ func TestDataVolumes(t *testing.T) {
 		waitPhase("abandoned", v1.DataVolumeWaitForFirstConsumer)
 		pvc := waitPVC(t, c, "abandoned")
 		waitSecret(t, c, importsecret.Name(pvc.UID), true)
-		must(t, c.Delete(ctx, get("abandoned")))
+		testutil.Must(t, c.Delete(ctx, get("abandoned")))
 		waitSecret(t, c, importsecret.Name(pvc.UID), false)
 	})
 
@@ -426,10 +424,10 @@ func TestDataVolumes(t *testing.T) {
 			"import.slimvirt.io/secret": "image-creds", "volume.kubernetes.io/selected-node": node}},
 			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To("slimvirt"),
 				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}}
-		must(t, c.Create(ctx, pvc))
+		testutil.Must(t, c.Create(ctx, pvc))
 		waitSecret(t, c, importsecret.Name(pvc.UID), true)
 		for i := 0; ; i++ {
-			must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "by-hand"}, pvc))
+			testutil.Must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "by-hand"}, pvc))
 			if pvc.Annotations["import.slimvirt.io/phase"] == "Ready" {
 				break
 			}
@@ -443,8 +441,8 @@ func TestDataVolumes(t *testing.T) {
 	})
 
 	t.Run("a Secret of another namespace is not copied", func(t *testing.T) {
-		must(t, env.Namespace(ctx, "other-tenant"))
-		must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "theirs", Namespace: "other-tenant"},
+		testutil.Must(t, env.Namespace(ctx, "other-tenant"))
+		testutil.Must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "theirs", Namespace: "other-tenant"},
 			Data: map[string][]byte{"accessKeyId": []byte("tenant-user"), "secretKey": []byte("tenant-pass")}}))
 		newDV("borrowed", v1.DataVolumeSourceSpec{HTTP: &v1.DataVolumeSourceHTTP{URL: srv.URL + "/auth/slow/disk.raw", SecretRef: "theirs"}},
 			map[string]string{datavolume.AnnBindImmediate: "true"})
@@ -467,12 +465,12 @@ func TestDataVolumes(t *testing.T) {
 			t.Fatalf("phase %s, want ImportScheduled (waiting for the Secret)", dv.Status.Phase)
 		}
 		var all corev1.SecretList
-		must(t, c.List(ctx, &all, client.InNamespace(release), client.MatchingLabels{importsecret.LabelUID: string(pvc.UID)}))
+		testutil.Must(t, c.List(ctx, &all, client.InNamespace(release), client.MatchingLabels{importsecret.LabelUID: string(pvc.UID)}))
 		if len(all.Items) != 0 {
 			t.Fatalf("a per-volume Secret was made from another namespace's Secret: %v", all.Items[0].Name)
 		}
 		time.Sleep(3 * time.Second) // the provisioner has had its chance
-		must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "borrowed"}, pvc))
+		testutil.Must(t, c.Get(ctx, types.NamespacedName{Namespace: "vms", Name: "borrowed"}, pvc))
 		if pvc.Status.Phase == corev1.ClaimBound || pvc.Annotations["import.slimvirt.io/phase"] != "" {
 			t.Fatalf("the node provisioned a volume without credentials: %s %v", pvc.Status.Phase, pvc.Annotations)
 		}
@@ -485,35 +483,6 @@ func TestDataVolumes(t *testing.T) {
 			t.Fatalf("message %q", runningMessage(dv))
 		}
 	})
-}
-
-// startGarbageCollector runs kube-controller-manager with only its garbage collector.
-func startGarbageCollector(ctx context.Context, env *testenv.Env, dir string) error {
-	k8sBin := os.Getenv("K8S_BIN")
-	if k8sBin == "" {
-		k8sBin = "/var/cache/slimvirt/k8s/v1.37.2/bin"
-	}
-	kubeconfig := filepath.Join(dir, "gc.kubeconfig")
-	if err := env.WriteKubeconfig(kubeconfig); err != nil {
-		return err
-	}
-	logf, err := os.Create(filepath.Join(dir, "garbage-collector.log"))
-	if err != nil {
-		return fmt.Errorf("create garbage collector log: %w", err)
-	}
-	cmd := exec.CommandContext(ctx, filepath.Join(k8sBin, "kube-controller-manager"),
-		"--kubeconfig="+kubeconfig, "--controllers=garbage-collector-controller",
-		"--leader-elect=false", "--secure-port=0", "--v=1")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start garbage collector: %w", err)
-	}
-	go func() {
-		cmd.Wait()
-		logf.Close()
-	}()
-	return nil
 }
 
 func waitPVC(t *testing.T, c client.Client, name string) *corev1.PersistentVolumeClaim {
@@ -562,7 +531,7 @@ func waitBound(t *testing.T, c client.Client, name string) {
 	t.Helper()
 	for i := 0; i < 150; i++ {
 		pvc := &corev1.PersistentVolumeClaim{}
-		must(t, c.Get(context.Background(), types.NamespacedName{Namespace: "vms", Name: name}, pvc))
+		testutil.Must(t, c.Get(context.Background(), types.NamespacedName{Namespace: "vms", Name: name}, pvc))
 		if pvc.Status.Phase == corev1.ClaimBound {
 			return
 		}
@@ -583,7 +552,7 @@ func runningMessage(dv *v1.DataVolume) string {
 func checkDisk(t *testing.T, disk string, want []byte, size int64) {
 	t.Helper()
 	got, err := os.ReadFile(disk)
-	must(t, err)
+	testutil.Must(t, err)
 	if int64(len(got)) != size {
 		t.Fatalf("disk.img is %d bytes, want exactly %d", len(got), size)
 	}
@@ -596,7 +565,7 @@ func waitEvent(t *testing.T, c client.Client, name, reason string) {
 	t.Helper()
 	for i := 0; i < 50; i++ {
 		var evs corev1.EventList
-		must(t, c.List(context.Background(), &evs, client.InNamespace("vms")))
+		testutil.Must(t, c.List(context.Background(), &evs, client.InNamespace("vms")))
 		for _, e := range evs.Items {
 			if e.InvolvedObject.Name == name && e.Reason == reason {
 				return
@@ -619,11 +588,4 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(fmt.Errorf("%w", err))
-	}
 }

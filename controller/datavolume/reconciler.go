@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -25,7 +26,7 @@ import (
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/controller/requeue"
 	"github.com/slimvirt/slimvirt/csi/claim"
-	"github.com/slimvirt/slimvirt/csi/state"
+	"github.com/slimvirt/slimvirt/csi/kube/importsecret"
 )
 
 const (
@@ -67,7 +68,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		opts.Now = time.Now
 	}
 	if opts.Namespace == "" {
-		opts.Namespace = podNamespace()
+		opts.Namespace = importsecret.PodNamespace()
 	}
 	creds := &credentials{client: mgr.GetClient(), reader: mgr.GetAPIReader(), namespace: opts.Namespace, driverName: opts.DriverName}
 	if err := setupClaims(mgr, creds); err != nil {
@@ -142,7 +143,7 @@ func validate(dv *v1.DataVolume) *Problem {
 			Message: "a pvc source must be in the DataVolume's namespace (" + dv.Namespace + ")"}
 	}
 	if dv.Spec.Source.HTTP != nil {
-		if err := claim.ValidateImport(importOf(dv.Spec.Source.HTTP)); err != nil {
+		if err := importOf(dv.Spec.Source.HTTP).Validate(); err != nil {
 			return &Problem{Reason: "InvalidSource", Message: err.Error()}
 		}
 	}
@@ -184,8 +185,7 @@ func (r *Reconciler) createPVC(ctx context.Context, dv *v1.DataVolume) (*corev1.
 		pvc.Spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}
 	}
 	if pvc.Spec.VolumeMode == nil {
-		fs := corev1.PersistentVolumeFilesystem
-		pvc.Spec.VolumeMode = &fs
+		pvc.Spec.VolumeMode = ptr.To(corev1.PersistentVolumeFilesystem)
 	}
 	if pvc.Spec.StorageClassName == nil {
 		if name, err := r.defaultStorageClass(ctx); err != nil {
@@ -290,22 +290,7 @@ func (r *Reconciler) cloneSource(ctx context.Context, dv *v1.DataVolume) (*corev
 	if err := r.Client.Get(ctx, types.NamespacedName{Name: src.Spec.VolumeName}, &pv); err != nil {
 		return nil, "", fmt.Errorf("get pv %s of clone source: %w", src.Spec.VolumeName, err)
 	}
-	return src, nodeOf(&pv), nil
-}
-
-// nodeOf reads the node from a slimvirt PV's node affinity.
-func nodeOf(pv *corev1.PersistentVolume) string {
-	if pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
-		return ""
-	}
-	for _, term := range pv.Spec.NodeAffinity.Required.NodeSelectorTerms {
-		for _, e := range term.MatchExpressions {
-			if e.Key == claim.TopologyKey && len(e.Values) > 0 {
-				return e.Values[0]
-			}
-		}
-	}
-	return ""
+	return src, claim.NodeOf(&pv), nil
 }
 
 // pickNode sends a late-binding claim that no pod will trigger to a node running the driver:
@@ -401,6 +386,6 @@ func (r *Reconciler) phaseEvent(dv *v1.DataVolume, st v1.DataVolumeStatus) {
 	r.Recorder.Eventf(dv, nil, typ, reason, "Reconcile", "%s", msg)
 }
 
-func importOf(h *v1.DataVolumeSourceHTTP) state.Import {
-	return state.Import{URL: h.URL, Checksum: h.Checksum, SecretRef: h.SecretRef, CertConfigMap: h.CertConfigMap}
+func importOf(h *v1.DataVolumeSourceHTTP) claim.Import {
+	return claim.Import{URL: h.URL, Checksum: h.Checksum, SecretRef: h.SecretRef, CertConfigMap: h.CertConfigMap}
 }

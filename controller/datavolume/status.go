@@ -8,7 +8,6 @@ import (
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/csi/claim"
-	"github.com/slimvirt/slimvirt/csi/state"
 )
 
 // Observation is what the reconciler saw of a DataVolume's claim.
@@ -76,18 +75,9 @@ func Status(dv *v1.DataVolume, obs Observation, now time.Time) v1.DataVolumeStat
 	runReason, runMsg := "Pending", ""
 	ready := corev1.ConditionFalse
 
-	report, reported := state.Content{}, false
-	if obs.PVC != nil {
-		report, reported = claim.ParseReport(obs.PVC.Annotations)
-		if obs.PVC.Status.Phase == corev1.ClaimBound {
-			bound, boundReason, boundMsg = corev1.ConditionTrue, "Bound", "PVC "+dv.Name+" Bound"
-		}
-		if reported {
-			st.RestartCount = int32(report.Restarts)
-			if report.Progress != "" {
-				st.Progress = report.Progress
-			}
-		}
+	report, reported := readReport(obs.PVC, &st)
+	if obs.PVC != nil && obs.PVC.Status.Phase == corev1.ClaimBound {
+		bound, boundReason, boundMsg = corev1.ConditionTrue, "Bound", "PVC "+dv.Name+" Bound"
 	}
 
 	switch {
@@ -100,25 +90,25 @@ func Status(dv *v1.DataVolume, obs Observation, now time.Time) v1.DataVolumeStat
 		st.Phase = v1.DataVolumeFailed
 		boundReason, boundMsg = "ClaimLost", "PVC "+dv.Name+" lost its volume"
 		runReason, runMsg = "ClaimLost", boundMsg
-	case reported && report.Phase == state.PhaseReady && bound != corev1.ConditionTrue:
+	case reported && report.Phase == claim.PhaseReady && bound != corev1.ConditionTrue:
 		// Filled, but the claim is not bound to its volume yet: not usable, for a moment.
 		st.Phase, st.Progress = names[0], "100.0%"
-	case reported && report.Phase == state.PhaseReady:
+	case reported && report.Phase == claim.PhaseReady:
 		st.Phase, st.Progress = v1.DataVolumeSucceeded, "100.0%"
 		ready = corev1.ConditionTrue
 		runReason = "Completed"
-	case reported && report.Phase == state.PhaseFailed && k == kindUpload:
+	case reported && report.Phase == claim.PhaseFailed && k == kindUpload:
 		// An upload that failed can be sent again.
 		st.Phase = v1.DataVolumeUploadReady
 		runReason, runMsg = "UploadFailed", report.Message
-	case reported && report.Phase == state.PhaseFailed:
+	case reported && report.Phase == claim.PhaseFailed:
 		st.Phase = v1.DataVolumeFailed
 		runReason, runMsg = "Error", report.Message
-	case reported && report.Phase == state.PhasePopulating:
+	case reported && report.Phase == claim.PhasePopulating:
 		st.Phase = names[1]
 		running, runReason = corev1.ConditionTrue, ""
 		runMsg = report.Message
-	case reported && report.Phase == state.PhasePending:
+	case reported && report.Phase == claim.PhasePending:
 		st.Phase = names[1] // only uploads wait for their content: UploadReady
 		runReason, runMsg = "Pending", "waiting for the upload"
 		if report.Message != "" {
@@ -146,6 +136,22 @@ func Status(dv *v1.DataVolume, obs Observation, now time.Time) v1.DataVolumeStat
 		condition(dv, v1.DataVolumeRunning, running, runReason, runMsg, now),
 	}
 	return st
+}
+
+// readReport reads what the driver reported on the claim; the restarts and progress it reports
+// go into the status.
+func readReport(pvc *corev1.PersistentVolumeClaim, st *v1.DataVolumeStatus) (claim.Content, bool) {
+	if pvc == nil {
+		return claim.Content{}, false
+	}
+	report, reported := claim.ParseReport(pvc.Annotations)
+	if reported {
+		st.RestartCount = int32(report.Restarts)
+		if report.Progress != "" {
+			st.Progress = report.Progress
+		}
+	}
+	return report, reported
 }
 
 // condition keeps the old transition time when the status did not change.

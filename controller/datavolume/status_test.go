@@ -9,7 +9,6 @@ import (
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/csi/claim"
-	"github.com/slimvirt/slimvirt/csi/state"
 )
 
 func TestStatus(t *testing.T) {
@@ -26,7 +25,7 @@ func TestStatus(t *testing.T) {
 	pvc := func(phase corev1.PersistentVolumeClaimPhase, ann map[string]string) *corev1.PersistentVolumeClaim {
 		return &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Annotations: ann}, Status: corev1.PersistentVolumeClaimStatus{Phase: phase}}
 	}
-	report := func(c state.Content) map[string]string { return claim.ReportAnnotations(c) }
+	report := func(c claim.Content) map[string]string { return claim.ReportAnnotations(c) }
 
 	tests := []struct {
 		name         string
@@ -44,25 +43,25 @@ func TestStatus(t *testing.T) {
 			v1.DataVolumeWaitForFirstConsumer, "N/A", 0, "False", "False", "False"},
 		{"node selected: import scheduled", httpDV, Observation{PVC: pvc(corev1.ClaimPending, map[string]string{annSelectedNode: "n1"}), WaitForFirstConsumer: true},
 			v1.DataVolumeImportScheduled, "N/A", 0, "False", "False", "False"},
-		{"importing", httpDV, Observation{PVC: pvc(corev1.ClaimBound, report(state.Content{Phase: state.PhasePopulating, Progress: "42.10%", Restarts: 1}))},
+		{"importing", httpDV, Observation{PVC: pvc(corev1.ClaimBound, report(claim.Content{Phase: claim.PhasePopulating, Progress: "42.10%", Restarts: 1}))},
 			v1.DataVolumeImportInProgress, "42.10%", 1, "False", "True", "True"},
-		{"imported", httpDV, Observation{PVC: pvc(corev1.ClaimBound, report(state.Content{Phase: state.PhaseReady, Progress: "100.0%"}))},
+		{"imported", httpDV, Observation{PVC: pvc(corev1.ClaimBound, report(claim.Content{Phase: claim.PhaseReady, Progress: "100.0%"}))},
 			v1.DataVolumeSucceeded, "100.0%", 0, "True", "False", "True"},
-		{"imported but not bound yet", httpDV, Observation{PVC: pvc(corev1.ClaimPending, report(state.Content{Phase: state.PhaseReady, Progress: "100.0%"}))},
+		{"imported but not bound yet", httpDV, Observation{PVC: pvc(corev1.ClaimPending, report(claim.Content{Phase: claim.PhaseReady, Progress: "100.0%"}))},
 			v1.DataVolumeImportScheduled, "100.0%", 0, "False", "False", "False"},
-		{"import failed", httpDV, Observation{PVC: pvc(corev1.ClaimBound, report(state.Content{Phase: state.PhaseFailed, Message: "checksum mismatch", Progress: "99.00%"}))},
+		{"import failed", httpDV, Observation{PVC: pvc(corev1.ClaimBound, report(claim.Content{Phase: claim.PhaseFailed, Message: "checksum mismatch", Progress: "99.00%"}))},
 			v1.DataVolumeFailed, "99.00%", 0, "False", "False", "True"},
 		{"problem fails", httpDV, Observation{Problem: &Problem{Reason: "ErrClaimNotValid", Message: "x"}},
 			v1.DataVolumeFailed, "N/A", 0, "False", "False", "False"},
 		{"upload scheduled", uploadDV, Observation{PVC: pvc(corev1.ClaimPending, map[string]string{annSelectedNode: "n1"})},
 			v1.DataVolumeUploadScheduled, "N/A", 0, "False", "False", "False"},
-		{"upload ready", uploadDV, Observation{PVC: pvc(corev1.ClaimBound, report(state.Content{Phase: state.PhasePending, Progress: "0.00%"}))},
+		{"upload ready", uploadDV, Observation{PVC: pvc(corev1.ClaimBound, report(claim.Content{Phase: claim.PhasePending, Progress: "0.00%"}))},
 			v1.DataVolumeUploadReady, "0.00%", 0, "False", "False", "True"},
-		{"failed upload may be retried", uploadDV, Observation{PVC: pvc(corev1.ClaimBound, report(state.Content{Phase: state.PhaseFailed, Message: "client went away"}))},
+		{"failed upload may be retried", uploadDV, Observation{PVC: pvc(corev1.ClaimBound, report(claim.Content{Phase: claim.PhaseFailed, Message: "client went away"}))},
 			v1.DataVolumeUploadReady, "N/A", 0, "False", "False", "True"},
-		{"uploaded", uploadDV, Observation{PVC: pvc(corev1.ClaimBound, report(state.Content{Phase: state.PhaseReady}))},
+		{"uploaded", uploadDV, Observation{PVC: pvc(corev1.ClaimBound, report(claim.Content{Phase: claim.PhaseReady}))},
 			v1.DataVolumeSucceeded, "100.0%", 0, "True", "False", "True"},
-		{"cloning", cloneDV, Observation{PVC: pvc(corev1.ClaimBound, report(state.Content{Phase: state.PhasePopulating, Progress: "0.00%"}))},
+		{"cloning", cloneDV, Observation{PVC: pvc(corev1.ClaimBound, report(claim.Content{Phase: claim.PhasePopulating, Progress: "0.00%"}))},
 			v1.DataVolumeCloneInProgress, "0.00%", 0, "False", "True", "True"},
 		{"blank bound without report", blankDV, Observation{PVC: pvc(corev1.ClaimBound, nil)},
 			v1.DataVolumeSucceeded, "100.0%", 0, "True", "False", "True"},

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
 // TestControllerBinary runs the real slimvirt-controller binary (main, flags, leader election,
@@ -23,7 +25,7 @@ func TestControllerBinary(t *testing.T) {
 	dir := t.TempDir()
 	bin := os.Getenv("SLIMVIRT_CONTROLLER_BIN")
 	if bin != "" && !filepath.IsAbs(bin) {
-		bin = filepath.Join(repoRoot(), bin)
+		bin = filepath.Join(testenv.RepoRoot(), bin)
 	}
 	if bin == "" {
 		// Built as controller/controller.mk builds it, so a `make build` before shares the cache.

@@ -18,12 +18,12 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/controller/manager"
 	"github.com/slimvirt/slimvirt/controller/vm"
+	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
 const (
@@ -63,23 +63,9 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapLevel())))
-	removeStale()
-	binDir, err := binaryDir()
+	te, err := testenv.Start("integration")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration tests need kube-apiserver and etcd:", err)
-		return 1
-	}
-	defer os.RemoveAll(binDir)
-	te := &envtest.Environment{
-		BinaryAssetsDirectory: binDir,
-		CRDDirectoryPaths:     []string{filepath.Join(repoRoot(), "charts", "slimvirt", "crds")},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := te.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start kube-apiserver and etcd:", err)
-		// Start may fail after the control plane is up (installing the CRDs): stop it.
-		_ = te.Stop()
 		return 1
 	}
 	defer func() {
@@ -87,14 +73,12 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "stop kube-apiserver and etcd:", err)
 		}
 	}()
-	s, err := newSuite(cfg, binDir)
-	if err == nil {
-		s.kubeconfig = te.KubeConfig
-	}
+	s, err := newSuite(te.Config, te.Dir())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	s.kubeconfig = te.KubeConfig()
 	env = s
 	if os.Getenv("USE_EXISTING_CLUSTER") == "true" {
 		// Against a real cluster only the API tests run: the controller there is the
@@ -168,38 +152,6 @@ func (s *suite) stopController() {
 	case <-time.After(30 * time.Second):
 		fmt.Fprintln(os.Stderr, "controller did not stop within 30s")
 	}
-}
-
-// binaryDir makes a directory holding kube-apiserver and etcd, where envtest looks for them.
-func binaryDir() (string, error) {
-	k8sBin := os.Getenv("K8S_BIN")
-	if k8sBin == "" {
-		k8sBin = "/var/cache/slimvirt/k8s/v1.37.2/bin"
-	}
-	etcd := os.Getenv("ETCD")
-	if etcd == "" {
-		etcd = "/usr/bin/etcd"
-	}
-	dir, err := os.MkdirTemp("", envtestPrefix)
-	if err != nil {
-		return "", err
-	}
-	for name, target := range map[string]string{"kube-apiserver": filepath.Join(k8sBin, "kube-apiserver"), "etcd": etcd} {
-		if _, err := os.Stat(target); err != nil {
-			os.RemoveAll(dir)
-			return "", fmt.Errorf("%s: %w", name, err)
-		}
-		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
-			os.RemoveAll(dir)
-			return "", err
-		}
-	}
-	return dir, nil
-}
-
-func repoRoot() string {
-	wd, _ := os.Getwd()
-	return filepath.Join(wd, "..", "..")
 }
 
 func zapLevel() zapcore.Level {

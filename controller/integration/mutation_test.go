@@ -31,6 +31,7 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
 // The mutation drill: random mutations of valid manifests go to the API server while the
@@ -319,7 +320,7 @@ type seed struct {
 // mutationSeeds are the slimvirt manifests in examples/ and the extra seeds above.
 func mutationSeeds(t *testing.T) []seed {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot(), "examples", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "examples", "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("examples: %v (%d files)", err, len(files))
 	}

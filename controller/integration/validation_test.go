@@ -11,8 +11,11 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
+
+	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
 // create sends a manifest as `kubectl apply` does by default: strict field validation, so an
@@ -30,14 +33,14 @@ func create(ns string, raw []byte) error {
 // apiVersion changed in the Windows one) and the other examples are accepted by the API server
 // with strict field validation.
 func TestExamplesAccepted(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(repoRoot(), "examples", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "examples", "*.yaml"))
 	if err != nil || len(files) < 2 {
 		t.Fatalf("examples: %v (%d files)", err, len(files))
 	}
 	for _, file := range files {
 		name := filepath.Base(file)
 		t.Run(name, func(t *testing.T) {
-			raw, err := os.ReadFile(filepath.Join(repoRoot(), "examples", name))
+			raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples", name))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,7 +117,7 @@ func TestVMISpecImmutable(t *testing.T) {
 	var err error
 	for range 20 {
 		got = getVMI(t, ns, vmi.Name)
-		got.Spec.TerminationGracePeriodSeconds = ptrTo(int64(5))
+		got.Spec.TerminationGracePeriodSeconds = ptr.To(int64(5))
 		if err = env.c.Update(ctx, got); !apierrors.IsConflict(err) {
 			break
 		}

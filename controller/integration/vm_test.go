@@ -13,10 +13,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
 // playKubelet force-deletes the namespace's terminating pods until the test ends, as a kubelet
@@ -59,7 +61,7 @@ func endVMI(t *testing.T, ns, name string, code int32) {
 
 func newVM(ns, name string, strategy *v1.VirtualMachineRunStrategy, running *bool) *v1.VirtualMachine {
 	vmi := &v1.VirtualMachineInstance{}
-	raw, _ := os.ReadFile(filepath.Join(repoRoot(), "examples", "vmi-linux.yaml"))
+	raw, _ := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples", "vmi-linux.yaml"))
 	_ = yaml.Unmarshal(raw, vmi)
 	return &v1.VirtualMachine{
 		ObjectMeta: objectMeta(ns, name),
@@ -204,7 +206,7 @@ func TestVMLegacyRunning(t *testing.T) {
 	needController(t)
 	ns := newNamespace(t)
 	playKubelet(t, ns)
-	if err := env.c.Create(context.Background(), newVM(ns, "legacy", nil, ptrTo(true))); err != nil {
+	if err := env.c.Create(context.Background(), newVM(ns, "legacy", nil, ptr.To(true))); err != nil {
 		t.Fatal(err)
 	}
 	runVMI(t, ns, "legacy")
@@ -332,8 +334,6 @@ func TestVMDeletion(t *testing.T) {
 		t.Errorf("vmis left: %d (%v)", len(vmis.Items), err)
 	}
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 func hasVMCondition(vm *v1.VirtualMachine, t v1.VirtualMachineConditionType) bool {
 	for _, c := range vm.Status.Conditions {

@@ -16,16 +16,18 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
 func loadExampleVMI(t *testing.T, ns string) *v1.VirtualMachineInstance {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(repoRoot(), "examples", "vmi-linux.yaml"))
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples", "vmi-linux.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +366,7 @@ func TestHostDiskNeedsPermission(t *testing.T) {
 	ns := newNamespace(t)
 	vmi := loadExampleVMI(t, ns)
 	vmi.Spec.Volumes[1] = v1.Volume{Name: "emptydisk", VolumeSource: v1.VolumeSource{HostDisk: &v1.HostDisk{
-		Path: "/data/disk.img", Type: v1.HostDiskExistsOrCreate, Capacity: ptrTo(resource.MustParse("1Gi"))}}}
+		Path: "/data/disk.img", Type: v1.HostDiskExistsOrCreate, Capacity: ptr.To(resource.MustParse("1Gi"))}}}
 	if err := env.c.Create(context.Background(), vmi); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
@@ -72,7 +73,7 @@ func TestReplicaSet(t *testing.T) {
 	rs := &v1.VirtualMachineInstanceReplicaSet{
 		ObjectMeta: objectMeta(ns, "web"),
 		Spec: v1.VirtualMachineInstanceReplicaSetSpec{
-			Replicas: ptrTo(int32(3)),
+			Replicas: ptr.To(int32(3)),
 			Selector: &v1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 			Template: tmpl,
 		},
@@ -162,7 +163,7 @@ func TestReplicaSetAdoptsOrphans(t *testing.T) {
 	rs := &v1.VirtualMachineInstanceReplicaSet{
 		ObjectMeta: objectMeta(ns, "web"),
 		Spec: v1.VirtualMachineInstanceReplicaSetSpec{
-			Replicas: ptrTo(int32(2)),
+			Replicas: ptr.To(int32(2)),
 			Selector: &v1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 			Template: tmpl,
 		},

@@ -8,8 +8,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-
-	"github.com/slimvirt/slimvirt/csi/state"
 )
 
 const (
@@ -49,32 +47,50 @@ const (
 	SourceBlank  = "blank"
 )
 
+// Source is the content a PVC's annotations ask for.
+type Source struct {
+	// Upload means the content arrives through the upload endpoint.
+	Upload bool
+	// Import is an HTTP(S) import.
+	Import *Import
+}
+
+// Import is an HTTP(S) image to fetch into the volume. slimvirt-csi records it in its state
+// under these JSON names.
+type Import struct {
+	URL      string `json:"url"`
+	Checksum string `json:"checksum,omitempty"`
+	// SecretRef and CertConfigMap name objects in the claim's namespace.
+	SecretRef     string `json:"secretRef,omitempty"`
+	CertConfigMap string `json:"certConfigMap,omitempty"`
+}
+
 // ParseSource reads the requested content from a PVC's annotations; nil means blank.
-func ParseSource(ann map[string]string) (*state.Source, error) {
+func ParseSource(ann map[string]string) (*Source, error) {
 	switch ann[AnnSource] {
 	case "", SourceBlank:
 		return nil, nil
 	case SourceUpload:
-		return &state.Source{Upload: true}, nil
+		return &Source{Upload: true}, nil
 	case SourceHTTP:
-		imp := state.Import{
+		imp := Import{
 			URL:           ann[AnnEndpoint],
 			Checksum:      ann[AnnChecksum],
 			SecretRef:     ann[AnnSecret],
 			CertConfigMap: ann[AnnCertConfigMap],
 		}
-		if err := ValidateImport(imp); err != nil {
+		if err := imp.Validate(); err != nil {
 			return nil, err
 		}
-		return &state.Source{Import: &imp}, nil
+		return &Source{Import: &imp}, nil
 	default:
 		return nil, fmt.Errorf("annotation %s: unknown source %q", AnnSource, ann[AnnSource])
 	}
 }
 
-// ValidateImport checks an HTTP source: only http and https URLs, and a checksum the importer
-// can verify.
-func ValidateImport(imp state.Import) error {
+// Validate checks an HTTP source: only http and https URLs, and a checksum the importer can
+// verify.
+func (imp Import) Validate() error {
 	u, err := url.Parse(imp.URL)
 	if err != nil {
 		return fmt.Errorf("import URL %q: %w", imp.URL, err)
@@ -114,8 +130,32 @@ func ParseChecksum(s string) (algo, hexDigest string, err error) {
 	return strings.ToLower(algo), strings.ToLower(hexDigest), nil
 }
 
+// Phase is where a volume's content stands.
+type Phase string
+
+const (
+	// PhaseReady volumes may be published.
+	PhaseReady Phase = "Ready"
+	// PhasePending volumes wait for their content (an upload that has not started).
+	PhasePending Phase = "Pending"
+	// PhasePopulating volumes are being filled (import, upload or clone).
+	PhasePopulating Phase = "Populating"
+	// PhaseFailed volumes could not be filled; they are never published.
+	PhaseFailed Phase = "Failed"
+)
+
+// Content is the progress of filling a volume, as the driver reports it on the PVC.
+// slimvirt-csi records it in its state under these JSON names.
+type Content struct {
+	Phase    Phase  `json:"phase"`
+	Progress string `json:"progress,omitempty"`
+	Message  string `json:"message,omitempty"`
+	// Restarts counts how often the filling started over (driver restarts, retries).
+	Restarts int `json:"restarts,omitempty"`
+}
+
 // ReportAnnotations are the annotations the driver writes for a content state.
-func ReportAnnotations(c state.Content) map[string]string {
+func ReportAnnotations(c Content) map[string]string {
 	return map[string]string{
 		AnnPhase:    string(c.Phase),
 		AnnProgress: c.Progress,
@@ -125,12 +165,12 @@ func ReportAnnotations(c state.Content) map[string]string {
 }
 
 // ParseReport reads what the driver reported; ok is false when it has reported nothing yet.
-func ParseReport(ann map[string]string) (c state.Content, ok bool) {
+func ParseReport(ann map[string]string) (c Content, ok bool) {
 	p, ok := ann[AnnPhase]
 	if !ok {
-		return state.Content{}, false
+		return Content{}, false
 	}
-	c.Phase = state.Phase(p)
+	c.Phase = Phase(p)
 	c.Progress = ann[AnnProgress]
 	c.Message = ann[AnnMessage]
 	c.Restarts, _ = strconv.Atoi(ann[AnnRestarts])

@@ -3,8 +3,6 @@ package claim
 import (
 	"strings"
 	"testing"
-
-	"github.com/slimvirt/slimvirt/csi/state"
 )
 
 func TestParseSource(t *testing.T) {
@@ -12,14 +10,14 @@ func TestParseSource(t *testing.T) {
 	tests := []struct {
 		name    string
 		ann     map[string]string
-		want    *state.Source
+		want    *Source
 		wantErr string
 	}{
 		{"none is blank", nil, nil, ""},
 		{"blank", map[string]string{AnnSource: "blank"}, nil, ""},
-		{"upload", map[string]string{AnnSource: "upload"}, &state.Source{Upload: true}, ""},
+		{"upload", map[string]string{AnnSource: "upload"}, &Source{Upload: true}, ""},
 		{"http", map[string]string{AnnSource: "http", AnnEndpoint: "https://example.com/f.qcow2", AnnChecksum: sha, AnnSecret: "s", AnnCertConfigMap: "c"},
-			&state.Source{Import: &state.Import{URL: "https://example.com/f.qcow2", Checksum: sha, SecretRef: "s", CertConfigMap: "c"}}, ""},
+			&Source{Import: &Import{URL: "https://example.com/f.qcow2", Checksum: sha, SecretRef: "s", CertConfigMap: "c"}}, ""},
 		{"file URL refused", map[string]string{AnnSource: "http", AnnEndpoint: "file:///etc/shadow"}, nil, "only http and https"},
 		{"no host", map[string]string{AnnSource: "http", AnnEndpoint: "http:///x"}, nil, "no host"},
 		{"bad checksum algorithm", map[string]string{AnnSource: "http", AnnEndpoint: "http://h/x", AnnChecksum: "crc32:00"}, nil, "algorithm"},
@@ -47,7 +45,7 @@ func TestParseSource(t *testing.T) {
 }
 
 func TestReportRoundTrip(t *testing.T) {
-	c := state.Content{Phase: state.PhasePopulating, Progress: "12.50%", Message: "restarted", Restarts: 2}
+	c := Content{Phase: PhasePopulating, Progress: "12.50%", Message: "restarted", Restarts: 2}
 	got, ok := ParseReport(ReportAnnotations(c))
 	if !ok || got != c {
 		t.Fatalf("round trip gave %+v, %v", got, ok)

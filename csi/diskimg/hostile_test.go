@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slimvirt/slimvirt/csi/testclean"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // nodeFile is a file outside any volume holding a marker, as a node's key or token would.
@@ -59,9 +60,7 @@ func plants(secret string) map[string]struct {
 // volume's own regular file, and the node file behind it keeps its size and its bytes; a clone
 // of such a volume holds no byte of the node file.
 func TestOperationsRefuseWhatAPodPutAtDiskImg(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("device nodes and bind mounts need root: run as root")
-	}
+	testutil.RequireRoot(t, "device nodes and bind mounts need root")
 	testclean.Mounts("TestOperationsRefuseWhatAPodPutAtDiskImg")
 	secret := filepath.Join(t.TempDir(), "node-secret")
 	content := bytes.Repeat([]byte(marker), 4096)

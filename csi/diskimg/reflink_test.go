@@ -11,15 +11,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slimvirt/slimvirt/csi/testclean"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // TestCloneReflink: on a filesystem with reflinks (XFS made with reflink=1, loop-mounted by
 // the test) a clone shares the source's blocks: it is a reflink, and the filesystem's used
 // space does not grow by the data's size.
 func TestCloneReflink(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loop-mounting XFS needs root")
-	}
+	testutil.RequireRoot(t, "loop-mounting XFS needs root")
 	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
 		t.Skip("mkfs.xfs (xfsprogs) is not installed")
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/state"
 	"github.com/slimvirt/slimvirt/internal/qcow2"
@@ -153,18 +154,9 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, err
 	}
 	// The PVC is read before taking the lock: an API round trip must not stall other calls.
-	var claim *state.Claim
-	var claimSrc *state.Source
-	if ns, name := req.GetParameters()[paramPVCNamespace], req.GetParameters()[paramPVCName]; ns != "" && name != "" {
-		claim = &state.Claim{Namespace: ns, Name: name}
-		if cloneOf == "" && d.cfg.Cluster != nil {
-			if claimSrc, err = d.cfg.Cluster.ClaimSource(ctx, ns, name); err != nil {
-				return nil, status.Errorf(codes.Unavailable, "read the content source of PVC %s/%s: %v", ns, name, err)
-			}
-			if claimSrc != nil && claimSrc.Import != nil && d.cfg.Filler == nil {
-				return nil, status.Error(codes.InvalidArgument, "this driver instance cannot import")
-			}
-		}
+	owner, claimSrc, err := d.claimOf(ctx, req.GetParameters(), cloneOf)
+	if err != nil {
+		return nil, err
 	}
 
 	d.mu.Lock()
@@ -205,39 +197,73 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, status.Errorf(codes.ResourceExhausted, "pool %s has %d bytes left, %d requested", pool, free, size)
 	}
 
+	v, err := d.newVolume(req.GetName(), pool, poolDir, size, block, src, owner)
+	if err != nil {
+		return nil, err
+	}
+	d.log.Info("created volume", "volume", v.ID, "name", v.Name, "pool", pool, "size", size, "block", block, "source", describeSource(src))
+	d.report(ctx, v)
+	if v.Content.Phase == claim.PhasePopulating {
+		d.jobs.start(v)
+	}
+	return &csi.CreateVolumeResponse{Volume: d.csiVolume(v, req.GetVolumeContentSource())}, nil
+}
+
+// claimOf names the PVC a volume is made for, when the provisioner said, and reads the content
+// it asks for (none for a clone, whose content is the source volume's).
+func (d *Driver) claimOf(ctx context.Context, params map[string]string, cloneOf string) (*state.Claim, *state.Source, error) {
+	ns, name := params[paramPVCNamespace], params[paramPVCName]
+	if ns == "" || name == "" {
+		return nil, nil, nil
+	}
+	owner := &state.Claim{Namespace: ns, Name: name}
+	if cloneOf != "" || d.cfg.Cluster == nil {
+		return owner, nil, nil
+	}
+	req, err := d.cfg.Cluster.ClaimSource(ctx, ns, name)
+	if err != nil {
+		return nil, nil, status.Errorf(codes.Unavailable, "read the content source of PVC %s/%s: %v", ns, name, err)
+	}
+	if req == nil {
+		return owner, nil, nil
+	}
+	if req.Import != nil && d.cfg.Filler == nil {
+		return nil, nil, status.Error(codes.InvalidArgument, "this driver instance cannot import")
+	}
+	return owner, &state.Source{Upload: req.Upload, Import: req.Import}, nil
+}
+
+// newVolume makes the volume's directory and disk and records it: blank and ready, or waiting
+// for its content.
+func (d *Driver) newVolume(name, pool, poolDir string, size int64, block bool, src *state.Source, owner *state.Claim) (state.Volume, error) {
 	id, err := newID()
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return state.Volume{}, status.Error(codes.Internal, err.Error())
 	}
 	v := state.Volume{
-		ID: id, Name: req.GetName(), Pool: pool, Dir: filepath.Join(poolDir, id),
-		Size: size, Block: block, Source: src, Claim: claim,
-		Content: state.Content{Phase: state.PhaseReady, Progress: "100.0%"},
+		ID: id, Name: name, Pool: pool, Dir: filepath.Join(poolDir, id),
+		Size: size, Block: block, Source: src, Claim: owner,
+		Content: claim.Content{Phase: claim.PhaseReady, Progress: "100.0%"},
 		Created: time.Now().UTC(),
 	}
 	switch {
 	case src != nil && src.Upload:
-		v.Content = state.Content{Phase: state.PhasePending, Progress: "0.00%"}
+		v.Content = claim.Content{Phase: claim.PhasePending, Progress: "0.00%"}
 	case src != nil:
-		v.Content = state.Content{Phase: state.PhasePopulating, Progress: "0.00%"}
+		v.Content = claim.Content{Phase: claim.PhasePopulating, Progress: "0.00%"}
 	}
 	if err := os.MkdirAll(v.Dir, 0o750); err != nil {
-		return nil, status.Errorf(codes.Internal, "create volume dir %s: %v", v.Dir, err)
+		return state.Volume{}, status.Errorf(codes.Internal, "create volume dir %s: %v", v.Dir, err)
 	}
 	if err := diskimg.Create(filepath.Join(v.Dir, diskimg.Name), size); err != nil {
 		os.RemoveAll(v.Dir)
-		return nil, status.Error(codes.Internal, err.Error())
+		return state.Volume{}, status.Error(codes.Internal, err.Error())
 	}
 	if err := d.store.Put(v); err != nil {
 		os.RemoveAll(v.Dir)
-		return nil, status.Error(codes.Internal, err.Error())
+		return state.Volume{}, status.Error(codes.Internal, err.Error())
 	}
-	d.log.Info("created volume", "volume", v.ID, "name", v.Name, "pool", pool, "size", size, "block", block, "source", describeSource(src))
-	d.report(ctx, v)
-	if v.Content.Phase == state.PhasePopulating {
-		d.jobs.start(v)
-	}
-	return &csi.CreateVolumeResponse{Volume: d.csiVolume(v, req.GetVolumeContentSource())}, nil
+	return v, nil
 }
 
 func contentSource(cs *csi.VolumeContentSource) (string, error) {
@@ -425,7 +451,7 @@ func scratchReserve(v state.Volume) int64 {
 	if v.Source == nil || (v.Source.Import == nil && !v.Source.Upload) {
 		return 0
 	}
-	if v.Content.Phase != state.PhasePending && v.Content.Phase != state.PhasePopulating {
+	if v.Content.Phase != claim.PhasePending && v.Content.Phase != claim.PhasePopulating {
 		return 0
 	}
 	return qcow2.MaxFileSizeFor(v.Size)
@@ -460,7 +486,7 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 
 // grow makes a volume's disk.img size bytes long. The caller holds d.mu.
 func (d *Driver) grow(v state.Volume, size int64) (state.Volume, error) {
-	if v.Content.Phase != state.PhaseReady {
+	if v.Content.Phase != claim.PhaseReady {
 		return v, status.Errorf(codes.FailedPrecondition, "volume %s is being filled", v.ID)
 	}
 	free, err := d.available(filepath.Dir(v.Dir))

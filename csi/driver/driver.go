@@ -54,9 +54,9 @@ type Pool struct {
 // without one serves plain volumes and clones only.
 type Cluster interface {
 	// ClaimSource reads what a PVC asks to be filled with; nil means a blank volume.
-	ClaimSource(ctx context.Context, namespace, name string) (*state.Source, error)
+	ClaimSource(ctx context.Context, namespace, name string) (*claim.Source, error)
 	// ReportContent publishes a volume's fill progress on its PVC.
-	ReportContent(ctx context.Context, namespace, name string, c state.Content) error
+	ReportContent(ctx context.Context, namespace, name string, c claim.Content) error
 	// BasicAuth reads a username and password (keys accessKeyId/secretKey as in CDI, or
 	// username/password) from a Secret.
 	BasicAuth(ctx context.Context, namespace, secret string) (user, password string, err error)
@@ -66,7 +66,7 @@ type Cluster interface {
 
 // Filler fills a volume from an HTTP source. progress receives fractions from 0 to 1.
 type Filler interface {
-	Import(ctx context.Context, vol state.Volume, src state.Import, progress func(float64)) error
+	Import(ctx context.Context, vol state.Volume, src claim.Import, progress func(float64)) error
 }
 
 // Config is everything a driver instance needs.
@@ -272,7 +272,7 @@ func (d *Driver) logCalls(ctx context.Context, req any, info *grpc.UnaryServerIn
 		if _, ok := status.FromError(err); !ok {
 			err = status.Error(codes.Internal, err.Error())
 		}
-		d.log.Info("CSI call failed", "method", method, "code", status.Code(err).String(), "error", status.Convert(err).Message(), "duration", time.Since(start))
+		d.log.Info("CSI call failed", "method", method, "code", status.Code(err).String(), "err", status.Convert(err).Message(), "duration", time.Since(start))
 		return resp, err
 	}
 	if method != "Probe" && method != "NodeGetCapabilities" && method != "GetPluginInfo" {

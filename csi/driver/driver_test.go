@@ -16,10 +16,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/driver"
 	"github.com/slimvirt/slimvirt/csi/state"
 	"github.com/slimvirt/slimvirt/internal/qcow2"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 type harness struct {
@@ -138,9 +140,7 @@ func TestDiskSizeIsWhatWasAsked(t *testing.T) {
 // TestRestart: volumes, publications and sizes survive a driver restart, and the restarted
 // driver answers repeated calls idempotently.
 func TestRestart(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("publishing needs bind mounts: run as root")
-	}
+	testutil.RequireRoot(t, "publishing needs bind mounts")
 	dir := t.TempDir()
 	ctx := context.Background()
 	h := start(t, dir)
@@ -197,9 +197,7 @@ func TestRestart(t *testing.T) {
 // from it shows the same bytes through its loop device; growing the block volume grows the
 // device.
 func TestCloneAndBlock(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loop devices need root")
-	}
+	testutil.RequireRoot(t, "loop devices need root")
 	dir := t.TempDir()
 	ctx := context.Background()
 	h := start(t, dir)
@@ -317,9 +315,7 @@ func TestCapacityCountsHoles(t *testing.T) {
 // resizer sees no EXPAND_VOLUME and kubelet's NodeExpandVolume on the volume's node grows
 // disk.img.
 func TestNodeExpansionOnly(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("publishing needs bind mounts: run as root")
-	}
+	testutil.RequireRoot(t, "publishing needs bind mounts")
 	dir := t.TempDir()
 	ctx := context.Background()
 	h := start(t, dir, func(c *driver.Config) { c.NodeExpansionOnly = true })
@@ -360,7 +356,7 @@ func TestNodeExpansionOnly(t *testing.T) {
 func TestCapacityReservesImportScratch(t *testing.T) {
 	release := make(chan struct{})
 	h := start(t, t.TempDir(), func(c *driver.Config) {
-		c.Cluster = claims{&state.Source{Import: &state.Import{URL: "http://images.example/disk.qcow2"}}}
+		c.Cluster = claims{&claim.Source{Import: &claim.Import{URL: "http://images.example/disk.qcow2"}}}
 		c.Filler = importFunc(func(ctx context.Context, _ state.Volume) error {
 			select {
 			case <-release:
@@ -388,7 +384,7 @@ func TestCapacityReservesImportScratch(t *testing.T) {
 		t.Fatalf("capacity went down by %d bytes while a 256 MiB volume imports, want about %d (volume + staging bound)", d, want)
 	}
 	close(release)
-	if c := waitContent(t, h, id); c.Phase != state.PhaseReady {
+	if c := waitContent(t, h, id); c.Phase != claim.PhaseReady {
 		t.Fatalf("import ended %s: %s", c.Phase, c.Message)
 	}
 	if d := before - capacity(); d < 256<<20-(16<<20) || d > 256<<20+(16<<20) {

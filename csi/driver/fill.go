@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/state"
 )
@@ -35,24 +36,24 @@ func (j *jobs) resume(ctx context.Context) {
 	j.base = ctx
 	j.mu.Unlock()
 	for _, v := range j.d.store.List() {
-		if v.Content.Phase != state.PhasePopulating {
+		if v.Content.Phase != claim.PhasePopulating {
 			continue
 		}
 		v, err := j.d.store.Update(v.ID, func(v *state.Volume) error {
 			v.Content.Restarts++
 			v.Content.Progress = "0.00%"
 			if v.Source != nil && v.Source.Upload {
-				v.Content.Phase = state.PhasePending
+				v.Content.Phase = claim.PhasePending
 				v.Content.Message = "upload interrupted by a driver restart; upload again"
 			}
 			return nil
 		})
 		if err != nil {
-			j.d.log.Error("resume fill", "volume", v.ID, "error", err)
+			j.d.log.Error("resume fill", "volume", v.ID, "err", err)
 			continue
 		}
 		j.d.report(ctx, v)
-		if v.Content.Phase == state.PhasePopulating {
+		if v.Content.Phase == claim.PhasePopulating {
 			j.d.log.Info("restarting fill", "volume", v.ID, "restarts", v.Content.Restarts)
 			j.start(v)
 		}
@@ -136,7 +137,7 @@ func (d *Driver) fill(ctx context.Context, v state.Volume) {
 			return
 		}
 		// Start over from holes after a pause; the restart is counted and shown.
-		d.log.Info("fill failed, starting over", "volume", v.ID, "attempt", attempt+1, "error", err)
+		d.log.Info("fill failed, starting over", "volume", v.ID, "attempt", attempt+1, "err", err)
 		if err := resetDisk(v); err != nil {
 			d.finishFill(ctx, v, err)
 			return
@@ -208,14 +209,14 @@ func (d *Driver) cloneFrom(v state.Volume) error {
 }
 
 func (d *Driver) finishFill(ctx context.Context, v state.Volume, fillErr error) {
-	content := state.Content{Phase: state.PhaseReady, Progress: "100.0%"}
+	content := claim.Content{Phase: claim.PhaseReady, Progress: "100.0%"}
 	if fillErr != nil {
-		d.log.Error("fill failed", "volume", v.ID, "error", fillErr)
+		d.log.Error("fill failed", "volume", v.ID, "err", fillErr)
 		// Never leave half-written data in the pool: give the space back.
 		if err := resetDisk(v); err != nil {
-			d.log.Error("release space of failed volume", "volume", v.ID, "error", err)
+			d.log.Error("release space of failed volume", "volume", v.ID, "err", err)
 		}
-		content = state.Content{Phase: state.PhaseFailed, Message: fillErr.Error()}
+		content = claim.Content{Phase: claim.PhaseFailed, Message: fillErr.Error()}
 	}
 	nv, err := d.store.Update(v.ID, func(sv *state.Volume) error {
 		content.Restarts = sv.Content.Restarts
@@ -229,7 +230,7 @@ func (d *Driver) finishFill(ctx context.Context, v state.Volume, fillErr error) 
 		return
 	}
 	if err != nil {
-		d.log.Error("record fill result", "volume", v.ID, "error", err)
+		d.log.Error("record fill result", "volume", v.ID, "err", err)
 		return
 	}
 	d.report(ctx, nv)
@@ -264,7 +265,7 @@ func (d *Driver) report(ctx context.Context, v state.Volume) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := d.cfg.Cluster.ReportContent(ctx, v.Claim.Namespace, v.Claim.Name, v.Content); err != nil {
-		d.log.Info("report progress on PVC failed", "volume", v.ID, "pvc", v.Claim.Namespace+"/"+v.Claim.Name, "error", err)
+		d.log.Info("report progress on PVC failed", "volume", v.ID, "pvc", v.Claim.Namespace+"/"+v.Claim.Name, "err", err)
 	}
 }
 
@@ -287,16 +288,16 @@ func (d *Driver) Upload(ctx context.Context, id string, write WriteFunc) error {
 		d.mu.Unlock()
 		return fmt.Errorf("volume %s: %w", id, ErrNotUpload)
 	}
-	if v.Content.Phase != state.PhasePending && v.Content.Phase != state.PhaseFailed {
+	if v.Content.Phase != claim.PhasePending && v.Content.Phase != claim.PhaseFailed {
 		d.mu.Unlock()
 		return fmt.Errorf("volume %s is %s: %w", id, v.Content.Phase, ErrUploadBusy)
 	}
 	restarts := v.Content.Restarts
-	if v.Content.Phase == state.PhaseFailed {
+	if v.Content.Phase == claim.PhaseFailed {
 		restarts++
 	}
 	v, err = d.store.Update(id, func(sv *state.Volume) error {
-		sv.Content = state.Content{Phase: state.PhasePopulating, Progress: "0.00%", Restarts: restarts}
+		sv.Content = claim.Content{Phase: claim.PhasePopulating, Progress: "0.00%", Restarts: restarts}
 		return nil
 	})
 	d.mu.Unlock()

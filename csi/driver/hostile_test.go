@@ -16,8 +16,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/driver"
 	"github.com/slimvirt/slimvirt/csi/state"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // A pod that mounts a filesystem volume owns what is in its directory: it can replace
@@ -54,18 +56,18 @@ type plant struct {
 
 var plants = []plant{
 	{"symlink", func(t *testing.T, disk, node string) {
-		mustDo(t, os.Remove(disk))
-		mustDo(t, os.Symlink(node, disk))
+		testutil.Must(t, os.Remove(disk))
+		testutil.Must(t, os.Symlink(node, disk))
 	}},
 	// The pool and the node file share a filesystem here, as a pool on the root filesystem
 	// does. A pod cannot make this link itself (TestHostileHardLinkNeedsTheFilesystem).
 	{"hard link", func(t *testing.T, disk, node string) {
-		mustDo(t, os.Remove(disk))
-		mustDo(t, os.Link(node, disk))
+		testutil.Must(t, os.Remove(disk))
+		testutil.Must(t, os.Link(node, disk))
 	}},
 	{"fifo", func(t *testing.T, disk, node string) {
-		mustDo(t, os.Remove(disk))
-		mustDo(t, syscall.Mkfifo(disk, 0o600))
+		testutil.Must(t, os.Remove(disk))
+		testutil.Must(t, syscall.Mkfifo(disk, 0o600))
 		// A driver stuck opening the FIFO would hold the test forever: let it go at the end.
 		t.Cleanup(func() {
 			if f, err := os.OpenFile(disk, os.O_RDWR, 0); err == nil {
@@ -73,13 +75,6 @@ var plants = []plant{
 			}
 		})
 	}},
-}
-
-func mustDo(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func mountVolume(t *testing.T, h *harness, name string, size int64) string {
@@ -110,7 +105,7 @@ func refused(t *testing.T, err error, volume, op string) {
 }
 
 // waitContent waits until a volume's fill has ended and returns how it ended.
-func waitContent(t *testing.T, h *harness, id string) state.Content {
+func waitContent(t *testing.T, h *harness, id string) claim.Content {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -118,7 +113,7 @@ func waitContent(t *testing.T, h *harness, id string) state.Content {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v.Content.Phase != state.PhasePopulating {
+		if v.Content.Phase != claim.PhasePopulating {
 			return v.Content
 		}
 		if time.Now().After(deadline) {
@@ -142,7 +137,7 @@ func TestHostileClone(t *testing.T) {
 				VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: src}}},
 			})
 			c := waitContent(t, h, id)
-			if c.Phase != state.PhaseFailed || !strings.Contains(c.Message, "volume pvc-source: disk.img ") || !strings.Contains(c.Message, "refusing to clone") {
+			if c.Phase != claim.PhaseFailed || !strings.Contains(c.Message, "volume pvc-source: disk.img ") || !strings.Contains(c.Message, "refusing to clone") {
 				t.Errorf("clone ended %s: %q; want Failed, refusing to clone pvc-source", c.Phase, c.Message)
 			}
 			if got, _ := os.ReadFile(diskOf(h, id)); bytes.Contains(got, []byte(nodeMarker)) {
@@ -158,13 +153,13 @@ func TestHostileClone(t *testing.T) {
 func TestHostileCloneOfAGrownDisk(t *testing.T) {
 	h := start(t, t.TempDir())
 	src := mountVolume(t, h, "pvc-source", 8<<20)
-	mustDo(t, os.Truncate(diskOf(h, src), 1<<40))
+	testutil.Must(t, os.Truncate(diskOf(h, src), 1<<40))
 	id := createVolume(t, h, &csi.CreateVolumeRequest{Name: "pvc-clone", VolumeCapabilities: mountCap(),
 		CapacityRange:       &csi.CapacityRange{RequiredBytes: 8 << 20},
 		VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: src}}},
 	})
 	c := waitContent(t, h, id)
-	if c.Phase != state.PhaseFailed || !strings.Contains(c.Message, "larger than the clone's") {
+	if c.Phase != claim.PhaseFailed || !strings.Contains(c.Message, "larger than the clone's") {
 		t.Errorf("clone ended %s: %q; want Failed, larger than the clone's", c.Phase, c.Message)
 	}
 	if fi, err := os.Stat(diskOf(h, id)); err != nil || fi.Size() != 8<<20 {
@@ -198,12 +193,12 @@ func TestHostileExpand(t *testing.T) {
 }
 
 // claims is the driver's view of PVCs: every PVC asks for src.
-type claims struct{ src *state.Source }
+type claims struct{ src *claim.Source }
 
-func (c claims) ClaimSource(context.Context, string, string) (*state.Source, error) {
+func (c claims) ClaimSource(context.Context, string, string) (*claim.Source, error) {
 	return c.src, nil
 }
-func (claims) ReportContent(context.Context, string, string, state.Content) error { return nil }
+func (claims) ReportContent(context.Context, string, string, claim.Content) error { return nil }
 func (claims) BasicAuth(context.Context, string, string) (string, string, error) {
 	return "", "", nil
 }
@@ -212,7 +207,7 @@ func (claims) CABundle(context.Context, string, string) ([]byte, error) { return
 // importFunc stands for the HTTP importer.
 type importFunc func(ctx context.Context, v state.Volume) error
 
-func (f importFunc) Import(ctx context.Context, v state.Volume, _ state.Import, _ func(float64)) error {
+func (f importFunc) Import(ctx context.Context, v state.Volume, _ claim.Import, _ func(float64)) error {
 	return f(ctx, v)
 }
 
@@ -231,7 +226,7 @@ func claimed(name string) *csi.CreateVolumeRequest {
 func TestHostileReset(t *testing.T) {
 	imports := func(f importFunc) func(*driver.Config) {
 		return func(c *driver.Config) {
-			c.Cluster = claims{&state.Source{Import: &state.Import{URL: "http://images.example/disk.qcow2"}}}
+			c.Cluster = claims{&claim.Source{Import: &claim.Import{URL: "http://images.example/disk.qcow2"}}}
 			c.Filler = f
 		}
 	}
@@ -244,7 +239,7 @@ func TestHostileReset(t *testing.T) {
 				return permanent{errors.New("image is not a disk")}
 			}))
 			id := createVolume(t, h, claimed("pvc-import"))
-			if c := waitContent(t, h, id); c.Phase != state.PhaseFailed || c.Message != "image is not a disk" {
+			if c := waitContent(t, h, id); c.Phase != claim.PhaseFailed || c.Message != "image is not a disk" {
 				t.Errorf("import ended %s: %q", c.Phase, c.Message)
 			}
 			nodeFileIntact(t, node, content)
@@ -260,14 +255,14 @@ func TestHostileReset(t *testing.T) {
 			h.stop()
 			p.put(t, filepath.Join(h.pool, id, "disk.img"), node)
 			h = start(t, dir, imports(func(context.Context, state.Volume) error { return nil }))
-			if c := waitContent(t, h, id); c.Phase != state.PhaseFailed || !strings.Contains(c.Message, "volume pvc-restarted: disk.img ") || !strings.Contains(c.Message, "refusing to reset") {
+			if c := waitContent(t, h, id); c.Phase != claim.PhaseFailed || !strings.Contains(c.Message, "volume pvc-restarted: disk.img ") || !strings.Contains(c.Message, "refusing to reset") {
 				t.Errorf("restarted fill ended %s: %q; want Failed, refusing to reset", c.Phase, c.Message)
 			}
 			nodeFileIntact(t, node, content)
 		})
 		t.Run(p.name+"/before an upload", func(t *testing.T) {
 			node, content := nodeFile(t)
-			h := start(t, t.TempDir(), func(c *driver.Config) { c.Cluster = claims{&state.Source{Upload: true}} })
+			h := start(t, t.TempDir(), func(c *driver.Config) { c.Cluster = claims{&claim.Source{Upload: true}} })
 			id := createVolume(t, h, claimed("pvc-upload"))
 			p.put(t, diskOf(h, id), node)
 			wrote := false
@@ -286,9 +281,7 @@ func TestHostileReset(t *testing.T) {
 // TestHostileStats: the usage of a volume whose disk.img was replaced is not reported (it
 // would be the node file's), and the call says why.
 func TestHostileStats(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("publishing needs bind mounts: run as root")
-	}
+	testutil.RequireRoot(t, "publishing needs bind mounts")
 	for _, p := range plants {
 		t.Run(p.name, func(t *testing.T) {
 			node, content := nodeFile(t)
@@ -323,9 +316,7 @@ func TestHostileStats(t *testing.T) {
 // link(2) refuses to cross mount points even on one filesystem, so a pod cannot make disk.img
 // a hard link to a node file; the driver refuses one anyway (TestHostileClone/hard_link).
 func TestHostileHardLinkNeedsTheFilesystem(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("publishing needs bind mounts: run as root")
-	}
+	testutil.RequireRoot(t, "publishing needs bind mounts")
 	node, _ := nodeFile(t)
 	dir := t.TempDir()
 	h := start(t, dir)
@@ -346,9 +337,7 @@ func TestHostileHardLinkNeedsTheFilesystem(t *testing.T) {
 // TestHostileBlockAttach: a block volume whose disk.img was replaced is not attached to a
 // loop device, so no pod gets the node file as its disk.
 func TestHostileBlockAttach(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("loop devices need root: run as root")
-	}
+	testutil.RequireRoot(t, "loop devices need root")
 	for _, p := range plants {
 		t.Run(p.name, func(t *testing.T) {
 			node, content := nodeFile(t)

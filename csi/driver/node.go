@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	mount "k8s.io/mount-utils"
 
+	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/loopdev"
 	"github.com/slimvirt/slimvirt/csi/state"
 )
@@ -49,14 +50,14 @@ func (d *Driver) waitFilled(ctx context.Context, id string) (state.Volume, error
 			return v, status.Errorf(codes.NotFound, "volume %s not found on node %s", id, d.cfg.NodeID)
 		}
 		switch v.Content.Phase {
-		case state.PhaseReady:
+		case claim.PhaseReady:
 			return v, nil
-		case state.PhaseFailed:
+		case claim.PhaseFailed:
 			return v, status.Errorf(codes.FailedPrecondition, "volume %s could not be filled: %s", id, v.Content.Message)
 		}
 		if time.Now().After(deadline) {
 			what := "filled"
-			if v.Content.Phase == state.PhasePending {
+			if v.Content.Phase == claim.PhasePending {
 				what = "waiting for its upload"
 			}
 			return v, status.Errorf(codes.Unavailable, "volume %s is being %s (%s)", id, what, v.Content.Progress)

@@ -29,7 +29,7 @@ func (r *registration) NotifyRegistrationStatus(_ context.Context, s *registerap
 	if s.PluginRegistered {
 		r.d.log.Info("registered with kubelet", "driver", r.d.cfg.Name)
 	} else {
-		r.d.log.Error("kubelet refused the plugin registration", "error", s.Error)
+		r.d.log.Error("kubelet refused the plugin registration", "err", s.Error)
 	}
 	return &registerapi.RegistrationStatusResponse{}, nil
 }

@@ -16,6 +16,7 @@ import (
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"github.com/slimvirt/slimvirt/csi/driver"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // TestRegistration plays kubelet's plugin watcher: it finds the registration socket, asks for
@@ -43,7 +44,7 @@ func TestRegistration(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	reg := filepath.Join(kubelet, "plugins_registry", driver.DefaultName+"-reg.sock")
-	waitFor(t, func() bool { _, err := os.Stat(reg); return err == nil })
+	testutil.WaitFor(t, 5*time.Second, "registration socket", func() bool { _, err := os.Stat(reg); return err == nil })
 	conn, err := grpc.NewClient("unix://"+reg, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +62,7 @@ func TestRegistration(t *testing.T) {
 		t.Fatal(err)
 	}
 	var code int
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, 5*time.Second, "healthz", func() bool {
 		resp, err := http.Get("http://" + healthAddr + "/healthz")
 		if err != nil {
 			return false
@@ -81,15 +82,4 @@ func TestRegistration(t *testing.T) {
 			t.Fatalf("socket %s left after stop: %v", sock, err)
 		}
 	}
-}
-
-func waitFor(t *testing.T, ok func() bool) {
-	t.Helper()
-	for i := 0; i < 100; i++ {
-		if ok() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("timed out")
 }

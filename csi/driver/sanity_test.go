@@ -13,15 +13,14 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/slimvirt/slimvirt/csi/driver"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // TestSanity runs csi-sanity against a real driver on a unix socket, once with filesystem
 // (mount) volumes and once with block volumes (loop devices). It needs root for bind mounts
 // and losetup.
 func TestSanity(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("csi-sanity publishes volumes with bind mounts and loop devices: run as root")
-	}
+	testutil.RequireRoot(t, "csi-sanity publishes volumes with bind mounts and loop devices")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "csi.sock")
 	d, err := driver.New(driver.Config{

@@ -15,13 +15,14 @@ import (
 
 	"github.com/slimvirt/slimvirt/csi/egress"
 	"github.com/slimvirt/slimvirt/csi/importer"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // listen serves h on addr (a loopback address) and counts the requests that reached it.
 func listen(t *testing.T, addr string, h http.HandlerFunc) (string, *atomic.Int32) {
 	t.Helper()
 	lis, err := net.Listen("tcp", addr)
-	must(t, err)
+	testutil.Must(t, err)
 	var hits atomic.Int32
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -46,7 +47,7 @@ func TestEgress(t *testing.T) {
 	denied, deniedHits := listen(t, "127.0.0.3:0", files.ServeHTTP)
 	p := func(s string) []netip.Prefix {
 		l, err := egress.ParseCIDRs(s)
-		must(t, err)
+		testutil.Must(t, err)
 		return l
 	}
 	tests := []struct {
@@ -76,7 +77,7 @@ func TestEgress(t *testing.T) {
 			start := time.Now()
 			err := im.Fetch(context.Background(), importer.Request{URL: tt.url}, target, nil)
 			if tt.wantErr == "" {
-				must(t, err)
+				testutil.Must(t, err)
 				checkDisk(t, target.Disk, raw)
 				return
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/importer"
 	"github.com/slimvirt/slimvirt/internal/qcow2"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // secretMarker is what the node file a hostile image points at holds; no byte of it may
@@ -30,7 +31,7 @@ const secretMarker = "NODE-SECRET-4f1c9a"
 func hostileImage(t *testing.T, dir string, args ...string) string {
 	t.Helper()
 	secret := filepath.Join(dir, "secret")
-	must(t, os.WriteFile(secret, bytes.Repeat([]byte(secretMarker), (1<<20)/len(secretMarker)+1)[:1<<20], 0o600))
+	testutil.Must(t, os.WriteFile(secret, bytes.Repeat([]byte(secretMarker), (1<<20)/len(secretMarker)+1)[:1<<20], 0o600))
 	img := filepath.Join(dir, "hostile.qcow2")
 	for i, a := range args {
 		args[i] = strings.ReplaceAll(a, "DIR", dir)
@@ -48,7 +49,7 @@ func hostileImage(t *testing.T, dir string, args ...string) string {
 	}
 	if strings.Contains(strings.Join(args, " "), "data_file=") {
 		// qemu-img create emptied the data file; put the node's secret back in it.
-		must(t, os.WriteFile(secret, bytes.Repeat([]byte(secretMarker), (1<<20)/len(secretMarker)+1)[:1<<20], 0o600))
+		testutil.Must(t, os.WriteFile(secret, bytes.Repeat([]byte(secretMarker), (1<<20)/len(secretMarker)+1)[:1<<20], 0o600))
 	}
 	return img
 }
@@ -79,7 +80,7 @@ func TestHostileQcow2(t *testing.T) {
 					err = newImporter().Fetch(context.Background(), importer.Request{URL: url + "/hostile.qcow2"}, target, nil)
 				} else {
 					f, ferr := os.Open(img)
-					must(t, ferr)
+					testutil.Must(t, ferr)
 					err = importer.Write(context.Background(), importer.Stream{R: f, Total: -1}, target)
 					f.Close()
 				}
@@ -88,7 +89,7 @@ func TestHostileQcow2(t *testing.T) {
 					t.Fatalf("%s: error %v, want a permanent refusal saying %q", how, err, tt.wantErr)
 				}
 				got, rerr := os.ReadFile(target.Disk)
-				must(t, rerr)
+				testutil.Must(t, rerr)
 				if bytes.Contains(got, []byte(secretMarker[:8])) {
 					t.Fatalf("%s: the volume holds the node file", how)
 				}
@@ -107,7 +108,7 @@ func TestQemuInfoRefusesDataFile(t *testing.T) {
 		dir := t.TempDir()
 		img := hostileImage(t, dir, args...)
 		f, err := os.Open(img)
-		must(t, err)
+		testutil.Must(t, err)
 		_, err = importer.QemuInfo(context.Background(), f)
 		f.Close()
 		if err == nil || !strings.Contains(err.Error(), "import refused") {
@@ -169,9 +170,9 @@ func TestGzipBombQcow2(t *testing.T) {
 			img := filepath.Join(dir, "small.qcow2")
 			run(t, "qemu-img", "create", "-f", "qcow2", img, fmt.Sprint(size))
 			head, err := os.ReadFile(img)
-			must(t, err)
+			testutil.Must(t, err)
 			h, err := qcow2.Parse(head)
-			must(t, err)
+			testutil.Must(t, err)
 			var gz bytes.Buffer
 			zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
 			zw.Write(head)
@@ -204,10 +205,10 @@ func TestGzipBombQcow2(t *testing.T) {
 func TestXZHugeDictionary(t *testing.T) {
 	dir := t.TempDir()
 	raw := filepath.Join(dir, "x.raw")
-	must(t, os.WriteFile(raw, bytes.Repeat([]byte("slimvirt"), 1<<16), 0o644))
+	testutil.Must(t, os.WriteFile(raw, bytes.Repeat([]byte("slimvirt"), 1<<16), 0o644))
 	run(t, "xz", "-k", "-T1", "--lzma2=dict=1536MiB,mf=hc3", raw)
 	data, err := os.ReadFile(raw + ".xz")
-	must(t, err)
+	testutil.Must(t, err)
 	target := newTarget(t, dir, volSize)
 	err = importer.Write(context.Background(), importer.Stream{R: bytes.NewReader(data), Total: int64(len(data))}, target)
 	var pe *importer.PermanentError
@@ -223,7 +224,7 @@ func TestHugeL1Refused(t *testing.T) {
 	img := filepath.Join(dir, "l1.qcow2")
 	run(t, "qemu-img", "create", "-f", "qcow2", img, "1M")
 	b, err := os.ReadFile(img)
-	must(t, err)
+	testutil.Must(t, err)
 	binary.BigEndian.PutUint32(b[36:], 4<<20) // 32 MiB of L1 entries for a 1 MiB disk
 	target := newTarget(t, dir, volSize)
 	err = importer.Write(context.Background(), importer.Stream{R: bytes.NewReader(b), Total: int64(len(b))}, target)
@@ -236,10 +237,10 @@ func TestHugeL1Refused(t *testing.T) {
 // at startup; the volumes themselves are not touched.
 func TestRemoveStaleScratch(t *testing.T) {
 	pool := t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(pool, ".scratch"), 0o700))
-	must(t, os.MkdirAll(filepath.Join(pool, "pvc-1"), 0o700))
-	must(t, os.WriteFile(filepath.Join(pool, ".scratch", "pvc-1.qcow2"), []byte("stale"), 0o600))
-	must(t, os.WriteFile(filepath.Join(pool, "pvc-1", diskimg.Name), []byte("data"), 0o600))
+	testutil.Must(t, os.MkdirAll(filepath.Join(pool, ".scratch"), 0o700))
+	testutil.Must(t, os.MkdirAll(filepath.Join(pool, "pvc-1"), 0o700))
+	testutil.Must(t, os.WriteFile(filepath.Join(pool, ".scratch", "pvc-1.qcow2"), []byte("stale"), 0o600))
+	testutil.Must(t, os.WriteFile(filepath.Join(pool, "pvc-1", diskimg.Name), []byte("data"), 0o600))
 	importer.RemoveStaleScratch([]string{pool}, nil)
 	if entries, _ := os.ReadDir(filepath.Join(pool, ".scratch")); len(entries) != 0 {
 		t.Fatalf("stale scratch left: %v", entries)

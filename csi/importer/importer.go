@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/egress"
 	"github.com/slimvirt/slimvirt/csi/state"
@@ -74,7 +75,7 @@ func ScratchPath(vol state.Volume) string {
 }
 
 // Import fetches src into vol's disk.img.
-func (im *Importer) Import(ctx context.Context, vol state.Volume, src state.Import, progress func(float64)) error {
+func (im *Importer) Import(ctx context.Context, vol state.Volume, src claim.Import, progress func(float64)) error {
 	var user, pass string
 	var ca []byte
 	ns := ""

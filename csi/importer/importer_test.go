@@ -29,6 +29,7 @@ import (
 	"github.com/slimvirt/slimvirt/csi/egress"
 	"github.com/slimvirt/slimvirt/csi/importer"
 	"github.com/slimvirt/slimvirt/csi/testclean"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 const volSize = 64 << 20
@@ -88,16 +89,9 @@ func run(t *testing.T, name string, args ...string) {
 	}
 }
 
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 func sum(t *testing.T, path string) string {
 	data, err := os.ReadFile(path)
-	must(t, err)
+	testutil.Must(t, err)
 	h := sha256.Sum256(data)
 	return "sha256:" + hex.EncodeToString(h[:])
 }
@@ -113,9 +107,9 @@ func newImporter() *importer.Importer {
 // newTarget makes a fresh sparse disk.img as CreateVolume does.
 func newTarget(t *testing.T, dir string, size int64) importer.Target {
 	t.Helper()
-	must(t, os.MkdirAll(filepath.Join(dir, "vol"), 0o755))
+	testutil.Must(t, os.MkdirAll(filepath.Join(dir, "vol"), 0o755))
 	disk := filepath.Join(dir, "vol", diskimg.Name)
-	must(t, diskimg.Create(disk, size))
+	testutil.Must(t, diskimg.Create(disk, size))
 	return importer.Target{Disk: disk, Size: size, Scratch: filepath.Join(dir, ".scratch", "vol.qcow2")}
 }
 
@@ -124,7 +118,7 @@ func newTarget(t *testing.T, dir string, size int64) importer.Target {
 func checkDisk(t *testing.T, disk string, raw []byte) {
 	t.Helper()
 	got, err := os.ReadFile(disk)
-	must(t, err)
+	testutil.Must(t, err)
 	if len(got) != volSize {
 		t.Fatalf("disk.img is %d bytes, want %d", len(got), volSize)
 	}
@@ -135,7 +129,7 @@ func checkDisk(t *testing.T, disk string, raw []byte) {
 		t.Fatal("disk.img is not zero after the image")
 	}
 	alloc, err := diskimg.Allocated(disk)
-	must(t, err)
+	testutil.Must(t, err)
 	if data := int64(8 << 20); alloc > data+(1<<20) {
 		t.Fatalf("disk.img allocates %d bytes for %d bytes of data: not sparse", alloc, data)
 	}
@@ -179,7 +173,7 @@ func TestFormats(t *testing.T) {
 			var last float64
 			err := newImporter().Fetch(context.Background(), importer.Request{URL: url + "/" + name, Checksum: sum(t, filepath.Join(dir, name))}, target,
 				func(f float64) { last = f })
-			must(t, err)
+			testutil.Must(t, err)
 			checkDisk(t, target.Disk, raw)
 			if last < 0.9 {
 				t.Fatalf("last progress %v", last)
@@ -218,7 +212,7 @@ func TestFaults(t *testing.T) {
 	}
 	big := make([]byte, volSize+(1<<20))
 	big[len(big)-1] = 1
-	must(t, os.WriteFile(filepath.Join(dir, "big.raw"), big, 0o644))
+	testutil.Must(t, os.WriteFile(filepath.Join(dir, "big.raw"), big, 0o644))
 	t.Cleanup(func() { os.Remove(filepath.Join(dir, "big.raw")) })
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -231,7 +225,7 @@ func TestFaults(t *testing.T) {
 			}
 			err := newImporter().Fetch(context.Background(), importer.Request{URL: url + "/" + tt.file, Checksum: cs}, target, nil)
 			if tt.wantErr == "" {
-				must(t, err)
+				testutil.Must(t, err)
 				checkDisk(t, target.Disk, raw)
 			} else if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("error %v, want one saying %q", err, tt.wantErr)
@@ -302,7 +296,7 @@ func TestSlowServerProgress(t *testing.T) {
 	url := serve(t, s)
 	target := newTarget(t, t.TempDir(), volSize)
 	var seen []float64
-	must(t, newImporter().Fetch(context.Background(), importer.Request{URL: url + "/disk.raw"}, target, func(f float64) {
+	testutil.Must(t, newImporter().Fetch(context.Background(), importer.Request{URL: url + "/disk.raw"}, target, func(f float64) {
 		if len(seen) == 0 || f-seen[len(seen)-1] > 0.05 {
 			seen = append(seen, f)
 		}
@@ -321,18 +315,16 @@ func TestSlowServerProgress(t *testing.T) {
 // TestDiskFull: an import into a pool that runs out of space fails with ENOSPC. The pool is a
 // small tmpfs the test mounts and unmounts.
 func TestDiskFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
+	testutil.RequireRoot(t, "mounting a tmpfs needs root")
 	testclean.Mounts("TestDiskFull")
 	dir, _ := images(t)
 	url := serve(t, &server{dir: dir})
 	pool := t.TempDir()
-	must(t, unix.Mount("tmpfs", pool, "tmpfs", 0, "size=16m"))
+	testutil.Must(t, unix.Mount("tmpfs", pool, "tmpfs", 0, "size=16m"))
 	t.Cleanup(func() { unix.Unmount(pool, unix.MNT_DETACH) })
 	// Another tenant of the filesystem took most of it after the volume was made.
 	target := newTarget(t, pool, volSize)
-	must(t, os.WriteFile(filepath.Join(pool, "filler"), make([]byte, 0), 0o644))
+	testutil.Must(t, os.WriteFile(filepath.Join(pool, "filler"), make([]byte, 0), 0o644))
 	run(t, "fallocate", "-l", "10m", filepath.Join(pool, "filler"))
 	for _, name := range []string{"disk.raw.gz", "disk.qcow2"} {
 		err := newImporter().Fetch(context.Background(), importer.Request{URL: url + "/" + name}, target, nil)
@@ -342,7 +334,7 @@ func TestDiskFull(t *testing.T) {
 		if _, err := os.Stat(target.Scratch); !os.IsNotExist(err) {
 			t.Fatalf("scratch left after failure: %v", err)
 		}
-		must(t, diskimg.Reset(target.Disk))
+		testutil.Must(t, diskimg.Reset(target.Disk))
 		if alloc, _ := diskimg.Allocated(target.Disk); alloc != 0 {
 			t.Fatalf("reset disk still allocates %d bytes", alloc)
 		}
@@ -355,17 +347,17 @@ func TestDiskFull(t *testing.T) {
 func TestXZ(t *testing.T) {
 	dir, raw := images(t)
 	xzData, err := os.ReadFile(filepath.Join(dir, "disk.raw.xz"))
-	must(t, err)
+	testutil.Must(t, err)
 	corrupt := append([]byte(nil), xzData...)
 	for i := len(corrupt) / 2; i < len(corrupt)/2+64; i++ {
 		corrupt[i] ^= 0xff
 	}
 	cdir := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(cdir, "corrupt.raw.xz"), corrupt, 0o644))
-	must(t, os.Symlink(filepath.Join(dir, "disk.raw.xz"), filepath.Join(cdir, "disk.raw.xz")))
+	testutil.Must(t, os.WriteFile(filepath.Join(cdir, "corrupt.raw.xz"), corrupt, 0o644))
+	testutil.Must(t, os.Symlink(filepath.Join(dir, "disk.raw.xz"), filepath.Join(cdir, "disk.raw.xz")))
 	url := serve(t, &server{dir: cdir})
 	target := newTarget(t, t.TempDir(), volSize)
-	must(t, newImporter().Fetch(context.Background(), importer.Request{URL: url + "/disk.raw.xz"}, target, nil))
+	testutil.Must(t, newImporter().Fetch(context.Background(), importer.Request{URL: url + "/disk.raw.xz"}, target, nil))
 	checkDisk(t, target.Disk, raw)
 	target = newTarget(t, t.TempDir(), volSize)
 	err = newImporter().Fetch(context.Background(), importer.Request{URL: url + "/corrupt.raw.xz"}, target, nil)

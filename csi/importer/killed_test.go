@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/slimvirt/slimvirt/csi/importer"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // TestKilledImportLeavesNoScratch: a driver killed while it stages a qcow2 (an upload cut by
@@ -20,14 +21,14 @@ import (
 func TestKilledImportLeavesNoScratch(t *testing.T) {
 	dir := t.TempDir()
 	_, raw := images(t)
-	must(t, os.WriteFile(filepath.Join(dir, "img.raw"), raw, 0o644))
+	testutil.Must(t, os.WriteFile(filepath.Join(dir, "img.raw"), raw, 0o644))
 	run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", filepath.Join(dir, "img.raw"), filepath.Join(dir, "img.qcow2"))
 	target := newTarget(t, dir, volSize)
 
 	child := exec.Command(os.Args[0], "-test.run=^TestStagingChild$")
 	child.Env = append(os.Environ(), "SLIMVIRT_STAGING_CHILD="+dir)
 	child.Stdout, child.Stderr = os.Stderr, os.Stderr
-	must(t, child.Start())
+	testutil.Must(t, child.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- child.Wait() }()
 	t.Cleanup(func() { child.Process.Kill(); <-exited })
@@ -56,11 +57,11 @@ func TestKilledImportLeavesNoScratch(t *testing.T) {
 		default:
 		}
 	}
-	must(t, child.Process.Signal(syscall.SIGKILL))
+	testutil.Must(t, child.Process.Signal(syscall.SIGKILL))
 	<-exited
 	exited <- nil
 	entries, err := os.ReadDir(scratchDir)
-	must(t, err)
+	testutil.Must(t, err)
 	if len(entries) != 0 {
 		t.Fatalf("a killed import left %d files in %s", len(entries), scratchDir)
 	}
@@ -74,7 +75,7 @@ func TestStagingChild(t *testing.T) {
 		return // only run as the child of TestKilledImportLeavesNoScratch
 	}
 	img, err := os.ReadFile(filepath.Join(dir, "img.qcow2"))
-	must(t, err)
+	testutil.Must(t, err)
 	pr, _ := io.Pipe() // never written: the rest of the image never arrives
 	target := importer.Target{Disk: filepath.Join(dir, "vol", "disk.img"), Size: volSize, Scratch: filepath.Join(dir, ".scratch", "vol.qcow2")}
 	importer.Write(context.Background(), importer.Stream{R: io.MultiReader(strings.NewReader(string(img[:len(img)/2])), pr), Total: int64(len(img))}, target)

@@ -89,7 +89,7 @@ func (r *resumingBody) open() error {
 				return pe
 			}
 			if ref, ok := egress.AsRefused(err); ok {
-				r.log.Info("import refused", "url", r.url, "error", err)
+				r.log.Info("import refused", "url", r.url, "err", err)
 				return &PermanentError{Err: ref}
 			}
 			last = fmt.Errorf("GET %s: %w", r.url, err)

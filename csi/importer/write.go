@@ -381,7 +381,7 @@ func RemoveStaleScratch(poolDirs []string, log *slog.Logger) {
 				continue
 			}
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-				log.Error("remove stale scratch file", "file", filepath.Join(dir, e.Name()), "error", err)
+				log.Error("remove stale scratch file", "file", filepath.Join(dir, e.Name()), "err", err)
 				continue
 			}
 			log.Info("removed stale scratch file", "file", filepath.Join(dir, e.Name()))

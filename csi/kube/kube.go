@@ -10,8 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,11 +20,7 @@ import (
 	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/importer"
 	"github.com/slimvirt/slimvirt/csi/kube/importsecret"
-	"github.com/slimvirt/slimvirt/csi/state"
 )
-
-// serviceAccountNamespace is where a pod finds its own namespace.
-const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 // Cluster implements driver.Cluster with a clientset.
 type Cluster struct {
@@ -37,23 +31,11 @@ type Cluster struct {
 
 // New wraps a clientset; import credentials are read from the pod's own namespace (the
 // POD_NAMESPACE environment variable, else the service account's namespace file).
-func New(cs kubernetes.Interface) *Cluster { return NewInNamespace(cs, PodNamespace()) }
+func New(cs kubernetes.Interface) *Cluster { return NewInNamespace(cs, importsecret.PodNamespace()) }
 
 // NewInNamespace wraps a clientset that reads import credentials from namespace.
 func NewInNamespace(cs kubernetes.Interface, namespace string) *Cluster {
 	return &Cluster{cs: cs, namespace: namespace}
-}
-
-// PodNamespace is the namespace this process runs in; empty outside a pod.
-func PodNamespace() string {
-	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
-		return ns
-	}
-	b, err := os.ReadFile(serviceAccountNamespace)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // Clientset returns the client, for the upload endpoint's reviews.
@@ -62,7 +44,7 @@ func (c *Cluster) Clientset() kubernetes.Interface { return c.cs }
 // ClaimSource reads a PVC's source. An import with credentials waits (an error, which the
 // provisioner retries) until the controller has made the PVC's per-volume Secret; the source
 // then names that Secret, never a tenant's object.
-func (c *Cluster) ClaimSource(ctx context.Context, namespace, name string) (*state.Source, error) {
+func (c *Cluster) ClaimSource(ctx context.Context, namespace, name string) (*claim.Source, error) {
 	pvc, err := c.cs.CoreV1().PersistentVolumeClaims(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("get PVC %s/%s: %w", namespace, name, err)
@@ -113,7 +95,7 @@ func (c *Cluster) importSecret(ctx context.Context, namespace string, uid types.
 	return s, nil
 }
 
-func (c *Cluster) ReportContent(ctx context.Context, namespace, name string, content state.Content) error {
+func (c *Cluster) ReportContent(ctx context.Context, namespace, name string, content claim.Content) error {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": claim.ReportAnnotations(content)}})
 	if err != nil {
 		return fmt.Errorf("encode PVC patch: %w", err)

@@ -17,7 +17,8 @@ import (
 	"github.com/slimvirt/slimvirt/csi/importer"
 	"github.com/slimvirt/slimvirt/csi/kube"
 	"github.com/slimvirt/slimvirt/csi/kube/importsecret"
-	"github.com/slimvirt/slimvirt/csi/testenv"
+	"github.com/slimvirt/slimvirt/internal/testenv"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 const release = "slimvirt"
@@ -35,7 +36,7 @@ func TestCredentialsFromReleaseNamespace(t *testing.T) {
 	ctx := t.Context()
 	admin := env.Clientset
 	for _, ns := range []string{release, "tenant-a", "tenant-b"} {
-		must(t, env.Namespace(ctx, ns))
+		testutil.Must(t, env.Namespace(ctx, ns))
 	}
 	cs := nodeClient(t, env)
 
@@ -43,7 +44,7 @@ func TestCredentialsFromReleaseNamespace(t *testing.T) {
 	for _, ns := range []string{"tenant-a", "tenant-b"} {
 		_, err := admin.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds"},
 			Data: map[string][]byte{"accessKeyId": []byte(ns + "-own"), "secretKey": []byte("x")}}, metav1.CreateOptions{})
-		must(t, err)
+		testutil.Must(t, err)
 	}
 	if _, err := cs.CoreV1().Secrets("tenant-a").Get(ctx, "creds", metav1.GetOptions{}); err == nil {
 		t.Fatal("the node's account reads a tenant's Secret: the test's RBAC is too wide")
@@ -63,28 +64,28 @@ func TestCredentialsFromReleaseNamespace(t *testing.T) {
 			ca = &corev1.ConfigMap{Data: map[string]string{"ca.crt": "PEM-A"}}
 		}
 		s, err := importsecret.Build(release, c.pvc, &corev1.Secret{Data: map[string][]byte{"username": []byte(c.user), "password": []byte("pw")}}, ca)
-		must(t, err)
+		testutil.Must(t, err)
 		_, err = admin.CoreV1().Secrets(release).Create(ctx, s, metav1.CreateOptions{})
-		must(t, err)
+		testutil.Must(t, err)
 	}
 	// A Secret with the right name for PVC "forged" but not made for it (no labels).
 	_, err = admin.CoreV1().Secrets(release).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: importsecret.Name(forged.UID)},
 		Data: map[string][]byte{"accessKeyId": []byte("forged"), "secretKey": []byte("x")}}, metav1.CreateOptions{})
-	must(t, err)
+	testutil.Must(t, err)
 
 	node := kube.NewInNamespace(cs, release)
 	src, err := node.ClaimSource(ctx, "tenant-a", "a")
-	must(t, err)
+	testutil.Must(t, err)
 	if want := importsecret.Name(pvcA.UID); src.Import.SecretRef != want || src.Import.CertConfigMap != want {
 		t.Fatalf("source names %q and %q, want the per-volume Secret %s", src.Import.SecretRef, src.Import.CertConfigMap, want)
 	}
 	user, pass, err := node.BasicAuth(ctx, "tenant-a", src.Import.SecretRef)
-	must(t, err)
+	testutil.Must(t, err)
 	if user != "user-a" || pass != "pw" {
 		t.Fatalf("credentials %q %q, want the copy of tenant a's (user-a pw)", user, pass)
 	}
 	pem, err := node.CABundle(ctx, "tenant-a", src.Import.CertConfigMap)
-	must(t, err)
+	testutil.Must(t, err)
 	if string(pem) != "PEM-A\n" {
 		t.Fatalf("CA bundle %q", pem)
 	}
@@ -133,23 +134,23 @@ func nodeClient(t *testing.T, env *testenv.Env) kubernetes.Interface {
 	admin := env.Clientset
 	_, err := admin.RbacV1().Roles(release).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "node"},
 		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}}}}, metav1.CreateOptions{})
-	must(t, err)
+	testutil.Must(t, err)
 	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: release, Name: "node"}}
 	_, err = admin.RbacV1().RoleBindings(release).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "node"},
 		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "node"}, Subjects: subject}, metav1.CreateOptions{})
-	must(t, err)
+	testutil.Must(t, err)
 	_, err = admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "node-pvcs"},
 		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"persistentvolumeclaims"}, Verbs: []string{"get"}}}}, metav1.CreateOptions{})
-	must(t, err)
+	testutil.Must(t, err)
 	_, err = admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "node-pvcs"},
 		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "node-pvcs"}, Subjects: subject}, metav1.CreateOptions{})
-	must(t, err)
+	testutil.Must(t, err)
 	token, err := env.Token(ctx, release, "node")
-	must(t, err)
+	testutil.Must(t, err)
 	cfg := rest.AnonymousClientConfig(env.Config)
 	cfg.BearerToken = token
 	cs, err := kubernetes.NewForConfig(cfg)
-	must(t, err)
+	testutil.Must(t, err)
 	return cs
 }
 
@@ -162,13 +163,6 @@ func makePVC(t *testing.T, cs kubernetes.Interface, ns, name string, ann map[str
 		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
 	}, metav1.CreateOptions{})
-	must(t, err)
+	testutil.Must(t, err)
 	return pvc
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }

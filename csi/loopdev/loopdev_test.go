@@ -8,15 +8,14 @@ import (
 	"testing"
 
 	"github.com/slimvirt/slimvirt/csi/testclean"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // TestAttachByDescriptor: the loop device is attached to the descriptor the caller opened, so
 // it serves that inode's bytes whatever the name points at later; Find and Detach go by
 // inode; Refresh shows a grown file's new size.
 func TestAttachByDescriptor(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("loop devices need root: run as root")
-	}
+	testutil.RequireRoot(t, "loop devices need root")
 	testclean.Mounts("TestAttachByDescriptor")
 	ctx := context.Background()
 	dir := t.TempDir()

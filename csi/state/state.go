@@ -1,8 +1,8 @@
 // Package state keeps what slimvirt-csi knows about its volumes in one JSON file.
 //
-// Every change is written before the call that made it returns, atomically (a temp file in the
-// same directory, fsync, rename), so a driver killed at any point restarts with either the old
-// or the new state and never with a torn file. csi-driver-host-path lost updates because only
+// Every change is written before the call that made it returns, atomically (internal/atomicfile:
+// a temp file in the same directory, fsync, rename, fsync of the directory), so a driver killed
+// at any point restarts with either the old or the new state and never with a torn file. csi-driver-host-path lost updates because only
 // some changes were saved (its issue #457); here the only way to change state is a method that
 // saves. Readers get copies, so a caller cannot change state without saving it.
 package state
@@ -16,20 +16,9 @@ import (
 	"sort"
 	"sync"
 	"time"
-)
 
-// Phase is where a volume's content stands.
-type Phase string
-
-const (
-	// PhaseReady volumes may be published.
-	PhaseReady Phase = "Ready"
-	// PhasePending volumes wait for their content (an upload that has not started).
-	PhasePending Phase = "Pending"
-	// PhasePopulating volumes are being filled (import, upload or clone).
-	PhasePopulating Phase = "Populating"
-	// PhaseFailed volumes could not be filled; they are never published.
-	PhaseFailed Phase = "Failed"
+	"github.com/slimvirt/slimvirt/csi/claim"
+	"github.com/slimvirt/slimvirt/internal/atomicfile"
 )
 
 // Volume is one volume on this node.
@@ -46,8 +35,8 @@ type Volume struct {
 	Source *Source `json:"source,omitempty"`
 	// Claim is the PVC the volume was made for, when the provisioner said.
 	Claim *Claim `json:"claim,omitempty"`
-	// Content is the state of the volume's content.
-	Content Content `json:"content"`
+	// Content is the state of the volume's content, as it is reported on the claim.
+	Content claim.Content `json:"content"`
 	// Published maps target paths to their publication.
 	Published map[string]Publication `json:"published,omitempty"`
 	// LoopDevice is the device attached to disk.img for a published block volume.
@@ -60,33 +49,15 @@ type Source struct {
 	// CloneOf is the ID of the volume this one copies.
 	CloneOf string `json:"cloneOf,omitempty"`
 	// Import is an HTTP import.
-	Import *Import `json:"import,omitempty"`
+	Import *claim.Import `json:"import,omitempty"`
 	// Upload means the content arrives through the upload endpoint.
 	Upload bool `json:"upload,omitempty"`
-}
-
-// Import is an HTTP(S) image to fetch into the volume.
-type Import struct {
-	URL      string `json:"url"`
-	Checksum string `json:"checksum,omitempty"`
-	// SecretRef and CertConfigMap name objects in the claim's namespace.
-	SecretRef     string `json:"secretRef,omitempty"`
-	CertConfigMap string `json:"certConfigMap,omitempty"`
 }
 
 // Claim names a PVC.
 type Claim struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
-}
-
-// Content is the progress of filling a volume.
-type Content struct {
-	Phase    Phase  `json:"phase"`
-	Progress string `json:"progress,omitempty"`
-	Message  string `json:"message,omitempty"`
-	// Restarts counts how often the filling started over (driver restarts, retries).
-	Restarts int `json:"restarts,omitempty"`
 }
 
 // Publication is one NodePublishVolume.
@@ -254,29 +225,8 @@ func (s *Store) save() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create state dir %s: %w", dir, err)
 	}
-	tmp, err := os.CreateTemp(dir, ".state-*.json")
-	if err != nil {
-		return fmt.Errorf("create temp state in %s: %w", dir, err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write temp state %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync temp state %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close temp state %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), s.path); err != nil {
-		return fmt.Errorf("replace state %s: %w", s.path, err)
-	}
-	// The rename is durable only once the directory entry is.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err := atomicfile.WriteFile(s.path, data, 0o600); err != nil {
+		return fmt.Errorf("save state: %w", err)
 	}
 	return nil
 }

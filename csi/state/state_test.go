@@ -6,50 +6,53 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/slimvirt/slimvirt/csi/claim"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // TestReload checks that every kind of change survives a restart: the file is reopened after
 // each change and must hold exactly what the live store holds.
 func TestReload(t *testing.T) {
 	base := Volume{ID: "vol-a", Name: "pvc-a", Pool: "default", Dir: "/pool/vol-a", Size: 1 << 20,
-		Content: Content{Phase: PhaseReady}, Created: time.Unix(1700000000, 0).UTC()}
+		Content: claim.Content{Phase: claim.PhaseReady}, Created: time.Unix(1700000000, 0).UTC()}
 	tests := []struct {
 		name   string
 		change func(*testing.T, *Store)
 		want   map[string]Volume
 	}{
-		{"create", func(t *testing.T, s *Store) { must(t, s.Put(base)) }, map[string]Volume{"vol-a": base}},
+		{"create", func(t *testing.T, s *Store) { testutil.Must(t, s.Put(base)) }, map[string]Volume{"vol-a": base}},
 		{"expand", func(t *testing.T, s *Store) {
-			must(t, s.Put(base))
+			testutil.Must(t, s.Put(base))
 			_, err := s.Update("vol-a", func(v *Volume) error { v.Size = 2 << 20; return nil })
-			must(t, err)
+			testutil.Must(t, err)
 		}, map[string]Volume{"vol-a": with(base, func(v *Volume) { v.Size = 2 << 20 })}},
 		{"publish", func(t *testing.T, s *Store) {
-			must(t, s.Put(base))
+			testutil.Must(t, s.Put(base))
 			_, err := s.Update("vol-a", func(v *Volume) error {
 				v.Published = map[string]Publication{"/target": {ReadOnly: true}}
 				return nil
 			})
-			must(t, err)
+			testutil.Must(t, err)
 		}, map[string]Volume{"vol-a": with(base, func(v *Volume) { v.Published = map[string]Publication{"/target": {ReadOnly: true}} })}},
 		{"fill progress", func(t *testing.T, s *Store) {
-			must(t, s.Put(with(base, func(v *Volume) {
-				v.Source = &Source{Import: &Import{URL: "http://127.0.0.1/x.img", Checksum: "sha256:00"}}
-				v.Content = Content{Phase: PhasePopulating}
+			testutil.Must(t, s.Put(with(base, func(v *Volume) {
+				v.Source = &Source{Import: &claim.Import{URL: "http://127.0.0.1/x.img", Checksum: "sha256:00"}}
+				v.Content = claim.Content{Phase: claim.PhasePopulating}
 			})))
 			_, err := s.Update("vol-a", func(v *Volume) error { v.Content.Progress = "42.00%"; v.Content.Restarts = 2; return nil })
-			must(t, err)
+			testutil.Must(t, err)
 		}, map[string]Volume{"vol-a": with(base, func(v *Volume) {
-			v.Source = &Source{Import: &Import{URL: "http://127.0.0.1/x.img", Checksum: "sha256:00"}}
-			v.Content = Content{Phase: PhasePopulating, Progress: "42.00%", Restarts: 2}
+			v.Source = &Source{Import: &claim.Import{URL: "http://127.0.0.1/x.img", Checksum: "sha256:00"}}
+			v.Content = claim.Content{Phase: claim.PhasePopulating, Progress: "42.00%", Restarts: 2}
 		})}},
 		{"delete", func(t *testing.T, s *Store) {
-			must(t, s.Put(base))
-			must(t, s.Put(with(base, func(v *Volume) { v.ID, v.Name = "vol-b", "pvc-b" })))
-			must(t, s.Delete("vol-a"))
+			testutil.Must(t, s.Put(base))
+			testutil.Must(t, s.Put(with(base, func(v *Volume) { v.ID, v.Name = "vol-b", "pvc-b" })))
+			testutil.Must(t, s.Delete("vol-a"))
 		}, map[string]Volume{"vol-b": with(base, func(v *Volume) { v.ID, v.Name = "vol-b", "pvc-b" })}},
 		{"failed update changes nothing", func(t *testing.T, s *Store) {
-			must(t, s.Put(base))
+			testutil.Must(t, s.Put(base))
 			_, err := s.Update("vol-a", func(v *Volume) error { v.Size = 1; return os.ErrInvalid })
 			if err == nil {
 				t.Fatal("update error was swallowed")
@@ -60,10 +63,10 @@ func TestReload(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.json")
 			s, err := Open(path)
-			must(t, err)
+			testutil.Must(t, err)
 			tt.change(t, s)
 			reopened, err := Open(path)
-			must(t, err)
+			testutil.Must(t, err)
 			for _, st := range []*Store{s, reopened} {
 				got := map[string]Volume{}
 				for _, v := range st.List() {
@@ -83,8 +86,8 @@ func TestReload(t *testing.T) {
 
 func TestCopiesAreIsolated(t *testing.T) {
 	s, err := Open(filepath.Join(t.TempDir(), "state.json"))
-	must(t, err)
-	must(t, s.Put(Volume{ID: "v", Published: map[string]Publication{"/a": {}}}))
+	testutil.Must(t, err)
+	testutil.Must(t, s.Put(Volume{ID: "v", Published: map[string]Publication{"/a": {}}}))
 	v, _ := s.Get("v")
 	v.Published["/b"] = Publication{}
 	again, _ := s.Get("v")
@@ -95,17 +98,10 @@ func TestCopiesAreIsolated(t *testing.T) {
 
 func TestOpenCorrupt(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
-	must(t, os.WriteFile(path, []byte("{not json"), 0o600))
+	testutil.Must(t, os.WriteFile(path, []byte("{not json"), 0o600))
 	if _, err := Open(path); err == nil {
 		t.Fatal("a corrupt state file was accepted")
 	}
 }
 
 func with(v Volume, f func(*Volume)) Volume { c := v.clone(); f(&c); return c }
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}

@@ -37,7 +37,7 @@ func (s *Server) peer(ctx context.Context, ns, name string) (node, addr string, 
 	if err != nil {
 		return "", "", fmt.Errorf("get PV %s: %w", pvc.Spec.VolumeName, err)
 	}
-	node = nodeOf(pv)
+	node = claim.NodeOf(pv)
 	if node == "" {
 		return "", "", fmt.Errorf("PV %s is not pinned to a node", pv.Name)
 	}
@@ -54,20 +54,6 @@ func (s *Server) peer(ctx context.Context, ns, name string) (node, addr string, 
 		}
 	}
 	return node, "", fmt.Errorf("node %s has no InternalIP", node)
-}
-
-func nodeOf(pv *corev1.PersistentVolume) string {
-	if pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
-		return ""
-	}
-	for _, term := range pv.Spec.NodeAffinity.Required.NodeSelectorTerms {
-		for _, e := range term.MatchExpressions {
-			if e.Key == claim.TopologyKey && len(e.Values) > 0 {
-				return e.Values[0]
-			}
-		}
-	}
-	return ""
 }
 
 // forward streams the request to the endpoint on the volume's node. The peer checks the

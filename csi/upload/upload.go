@@ -29,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/driver"
 	"github.com/slimvirt/slimvirt/csi/importer"
 	"github.com/slimvirt/slimvirt/csi/state"
@@ -232,19 +233,19 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		log.Info("upload done", "duration", time.Since(start))
-		reply(w, http.StatusOK, string(state.PhaseReady), "upload complete")
+		reply(w, http.StatusOK, string(claim.PhaseReady), "upload complete")
 	case errors.Is(err, driver.ErrUploadBusy):
 		reply(w, http.StatusConflict, "", err.Error())
 	case errors.Is(err, driver.ErrNotUpload):
 		reply(w, http.StatusBadRequest, "", err.Error())
 	default:
-		log.Info("upload failed", "error", err)
+		log.Info("upload failed", "err", err)
 		code := http.StatusInternalServerError
 		var p *importer.PermanentError
 		if errors.As(err, &p) {
 			code = http.StatusUnprocessableEntity
 		}
-		reply(w, code, string(state.PhaseFailed), err.Error())
+		reply(w, code, string(claim.PhaseFailed), err.Error())
 	}
 }
 

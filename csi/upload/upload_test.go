@@ -37,9 +37,10 @@ import (
 	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/driver"
 	"github.com/slimvirt/slimvirt/csi/kube"
-	"github.com/slimvirt/slimvirt/csi/testenv"
 	"github.com/slimvirt/slimvirt/csi/upload"
 	"github.com/slimvirt/slimvirt/csi/upload/client"
+	"github.com/slimvirt/slimvirt/internal/testenv"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // TestUpload runs the endpoint against a real kube-apiserver: the caller's token is reviewed
@@ -55,17 +56,17 @@ func TestUpload(t *testing.T) {
 
 	// alice may upload in ns-a; bob may do nothing.
 	alice, err := env.Token(ctx, "ns-a", "alice")
-	must(t, err)
+	testutil.Must(t, err)
 	bob, err := env.Token(ctx, "ns-a", "bob")
-	must(t, err)
-	must(t, env.Namespace(ctx, "ns-b"))
+	testutil.Must(t, err)
+	testutil.Must(t, env.Namespace(ctx, "ns-b"))
 	_, err = cs.RbacV1().Roles("ns-a").Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "uploader"},
 		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"slimvirt.io"}, Resources: []string{"datavolumes/upload"}, Verbs: []string{"create"}}}}, metav1.CreateOptions{})
-	must(t, err)
+	testutil.Must(t, err)
 	_, err = cs.RbacV1().RoleBindings("ns-a").Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "alice-uploads"},
 		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "uploader"},
 		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "ns-a", Name: "alice"}}}, metav1.CreateOptions{})
-	must(t, err)
+	testutil.Must(t, err)
 
 	// Two upload PVCs, as the DataVolume reconciler makes them, and their volumes.
 	dir := t.TempDir()
@@ -76,20 +77,20 @@ func TestUpload(t *testing.T) {
 			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}}},
 		}, metav1.CreateOptions{})
-		must(t, err)
+		testutil.Must(t, err)
 		_, err = d.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "pvc-" + ns, CapacityRange: &csi.CapacityRange{RequiredBytes: 64 << 20},
 			VolumeCapabilities: []*csi.VolumeCapability{{AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
 				AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}},
 			Parameters: map[string]string{"csi.storage.k8s.io/pvc/name": "disk", "csi.storage.k8s.io/pvc/namespace": ns}})
-		must(t, err)
+		testutil.Must(t, err)
 	}
 	waitAnnotation(t, cs, "ns-a", claim.AnnPhase, "Pending")
 
 	srv, err := upload.New(upload.Config{Client: cs, Volumes: d.drv, Hosts: []string{"127.0.0.1"},
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	must(t, err)
+	testutil.Must(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
+	testutil.Must(t, err)
 	sctx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
 	go srv.Serve(sctx, lis)
@@ -99,12 +100,12 @@ func TestUpload(t *testing.T) {
 	rand.Read(raw[:2<<20])
 	rand.Read(raw[4<<20:])
 	img := filepath.Join(dir, "img.raw")
-	must(t, os.WriteFile(img, raw, 0o644))
+	testutil.Must(t, os.WriteFile(img, raw, 0o644))
 	if out, err := exec.Command("qemu-img", "convert", "-O", "qcow2", img, img+".qcow2").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img: %v %s", err, out)
 	}
 	qcow, err := os.ReadFile(img + ".qcow2")
-	must(t, err)
+	testutil.Must(t, err)
 	sum := sha256.Sum256(qcow)
 	goodSum := "sha256:" + hex.EncodeToString(sum[:])
 
@@ -155,9 +156,9 @@ func TestUpload(t *testing.T) {
 					t.Fatalf("progress reported %d of %d bytes", sent, len(qcow))
 				}
 				v, err := d.drv.VolumeForClaim("ns-a", "disk")
-				must(t, err)
+				testutil.Must(t, err)
 				got, err := os.ReadFile(filepath.Join(v.Dir, diskimg.Name))
-				must(t, err)
+				testutil.Must(t, err)
 				if len(got) != 64<<20 || !bytes.Equal(got[:len(raw)], raw) {
 					t.Fatal("disk.img does not hold the uploaded image")
 				}
@@ -173,30 +174,30 @@ func TestUpload(t *testing.T) {
 // certificate, as the chart deploys them; node-a listens on 127.0.0.1, node-b on 127.0.0.2.
 func TestUploadForwarded(t *testing.T) {
 	env, err := testenv.Start("upload-forward")
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() { env.Stop() })
 	ctx := context.Background()
 	cs := env.Clientset
 	admin, err := env.Token(ctx, "ns-a", "admin")
-	must(t, err)
+	testutil.Must(t, err)
 	_, err = cs.RbacV1().RoleBindings("ns-a").Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "admin"},
 		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
 		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "ns-a", Name: "admin"}}}, metav1.CreateOptions{})
-	must(t, err)
+	testutil.Must(t, err)
 
 	// Shared certificate.
 	dir := t.TempDir()
 	cert, err := upload.SelfSigned([]string{"127.0.0.1", "127.0.0.2"})
-	must(t, err)
+	testutil.Must(t, err)
 	keyDER, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
-	must(t, err)
+	testutil.Must(t, err)
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	must(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600))
-	must(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
+	testutil.Must(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600))
+	testutil.Must(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
 
 	// node-a holds the volume; PV and nodes as the provisioner and kubelet make them.
 	lisA, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
+	testutil.Must(t, err)
 	port := lisA.Addr().(*net.TCPAddr).Port
 	lisB, err := net.Listen("tcp", fmt.Sprintf("127.0.0.2:%d", port))
 	if err != nil {
@@ -204,10 +205,10 @@ func TestUploadForwarded(t *testing.T) {
 	}
 	for name, ip := range map[string]string{"node-a": "127.0.0.1", "node-b": "127.0.0.2"} {
 		n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-		must(t, err)
+		testutil.Must(t, err)
 		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
 		_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
-		must(t, err)
+		testutil.Must(t, err)
 	}
 	_, err = cs.CoreV1().PersistentVolumes().Create(ctx, &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-disk"},
 		Spec: corev1.PersistentVolumeSpec{
@@ -217,20 +218,20 @@ func TestUploadForwarded(t *testing.T) {
 			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
 				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: driver.TopologyKey, Operator: corev1.NodeSelectorOpIn, Values: []string{"node-a"}}}}}}},
 		}}, metav1.CreateOptions{})
-	must(t, err)
+	testutil.Must(t, err)
 	_, err = cs.CoreV1().PersistentVolumeClaims("ns-a").Create(ctx, &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: "disk", Annotations: map[string]string{claim.AnnSource: claim.SourceUpload}},
 		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, VolumeName: "pv-disk",
 			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}}},
 	}, metav1.CreateOptions{})
-	must(t, err)
+	testutil.Must(t, err)
 	a := startDriver(t, filepath.Join(dir, "a"), kube.New(cs))
 	b := startDriver(t, filepath.Join(dir, "b"), kube.New(cs))
 	_, err = a.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "pvc-disk", CapacityRange: &csi.CapacityRange{RequiredBytes: 64 << 20},
 		VolumeCapabilities: []*csi.VolumeCapability{{AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
 			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}},
 		Parameters: map[string]string{"csi.storage.k8s.io/pvc/name": "disk", "csi.storage.k8s.io/pvc/namespace": "ns-a"}})
-	must(t, err)
+	testutil.Must(t, err)
 
 	sctx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
@@ -241,7 +242,7 @@ func TestUploadForwarded(t *testing.T) {
 		lis net.Listener
 	}{{"node-a", a, lisA}, {"node-b", b, lisB}} {
 		srv, err := upload.New(upload.Config{Client: cs, Volumes: n.d.drv, NodeID: n.id, PeerPort: port, CertFile: certFile, KeyFile: keyFile, Log: log})
-		must(t, err)
+		testutil.Must(t, err)
 		go srv.Serve(sctx, n.lis)
 	}
 
@@ -251,11 +252,11 @@ func TestUploadForwarded(t *testing.T) {
 	// The client talks to node-b, and verifies the shared certificate.
 	err = client.Upload(ctx, client.Options{URL: "https://" + lisB.Addr().String(), Token: admin, CA: caPEM},
 		"ns-a", "disk", bytes.NewReader(raw), int64(len(raw)))
-	must(t, err)
+	testutil.Must(t, err)
 	v, err := a.drv.VolumeForClaim("ns-a", "disk")
-	must(t, err)
+	testutil.Must(t, err)
 	got, err := os.ReadFile(filepath.Join(v.Dir, diskimg.Name))
-	must(t, err)
+	testutil.Must(t, err)
 	if !bytes.Equal(got[:len(raw)], raw) {
 		t.Fatal("the volume on node-a does not hold the image uploaded through node-b")
 	}
@@ -280,7 +281,7 @@ func waitAnnotation(t *testing.T, cs kubernetes.Interface, ns, key, want string)
 	var got string
 	for i := 0; i < 100; i++ {
 		pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), "disk", metav1.GetOptions{})
-		must(t, err)
+		testutil.Must(t, err)
 		if got = pvc.Annotations[key]; got == want {
 			return
 		}
@@ -299,14 +300,14 @@ func startDriver(t *testing.T, dir string, cluster driver.Cluster) *driverHarnes
 	d, err := driver.New(driver.Config{Endpoint: "unix://" + sock, NodeID: "node-a", StateDir: filepath.Join(dir, "state"),
 		Pools: []driver.Pool{{Name: "default", Dir: filepath.Join(dir, "pool")}}, Cluster: cluster,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	must(t, err)
+	testutil.Must(t, err)
 	lis, err := net.Listen("unix", sock)
-	must(t, err)
+	testutil.Must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Serve(ctx, lis) }()
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	must(t, err)
+	testutil.Must(t, err)
 	t.Cleanup(func() { conn.Close(); cancel(); <-done })
 	return &driverHarness{drv: d, ctrl: csi.NewControllerClient(conn)}
 }
@@ -333,11 +334,4 @@ func noScratch(t *testing.T, dir string) {
 		}
 	}
 	t.Fatalf("scratch left after an interrupted upload: %v", held)
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(fmt.Errorf("%w", err))
-	}
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slimvirt/slimvirt/internal/testutil"
 	"github.com/slimvirt/slimvirt/runtime/iso9660"
 )
 
@@ -644,9 +645,7 @@ func TestQcow2CloudInitDataDisk(t *testing.T) {
 // variables udhcpc would pass, and checks what the guest would end up with. Root only.
 func TestLeaseScript(t *testing.T) {
 	dir := guestDir(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
+	testutil.RequireRoot(t, "network namespaces need root")
 	tests := []struct {
 		name  string
 		env   []string

@@ -20,6 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/slimvirt/slimvirt/internal/atomicfile"
 )
 
 // Config describes one image.
@@ -73,11 +75,7 @@ func Build(cfg Config) error {
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return fmt.Errorf("set image config: %w", err)
 	}
-	tmp := cfg.Output + ".tmp"
-	if err := tarball.WriteToFile(tmp, ref, img); err != nil {
-		return fmt.Errorf("write %s: %w", cfg.Output, err)
-	}
-	return os.Rename(tmp, cfg.Output)
+	return atomicfile.Write(cfg.Output, 0o644, func(w io.Writer) error { return tarball.Write(ref, img, w) })
 }
 
 func layerFromTar(fill func(*tar.Writer) error) (v1.Layer, error) {

@@ -11,7 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/slimvirt/slimvirt/csi/testenv"
+	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
 // TestDaemonSetGone runs against a real API server: a DaemonSet that exists is not gone, one

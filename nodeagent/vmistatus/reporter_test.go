@@ -20,7 +20,7 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
-	"github.com/slimvirt/slimvirt/csi/testenv"
+	"github.com/slimvirt/slimvirt/internal/testenv"
 	"github.com/slimvirt/slimvirt/nodeagent/launchers"
 	"github.com/slimvirt/slimvirt/nodeagent/vmistatus"
 )

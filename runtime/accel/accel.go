@@ -99,7 +99,7 @@ func runHLT(path string) error {
 	if err != nil {
 		return fmt.Errorf("map guest memory: %w", err)
 	}
-	defer unix.Munmap(mem)
+	defer func() { _ = unix.Munmap(mem) }()
 	mem[0xFF0] = 0xF4 // HLT at 0xFFFFFFF0, where a fresh vCPU starts
 	region := memoryRegion{GuestPhysAddr: resetVectorPage, MemorySize: 4096, UserspaceAddr: uint64(uintptr(unsafe.Pointer(&mem[0])))}
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(vm), kvmSetUserMemoryRegion, uintptr(unsafe.Pointer(&region))); errno != 0 {
@@ -118,7 +118,7 @@ func runHLT(path string) error {
 	if err != nil {
 		return fmt.Errorf("map vCPU state: %w", err)
 	}
-	defer unix.Munmap(run)
+	defer func() { _ = unix.Munmap(run) }()
 	if _, err := unix.IoctlRetInt(vcpu, kvmRun); err != nil {
 		return fmt.Errorf("KVM_RUN: %w", err)
 	}

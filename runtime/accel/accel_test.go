@@ -6,14 +6,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 func TestChoose(t *testing.T) {
 	dir := t.TempDir()
 	noVirt := filepath.Join(dir, "novirt")
-	os.WriteFile(noVirt, []byte("processor\t: 0\nflags\t\t: fpu vme sse sse2 hypervisor\n"), 0o644)
+	testutil.Must(t, os.WriteFile(noVirt, []byte("processor\t: 0\nflags\t\t: fpu vme sse sse2 hypervisor\n"), 0o644))
 	vmx := filepath.Join(dir, "vmx")
-	os.WriteFile(vmx, []byte("processor\t: 0\nflags\t\t: fpu vme vmx sse\n"), 0o644)
+	testutil.Must(t, os.WriteFile(vmx, []byte("processor\t: 0\nflags\t\t: fpu vme vmx sse\n"), 0o644))
 	tests := []struct {
 		name      string
 		kvm       string

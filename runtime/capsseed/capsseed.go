@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/slimvirt/slimvirt/internal/atomicfile"
 )
 
 // SessionCacheDir is where libvirtd in session mode (not root) keeps its QEMU capabilities
@@ -71,7 +73,11 @@ func Install(seedDir, cacheDir string) ([]Seeded, error) {
 		if _, err := os.Lstat(dst); err == nil {
 			continue
 		}
-		if err := copyFile(filepath.Join(seedDir, name), dst, 0o600); err != nil {
+		b, err := os.ReadFile(filepath.Join(seedDir, name))
+		if err != nil {
+			return out, fmt.Errorf("read %s: %w", name, err)
+		}
+		if err := atomicfile.WriteFile(dst, b, 0o600); err != nil {
 			return out, err
 		}
 		st, err := os.Stat(dst)
@@ -97,17 +103,12 @@ func Collect(cacheDir, seedDir string) (int, error) {
 		return 0, fmt.Errorf("create %s: %w", seedDir, err)
 	}
 	for _, name := range names {
-		tmp := filepath.Join(seedDir, "."+name+".tmp")
 		b, err := os.ReadFile(filepath.Join(cacheDir, name))
 		if err != nil {
 			return 0, fmt.Errorf("read %s: %w", name, err)
 		}
-		if err := writeFile(tmp, withoutGenericCPUQuery(b), 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(seedDir, name), withoutGenericCPUQuery(b), 0o644); err != nil {
 			return 0, err
-		}
-		if err := os.Rename(tmp, filepath.Join(seedDir, name)); err != nil {
-			_ = os.Remove(tmp)
-			return 0, fmt.Errorf("put %s in place: %w", name, err)
 		}
 	}
 	return len(names), nil
@@ -151,23 +152,4 @@ func withoutGenericCPUQuery(b []byte) []byte {
 		}
 	}
 	return []byte(strings.Join(out, ""))
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", src, err)
-	}
-	return writeFile(dst, b, mode)
-}
-
-func writeFile(dst string, b []byte, mode os.FileMode) error {
-	if err := os.WriteFile(dst, b, mode); err != nil {
-		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	// WriteFile's mode is masked by the umask and ignored for an existing file.
-	if err := os.Chmod(dst, mode); err != nil {
-		return fmt.Errorf("chmod %s: %w", dst, err)
-	}
-	return nil
 }

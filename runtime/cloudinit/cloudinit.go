@@ -133,7 +133,7 @@ func WriteISO(path string, configDrive bool, d Data, t time.Time) error {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	if err := iso9660.Write(f, label, files, t); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close()

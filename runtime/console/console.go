@@ -80,7 +80,7 @@ func (m *Mux) Serve(ctx context.Context) error {
 	go m.accept(ln)
 	go func() {
 		<-ctx.Done()
-		m.qemu.Close()
+		_ = m.qemu.Close()
 	}()
 	lines := make(chan struct{}, 1)
 	go m.flushPartial(ctx, lines)
@@ -98,7 +98,7 @@ func (m *Mux) Serve(ctx context.Context) error {
 			m.mu.Lock()
 			m.emitPartial()
 			for c := range m.clients {
-				c.Close()
+				_ = c.Close()
 			}
 			m.mu.Unlock()
 			if ctx.Err() != nil || errors.Is(err, io.EOF) {
@@ -119,7 +119,7 @@ func (m *Mux) output(b []byte) {
 		_ = c.SetWriteDeadline(time.Now().Add(2 * time.Second))
 		if _, err := c.Write(b); err != nil {
 			// A client that cannot keep up must not stall the guest's console.
-			c.Close()
+			_ = c.Close()
 			delete(m.clients, c)
 		}
 	}
@@ -181,7 +181,7 @@ func (m *Mux) emit(line []byte) {
 
 func (m *Mux) writeLog(b []byte) {
 	if m.logSize+int64(len(b)) > MaxLog {
-		m.log.Close()
+		_ = m.log.Close()
 		_ = os.Rename(m.LogFile, m.LogFile+".1")
 		f, err := os.OpenFile(m.LogFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
 		if err != nil {
@@ -220,7 +220,7 @@ func (m *Mux) input(c net.Conn) {
 			m.mu.Lock()
 			delete(m.clients, c)
 			m.mu.Unlock()
-			c.Close()
+			_ = c.Close()
 			return
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 type lockedBuf struct {
@@ -56,33 +58,33 @@ func TestMux(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- m.Serve(ctx) }()
 	g := <-guest
-	g.Write([]byte("Booting\r\nSLIMVIRT-GUEST-UP hostname=x\r\nlogin: "))
+	_, _ = g.Write([]byte("Booting\r\nSLIMVIRT-GUEST-UP hostname=x\r\nlogin: "))
 
 	// The prompt without a newline still reaches stdout once output pauses.
-	waitFor(t, func() bool { return strings.Contains(out.String(), "login: \n") })
+	testutil.WaitFor(t, 5*time.Second, "the console line", func() bool { return strings.Contains(out.String(), "login: \n") })
 	if want := "Booting\nSLIMVIRT-GUEST-UP hostname=x\nlogin: \n"; out.String() != want {
 		t.Errorf("stdout %q, want %q", out.String(), want)
 	}
 
 	var client net.Conn
-	waitFor(t, func() bool { client, err = net.Dial("unix", m.ClientSocket); return err == nil })
+	testutil.WaitFor(t, 5*time.Second, "the client socket", func() bool { client, err = net.Dial("unix", m.ClientSocket); return err == nil })
 	defer client.Close()
 	time.Sleep(100 * time.Millisecond) // let the mux register the client
-	client.Write([]byte("root\n"))
+	_, _ = client.Write([]byte("root\n"))
 	in := bufio.NewReader(g)
-	g.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = g.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if line, err := in.ReadString('\n'); err != nil || line != "root\n" {
 		t.Fatalf("guest got %q, %v", line, err)
 	}
-	g.Write([]byte("Password: "))
-	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _ = g.Write([]byte("Password: "))
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 64)
 	n, err := client.Read(buf)
 	if err != nil || string(buf[:n]) != "Password: " {
 		t.Fatalf("client got %q, %v", buf[:n], err)
 	}
 
-	g.Close() // QEMU went away
+	_ = g.Close() // QEMU went away
 	select {
 	case err := <-done:
 		if err != nil {
@@ -98,15 +100,4 @@ func TestMux(t *testing.T) {
 	if !strings.HasSuffix(out.String(), "Password: \n") {
 		t.Errorf("last partial line not flushed at the end: %q", out.String())
 	}
-}
-
-func waitFor(t *testing.T, f func() bool) {
-	t.Helper()
-	for i := 0; i < 100; i++ {
-		if f() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("condition not met in 5s")
 }

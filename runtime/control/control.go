@@ -39,7 +39,7 @@ type Handler func(ctx context.Context, cmd string) (string, error)
 func Serve(ctx context.Context, ln net.Listener, h Handler) {
 	go func() {
 		<-ctx.Done()
-		ln.Close()
+		_ = ln.Close()
 	}()
 	for {
 		c, err := ln.Accept()
@@ -76,7 +76,7 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
+		_ = ln.Close()
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
 	return ln, nil
@@ -113,13 +113,25 @@ func Call(ctx context.Context, path, cmd string) (string, error) {
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
 	defer stop()
 	if _, err := fmt.Fprintln(c, cmd); err != nil {
-		return "", fmt.Errorf("send %s: %w", cmd, errors.Join(err, ctx.Err()))
+		return "", fmt.Errorf("send %s: %w", cmd, errors.Join(err, ctxErr(ctx, dl, err)))
 	}
 	line, err := readLine(c, MaxReply)
 	if err != nil {
-		return "", fmt.Errorf("read reply to %s: %w", cmd, errors.Join(err, ctx.Err()))
+		return "", fmt.Errorf("read reply to %s: %w", cmd, errors.Join(err, ctxErr(ctx, dl, err)))
 	}
 	return ParseReply(line)
+}
+
+// ctxErr is why the call ended early: ctx's error, or its deadline when the connection's copy
+// of that deadline fired first (the socket's timer can run ahead of the context's).
+func ctxErr(ctx context.Context, dl time.Time, ioErr error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if errors.Is(ioErr, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // readLine reads up to and without the first newline, and never more than max bytes before it.

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -159,4 +161,23 @@ func FuzzReply(f *testing.F) {
 			t.Fatalf("payload %q longer than the reply %q", out, line)
 		}
 	})
+}
+
+// lateCtx is a context whose deadline has passed but whose timer has not fired yet, as a
+// loaded machine sees it for a moment after the socket's own deadline fired.
+type lateCtx struct{ context.Context }
+
+func (lateCtx) Err() error { return nil }
+
+// TestDeadlineBeforeContext: when the socket's deadline fires before the context notices its
+// own, the call still ends with the context's deadline error.
+func TestDeadlineBeforeContext(t *testing.T) {
+	dl := time.Now().Add(-time.Millisecond)
+	ioErr := fmt.Errorf("read unix: %w", os.ErrDeadlineExceeded)
+	if err := ctxErr(lateCtx{context.Background()}, dl, ioErr); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ctxErr = %v, want context.DeadlineExceeded", err)
+	}
+	if err := ctxErr(lateCtx{context.Background()}, time.Now().Add(time.Hour), ioErr); err != nil {
+		t.Fatalf("ctxErr before the deadline = %v, want nil", err)
+	}
 }

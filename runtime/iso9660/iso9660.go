@@ -67,56 +67,12 @@ func Write(w io.Writer, label string, files []File, t time.Time) error {
 	if len(label) > 16 {
 		return fmt.Errorf("volume label %q is longer than 16 bytes", label)
 	}
-	root := &dir{children: map[string]*dir{}}
-	for _, f := range files {
-		parts := strings.Split(strings.Trim(path.Clean(f.Path), "/"), "/")
-		d := root
-		for _, p := range parts[:len(parts)-1] {
-			c, ok := d.children[p]
-			if !ok {
-				c = &dir{name: [2]string{strings.ToUpper(p), p}, parent: d, children: map[string]*dir{}}
-				d.children[p] = c
-				d.dirs = append(d.dirs, c)
-			}
-			d = c
-		}
-		base := parts[len(parts)-1]
-		name := strings.ToUpper(base)
-		if !strings.Contains(name, ".") {
-			name += "."
-		}
-		if len(name) > 30 || len(base) > 60 {
-			return fmt.Errorf("file name %q is too long for ISO 9660", base)
-		}
-		d.files = append(d.files, &fileEntry{name: [2]string{name + ";1", base + ";1"}, data: f.Data})
+	root, err := buildTree(files)
+	if err != nil {
+		return err
 	}
-	// Breadth-first order is path-table order: by level, then parent, then name.
-	var order []*dir
-	queue := []*dir{root}
-	for len(queue) > 0 {
-		d := queue[0]
-		queue = queue[1:]
-		sort.Slice(d.dirs, func(i, j int) bool { return d.dirs[i].name[primary] < d.dirs[j].name[primary] })
-		d.number = uint16(len(order) + 1)
-		order = append(order, d)
-		queue = append(queue, d.dirs...)
-	}
-	// Sectors: 0-15 system area, 16 primary descriptor, 17 Joliet descriptor, 18 terminator,
-	// 19-20 primary L and M path tables, 21-22 Joliet's, one sector per directory and tree,
-	// then the files.
-	next := uint32(23)
-	for tree := primary; tree <= joliet; tree++ {
-		for _, d := range order {
-			d.extent[tree] = next
-			next++
-		}
-	}
-	for _, d := range order {
-		for _, f := range d.files {
-			f.extent = next
-			next += uint32((len(f.data) + sector - 1) / sector)
-		}
-	}
+	order := pathTableOrder(root)
+	next := allocate(order)
 	img := make([]byte, int(next)*sector)
 	for tree := primary; tree <= joliet; tree++ {
 		lpt, mpt := pathTables(order, tree)
@@ -143,8 +99,73 @@ func Write(w io.Writer, label string, files []File, t time.Time) error {
 			copy(img[int(f.extent)*sector:], f.data)
 		}
 	}
-	_, err := w.Write(img)
+	_, err = w.Write(img)
 	return err
+}
+
+// buildTree puts the files in their directories, with their names in both trees.
+func buildTree(files []File) (*dir, error) {
+	root := &dir{children: map[string]*dir{}}
+	for _, f := range files {
+		parts := strings.Split(strings.Trim(path.Clean(f.Path), "/"), "/")
+		d := root
+		for _, p := range parts[:len(parts)-1] {
+			c, ok := d.children[p]
+			if !ok {
+				c = &dir{name: [2]string{strings.ToUpper(p), p}, parent: d, children: map[string]*dir{}}
+				d.children[p] = c
+				d.dirs = append(d.dirs, c)
+			}
+			d = c
+		}
+		base := parts[len(parts)-1]
+		name := strings.ToUpper(base)
+		if !strings.Contains(name, ".") {
+			name += "."
+		}
+		if len(name) > 30 || len(base) > 60 {
+			return nil, fmt.Errorf("file name %q is too long for ISO 9660", base)
+		}
+		d.files = append(d.files, &fileEntry{name: [2]string{name + ";1", base + ";1"}, data: f.Data})
+	}
+	return root, nil
+}
+
+// pathTableOrder numbers the directories breadth-first, which is path-table order: by level,
+// then parent, then name.
+func pathTableOrder(root *dir) []*dir {
+	var order []*dir
+	queue := []*dir{root}
+	for len(queue) > 0 {
+		d := queue[0]
+		queue = queue[1:]
+		sort.Slice(d.dirs, func(i, j int) bool { return d.dirs[i].name[primary] < d.dirs[j].name[primary] })
+		d.number = uint16(len(order) + 1)
+		order = append(order, d)
+		queue = append(queue, d.dirs...)
+	}
+	return order
+}
+
+// allocate gives each directory and file its sectors and returns the image's size in sectors.
+// Sectors: 0-15 system area, 16 primary descriptor, 17 Joliet descriptor, 18 terminator,
+// 19-20 primary L and M path tables, 21-22 Joliet's, one sector per directory and tree,
+// then the files.
+func allocate(order []*dir) uint32 {
+	next := uint32(23)
+	for tree := primary; tree <= joliet; tree++ {
+		for _, d := range order {
+			d.extent[tree] = next
+			next++
+		}
+	}
+	for _, d := range order {
+		for _, f := range d.files {
+			f.extent = next
+			next += uint32((len(f.data) + sector - 1) / sector)
+		}
+	}
+	return next
 }
 
 // dirRecords is the content of a directory in one tree: ".", "..", then the entries in the

@@ -9,17 +9,18 @@ import (
 	"time"
 
 	"github.com/slimvirt/slimvirt/runtime/control"
+	"github.com/slimvirt/slimvirt/runtime/nodeseed"
 )
 
 // Command runs the launcher binary's client subcommands and returns the exit code:
-// "probe" (the readiness probe: 0 only while Running), "ctl CMD" (a control command), and
+// "probe" (0 only while the status file says Running), "ctl CMD" (a control command), and
 // "console" and "vnc", which join stdin/stdout to the guest's console or VNC display (slimctl
 // reaches them with the pod exec API), and "seed-node DIR" (as root) and "seed-caps DIR" (as
 // the launcher's account), which put on a node what its launchers share.
 func Command(cfg Config, args []string) int {
 	switch {
 	case len(args) == 1 && args[0] == "probe":
-		if err := Probe(cfg.StatusFile); err != nil {
+		if err := running(cfg.StatusFile); err != nil {
 			fmt.Fprintln(os.Stderr, "not ready:", err)
 			return 1
 		}
@@ -37,11 +38,12 @@ func Command(cfg Config, args []string) int {
 		}
 		return 0
 	case len(args) == 2 && (args[0] == "seed-node" || args[0] == "seed-caps"):
-		seed := SeedNode
+		seed := nodeseed.SeedNode
 		if args[0] == "seed-caps" {
-			seed = ProbeCaps
+			seed = nodeseed.ProbeCaps
 		}
-		if err := seed(context.Background(), cfg, args[1]); err != nil {
+		scfg := nodeseed.Config{Libvirt: cfg.Libvirt, Diskcopy: cfg.Diskcopy, Log: cfg.Log}
+		if err := seed(context.Background(), scfg, args[1]); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

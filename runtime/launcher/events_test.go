@@ -10,6 +10,7 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/runtime/libvirtd"
 )
 
 // Each lifecycle event moves the status file to the right phase, and a stopped domain ends
@@ -25,11 +26,11 @@ func TestOnEvent(t *testing.T) {
 		wantReason   string
 		wantExit     *Exit
 	}{
-		{name: "resumed", event: libvirt.DOMAIN_EVENT_RESUMED, wantPhase: PhaseRunning},
-		{name: "resumed while shutting down", event: libvirt.DOMAIN_EVENT_RESUMED, shuttingDown: true, wantPhase: PhaseShuttingDown},
-		{name: "paused", event: libvirt.DOMAIN_EVENT_SUSPENDED, detail: int(libvirt.DOMAIN_EVENT_SUSPENDED_PAUSED), wantPhase: PhasePaused},
-		{name: "paused on I/O error", event: libvirt.DOMAIN_EVENT_SUSPENDED, detail: int(libvirt.DOMAIN_EVENT_SUSPENDED_IOERROR), wantPhase: PhasePaused, wantReason: "paused on a disk I/O error"},
-		{name: "guest powering off", event: libvirt.DOMAIN_EVENT_SHUTDOWN, wantPhase: PhaseShuttingDown},
+		{name: "resumed", event: libvirt.DOMAIN_EVENT_RESUMED, wantPhase: launcherpod.PhaseRunning},
+		{name: "resumed while shutting down", event: libvirt.DOMAIN_EVENT_RESUMED, shuttingDown: true, wantPhase: launcherpod.PhaseShuttingDown},
+		{name: "paused", event: libvirt.DOMAIN_EVENT_SUSPENDED, detail: int(libvirt.DOMAIN_EVENT_SUSPENDED_PAUSED), wantPhase: launcherpod.PhasePaused},
+		{name: "paused on I/O error", event: libvirt.DOMAIN_EVENT_SUSPENDED, detail: int(libvirt.DOMAIN_EVENT_SUSPENDED_IOERROR), wantPhase: launcherpod.PhasePaused, wantReason: "paused on a disk I/O error"},
+		{name: "guest powering off", event: libvirt.DOMAIN_EVENT_SHUTDOWN, wantPhase: launcherpod.PhaseShuttingDown},
 		{name: "powered off", event: libvirt.DOMAIN_EVENT_STOPPED, detail: int(libvirt.DOMAIN_EVENT_STOPPED_SHUTDOWN), wantExit: &Exit{launcherpod.ExitGuestShutdown, "the guest powered off"}},
 		{name: "destroyed after the grace period", event: libvirt.DOMAIN_EVENT_STOPPED, detail: int(libvirt.DOMAIN_EVENT_STOPPED_DESTROYED), destroyed: "grace over", wantExit: &Exit{launcherpod.ExitGuestShutdown, "grace over"}},
 		{name: "destroyed by someone else", event: libvirt.DOMAIN_EVENT_STOPPED, detail: int(libvirt.DOMAIN_EVENT_STOPPED_DESTROYED), wantExit: &Exit{launcherpod.ExitGuestCrashed, "the domain was destroyed outside the launcher"}},
@@ -40,7 +41,7 @@ func TestOnEvent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			status := filepath.Join(t.TempDir(), "status.json")
 			l := &Launcher{
-				cfg:          Config{LibvirtRunDir: t.TempDir() + "/libvirt"},
+				cfg:          Config{Libvirt: libvirtd.Config{RunDir: t.TempDir() + "/libvirt"}},
 				vmi:          &v1.VirtualMachineInstance{},
 				log:          discardLogger(),
 				status:       &statusWriter{path: status},
@@ -48,7 +49,7 @@ func TestOnEvent(t *testing.T) {
 				destroyed:    tc.destroyed,
 				session:      true,
 			}
-			_ = l.status.phase(PhaseStarting, "")
+			_ = l.status.phase(launcherpod.PhaseStarting, "")
 			exit := l.onEvent(libvirt.DomainEventLifecycle{Event: tc.event, Detail: tc.detail})
 			if tc.wantExit != nil {
 				if exit == nil || *exit != *tc.wantExit {

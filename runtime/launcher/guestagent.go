@@ -20,14 +20,9 @@ const guestInfoTimeout = 10 * time.Second
 // watchAgent follows the guest agent's connection: connected, the status says so and gets
 // the guest's OS from the agent; disconnected (the guest stopped it, rebooted), it no longer
 // does. It returns the deregistration.
-func (l *Launcher) watchAgent(ctx context.Context, conn *libvirt.Connect, dom *libvirt.Domain) (func(), error) {
+func (l *Launcher) watchAgent(ctx context.Context, dom guestDomain) (func(), error) {
 	states := make(chan bool, 16)
-	id, err := conn.DomainEventAgentLifecycleRegister(dom, func(_ *libvirt.Connect, _ *libvirt.Domain, ev *libvirt.DomainEventAgentLifecycle) {
-		select {
-		case states <- ev.State == libvirt.CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED:
-		default:
-		}
-	})
+	unwatch, err := dom.WatchAgent(states)
 	if err != nil {
 		return nil, fmt.Errorf("watch the guest agent: %w", err)
 	}
@@ -50,11 +45,11 @@ func (l *Launcher) watchAgent(ctx context.Context, conn *libvirt.Connect, dom *l
 			}
 		}
 	}()
-	return func() { _ = conn.DomainEventDeregister(id) }, nil
+	return unwatch, nil
 }
 
 // recordGuestOS puts what the agent says of the guest's OS into the status.
-func (l *Launcher) recordGuestOS(dom *libvirt.Domain) {
+func (l *Launcher) recordGuestOS(dom guestDomain) {
 	info, err := guestInfo(dom, libvirt.DOMAIN_GUEST_INFO_OS)
 	if err != nil {
 		l.log.Warn("the guest agent did not say what the guest runs", "err", err)
@@ -68,7 +63,7 @@ func (l *Launcher) recordGuestOS(dom *libvirt.Domain) {
 }
 
 // guestInfoReply answers the guestinfo command.
-func (l *Launcher) guestInfoReply(dom *libvirt.Domain) (launcherpod.GuestInfo, error) {
+func (l *Launcher) guestInfoReply(dom guestDomain) (launcherpod.GuestInfo, error) {
 	if !l.status.get().AgentConnected {
 		return launcherpod.GuestInfo{}, errNoAgent
 	}
@@ -77,14 +72,14 @@ func (l *Launcher) guestInfoReply(dom *libvirt.Domain) (launcherpod.GuestInfo, e
 }
 
 // guestInfo asks the guest agent through libvirt.
-func guestInfo(dom *libvirt.Domain, types libvirt.DomainGuestInfoTypes) (launcherpod.GuestInfo, error) {
+func guestInfo(dom guestDomain, types libvirt.DomainGuestInfoTypes) (launcherpod.GuestInfo, error) {
 	type result struct {
 		info *libvirt.DomainGuestInfo
 		err  error
 	}
 	done := make(chan result, 1)
 	go func() {
-		info, err := dom.GetGuestInfo(types, 0)
+		info, err := dom.GuestInfo(types)
 		done <- result{info, err}
 	}()
 	var r result

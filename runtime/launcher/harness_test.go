@@ -18,6 +18,7 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // The launcher under test runs as PID 1 of fresh PID, mount and network namespaces, as in a
@@ -76,7 +77,9 @@ var bins struct {
 	launcher, diskcopy string
 	guest              string
 	// dir holds the binaries and the files that removeStale must find after a killed run.
-	dir string
+	dir      string
+	build    sync.Once
+	buildErr error
 }
 
 // removeStale ends what an earlier, killed run of these tests left: launchers still running
@@ -123,17 +126,6 @@ func TestMain(m *testing.M) {
 		bins.dir = dir
 		bins.launcher = filepath.Join(dir, "slimvirt-launcher")
 		bins.diskcopy = filepath.Join(dir, "slimvirt-diskcopy")
-		for _, b := range []struct{ out, pkg, cgo string }{
-			{bins.launcher, "../cmd/slimvirt-launcher", "1"},
-			{bins.diskcopy, "../cmd/slimvirt-diskcopy", "0"},
-		} {
-			cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.pkg, err, out)
-				return 1
-			}
-		}
 		bins.guest = os.Getenv("SLIMVIRT_GUEST_DIR")
 		if bins.guest == "" {
 			bins.guest = "../../_output/guest"
@@ -143,13 +135,31 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// buildBinaries builds the launcher and the copier for the tests that run them, once; the
+// unit tests of the package do without.
+func buildBinaries() error {
+	bins.build.Do(func() {
+		for _, b := range []struct{ out, pkg, cgo string }{
+			{bins.launcher, "../cmd/slimvirt-launcher", "1"},
+			{bins.diskcopy, "../cmd/slimvirt-diskcopy", "0"},
+		} {
+			cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				bins.buildErr = fmt.Errorf("build %s: %w\n%s", b.pkg, err, out)
+				return
+			}
+		}
+	})
+	return bins.buildErr
+}
+
 // needGuest fails (not skips) when the environment cannot run the real tests: they are the
 // point of this package, and `make test-runtime` builds the guest first.
 func needGuest(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("runtime tests run libvirtd and QEMU in namespaces and need root")
-	}
+	testutil.RequireRoot(t, "runtime tests run libvirtd and QEMU in namespaces")
+	testutil.Must(t, buildBinaries())
 	for _, f := range []string{"disk.qcow2", "disk.raw"} {
 		if _, err := os.Stat(filepath.Join(bins.guest, f)); err != nil {
 			t.Fatalf("test guest missing (run make guest): %v", err)
@@ -239,7 +249,7 @@ func (r *run) start(vmi *v1.VirtualMachineInstance, env ...string) {
 			}
 		}
 		err := cmd.Wait()
-		logf.Close()
+		_ = logf.Close()
 		var ee *exec.ExitError
 		switch {
 		case err == nil:

@@ -15,15 +15,13 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
-	"github.com/slimvirt/slimvirt/runtime/launcher"
 )
 
 const bootTimeout = 90 * time.Second
-
-func ptr[T any](v T) *T { return &v }
 
 func keys(m map[string]bool) []string {
 	var out []string
@@ -38,9 +36,9 @@ func testVMI(name string, grace int64, disks []v1.Disk, vols []v1.Volume) *v1.Vi
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "test", UID: "0f0e0d0c-0000-4000-8000-000000000001"},
 		Spec: v1.VirtualMachineInstanceSpec{
 			Domain: v1.DomainSpec{
-				Memory: &v1.Memory{Guest: ptr(resource.MustParse("256Mi"))},
+				Memory: &v1.Memory{Guest: ptr.To(resource.MustParse("256Mi"))},
 				Devices: v1.Devices{
-					AutoattachPodInterface: ptr(false),
+					AutoattachPodInterface: ptr.To(false),
 					Disks:                  disks,
 				},
 			},
@@ -131,7 +129,7 @@ func TestContainerDiskCloudInitPauseShutdown(t *testing.T) {
 		t.Errorf("status guest MAC %q", st.GuestMAC)
 	}
 	st := r.status()
-	if st.Phase != launcher.PhaseRunning || st.Accelerator != "tcg" {
+	if st.Phase != launcherpod.PhaseRunning || st.Accelerator != "tcg" {
 		t.Errorf("status %+v, want Running on tcg", st)
 	}
 	if out, err := r.launcherCmd("probe"); err != nil {
@@ -156,7 +154,7 @@ func TestContainerDiskCloudInitPauseShutdown(t *testing.T) {
 		if _, err := io.ReadFull(c, hello); err != nil || !strings.HasPrefix(string(hello), "RFB ") {
 			t.Errorf("VNC greeting %q, %v", hello, err)
 		}
-		c.Close()
+		_ = c.Close()
 	}
 	// The overlay takes the writes; the copied disk stays as it was.
 	if _, err := os.Stat(r.path(launcherpod.EmptyDiskDir + "/root.qcow2")); err != nil {
@@ -169,7 +167,7 @@ func TestContainerDiskCloudInitPauseShutdown(t *testing.T) {
 	if out, err := r.launcherCmd("ctl", "pause"); err != nil {
 		t.Fatalf("pause: %v: %s", err, out)
 	}
-	r.waitPhase(launcher.PhasePaused, 10*time.Second)
+	r.waitPhase(launcherpod.PhasePaused, 10*time.Second)
 	if _, err := r.launcherCmd("probe"); err == nil {
 		t.Error("probe succeeded while paused")
 	}
@@ -183,7 +181,7 @@ func TestContainerDiskCloudInitPauseShutdown(t *testing.T) {
 	if out, err := r.launcherCmd("ctl", "unpause"); err != nil {
 		t.Fatalf("unpause: %v: %s", err, out)
 	}
-	r.waitPhase(launcher.PhaseRunning, 10*time.Second)
+	r.waitPhase(launcherpod.PhaseRunning, 10*time.Second)
 	r.waitLine("after-pause-2", 20*time.Second)
 
 	log, err := os.ReadFile(filepath.Join(r.dir, "console.log"))
@@ -200,7 +198,7 @@ func TestContainerDiskCloudInitPauseShutdown(t *testing.T) {
 	if took := time.Since(start); took > 30*time.Second {
 		t.Errorf("shutdown took %s", took)
 	}
-	if st := r.status(); st.Phase != launcher.PhaseShutdown || st.Reason != "the guest powered off" {
+	if st := r.status(); st.Phase != launcherpod.PhaseShutdown || st.Reason != "the guest powered off" {
 		t.Errorf("final status %+v", st)
 	}
 	// The copier stayed (a pod with an exited container is not Ready) and ends on SIGTERM.
@@ -218,7 +216,7 @@ func TestPVCConfigDriveForcedDestroy(t *testing.T) {
 	const grace = 4
 	vmi := testVMI("pvc", grace,
 		[]v1.Disk{
-			{Name: "rootdisk", Disk: &v1.DiskTarget{Bus: "sata"}, BootOrder: ptr(uint(1))},
+			{Name: "rootdisk", Disk: &v1.DiskTarget{Bus: "sata"}, BootOrder: ptr.To(uint(1))},
 			{Name: "configdrive", CDRom: &v1.CDRomTarget{Bus: "sata"}},
 		},
 		[]v1.Volume{
@@ -242,14 +240,14 @@ func TestPVCConfigDriveForcedDestroy(t *testing.T) {
 	}
 	r.waitLine("SLIMVIRT-GUEST-POWEROFF", 30*time.Second)
 	r.waitCount("SLIMVIRT-GUEST-UP", 2, bootTimeout)
-	r.waitPhase(launcher.PhaseRunning, 5*time.Second)
+	r.waitPhase(launcherpod.PhaseRunning, 5*time.Second)
 	// Hard reset: the machine starts over at once, without a poweroff.
 	if out, err := r.launcherCmd("ctl", "reset"); err != nil {
 		t.Fatalf("reset: %v: %s", err, out)
 	}
 	r.waitCount("SLIMVIRT-GUEST-UP", 3, bootTimeout)
 	r.waitCount("SLIMVIRT-GUEST-POWEROFF", 1, time.Second)
-	r.waitPhase(launcher.PhaseRunning, 5*time.Second)
+	r.waitPhase(launcherpod.PhaseRunning, 5*time.Second)
 
 	typeOnConsole(t, r, "kill $(pidof acpid); echo acpid-gone-$((1+1))", true)
 	r.waitLine("acpid-gone-2", 20*time.Second)
@@ -374,7 +372,7 @@ func TestSetupFailures(t *testing.T) {
 			if strings.Contains(msg, "\n") {
 				t.Errorf("termination message %q is not one line", msg)
 			}
-			if st := r.status(); st.Phase != launcher.PhaseCrashed {
+			if st := r.status(); st.Phase != launcherpod.PhaseCrashed {
 				t.Errorf("status phase %q, want Crashed", st.Phase)
 			}
 		})
@@ -396,7 +394,7 @@ func TestKernelBootPCMachine(t *testing.T) {
 	vmi := testVMI("kboot", 30, nil, nil)
 	vmi.Spec.Domain.Machine = &v1.Machine{Type: "pc"}
 	vmi.Spec.Domain.CPU = &v1.CPU{Sockets: 1, Cores: 2, Threads: 1}
-	vmi.Spec.Domain.Devices.AutoattachGraphicsDevice = ptr(false)
+	vmi.Spec.Domain.Devices.AutoattachGraphicsDevice = ptr.To(false)
 	vmi.Spec.Domain.Firmware = &v1.Firmware{KernelBoot: &v1.KernelBoot{
 		KernelArgs: "console=ttyS0,115200 panic=-1",
 		Container:  &v1.KernelBootContainer{Image: "guest", KernelPath: "/boot/vmlinuz", InitrdPath: "/boot/initrd.gz"},
@@ -424,7 +422,7 @@ func TestKernelBootPCMachine(t *testing.T) {
 	if msg := r.terminationMessage(); !strings.Contains(msg, "QEMU stopped unexpectedly") {
 		t.Errorf("termination message %q", msg)
 	}
-	if st := r.status(); st.Phase != launcher.PhaseCrashed {
+	if st := r.status(); st.Phase != launcherpod.PhaseCrashed {
 		t.Errorf("status %+v, want Crashed", st)
 	}
 }
@@ -440,7 +438,7 @@ func TestEFIBoot(t *testing.T) {
 	vmi := testVMI("efi", 30,
 		[]v1.Disk{{Name: "root", Disk: &v1.DiskTarget{Bus: "virtio"}}},
 		[]v1.Volume{{Name: "root", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "guest"}}}})
-	vmi.Spec.Domain.Firmware = &v1.Firmware{Bootloader: &v1.Bootloader{EFI: &v1.EFI{SecureBoot: ptr(false)}}}
+	vmi.Spec.Domain.Firmware = &v1.Firmware{Bootloader: &v1.Bootloader{EFI: &v1.EFI{SecureBoot: ptr.To(false)}}}
 	r.start(vmi)
 	r.waitLine("Shell>", bootTimeout)
 	if _, err := os.Stat(r.path(launcherpod.EmptyDiskDir + "/test_efi_VARS.fd")); err != nil {
@@ -453,7 +451,7 @@ func TestEFIBoot(t *testing.T) {
 	if _, err := c.Write([]byte(`fs0:\vmlinuz initrd=\initrd.gz console=ttyS0 panic=-1` + "\r")); err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
+	_ = c.Close()
 	r.waitLine("SLIMVIRT-GUEST-UP", bootTimeout)
 	r.signal(syscall.SIGTERM)
 	r.waitLine("SLIMVIRT-GUEST-POWEROFF", 30*time.Second)

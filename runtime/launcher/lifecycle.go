@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,170 +18,224 @@ import (
 	"github.com/slimvirt/slimvirt/runtime/domain"
 )
 
-// DefaultGracePeriod is the guest's time to power off after the ACPI power button.
-const DefaultGracePeriod = 30 * time.Second
+// defaultGracePeriod is the guest's time to power off after the ACPI power button.
+const defaultGracePeriod = 30 * time.Second
 
 func (l *Launcher) gracePeriod() time.Duration {
 	if g := l.vmi.Spec.TerminationGracePeriodSeconds; g != nil {
 		return time.Duration(*g) * time.Second
 	}
-	return DefaultGracePeriod
+	return defaultGracePeriod
+}
+
+// plan is the domain to run: its XML and the NICs its interfaces use.
+type plan struct {
+	xml  string
+	nics []NIC
+}
+
+// watch is what ends or changes the domain besides the launcher: its lifecycle events and the
+// loss of libvirtd.
+type watch struct {
+	events chan libvirt.DomainEventLifecycle
+	lost   chan string
+	// died reports a libvirt daemon that exited.
+	died    <-chan string
+	unwatch func()
+}
+
+// services are what runs beside the guest: the serial console, the guest agent's watch, the
+// control socket and the network's services.
+type services struct {
+	consoleDone  chan struct{}
+	netFailed    chan error
+	unwatchAgent func()
 }
 
 // runDomain starts the domain and follows it until it stops.
-func (l *Launcher) runDomain(ctx context.Context, conn *libvirt.Connect, xml string, nics []NIC, sigs <-chan os.Signal) error {
-	c := &l.cfg
-	events := make(chan libvirt.DomainEventLifecycle, 64)
-	cb, err := conn.DomainEventLifecycleRegister(nil, func(_ *libvirt.Connect, _ *libvirt.Domain, ev *libvirt.DomainEventLifecycle) {
-		select {
-		case events <- *ev:
-		default: // never block libvirt's event loop; the state is re-read on STOPPED anyway
-		}
-	})
+func (l *Launcher) runDomain(ctx context.Context, hv hypervisor, died <-chan string, p plan, sigs <-chan os.Signal) error {
+	w := &watch{events: make(chan libvirt.DomainEventLifecycle, 64), lost: make(chan string, 1), died: died}
+	unwatch, err := hv.Watch(w.events, w.lost)
 	if err != nil {
 		return setupFailed("watch domain events: %v", err)
 	}
-	defer func() { _ = conn.DomainEventDeregister(cb) }()
-	lost := make(chan string, 1)
-	_ = conn.RegisterCloseCallback(func(_ *libvirt.Connect, reason libvirt.ConnectCloseReason) {
-		select {
-		case lost <- fmt.Sprintf("lost the connection to libvirtd (reason %d)", reason):
-		default:
-		}
-	})
-	died := make(chan string, len(l.daemons))
-	for _, d := range l.daemons {
-		go func() {
-			err := <-d.done
-			d.done <- err
-			died <- fmt.Sprintf("%s exited: %v", d.name, err)
-		}()
-	}
-
+	defer unwatch()
 	// A pod deleted while the launcher was still setting up has no guest to shut down.
 	select {
 	case s := <-sigs:
 		return &Exit{launcherpod.ExitGuestShutdown, "received " + s.String() + " before the guest started"}
 	default:
 	}
-	// Started paused so that the console is attached before the guest prints anything, and
-	// autodestroyed so that QEMU never outlives the launcher's connection.
-	step := time.Now()
-	dom, err := conn.DomainCreateXML(xml, libvirt.DOMAIN_START_PAUSED|libvirt.DOMAIN_START_AUTODESTROY)
+	dom, err := l.startDomain(hv, p.xml)
 	if err != nil {
-		return setupFailed("start the domain: %v", err)
+		return err
 	}
-	l.log.Info("QEMU started", "took", time.Since(step).Round(time.Millisecond))
 	defer dom.Free()
-	l.mu.Lock()
-	l.dom = dom
-	l.mu.Unlock()
-
 	runCtx, stopServices := context.WithCancel(ctx)
 	defer stopServices()
-	consoleDone := make(chan struct{})
-	if dev := l.vmi.Spec.Domain.Devices; dev.AutoattachSerialConsole == nil || *dev.AutoattachSerialConsole {
-		mux := &console.Mux{QEMUSocket: c.SerialSocket, ClientSocket: c.ConsoleSocket, LogFile: c.ConsoleLog, Lines: c.Stdout, Log: l.log}
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := mux.Connect(cctx)
-		cancel()
-		if err != nil {
-			_ = dom.Destroy()
-			return setupFailed("%v", err)
-		}
-		go func() {
-			defer close(consoleDone)
-			if err := mux.Serve(runCtx); err != nil {
-				l.log.Error("serial console", "err", err)
-			}
-		}()
-	} else {
-		close(consoleDone)
-	}
-	if c.GuestAgentSocket != "" {
-		unwatch, err := l.watchAgent(runCtx, conn, dom)
-		if err != nil {
-			_ = dom.Destroy()
-			return setupFailed("%v", err)
-		}
-		defer unwatch()
-	}
-	ln, err := control.Listen(c.ControlSocket)
+	svc, err := l.startServices(ctx, runCtx, dom, p.nics)
 	if err != nil {
 		_ = dom.Destroy()
-		return setupFailed("%v", err)
+		return err
 	}
-	go control.Serve(runCtx, ln, l.handle)
-	netFailed := make(chan error, 1)
-	if c.Network != nil && len(nics) > 0 {
-		go func() {
-			err := c.Network.Serve(runCtx, func(ip net.IP) {
-				l.log.Info("guest took a DHCP lease", "ip", ip)
-				_ = l.status.update(func(s *launcherpod.Status) { s.GuestIP = ip.String() })
-			})
-			if err != nil && runCtx.Err() == nil {
-				netFailed <- err
-			}
-		}()
-	}
+	defer svc.unwatchAgent()
 	if err := dom.Resume(); err != nil {
 		_ = dom.Destroy()
 		return setupFailed("resume the domain: %v", err)
 	}
-	_ = l.status.phase(PhaseRunning, "")
+	_ = l.status.phase(launcherpod.PhaseRunning, "")
 	l.log.Info("domain running", "domain", domain.Name(l.vmi))
+	return l.follow(dom, w, svc, sigs, stopServices)
+}
 
-	var grace <-chan time.Time
-	shutdown := func(why string) {
-		if grace != nil {
-			return
-		}
-		l.log.Info("shutting the guest down", "why", why, "grace", l.gracePeriod())
-		l.mu.Lock()
-		l.shuttingDown = true
-		l.mu.Unlock()
-		_ = l.status.phase(PhaseShuttingDown, why)
-		grace = time.After(l.gracePeriod())
-		if st, _, err := dom.GetState(); err == nil && st == libvirt.DOMAIN_PAUSED {
-			_ = dom.Resume()
-		}
-		if l.gracePeriod() > 0 {
-			if err := dom.ShutdownFlags(libvirt.DOMAIN_SHUTDOWN_ACPI_POWER_BTN); err != nil {
-				l.log.Error("ACPI power button", "err", err)
-				grace = time.After(0)
-			}
-		}
+// startDomain starts the domain paused, so that the console is attached before the guest
+// prints anything.
+func (l *Launcher) startDomain(hv hypervisor, xml string) (guestDomain, error) {
+	step := time.Now()
+	dom, err := hv.StartPaused(xml)
+	if err != nil {
+		return nil, setupFailed("start the domain: %v", err)
 	}
+	l.log.Info("QEMU started", "took", time.Since(step).Round(time.Millisecond))
+	l.mu.Lock()
+	l.dom = dom
+	l.mu.Unlock()
+	return dom, nil
+}
+
+// startServices starts what runs beside the guest until runCtx ends; ctx bounds the console's
+// connection to QEMU.
+func (l *Launcher) startServices(ctx, runCtx context.Context, dom guestDomain, nics []NIC) (*services, error) {
+	c := &l.cfg
+	svc := &services{consoleDone: make(chan struct{}), netFailed: make(chan error, 1), unwatchAgent: func() {}}
+	if err := l.startConsole(ctx, runCtx, svc.consoleDone); err != nil {
+		return nil, err
+	}
+	if c.GuestAgentSocket != "" {
+		unwatch, err := l.watchAgent(runCtx, dom)
+		if err != nil {
+			return nil, setupFailed("%v", err)
+		}
+		svc.unwatchAgent = unwatch
+	}
+	ln, err := control.Listen(c.ControlSocket)
+	if err != nil {
+		svc.unwatchAgent()
+		return nil, setupFailed("%v", err)
+	}
+	go control.Serve(runCtx, ln, l.handle)
+	if l.network != nil && len(nics) > 0 {
+		go l.serveNetwork(runCtx, svc.netFailed)
+	}
+	return svc, nil
+}
+
+// startConsole copies the serial console to the log, stdout and console clients, unless the
+// VMI has no serial console; done is closed when the copy ends.
+func (l *Launcher) startConsole(ctx, runCtx context.Context, done chan struct{}) error {
+	c := &l.cfg
+	if dev := l.vmi.Spec.Domain.Devices; dev.AutoattachSerialConsole != nil && !*dev.AutoattachSerialConsole {
+		close(done)
+		return nil
+	}
+	mux := &console.Mux{QEMUSocket: c.SerialSocket, ClientSocket: c.ConsoleSocket, LogFile: c.ConsoleLog, Lines: c.Stdout, Log: l.log}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := mux.Connect(cctx)
+	cancel()
+	if err != nil {
+		return setupFailed("%v", err)
+	}
+	go func() {
+		defer close(done)
+		if err := mux.Serve(runCtx); err != nil {
+			l.log.Error("serial console", "err", err)
+		}
+	}()
+	return nil
+}
+
+// serveNetwork runs the network's services and records the guest's lease.
+func (l *Launcher) serveNetwork(ctx context.Context, failed chan<- error) {
+	err := l.network.Serve(ctx, func(ip net.IP) {
+		l.log.Info("guest took a DHCP lease", "ip", ip)
+		_ = l.status.update(func(s *launcherpod.Status) { s.GuestIP = ip.String() })
+	})
+	if err != nil && ctx.Err() == nil {
+		failed <- err
+	}
+}
+
+// follow runs the domain's life: it shuts the guest down on a signal or a control-socket
+// request, destroys it when the grace period is over, and ends when it stops or the launcher
+// cannot follow it any more.
+func (l *Launcher) follow(dom guestDomain, w *watch, svc *services, sigs <-chan os.Signal, stopServices func()) error {
+	var grace <-chan time.Time
 	for {
 		select {
-		case ev := <-events:
+		case ev := <-w.events:
 			if exit := l.onEvent(ev); exit != nil {
-				stopServicesAfterConsole(consoleDone, stopServices)
+				stopServicesAfterConsole(svc.consoleDone, stopServices)
 				return exit
 			}
 		case s := <-sigs:
-			shutdown("received " + s.String())
+			if grace == nil {
+				grace = l.shutdown(dom, "received "+s.String())
+			}
 		case <-l.shutdownReq:
-			shutdown("shutdown requested on the control socket")
+			if grace == nil {
+				grace = l.shutdown(dom, "shutdown requested on the control socket")
+			}
 		case <-grace:
-			l.mu.Lock()
-			l.destroyed = fmt.Sprintf("the guest did not power off within the grace period of %s and was destroyed", l.gracePeriod())
-			l.mu.Unlock()
-			l.log.Info("grace period over, destroying the domain")
-			if err := dom.Destroy(); err != nil {
-				return &Exit{launcherpod.ExitGuestCrashed, fmt.Sprintf("destroy the domain: %v", err)}
+			if err := l.destroyAfterGrace(dom); err != nil {
+				return err
 			}
 			grace = nil
-		case why := <-lost:
+		case why := <-w.lost:
 			return &Exit{launcherpod.ExitGuestCrashed, why}
-		case why := <-died:
+		case why := <-w.died:
 			_ = dom.Destroy()
 			return &Exit{launcherpod.ExitGuestCrashed, why}
-		case err := <-netFailed:
+		case err := <-svc.netFailed:
 			_ = dom.Destroy()
 			return &Exit{launcherpod.ExitGuestCrashed, fmt.Sprintf("pod network service failed: %v", err)}
 		}
 	}
+}
+
+// shutdown presses the guest's power button (a paused guest is resumed first, or it could not
+// react) and returns when its grace period is over: at once when there is none or the button
+// cannot be pressed.
+func (l *Launcher) shutdown(dom guestDomain, why string) <-chan time.Time {
+	grace := l.gracePeriod()
+	l.log.Info("shutting the guest down", "why", why, "grace", grace)
+	l.mu.Lock()
+	l.shuttingDown = true
+	l.mu.Unlock()
+	_ = l.status.phase(launcherpod.PhaseShuttingDown, why)
+	over := l.after(grace)
+	if st, _, err := dom.State(); err == nil && st == libvirt.DOMAIN_PAUSED {
+		_ = dom.Resume()
+	}
+	if grace > 0 {
+		if err := dom.PowerButton(); err != nil {
+			l.log.Error("ACPI power button", "err", err)
+			over = l.after(0)
+		}
+	}
+	return over
+}
+
+// destroyAfterGrace destroys a guest that did not power off within its grace period; its
+// stopped event then ends the launcher.
+func (l *Launcher) destroyAfterGrace(dom guestDomain) error {
+	l.mu.Lock()
+	l.destroyed = fmt.Sprintf("the guest did not power off within the grace period of %s and was destroyed", l.gracePeriod())
+	l.mu.Unlock()
+	l.log.Info("grace period over, destroying the domain")
+	if err := dom.Destroy(); err != nil {
+		return &Exit{launcherpod.ExitGuestCrashed, fmt.Sprintf("destroy the domain: %v", err)}
+	}
+	return nil
 }
 
 // stopServicesAfterConsole lets the console copy the guest's last lines before the services stop.
@@ -203,7 +256,7 @@ func (l *Launcher) pausedNow(ev libvirt.DomainEventLifecycle) (paused, ioError b
 	dom := l.dom
 	l.mu.Unlock()
 	if dom != nil {
-		if state, reason, err := dom.GetState(); err == nil {
+		if state, reason, err := dom.State(); err == nil {
 			return state == libvirt.DOMAIN_PAUSED, state == libvirt.DOMAIN_PAUSED && libvirt.DomainPausedReason(reason) == libvirt.DOMAIN_PAUSED_IOERROR
 		}
 	}
@@ -222,16 +275,16 @@ func (l *Launcher) onEvent(ev libvirt.DomainEventLifecycle) *Exit {
 		paused, ioError := l.pausedNow(ev)
 		switch {
 		case paused && ioError:
-			_ = l.status.phase(PhasePaused, "paused on a disk I/O error")
+			_ = l.status.phase(launcherpod.PhasePaused, "paused on a disk I/O error")
 		case paused:
-			_ = l.status.phase(PhasePaused, "")
+			_ = l.status.phase(launcherpod.PhasePaused, "")
 		case shuttingDown:
-			_ = l.status.phase(PhaseShuttingDown, "")
+			_ = l.status.phase(launcherpod.PhaseShuttingDown, "")
 		default:
-			_ = l.status.phase(PhaseRunning, "")
+			_ = l.status.phase(launcherpod.PhaseRunning, "")
 		}
 	case libvirt.DOMAIN_EVENT_SHUTDOWN:
-		_ = l.status.phase(PhaseShuttingDown, "the guest is powering off")
+		_ = l.status.phase(launcherpod.PhaseShuttingDown, "the guest is powering off")
 	case libvirt.DOMAIN_EVENT_STOPPED:
 		switch libvirt.DomainEventStoppedDetailType(ev.Detail) {
 		case libvirt.DOMAIN_EVENT_STOPPED_SHUTDOWN:
@@ -252,11 +305,7 @@ func (l *Launcher) onEvent(ev libvirt.DomainEventLifecycle) *Exit {
 
 // qemuLogTail is the end of QEMU's own log, which says why it died.
 func (l *Launcher) qemuLogTail() string {
-	log := filepath.Join("/var/log/libvirt/qemu", domain.Name(l.vmi)+".log")
-	if l.session {
-		log = filepath.Join(l.cfg.LibvirtRunDir, "cache", "libvirt", "qemu", "log", domain.Name(l.vmi)+".log")
-	}
-	b, err := os.ReadFile(log)
+	b, err := os.ReadFile(l.cfg.Libvirt.QEMULog(domain.Name(l.vmi), l.session))
 	if err != nil {
 		return "(no QEMU log)"
 	}
@@ -312,9 +361,9 @@ func (l *Launcher) handle(_ context.Context, cmd string) (string, error) {
 	case control.Unpause:
 		return "", dom.Resume()
 	case control.Reboot:
-		return "", dom.Reboot(libvirt.DOMAIN_REBOOT_ACPI_POWER_BTN)
+		return "", dom.Reboot()
 	case control.Reset:
-		return "", dom.Reset(0)
+		return "", dom.Reset()
 	case control.Shutdown:
 		select {
 		case l.shutdownReq <- struct{}{}:

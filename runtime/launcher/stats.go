@@ -27,7 +27,7 @@ func (l *Launcher) stats() (launcherpod.DomainStats, error) {
 	if dom == nil {
 		return launcherpod.DomainStats{}, errors.New("the domain is not running")
 	}
-	return domainStats(dom)
+	return dom.Stats()
 }
 
 // domainStats reads dom's statistics in one libvirt call and its live XML for the device names.

@@ -3,26 +3,14 @@ package launcher
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
+	"github.com/slimvirt/slimvirt/internal/atomicfile"
 )
 
-// Phases written to the status file.
-const (
-	PhaseStarting     = launcherpod.PhaseStarting
-	PhaseRunning      = launcherpod.PhaseRunning
-	PhasePaused       = launcherpod.PhasePaused
-	PhaseShuttingDown = launcherpod.PhaseShuttingDown
-	PhaseShutdown     = launcherpod.PhaseShutdown
-	PhaseCrashed      = launcherpod.PhaseCrashed
-)
-
-// statusWriter keeps the status and writes it atomically on every change, so the node agent
-// and the readiness probe never read half a file.
+// statusWriter keeps the status and replaces the file on every change, so the node agent
+// never reads half a file.
 type statusWriter struct {
 	path string
 	mu   sync.Mutex
@@ -42,11 +30,7 @@ func (s *statusWriter) update(f func(*launcherpod.Status)) error {
 	if err != nil {
 		return err
 	}
-	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write status: %w", err)
-	}
-	return os.Rename(tmp, s.path)
+	return atomicfile.WriteFile(s.path, append(b, '\n'), 0o644)
 }
 
 func (s *statusWriter) get() launcherpod.Status {
@@ -59,18 +43,15 @@ func (s *statusWriter) phase(p, reason string) error {
 	return s.update(func(st *launcherpod.Status) { st.Phase, st.Reason = p, reason })
 }
 
-// Probe is the readiness probe: nil only while the status says Running.
-func Probe(path string) error {
+// running says whether the status file at path shows the domain Running ("probe": for a
+// shell in the pod and the tests; the node agent reads the file itself).
+func running(path string) error {
 	st, err := launcherpod.ReadStatus(path)
 	if err != nil {
 		return err
 	}
-	if st.Phase != PhaseRunning {
+	if st.Phase != launcherpod.PhaseRunning {
 		return errors.New("phase is " + st.Phase)
 	}
 	return nil
-}
-
-func ensureDir(path string) error {
-	return os.MkdirAll(filepath.Dir(path), 0o755)
 }

@@ -14,9 +14,9 @@ import (
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 )
 
-// TestNewReadsVMIFile: the launcher takes a VMI larger than one environment string from its
+// TestReadVMIFile: the launcher takes a VMI larger than one environment string from its
 // pod's VMI file, and refuses the file when it is not what the controller wrote.
-func TestNewReadsVMIFile(t *testing.T) {
+func TestReadVMIFile(t *testing.T) {
 	vmi := &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "big", Namespace: "ns"}}
 	vmi.Spec.Volumes = []v1.Volume{{Name: "ci", VolumeSource: v1.VolumeSource{CloudInitNoCloud: &v1.CloudInitNoCloudSource{
 		UserData: "#cloud-config\n# " + strings.Repeat("x", 200<<10) + "\n"}}}}
@@ -29,19 +29,18 @@ func TestNewReadsVMIFile(t *testing.T) {
 	if err := os.WriteFile(file, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
-	cfg.VMIFile, cfg.VMISHA256 = file, hex.EncodeToString(sum[:])
-	l, err := New(cfg)
+	sha := hex.EncodeToString(sum[:])
+	got, err := ReadVMI("", file, sha)
 	if err != nil {
 		t.Fatalf("a %d-byte VMI: %v", len(raw), err)
 	}
-	if l.vmi.Name != "big" || len(l.vmi.Spec.Volumes[0].CloudInitNoCloud.UserData) < 200<<10 {
-		t.Errorf("parsed VMI %s with %d bytes of user data", l.vmi.Name, len(l.vmi.Spec.Volumes[0].CloudInitNoCloud.UserData))
+	if got.Name != "big" || len(got.Spec.Volumes[0].CloudInitNoCloud.UserData) < 200<<10 {
+		t.Errorf("parsed VMI %s with %d bytes of user data", got.Name, len(got.Spec.Volumes[0].CloudInitNoCloud.UserData))
 	}
 	if err := os.WriteFile(file, []byte(strings.Replace(string(raw), `"big"`, `"bug"`, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "changed after the pod was made") {
+	if _, err := ReadVMI("", file, sha); err == nil || !strings.Contains(err.Error(), "changed after the pod was made") {
 		t.Errorf("an edited VMI file: err = %v, want a refusal", err)
 	}
 }

@@ -250,14 +250,10 @@ func (p *Preparer) cloudInit(vmi *v1.VirtualMachineInstance, vol v1.Volume) (dom
 	if err != nil {
 		return domain.DiskSource{}, err
 	}
-	hostname := vmi.Spec.Hostname
-	if hostname == "" {
-		hostname = vmi.Name
-	}
 	iso := filepath.Join(p.Layout.EmptyDiskDir, vol.Name+".iso")
 	data := cloudinit.Data{
 		UserData: user, NetworkData: network,
-		InstanceID: vmi.Name + "." + vmi.Namespace, Hostname: hostname, UUID: string(vmi.UID),
+		InstanceID: vmi.Name + "." + vmi.Namespace, Hostname: vmi.GuestHostname(), UUID: string(vmi.UID),
 	}
 	now := time.Now
 	if p.Now != nil {
@@ -318,7 +314,7 @@ func createSparse(path string, size int64) error {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	if err := f.Truncate(size); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("size %s to %d bytes: %w", path, size, err)
 	}
 	return f.Close()
@@ -346,6 +342,6 @@ func CacheMode(path string) string {
 	if err != nil {
 		return "writethrough"
 	}
-	unix.Close(fd)
+	_ = unix.Close(fd)
 	return "none"
 }

@@ -14,10 +14,13 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/runtime/diskcopy"
 	"github.com/slimvirt/slimvirt/runtime/domain"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 type execRunner struct{}
@@ -81,8 +84,8 @@ func TestPrepare(t *testing.T) {
 			name: "existing disk.img is used as it is",
 			vol:  v1.Volume{Name: "p", VolumeSource: v1.VolumeSource{DataVolume: &v1.DataVolumeSource{Name: "dv"}}},
 			setup: func(t *testing.T, l Layout) {
-				os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755)
-				os.WriteFile(filepath.Join(l.PVCDir, "p", "disk.img"), []byte("data"), 0o644)
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755))
+				testutil.Must(t, os.WriteFile(filepath.Join(l.PVCDir, "p", "disk.img"), []byte("data"), 0o644))
 			},
 			check: func(t *testing.T, l Layout, p string) {
 				if b, _ := os.ReadFile(p); string(b) != "data" {
@@ -99,7 +102,7 @@ func TestPrepare(t *testing.T) {
 			name: "read-only PVC without disk.img",
 			vol:  v1.Volume{Name: "p", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "c", ReadOnly: true}}},
 			setup: func(t *testing.T, l Layout) {
-				os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755)
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755))
 			},
 			wantErr: "read-only",
 		},
@@ -107,15 +110,15 @@ func TestPrepare(t *testing.T) {
 			name: "hostDisk of type Disk must exist",
 			vol:  v1.Volume{Name: "h", VolumeSource: v1.VolumeSource{HostDisk: &v1.HostDisk{Path: "/data/x.img", Type: v1.HostDiskExists}}},
 			setup: func(t *testing.T, l Layout) {
-				os.MkdirAll(filepath.Join(l.HostDiskDir, "h"), 0o755)
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.HostDiskDir, "h"), 0o755))
 			},
 			wantErr: "volume h: hostDisk /data/x.img of type Disk does not exist",
 		},
 		{
 			name: "hostDisk DiskOrCreate is created at its capacity",
-			vol:  v1.Volume{Name: "h", VolumeSource: v1.VolumeSource{HostDisk: &v1.HostDisk{Path: "/data/x.img", Type: v1.HostDiskExistsOrCreate, Capacity: ptr(q("64Mi"))}}},
+			vol:  v1.Volume{Name: "h", VolumeSource: v1.VolumeSource{HostDisk: &v1.HostDisk{Path: "/data/x.img", Type: v1.HostDiskExistsOrCreate, Capacity: ptr.To(q("64Mi"))}}},
 			setup: func(t *testing.T, l Layout) {
-				os.MkdirAll(filepath.Join(l.HostDiskDir, "h"), 0o755)
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.HostDiskDir, "h"), 0o755))
 			},
 			check: func(t *testing.T, l Layout, p string) {
 				if a, _ := size(t, p); a != 64<<20-align || filepath.Base(p) != "x.img" {
@@ -127,10 +130,10 @@ func TestPrepare(t *testing.T) {
 			name: "containerDisk gets a qcow2 overlay over the copied disk",
 			vol:  v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "i"}}},
 			setup: func(t *testing.T, l Layout) {
-				os.MkdirAll(filepath.Join(l.ContainerDiskDir, "c"), 0o755)
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.ContainerDiskDir, "c"), 0o755))
 				f, _ := os.Create(filepath.Join(l.ContainerDiskDir, "c", "disk.img"))
-				f.Truncate(32 << 20)
-				f.Close()
+				_ = f.Truncate(32 << 20)
+				_ = f.Close()
 			},
 			check: func(t *testing.T, l Layout, p string) {
 				out, err := exec.Command("qemu-img", "info", p).CombinedOutput()
@@ -144,7 +147,7 @@ func TestPrepare(t *testing.T) {
 			vol:  v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "i"}}},
 			setup: func(t *testing.T, l Layout) {
 				dir := filepath.Join(l.ContainerDiskDir, "c")
-				os.MkdirAll(dir, 0o755)
+				testutil.Must(t, os.MkdirAll(dir, 0o755))
 				secret := filepath.Join(t.TempDir(), "secret")
 				if err := os.WriteFile(secret, []byte("node secret"), 0o600); err != nil {
 					t.Fatal(err)
@@ -162,7 +165,7 @@ func TestPrepare(t *testing.T) {
 			vol:  v1.Volume{Name: "c", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "i"}}},
 			setup: func(t *testing.T, l Layout) {
 				dir := filepath.Join(l.ContainerDiskDir, "c")
-				os.MkdirAll(dir, 0o755)
+				testutil.Must(t, os.MkdirAll(dir, 0o755))
 				out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", "/etc/hostname",
 					filepath.Join(dir, diskcopy.QCOW2Name), "1M").CombinedOutput()
 				if err != nil {
@@ -234,18 +237,16 @@ func TestPrepare(t *testing.T) {
 	}
 }
 
-func ptr[T any](v T) *T { return &v }
-
 func TestCacheMode(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f")
-	os.WriteFile(p, make([]byte, 4096), 0o644)
+	testutil.Must(t, os.WriteFile(p, make([]byte, 4096), 0o644))
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECT, 0)
 	want := "none"
 	if err != nil {
 		want = "writethrough"
 	} else {
-		unix.Close(fd)
+		_ = unix.Close(fd)
 	}
 	if got := CacheMode(p); got != want {
 		t.Errorf("CacheMode = %s, want %s", got, want)

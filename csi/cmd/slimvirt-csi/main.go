@@ -36,13 +36,13 @@ func main() {
 	cfg.Log = log
 	n, err := nodeplugin.New(cfg)
 	if err != nil {
-		log.Error("invalid configuration", "error", err)
+		log.Error("invalid configuration", "err", err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := n.Run(ctx); err != nil {
-		log.Error("slimvirt-csi stopped", "error", err)
+		log.Error("slimvirt-csi stopped", "err", err)
 		os.Exit(1)
 	}
 }

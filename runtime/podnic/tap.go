@@ -1,16 +1,18 @@
-package launcher
+package podnic
 
 import (
 	"context"
 	"crypto/rand"
 	"fmt"
 	"net"
+
+	"github.com/slimvirt/slimvirt/runtime/domain"
 )
 
-// TapNetwork attaches the VMI's first interface to an existing tap device, with no DHCP or
-// ARP service: for running the launcher on its own with a tap made by hand, and for tests. In
-// a launcher pod the CNI binding's network (cni/vmnet) is used instead.
-type TapNetwork struct {
+// Tap attaches the VMI's first interface to an existing tap device, with no DHCP or ARP
+// service: for running the launcher on its own with a tap made by hand, and for tests. In a
+// launcher pod the CNI plugin's binding (For) is used instead.
+type Tap struct {
 	Tap string
 	// MAC is the guest MAC; the spec's macAddress wins, and a random local one is made when both are empty.
 	MAC string
@@ -19,7 +21,7 @@ type TapNetwork struct {
 }
 
 // Prepare checks that the tap exists and returns it as the one NIC.
-func (n *TapNetwork) Prepare(context.Context) ([]NIC, error) {
+func (n *Tap) Prepare(context.Context) ([]domain.NIC, error) {
 	link, err := net.InterfaceByName(n.Tap)
 	if err != nil {
 		return nil, fmt.Errorf("find tap %s: %w", n.Tap, err)
@@ -37,11 +39,11 @@ func (n *TapNetwork) Prepare(context.Context) ([]NIC, error) {
 		b[0] = b[0]&0xfe | 0x02 // unicast, locally administered
 		mac = net.HardwareAddr(b).String()
 	}
-	return []NIC{{Tap: n.Tap, MAC: mac, MTU: mtu}}, nil
+	return []domain.NIC{{Tap: n.Tap, MAC: mac, MTU: mtu}}, nil
 }
 
 // Serve has nothing to serve; it waits for the guest to end.
-func (n *TapNetwork) Serve(ctx context.Context, _ func(net.IP)) error {
+func (n *Tap) Serve(ctx context.Context, _ func(net.IP)) error {
 	<-ctx.Done()
 	return nil
 }

@@ -1,4 +1,4 @@
-package launcher
+package libvirtd
 
 import (
 	"bufio"
@@ -59,15 +59,15 @@ type daemon struct {
 	done chan error
 }
 
-func (l *Launcher) writeLibvirtConfig() error {
-	c := &l.cfg
-	for _, dir := range []string{l.confDir(), c.LibvirtRunDir} {
+func (d *Daemons) writeConfig() error {
+	c := &d.cfg
+	for _, dir := range []string{d.confDir(), c.RunDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
 	ids := ""
-	if !l.session {
+	if !d.session {
 		// The system daemon runs QEMU as this account; the session daemon as itself.
 		if err := ensureQEMUAccount(c.PasswdFile, c.GroupFile); err != nil {
 			return err
@@ -80,11 +80,11 @@ func (l *Launcher) writeLibvirtConfig() error {
 	}
 	files := map[string]string{
 		"qemu.conf":     fmt.Sprintf(qemuConf, ids, handler),
-		"libvirtd.conf": fmt.Sprintf(libvirtdConf, c.LibvirtRunDir),
+		"libvirtd.conf": fmt.Sprintf(libvirtdConf, c.RunDir),
 		"virtlogd.conf": virtlogdConf,
 	}
 	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(l.confDir(), name), []byte(content), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(d.confDir(), name), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}
 	}
@@ -95,28 +95,28 @@ func (l *Launcher) writeLibvirtConfig() error {
 // loads neither the network, nwfilter, nodedev, interface, secret nor storage drivers: none
 // is used for one domain on a pod's tap, and each costs memory and startup work (the network
 // driver looks for dnsmasq and firewalld, nodedev walks every device).
-func (l *Launcher) qemuDriverOnly() (string, error) {
-	dir := filepath.Join(l.cfg.LibvirtRunDir, "drivers")
+func (d *Daemons) qemuDriverOnly() (string, error) {
+	dir := filepath.Join(d.cfg.RunDir, "drivers")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create %s: %w", dir, err)
 	}
 	link := filepath.Join(dir, "libvirt_driver_qemu.so")
 	_ = os.Remove(link)
-	if err := os.Symlink(filepath.Join(l.cfg.LibvirtDriverDir, "libvirt_driver_qemu.so"), link); err != nil {
+	if err := os.Symlink(filepath.Join(d.cfg.DriverDir, "libvirt_driver_qemu.so"), link); err != nil {
 		return "", fmt.Errorf("link the QEMU driver: %w", err)
 	}
 	return dir, nil
 }
 
 // In session mode (the launcher is not root) libvirtd and virtlogd keep everything under the
-// XDG directories; they are all put below LibvirtRunDir, so one writable directory is all the
+// XDG directories; they are all put below RunDir, so one writable directory is all the
 // container needs, and the sockets land where the system daemons put theirs
-// ($XDG_RUNTIME_DIR/libvirt = LibvirtRunDir).
-func (l *Launcher) sessionEnv() []string {
-	if !l.session {
+// ($XDG_RUNTIME_DIR/libvirt = RunDir).
+func (d *Daemons) sessionEnv() []string {
+	if !d.session {
 		return nil
 	}
-	base := l.cfg.LibvirtRunDir
+	base := d.cfg.RunDir
 	return []string{
 		"HOME=" + base,
 		"XDG_RUNTIME_DIR=" + filepath.Dir(base),
@@ -127,19 +127,19 @@ func (l *Launcher) sessionEnv() []string {
 
 // confDir is where libvirt reads qemu.conf: fixed for the system daemon, under
 // XDG_CONFIG_HOME for the session daemon.
-func (l *Launcher) confDir() string {
-	if l.session {
-		return filepath.Join(l.cfg.LibvirtRunDir, "config", "libvirt")
+func (d *Daemons) confDir() string {
+	if d.session {
+		return filepath.Join(d.cfg.RunDir, "config", "libvirt")
 	}
-	return l.cfg.LibvirtConfDir
+	return d.cfg.ConfDir
 }
 
 // startDaemon starts a child whose stderr and stdout become log lines.
-func (l *Launcher) startDaemon(name string, args ...string) (*daemon, error) {
+func (d *Daemons) startDaemon(name string, args ...string) (*daemon, error) {
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}, l.sessionEnv()...)
-	if name == "libvirtd" && l.cfg.LibvirtDriverDir != "" {
-		dir, err := l.qemuDriverOnly()
+	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}, d.sessionEnv()...)
+	if name == "libvirtd" && d.cfg.DriverDir != "" {
+		dir, err := d.qemuDriverOnly()
 		if err != nil {
 			return nil, err
 		}
@@ -149,19 +149,19 @@ func (l *Launcher) startDaemon(name string, args ...string) (*daemon, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	go logLines(l.log.With("daemon", name), pr)
-	if err := l.reaper.Start(cmd); err != nil {
-		pw.Close()
+	go logLines(d.log.With("daemon", name), pr)
+	if err := d.reaper.Start(cmd); err != nil {
+		_ = pw.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	d := &daemon{name: name, cmd: cmd, done: make(chan error, 1)}
+	child := &daemon{name: name, cmd: cmd, done: make(chan error, 1)}
 	go func() {
-		err := l.reaper.Wait(cmd)
-		pw.Close()
-		d.done <- err
+		err := d.reaper.Wait(cmd)
+		_ = pw.Close()
+		child.done <- err
 	}()
-	l.log.Info("started daemon", "daemon", name, "pid", cmd.Process.Pid)
-	return d, nil
+	d.log.Info("started daemon", "daemon", name, "pid", cmd.Process.Pid)
+	return child, nil
 }
 
 func logLines(log *slog.Logger, r io.Reader) {
@@ -175,18 +175,16 @@ func logLines(log *slog.Logger, r io.Reader) {
 	_, _ = io.Copy(io.Discard, r)
 }
 
-// stop asks the daemon to end and kills it when it does not in time.
-func (d *daemon) stop(timeout time.Duration) {
-	if d == nil {
-		return
-	}
+// stop asks the daemon to end, kills it when it does not in time, and returns how it ended.
+func (d *daemon) stop(timeout time.Duration) (exit error) {
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-d.done:
+	case exit = <-d.done:
 	case <-time.After(timeout):
 		_ = d.cmd.Process.Kill()
-		<-d.done
+		exit = <-d.done
 	}
+	return exit
 }
 
 // waitSocket waits for a daemon's socket to appear, failing early when the daemon dies.
@@ -198,7 +196,7 @@ func waitSocket(ctx context.Context, d *daemon, path string) error {
 		select {
 		case err := <-d.done:
 			d.done <- err
-			return fmt.Errorf("%s exited before creating %s: %v", d.name, path, err)
+			return fmt.Errorf("%s exited before creating %s: %w", d.name, path, err)
 		case <-ctx.Done():
 			return fmt.Errorf("%s did not create %s: %w", d.name, path, ctx.Err())
 		case <-time.After(20 * time.Millisecond):

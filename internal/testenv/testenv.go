@@ -1,6 +1,8 @@
-// Package testenv starts a real kube-apiserver and etcd for slimvirt-csi's and the DataVolume
-// reconciler's tests (controller-runtime's envtest), with slimvirt's CRDs installed, and
-// helps tests act as users (service-account tokens) and write kubeconfigs for sidecars.
+// Package testenv starts a real kube-apiserver and etcd for tests (controller-runtime's
+// envtest), with slimvirt's CRDs installed, and helps tests act as users (service-account
+// tokens), write kubeconfigs for the processes they start and run kube-controller-manager's
+// controllers. It finds the Kubernetes binaries the build pins (paths.go) and stops what a
+// killed run left behind (stale.go).
 package testenv
 
 import (
@@ -10,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,9 +20,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-
-	"github.com/slimvirt/slimvirt/csi/testclean"
 )
 
 // Env is a running API server.
@@ -32,28 +32,31 @@ type Env struct {
 	binDir    string
 }
 
-// Start runs kube-apiserver (from $K8S_BIN or the pinned cache) and etcd ($ETCD or
-// /usr/bin/etcd) with the chart's CRDs. name marks this test package's processes, so a later
-// run can find and stop those a killed run left behind.
+// Start runs kube-apiserver (from K8sBinDir) and etcd ($ETCD or /usr/bin/etcd) with the
+// chart's CRDs. name marks this test package's processes, so a later run can find and stop
+// those a killed run left behind.
 func Start(name string) (*Env, error) {
-	testclean.Processes(markerPrefix + name + "-")
-	binDir, err := binaryDir(name)
+	prefix := markerPrefix + name + "-"
+	RemoveStale(prefix)
+	binDir, err := binaryDir(prefix)
 	if err != nil {
 		return nil, err
 	}
 	te := &envtest.Environment{
 		BinaryAssetsDirectory: binDir,
-		CRDDirectoryPaths:     []string{filepath.Join(repoRoot(), "charts", "slimvirt", "crds")},
+		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "charts", "slimvirt", "crds")},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := te.Start()
 	if err != nil {
+		// Start may fail after the control plane is up (installing the CRDs): stop it.
+		_ = te.Stop()
 		os.RemoveAll(binDir)
 		return nil, fmt.Errorf("start kube-apiserver and etcd: %w", err)
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		te.Stop()
+		_ = te.Stop()
 		os.RemoveAll(binDir)
 		return nil, fmt.Errorf("make clientset: %w", err)
 	}
@@ -67,6 +70,12 @@ func (e *Env) Stop() error {
 	return err
 }
 
+// Dir is a directory that lives as long as the environment, for the tests' own files.
+func (e *Env) Dir() string { return e.binDir }
+
+// KubeConfig is the admin kubeconfig of the API server.
+func (e *Env) KubeConfig() []byte { return e.te.KubeConfig }
+
 // Token returns a bearer token of a service account, creating the account (and its
 // namespace) if needed.
 func (e *Env) Token(ctx context.Context, namespace, name string) (string, error) {
@@ -77,9 +86,8 @@ func (e *Env) Token(ctx context.Context, namespace, name string) (string, error)
 	if err != nil && !isAlreadyExists(err) {
 		return "", fmt.Errorf("create service account %s/%s: %w", namespace, name, err)
 	}
-	exp := int64(3600)
 	tr, err := e.Clientset.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authnv1.TokenRequest{
-		Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &exp},
+		Spec: authnv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(3600))},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("create token for %s/%s: %w", namespace, name, err)
@@ -101,7 +109,7 @@ func isAlreadyExists(err error) bool {
 	return errors.As(err, &s) && s.Status().Reason == metav1.StatusReasonAlreadyExists
 }
 
-// WriteKubeconfig writes the admin credentials as a kubeconfig file, for sidecar processes.
+// WriteKubeconfig writes the admin credentials as a kubeconfig file, for other processes.
 func (e *Env) WriteKubeconfig(path string) error {
 	c := e.Config
 	kc := clientcmdapi.NewConfig()
@@ -115,67 +123,44 @@ func (e *Env) WriteKubeconfig(path string) error {
 	return nil
 }
 
-// markerPrefix starts the name of the directory the API server and etcd run from.
-const markerPrefix = "slimvirt-csi-envtest-"
-
-func binaryDir(name string) (string, error) {
-	k8sBin := os.Getenv("K8S_BIN")
-	if k8sBin == "" {
-		k8sBin = "/var/cache/slimvirt/k8s/v1.37.2/bin"
-	}
-	etcd := os.Getenv("ETCD")
-	if etcd == "" {
-		etcd = "/usr/bin/etcd"
-	}
-	dir, err := os.MkdirTemp("", markerPrefix+name+"-")
-	if err != nil {
-		return "", err
-	}
-	for name, target := range map[string]string{"kube-apiserver": filepath.Join(k8sBin, "kube-apiserver"), "etcd": etcd} {
-		if _, err := os.Stat(target); err != nil {
-			os.RemoveAll(dir)
-			return "", fmt.Errorf("%s is needed: %w", name, err)
-		}
-		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
-			os.RemoveAll(dir)
-			return "", err
-		}
-	}
-	return dir, nil
-}
-
-// repoRoot is found from this file's place in the repository.
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
 // StartVolumeBinder runs kube-controller-manager with only its PersistentVolume binder: it
 // marks claims for their provisioner (also after a late-binding claim gets its node) and binds
 // provisioned volumes to their claims, as in a real cluster. It stops with ctx.
 func (e *Env) StartVolumeBinder(ctx context.Context, dir string) error {
-	k8sBin := os.Getenv("K8S_BIN")
-	if k8sBin == "" {
-		k8sBin = "/var/cache/slimvirt/k8s/v1.37.2/bin"
-	}
-	kubeconfig := filepath.Join(dir, "kcm.kubeconfig")
-	if err := e.WriteKubeconfig(kubeconfig); err != nil {
-		return err
-	}
-	logf, err := os.Create(filepath.Join(dir, "kube-controller-manager.log"))
+	return e.StartControllers(ctx, dir, "persistentvolume-binder-controller", "--pvclaimbinder-sync-period=2s")
+}
+
+// StartGarbageCollector runs kube-controller-manager with only its garbage collector: objects
+// go with their owners, as in a real cluster. It stops with ctx.
+func (e *Env) StartGarbageCollector(ctx context.Context, dir string) error {
+	return e.StartControllers(ctx, dir, "garbage-collector-controller")
+}
+
+// StartControllers runs kube-controller-manager with only the named controllers (its
+// --controllers list) and extra flags, logging to dir/<controllers>.log. It stops with ctx.
+func (e *Env) StartControllers(ctx context.Context, dir, controllers string, args ...string) error {
+	bin, err := K8sBinDir()
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(k8sBin, "kube-controller-manager"),
-		"--kubeconfig="+kubeconfig, "--controllers=persistentvolume-binder-controller",
-		"--leader-elect=false", "--secure-port=0", "--pvclaimbinder-sync-period=2s", "--v=1")
+	kubeconfig := filepath.Join(dir, controllers+".kubeconfig")
+	if err := e.WriteKubeconfig(kubeconfig); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(dir, controllers+".log"))
+	if err != nil {
+		return fmt.Errorf("create kube-controller-manager log: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "kube-controller-manager"), append([]string{
+		"--kubeconfig=" + kubeconfig, "--controllers=" + controllers,
+		"--leader-elect=false", "--secure-port=0", "--v=1"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return fmt.Errorf("start kube-controller-manager: %w", err)
+		return fmt.Errorf("start kube-controller-manager (%s): %w", controllers, err)
 	}
 	go func() {
-		cmd.Wait()
+		_ = cmd.Wait()
 		logf.Close()
 	}()
 	return nil

@@ -1,4 +1,4 @@
-package integration
+package testenv
 
 import (
 	"bytes"
@@ -11,15 +11,12 @@ import (
 	"time"
 )
 
-// envtestPrefix names the directories this suite runs kube-apiserver and etcd from; a process
-// started from one is ours.
-const envtestPrefix = "slimvirt-envtest-"
-
-// removeStale stops the kube-apiserver and etcd that an earlier, killed run of this suite left
-// behind (orphans: their parent is gone, so they belong to no running test) and removes their
-// directories. Processes of a suite that is still running have a live parent and are left alone.
-func removeStale() {
-	prefix := filepath.Join(os.TempDir(), envtestPrefix)
+// RemoveStale stops the kube-apiserver and etcd that an earlier, killed run left behind in
+// directories named with prefix (orphans: their parent is gone, so they belong to no running
+// test) and removes their directories and data. Processes of a run that is still going have a
+// live parent and are left alone.
+func RemoveStale(prefix string) {
+	prefix = filepath.Join(os.TempDir(), prefix)
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	var killed []int
 	for _, p := range procs {
@@ -74,7 +71,7 @@ func parentOf(proc string) int {
 	return ppid
 }
 
-// inUse says whether a live process runs a binary from dir (a suite running now).
+// inUse says whether a live process runs a binary from dir (a run going on now).
 func inUse(dir string) bool {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
