@@ -8,9 +8,6 @@ import (
 	"io"
 )
 
-// DefaultInterfaceName is KubeVirt's name for the interface added when a VMI lists none.
-const DefaultInterfaceName = "default"
-
 // MaxInterfacesAnnotation bounds the interfaces annotation the CNI plugin parses. The largest
 // the controller writes (one masquerade interface with 128 ports) is under 8 KiB.
 const MaxInterfacesAnnotation = 64 << 10

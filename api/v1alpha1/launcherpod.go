@@ -8,16 +8,16 @@ import "github.com/slimvirt/slimvirt/api/launcherpod"
 // network, as KubeVirt does, unless autoattachPodInterface is false.
 func (vmi *VirtualMachineInstance) LauncherInterfaces() []launcherpod.Interface {
 	spec := &vmi.Spec
+	if !vmi.WantsPodNetwork() {
+		return []launcherpod.Interface{}
+	}
 	if len(spec.Domain.Devices.Interfaces) == 0 {
-		if a := spec.Domain.Devices.AutoattachPodInterface; a != nil && !*a {
-			return []launcherpod.Interface{}
-		}
-		return []launcherpod.Interface{{Name: launcherpod.DefaultInterfaceName, Binding: launcherpod.BindingBridge}}
+		return []launcherpod.Interface{{Name: DefaultInterfaceName, Binding: launcherpod.BindingBridge}}
 	}
 	out := make([]launcherpod.Interface, 0, len(spec.Domain.Devices.Interfaces))
 	for _, iface := range spec.Domain.Devices.Interfaces {
 		li := launcherpod.Interface{Name: iface.Name, Binding: launcherpod.BindingBridge, MAC: iface.MacAddress}
-		if iface.Model == "" || iface.Model == "virtio" {
+		if iface.NICModel() == "virtio" {
 			li.Queues = spec.Domain.NICQueues()
 		}
 		if iface.Masquerade != nil {
@@ -46,14 +46,6 @@ func (s *VirtualMachineInstanceSpec) vmNetworkCIDR(name string) string {
 		}
 	}
 	return cidr
-}
-
-// FirstInterfaceName names the interface whose address the VMI's status reports.
-func (vmi *VirtualMachineInstance) FirstInterfaceName() string {
-	if ifs := vmi.Spec.Domain.Devices.Interfaces; len(ifs) > 0 {
-		return ifs[0].Name
-	}
-	return launcherpod.DefaultInterfaceName
 }
 
 // GuestOSInfoFrom is the status's guestOSInfo for what the launcher reported of the guest

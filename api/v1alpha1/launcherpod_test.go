@@ -47,17 +47,6 @@ func TestLauncherInterfaces(t *testing.T) {
 	}
 }
 
-func TestFirstInterfaceName(t *testing.T) {
-	vmi := &VirtualMachineInstance{}
-	if got := vmi.FirstInterfaceName(); got != launcherpod.DefaultInterfaceName {
-		t.Errorf("no interface listed: %q, want %q", got, launcherpod.DefaultInterfaceName)
-	}
-	vmi.Spec.Domain.Devices.Interfaces = []Interface{{Name: "net0"}, {Name: "net1"}}
-	if got := vmi.FirstInterfaceName(); got != "net0" {
-		t.Errorf("net0 and net1 listed: %q, want net0", got)
-	}
-}
-
 // TestGuestOSInfoFrom: the launcher's report and the VMI status spell the guest's OS alike, so
 // what the node agent copies reads the same in both.
 func TestGuestOSInfoFrom(t *testing.T) {

@@ -220,7 +220,7 @@ func copierSecurityContext() *corev1.SecurityContext {
 // as KubeVirt's useEmulation does). Extended resources are limits; the request follows.
 func withDevices(r corev1.ResourceRequirements, vmi *v1.VirtualMachineInstance, allowEmulation bool) corev1.ResourceRequirements {
 	devices := []corev1.ResourceName{launcherpod.ResourceSeed}
-	if len(vmi.LauncherInterfaces()) > 0 {
+	if vmi.WantsPodNetwork() {
 		devices = append(devices, launcherpod.ResourceTun)
 	}
 	if !allowEmulation {

@@ -174,8 +174,8 @@ func TestReporter(t *testing.T) {
 	vmi := f.waitFor(ctx, "vm1", "Running with the guest's address", func(v *v1.VirtualMachineInstance) bool {
 		return v.Status.Phase == v1.Running && len(v.Status.Interfaces) == 1 && v.Status.Interfaces[0].MAC == "02:00:00:00:00:01"
 	})
-	if i := vmi.Status.Interfaces[0]; i.IP != "10.244.0.9" || i.Name != launcherpod.DefaultInterfaceName {
-		t.Errorf("first interface = %+v, want the lease 10.244.0.9 on %q", i, launcherpod.DefaultInterfaceName)
+	if i := vmi.Status.Interfaces[0]; i.IP != "10.244.0.9" || i.Name != v1.DefaultInterfaceName {
+		t.Errorf("first interface = %+v, want the lease 10.244.0.9 on %q", i, v1.DefaultInterfaceName)
 	}
 	if ts := vmi.Status.PhaseTransitionTimestamps; len(ts) == 0 || ts[len(ts)-1].Phase != v1.Running {
 		t.Errorf("no Running transition timestamp: %+v", ts)

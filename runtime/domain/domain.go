@@ -393,7 +393,7 @@ func addInterfaces(d *libvirtxml.Domain, vmi *v1.VirtualMachineInstance, nics []
 	for _, nic := range nics {
 		model := nic.Model
 		if model == "" {
-			model = "virtio"
+			model = v1.DefaultNICModel
 		}
 		switch model {
 		case "virtio", "e1000", "e1000e", "rtl8139":
