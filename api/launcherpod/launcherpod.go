@@ -1,11 +1,11 @@
 // Package launcherpod is the contract between the controller, which makes a launcher pod for a
 // VMI, and the components that act on that pod: the CNI plugin (annotations), the launcher
 // (environment and paths) and the node agent (sockets). Changing a name here changes all of them.
+//
+// The package holds only the contract: names, paths, the JSON the sides exchange and the rules
+// for reading it. It imports no Kubernetes type, so the CNI plugin, which runs for every pod on
+// a node, stays small; what a VMI means for the contract is decided in api/v1alpha1.
 package launcherpod
-
-import (
-	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
-)
 
 const (
 	// ComputeContainer runs the launcher, PID 1 of the VM's container.
@@ -33,7 +33,7 @@ const (
 	// pod's environment cannot change; its annotations can, so the launcher refuses a VMI
 	// file that does not match.
 	EnvVMISHA256 = "SLIMVIRT_VMI_SHA256"
-	// EnvVMI, when set, holds the VMI as JSON instead of VMIFile (the launcher run alone).
+	// EnvVMI holds, when set, the VMI as JSON instead of VMIFile (the launcher run alone).
 	EnvVMI = "SLIMVIRT_VMI"
 	// MaxVMISize is the largest VMI the launcher reads, in bytes of JSON: what a pod's 256 KiB
 	// of annotations leave after the others.
@@ -42,9 +42,11 @@ const (
 	EnvAllowEmulation = "SLIMVIRT_ALLOW_EMULATION"
 
 	// VMIDir is the downward API volume holding VMIFileName, the VMI of AnnotationVMI.
-	VMIDir      = "/var/run/slimvirt-vmi"
+	VMIDir = "/var/run/slimvirt-vmi"
+	// VMIFileName is the VMI's file in VMIDir.
 	VMIFileName = "vmi.json"
-	VMIFile     = VMIDir + "/" + VMIFileName
+	// VMIFile is the VMI's path.
+	VMIFile = VMIDir + "/" + VMIFileName
 
 	// RunDir is an emptyDir shared by the launcher's containers and seen by the node agent.
 	RunDir = "/var/run/slimvirt"
@@ -65,14 +67,27 @@ const (
 	// ControlSocket takes power actions (pause, unpause, reset, soft reboot, shutdown).
 	ControlSocket = RunDir + "/control.sock"
 
-	// ContainerDiskDir/<volume>/ holds the disk copied out of a containerDisk image by an init
-	// container; the launcher puts a qcow2 overlay over it.
-	ContainerDiskDir = "/var/run/slimvirt/container-disks"
+	// ContainerDiskDir holds in <volume>/ the disk a copier container copied out of a
+	// containerDisk image; the launcher puts a qcow2 overlay over it.
+	ContainerDiskDir = RunDir + "/container-disks"
+	// KernelBootDir holds the kernel (KernelBootKernel) and initrd (KernelBootInitrd) of a
+	// kernelBoot VMI, copied there out of the image by the kernel-boot-* containers.
+	KernelBootDir = RunDir + "/kernel-boot"
+	// KernelBootKernel is the kernel's file name in KernelBootDir.
+	KernelBootKernel = "kernel"
+	// KernelBootInitrd is the initrd's file name in KernelBootDir.
+	KernelBootInitrd = "initrd"
+	// SecretsDir holds in <volume>/ the cloud-init Secrets of a volume, merged (keys userdata,
+	// networkdata).
+	SecretsDir = RunDir + "/secrets"
 	// NodeDir is where a launcher pod's containers that ask for ResourceSeed get, read-only,
 	// the files the node agent's seed init container puts on each node for the launchers (host
-	// path <node.stateDir>/launcher): the containerDisk copier and QEMU's capabilities. The
+	// path <node.stateDir>/NodeSeedDirName): the containerDisk copier and QEMU's capabilities. The
 	// node agent's seed device plugin mounts it; a pod has no hostPath volume for it.
 	NodeDir = "/var/run/slimvirt-node"
+	// NodeSeedDirName is the node's seed under the node agent's state directory
+	// (<node.stateDir>/launcher); the chart's seed init container writes the same path.
+	NodeSeedDirName = "launcher"
 	// NodeSeedMarker is the file of the seed that must exist before the seed is offered.
 	NodeSeedMarker = "slimvirt-diskcopy"
 	// ContainerDiskCopier is the static binary the containerDisk (and kernelBoot) init
@@ -80,18 +95,20 @@ const (
 	ContainerDiskCopier = NodeDir + "/" + NodeSeedMarker
 	// CapsSeedDir holds libvirt's cache of QEMU's capabilities, probed once per node with the
 	// launcher image; each launcher's libvirtd starts from it instead of probing QEMU.
-	CapsSeedDir = NodeDir + "/qemu-caps"
+	CapsSeedDir = NodeDir + "/" + CapsSeedName
+	// CapsSeedName is CapsSeedDir's name in the node's seed.
+	CapsSeedName = "qemu-caps"
 	// DiskcopyInImage is where the launcher image ships the copier.
 	DiskcopyInImage = "/usr/bin/slimvirt-diskcopy"
-	// PVCDir/<volume>/ is where a filesystem PVC is mounted (it holds disk.img).
-	PVCDir = "/var/run/slimvirt/pvcs"
-	// BlockDir/<volume> is where a block PVC's device appears.
+	// PVCDir holds in <volume>/ a filesystem PVC's mount (it holds disk.img).
+	PVCDir = RunDir + "/pvcs"
+	// BlockDir holds as <volume> a block PVC's device.
 	BlockDir = "/dev/slimvirt"
-	// HostDiskDir/<volume>/<file name> is where a hostDisk's image (the file, not its
-	// directory) is mounted.
-	HostDiskDir = "/var/run/slimvirt/hostdisks"
+	// HostDiskDir holds as <volume>/<file name> a hostDisk's image, mounted (the file, not its
+	// directory).
+	HostDiskDir = RunDir + "/hostdisks"
 	// EmptyDiskDir holds emptyDisk images and overlays; gone with the pod.
-	EmptyDiskDir = "/var/run/slimvirt/scratch"
+	EmptyDiskDir = RunDir + "/scratch"
 	// LibvirtRunDir is where the launcher's libvirtd keeps its sockets and state: an emptyDir,
 	// so the non-root launcher can write it.
 	LibvirtRunDir = "/var/run/libvirt"
@@ -128,6 +145,8 @@ const (
 // Binding is how a VM interface is joined to the pod network.
 type Binding string
 
+// The bindings: bridge gives the guest the pod's IP (and, unless the spec names one, its MAC);
+// masquerade gives it an address of its own network, NATed behind the pod's IP.
 const (
 	BindingBridge     Binding = "bridge"
 	BindingMasquerade Binding = "masquerade"
@@ -147,9 +166,9 @@ type Interface struct {
 	Ports []Port `json:"ports,omitempty"`
 	// TapOwner is the uid that will open the tap device.
 	TapOwner *int `json:"tapOwner,omitempty"`
-	// Queues is the tap's queue count when above 1: the guest's vCPUs for a virtio NIC with
-	// networkInterfaceMultiqueue. The kernel refuses a tap whose multi-queue flag does not match
-	// how QEMU opens it, so the plugin and the launcher must agree on it.
+	// Queues is the tap's queue count when above 1 (api/v1alpha1's DomainSpec.NICQueues for a
+	// virtio NIC). The kernel refuses a tap whose multi-queue flag does not match how QEMU
+	// opens it, so the plugin and the launcher take it from the same rule.
 	Queues int `json:"queues,omitempty"`
 }
 
@@ -183,17 +202,30 @@ type Status struct {
 	// AgentConnected is true while a guest agent is connected to the guest agent channel.
 	AgentConnected bool `json:"agentConnected,omitempty"`
 	// GuestOS is what the guest agent said of the guest when it connected.
-	GuestOS *v1.GuestOSInfo `json:"guestOS,omitempty"`
+	GuestOS *GuestOSInfo `json:"guestOS,omitempty"`
 }
 
 // GuestInfo is the reply to the launcher's "guestinfo" control command (slimctl guestinfo).
 type GuestInfo struct {
-	Hostname string          `json:"hostname,omitempty"`
-	OS       *v1.GuestOSInfo `json:"os,omitempty"`
-	Timezone string          `json:"timezone,omitempty"`
+	Hostname string       `json:"hostname,omitempty"`
+	OS       *GuestOSInfo `json:"os,omitempty"`
+	Timezone string       `json:"timezone,omitempty"`
 	// TimezoneOffset is seconds east of UTC.
 	TimezoneOffset int         `json:"timezoneOffset"`
 	Users          []GuestUser `json:"users"`
+}
+
+// GuestOSInfo is what a guest agent says of the guest. It has the fields of the VMI status's
+// guestOSInfo (api/v1alpha1 converts it), so the node agent copies it there unchanged.
+type GuestOSInfo struct {
+	ID            string `json:"id,omitempty"`
+	Name          string `json:"name,omitempty"`
+	PrettyName    string `json:"prettyName,omitempty"`
+	Version       string `json:"version,omitempty"`
+	VersionID     string `json:"versionId,omitempty"`
+	KernelRelease string `json:"kernelRelease,omitempty"`
+	KernelVersion string `json:"kernelVersion,omitempty"`
+	Machine       string `json:"machine,omitempty"`
 }
 
 // GuestUser is a user logged in to the guest.

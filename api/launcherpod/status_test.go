@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 func TestParseStatus(t *testing.T) {
@@ -68,7 +70,7 @@ func TestParseStatus(t *testing.T) {
 func TestReadStatusRefuses(t *testing.T) {
 	dir := t.TempDir()
 	nodeFile := filepath.Join(dir, "node-secret")
-	must(t, os.WriteFile(nodeFile, []byte(`{"phase":"Running"}`), 0o600))
+	testutil.Must(t, os.WriteFile(nodeFile, []byte(`{"phase":"Running"}`), 0o600))
 	for _, tc := range []struct {
 		name string
 		make func(path string) error
@@ -88,7 +90,7 @@ func TestReadStatusRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "status.json")
-			must(t, tc.make(path))
+			testutil.Must(t, tc.make(path))
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
 			done := make(chan error, 1)
@@ -115,7 +117,7 @@ func TestReadStatusRefuses(t *testing.T) {
 
 func TestReadStatus(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "status.json")
-	must(t, os.WriteFile(path, []byte(`{"phase":"Paused","guestMAC":"02:00:00:00:00:01"}`+"\n"), 0o644))
+	testutil.Must(t, os.WriteFile(path, []byte(`{"phase":"Paused","guestMAC":"02:00:00:00:00:01"}`+"\n"), 0o644))
 	st, err := ReadStatus(path)
 	if err != nil || st.Phase != PhasePaused || st.GuestMAC != "02:00:00:00:00:01" {
 		t.Fatalf("ReadStatus = %+v, %v", st, err)
@@ -178,11 +180,4 @@ func FuzzParseStatus(f *testing.F) {
 			t.Fatalf("round trip changed %+v to %+v", st, st2)
 		}
 	})
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -133,6 +133,7 @@ type StorageResources struct {
 // DataVolumePhase is where a DataVolume stands; the values are CDI's.
 type DataVolumePhase string
 
+// The DataVolume phases.
 const (
 	DataVolumePhaseUnset           DataVolumePhase = ""
 	DataVolumePending              DataVolumePhase = "Pending"

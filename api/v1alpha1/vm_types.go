@@ -127,6 +127,7 @@ func (d DataVolumeTemplateData) DataVolumeSpec() DataVolumeSpec { return DataVol
 // VirtualMachinePrintableStatus is a one-word state for people (kubectl get vm).
 type VirtualMachinePrintableStatus string
 
+// The printable statuses.
 const (
 	PrintableStopped            VirtualMachinePrintableStatus = "Stopped"
 	PrintableProvisioning       VirtualMachinePrintableStatus = "Provisioning"

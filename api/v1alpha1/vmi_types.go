@@ -477,6 +477,7 @@ type EmptyDiskSource struct {
 // +kubebuilder:validation:Enum=Disk;DiskOrCreate
 type HostDiskType string
 
+// The host disk types: the image must exist (Disk), or is made when missing (DiskOrCreate).
 const (
 	HostDiskExists         HostDiskType = "Disk"
 	HostDiskExistsOrCreate HostDiskType = "DiskOrCreate"
@@ -558,6 +559,7 @@ type PodNetwork struct {
 // +kubebuilder:validation:Enum=Pending;Scheduling;Scheduled;Running;Succeeded;Failed;Unknown
 type VirtualMachineInstancePhase string
 
+// The VMI phases.
 const (
 	Pending    VirtualMachineInstancePhase = "Pending"
 	Scheduling VirtualMachineInstancePhase = "Scheduling"

@@ -104,10 +104,21 @@ func SetupBridge(ifName string, iface netconf.VMInterface, persist Persist) (_ *
 	if err := snap.Apply(twinLink); err != nil {
 		return nil, err
 	}
+	if err := bridgeSysctls(br.Attrs().Name); err != nil {
+		return nil, err
+	}
+	if err := guardBridge(att, br.Attrs().Name, portMAC); err != nil {
+		return nil, err
+	}
+	return att, nil
+}
+
+// bridgeSysctls sets what the rewired pod needs of the kernel once its IP sits on the twin.
+func bridgeSysctls(bridge string) error {
 	// The pod IP now sits on the dummy; without arp_ignore the pod kernel would answer ARP for
 	// it on the bridge, in competition with the VM.
 	if err := writeSysctl(arpIgnore, "1"); err != nil {
-		return nil, err
+		return err
 	}
 	// The guest's source address is the pod IP, local on the twin: the kernel drops such
 	// packets (martian source) unless accept_local is on, and strict reverse-path filtering
@@ -116,29 +127,32 @@ func SetupBridge(ifName string, iface netconf.VMInterface, persist Persist) (_ *
 	// larger of "all" and the device's, hence both; the guest's own traffic is bridged, not
 	// routed, so no filtering of it is lost.
 	for _, kv := range [][2]string{
-		{"net/ipv4/conf/" + br.Attrs().Name + "/accept_local", "1"},
-		{"net/ipv4/conf/" + br.Attrs().Name + "/rp_filter", "0"},
+		{"net/ipv4/conf/" + bridge + "/accept_local", "1"},
+		{"net/ipv4/conf/" + bridge + "/rp_filter", "0"},
 		{rpFilter, "0"},
 	} {
 		if err := writeSysctl(kv[0], kv[1]); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	return nil
+}
+
+// guardBridge keeps the guest to its own addresses (anti-spoofing) and away from the pod's own
+// services, and has the pod answer the guest's ARP for the gateway.
+func guardBridge(att *Attachment, bridge string, portMAC net.HardwareAddr) error {
 	serverIP := net.ParseIP(ServerIP)
 	if err := addSpoofCheck(att, serverIP); err != nil {
-		return nil, err
+		return err
 	}
-	if err := addPodGuard(br.Attrs().Name, serverIP); err != nil {
-		return nil, err
+	if err := addPodGuard(bridge, serverIP); err != nil {
+		return err
 	}
-	guestHW, err := net.ParseMAC(guestMAC)
+	guestHW, err := net.ParseMAC(att.GuestMAC)
 	if err != nil {
-		return nil, fmt.Errorf("parse guest mac %s: %w", guestMAC, err)
+		return fmt.Errorf("parse guest mac %s: %w", att.GuestMAC, err)
 	}
-	if err := addGatewayARP(guestHW, GatewayARP(snap, portMAC)); err != nil {
-		return nil, err
-	}
-	return att, nil
+	return addGatewayARP(guestHW, GatewayARP(att.Snapshot, portMAC))
 }
 
 // addTwin makes the link that keeps the pod's identity: a dummy with the original MAC and MTU.

@@ -29,17 +29,17 @@ func Check(att *Attachment) error {
 	if tap.Attrs().MasterIndex != br.Attrs().Index {
 		return fmt.Errorf("tap %s is not a port of %s", TapName, br.Attrs().Name)
 	}
-	if ok, err := hasTable(nftables.TableFamilyBridge); err != nil || !ok {
-		return fmt.Errorf("anti-spoofing table bridge %s is missing (%v)", NFTableName, err)
+	if err := requireTable(nftables.TableFamilyBridge, "anti-spoofing table bridge"); err != nil {
+		return err
 	}
-	if ok, err := hasTable(nftables.TableFamilyIPv4); err != nil || !ok {
-		return fmt.Errorf("table ip %s is missing (%v)", NFTableName, err)
+	if err := requireTable(nftables.TableFamilyIPv4, "table ip"); err != nil {
+		return err
 	}
 	if att.Binding == launcherpod.BindingMasquerade {
 		return nil
 	}
-	if ok, err := hasTable(nftables.TableFamilyNetdev); err != nil || !ok {
-		return fmt.Errorf("gateway arp table netdev %s is missing (%v)", NFTableName, err)
+	if err := requireTable(nftables.TableFamilyNetdev, "gateway arp table netdev"); err != nil {
+		return err
 	}
 	nic, err := netlinksafe.LinkByName(NICName(att.IfName))
 	if err != nil {
@@ -57,6 +57,18 @@ func Check(att *Attachment) error {
 	}
 	if att.Snapshot != nil && twin.Attrs().HardwareAddr.String() != att.Snapshot.MAC {
 		return fmt.Errorf("dummy %s has mac %s, want %s", att.IfName, twin.Attrs().HardwareAddr, att.Snapshot.MAC)
+	}
+	return nil
+}
+
+// requireTable fails when the plugin's table of family (what names it) is not there.
+func requireTable(family nftables.TableFamily, what string) error {
+	ok, err := hasTable(family)
+	if err != nil {
+		return fmt.Errorf("look for %s %s: %w", what, NFTableName, err)
+	}
+	if !ok {
+		return fmt.Errorf("%s %s is missing", what, NFTableName)
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/slimvirt/slimvirt/internal/atomicfile"
 )
 
 // Config says where the CNI lives on the node and where slimvirt keeps its state.
@@ -98,7 +100,7 @@ func (in *Installer) copyBinary() error {
 	if cur, err := os.ReadFile(in.binPath()); err == nil && bytes.Equal(cur, src) {
 		return nil
 	}
-	if err := writeAtomic(in.binPath(), src, 0o755); err != nil {
+	if err := atomicfile.WriteFile(in.binPath(), src, 0o755); err != nil {
 		return fmt.Errorf("install plugin binary: %w", err)
 	}
 	in.log.Info("installed plugin binary", "path", in.binPath(), "bytes", len(src))
@@ -123,7 +125,7 @@ func (in *Installer) copyKey() error {
 	if cur, err := os.ReadFile(in.KeyPath()); err == nil && bytes.Equal(cur, key) {
 		return nil
 	}
-	if err := writeAtomic(in.KeyPath(), key, 0o600); err != nil {
+	if err := atomicfile.WriteFile(in.KeyPath(), key, 0o600); err != nil {
 		return fmt.Errorf("copy signing key: %w", err)
 	}
 	in.log.Info("copied signing key", "path", in.KeyPath())
@@ -167,7 +169,7 @@ func (in *Installer) Ensure() error {
 		if err := os.MkdirAll(in.backupDir(), 0o700); err != nil {
 			return fmt.Errorf("create backup dir: %w", err)
 		}
-		if err := writeAtomic(rec.Backup, raw, 0o644); err != nil {
+		if err := atomicfile.WriteFile(rec.Backup, raw, 0o644); err != nil {
 			return fmt.Errorf("keep original %s: %w", target, err)
 		}
 	} else if rec == nil {
@@ -191,7 +193,7 @@ func (in *Installer) Ensure() error {
 	if st, err := os.Stat(target); err == nil {
 		mode = st.Mode().Perm()
 	}
-	if err := writeAtomic(dest, out, mode); err != nil {
+	if err := atomicfile.WriteFile(dest, out, mode); err != nil {
 		return fmt.Errorf("chain into %s: %w", dest, err)
 	}
 	if dest != target {
@@ -249,7 +251,7 @@ func (in *Installer) restore(rec *record) error {
 	if err != nil {
 		return fmt.Errorf("read original %s: %w", rec.Backup, err)
 	}
-	if err := writeAtomic(rec.Original, orig, 0o644); err != nil {
+	if err := atomicfile.WriteFile(rec.Original, orig, 0o644); err != nil {
 		return fmt.Errorf("restore %s: %w", rec.Original, err)
 	}
 	if rec.Written != rec.Original {
@@ -283,7 +285,7 @@ func (in *Installer) strip() error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(target, out, 0o644); err != nil {
+	if err := atomicfile.WriteFile(target, out, 0o644); err != nil {
 		return fmt.Errorf("remove slimvirt from %s: %w", target, err)
 	}
 	in.log.Info("removed slimvirt from the CNI configuration (no original kept)", "file", target)
@@ -310,7 +312,7 @@ func (in *Installer) saveRecord(rec *record) error {
 	if err != nil {
 		return fmt.Errorf("encode install record: %w", err)
 	}
-	if err := writeAtomic(in.recordPath(), b, 0o600); err != nil {
+	if err := atomicfile.WriteFile(in.recordPath(), b, 0o600); err != nil {
 		return fmt.Errorf("save install record: %w", err)
 	}
 	return nil
@@ -347,7 +349,9 @@ func (in *Installer) Run(ctx context.Context) error {
 			}
 			return nil
 		case ev := <-w.Events:
-			if strings.HasPrefix(filepath.Base(ev.Name), ".slimvirt-tmp-") {
+			// A file libcni does not load changes nothing, and the temporary files of
+			// atomicfile (the installer's own writes) are such dotfiles.
+			if !isConfigFile(filepath.Base(ev.Name)) {
 				continue
 			}
 			debounce.Reset(100 * time.Millisecond)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 const flannel = `{
@@ -39,19 +41,12 @@ func newNode(t *testing.T, files map[string]string) node {
 			t.Fatal(err)
 		}
 	}
-	must(t, os.WriteFile(n.src, []byte("#!/bin/true plugin binary"), 0o755))
-	must(t, os.WriteFile(n.key, []byte("secret-key"), 0o644))
+	testutil.Must(t, os.WriteFile(n.src, []byte("#!/bin/true plugin binary"), 0o755))
+	testutil.Must(t, os.WriteFile(n.key, []byte("secret-key"), 0o644))
 	for name, content := range files {
-		must(t, os.WriteFile(filepath.Join(n.conf, name), []byte(content), 0o644))
+		testutil.Must(t, os.WriteFile(filepath.Join(n.conf, name), []byte(content), 0o644))
 	}
 	return n
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func (n node) installer(t *testing.T, conflist string, uninstallOnExit bool) *Installer {
@@ -108,7 +103,7 @@ func TestInstallUninstall(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			n := newNode(t, tt.files)
 			in := n.installer(t, tt.conflist, false)
-			must(t, in.Install())
+			testutil.Must(t, in.Install())
 			if got := pluginTypes(t, filepath.Join(n.conf, tt.chained)); strings.Join(got, ",") != strings.Join(tt.want, ",") {
 				t.Errorf("plugins %v, want %v", got, tt.want)
 			}
@@ -137,13 +132,13 @@ func TestInstallUninstall(t *testing.T) {
 
 			// A second install changes nothing.
 			st1, _ := os.Stat(filepath.Join(n.conf, tt.chained))
-			must(t, n.installer(t, tt.conflist, false).Install())
+			testutil.Must(t, n.installer(t, tt.conflist, false).Install())
 			st2, _ := os.Stat(filepath.Join(n.conf, tt.chained))
 			if !st1.ModTime().Equal(st2.ModTime()) {
 				t.Errorf("second install rewrote %s", tt.chained)
 			}
 
-			must(t, in.Uninstall())
+			testutil.Must(t, in.Uninstall())
 			for name, content := range tt.files {
 				if b, err := os.ReadFile(filepath.Join(n.conf, name)); err != nil || string(b) != content {
 					t.Errorf("after uninstall %s = %q (%v), want the original", name, b, err)
@@ -177,11 +172,11 @@ func TestRunReinserts(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- in.Run(ctx) }()
 	path := filepath.Join(n.conf, "10-flannel.conflist")
-	waitFor(t, func() bool { return len(pluginTypes(t, path)) == 3 })
+	testutil.WaitFor(t, 5*time.Second, "slimvirt chained into "+path, func() bool { return len(pluginTypes(t, path)) == 3 })
 
 	rewritten := strings.Replace(flannel, `"hairpinMode": true`, `"hairpinMode": false`, 1)
-	must(t, os.WriteFile(path, []byte(rewritten), 0o644))
-	waitFor(t, func() bool {
+	testutil.Must(t, os.WriteFile(path, []byte(rewritten), 0o644))
+	testutil.WaitFor(t, 5*time.Second, "slimvirt chained again into the rewritten "+path, func() bool {
 		b, _ := os.ReadFile(path)
 		return strings.Contains(string(b), `"hairpinMode": false`) && strings.Contains(string(b), `"slimvirt"`)
 	})
@@ -195,17 +190,6 @@ func TestRunReinserts(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestRunWaitsForConfig: on a fresh node the cluster CNI writes its file after the agent starts.
 func TestRunWaitsForConfig(t *testing.T) {
 	n := newNode(t, nil)
@@ -216,8 +200,8 @@ func TestRunWaitsForConfig(t *testing.T) {
 	go func() { done <- in.Run(ctx) }()
 	time.Sleep(200 * time.Millisecond)
 	path := filepath.Join(n.conf, "10-flannel.conflist")
-	must(t, os.WriteFile(path, []byte(flannel), 0o644))
-	waitFor(t, func() bool { return len(pluginTypes(t, path)) == 3 })
+	testutil.Must(t, os.WriteFile(path, []byte(flannel), 0o644))
+	testutil.WaitFor(t, 5*time.Second, "slimvirt chained into the new "+path, func() bool { return len(pluginTypes(t, path)) == 3 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
@@ -228,9 +212,9 @@ func TestRunWaitsForConfig(t *testing.T) {
 func TestUninstallWithoutRecord(t *testing.T) {
 	n := newNode(t, map[string]string{"10-flannel.conflist": flannel})
 	in := n.installer(t, "", false)
-	must(t, in.Install())
-	must(t, os.RemoveAll(n.state))
-	must(t, in.Uninstall())
+	testutil.Must(t, in.Install())
+	testutil.Must(t, os.RemoveAll(n.state))
+	testutil.Must(t, in.Uninstall())
 	if got := pluginTypes(t, filepath.Join(n.conf, "10-flannel.conflist")); strings.Join(got, ",") != "flannel,portmap" {
 		t.Errorf("plugins %v after uninstall, want flannel,portmap", got)
 	}
@@ -245,9 +229,9 @@ func TestRunFollowsNewFile(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- in.Run(ctx) }()
 	old, newer := filepath.Join(n.conf, "20-old.conflist"), filepath.Join(n.conf, "10-new.conflist")
-	waitFor(t, func() bool { return len(pluginTypes(t, old)) == 3 })
-	must(t, os.WriteFile(newer, []byte(flannel), 0o644))
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, 5*time.Second, "slimvirt chained into "+old, func() bool { return len(pluginTypes(t, old)) == 3 })
+	testutil.Must(t, os.WriteFile(newer, []byte(flannel), 0o644))
+	testutil.WaitFor(t, 5*time.Second, "slimvirt moved from "+old+" to "+newer, func() bool {
 		b, _ := os.ReadFile(old)
 		return len(pluginTypes(t, newer)) == 3 && string(b) == flannel
 	})

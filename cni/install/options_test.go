@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // TestAllowCustomMACs: the admin's choice reaches the plugin's entry in the node's conflist, and
@@ -16,14 +18,14 @@ func TestAllowCustomMACs(t *testing.T) {
 		t.Helper()
 		in, err := New(Config{CNIBinDir: n.bin, CNIConfDir: n.conf, SourceBinary: n.src, StateDir: n.state,
 			SigningKeyFile: n.key, AllowCustomMACs: allow, Resync: time.Hour})
-		must(t, err)
-		must(t, in.Install())
+		testutil.Must(t, err)
+		testutil.Must(t, in.Install())
 		b, err := os.ReadFile(filepath.Join(n.conf, "10-flannel.conflist"))
-		must(t, err)
+		testutil.Must(t, err)
 		var doc struct {
 			Plugins []map[string]any `json:"plugins"`
 		}
-		must(t, json.Unmarshal(b, &doc))
+		testutil.Must(t, json.Unmarshal(b, &doc))
 		ours := doc.Plugins[len(doc.Plugins)-1]
 		if ours["type"] != PluginType {
 			t.Fatalf("last plugin %v, want slimvirt", ours)

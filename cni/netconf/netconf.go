@@ -225,7 +225,7 @@ func GuestMAC(s string) (net.HardwareAddr, error) {
 	return mac, nil
 }
 
-// VMNetwork is a parsed masquerade network: the bridge holds Gateway, the guest gets Guest.
+// VMNetworkAddrs is a parsed masquerade network: the bridge holds Gateway, the guest gets Guest.
 type VMNetworkAddrs struct {
 	Network *net.IPNet
 	Gateway net.IP

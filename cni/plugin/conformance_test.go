@@ -13,6 +13,8 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	"github.com/slimvirt/slimvirt/cni/internal/nettest"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 func bridgeIfaces() []launcherpod.Interface {
@@ -232,7 +234,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("STATUS: %v", err)
 	}
 	blocker := filepath.Join(t.TempDir(), "file")
-	os.WriteFile(blocker, nil, 0o644)
+	testutil.Must(t, os.WriteFile(blocker, nil, 0o644))
 	entry := strings.Replace(c.Ours(), c.StateDir, filepath.Join(blocker, "state"), 1)
 	err := nettest.NewChain(t, c.Host, c.PluginDir, nettest.Conflist(entry)).Status()
 	var cniErr *types.Error

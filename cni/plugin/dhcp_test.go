@@ -19,6 +19,8 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	"github.com/slimvirt/slimvirt/cni/internal/nettest"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 const dhclientConf = `option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;
@@ -56,15 +58,15 @@ func TestDHClient(t *testing.T) {
 	}
 	podIP, podMAC := res.IPs[0].Address.IP.String(), res.Interfaces[*res.IPs[0].Interface].Mac
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
-	os.WriteFile(resolv, []byte("nameserver 10.96.0.10\nsearch ns1.svc.cluster.local cluster.local\n"), 0o644)
+	testutil.Must(t, os.WriteFile(resolv, []byte("nameserver 10.96.0.10\nsearch ns1.svc.cluster.local cluster.local\n"), 0o644))
 	leased := make(chan string, 10)
 	serveLauncher(t, podNS, iface, resolv, func(ip net.IP) { leased <- ip.String() })
 	vm := attachVM(t, podNS, podMAC)
 
 	dir := t.TempDir()
 	script := filepath.Join(dir, "script")
-	os.WriteFile(script, []byte(dhclientScript), 0o755)
-	os.WriteFile(filepath.Join(dir, "dhclient.conf"), []byte(dhclientConf), 0o644)
+	testutil.Must(t, os.WriteFile(script, []byte(dhclientScript), 0o755))
+	testutil.Must(t, os.WriteFile(filepath.Join(dir, "dhclient.conf"), []byte(dhclientConf), 0o644))
 	// dhclient in the foreground (-d) is our child: stopped by its PID once it has the lease.
 	cmd := exec.Command("nsenter", "--net="+vm.Path(), "/usr/sbin/dhclient", "-1", "-d", "-v", "-sf", script,
 		"-cf", filepath.Join(dir, "dhclient.conf"), "-lf", filepath.Join(dir, "leases"), "-pf", filepath.Join(dir, "pid"), "vm0")
@@ -151,7 +153,9 @@ func unicastRenew(vm ns.NetNS, ip, mac string) (*dhcpv4.DHCPv4, error) {
 	if _, err := conn.WriteTo(req.ToBytes(), &net.UDPAddr{IP: net.ParseIP("169.254.75.10"), Port: dhcpv4.ServerPort}); err != nil {
 		return nil, err
 	}
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return nil, err
+	}
 	buf := make([]byte, 1500)
 	n, _, err := conn.ReadFrom(buf)
 	if err != nil {

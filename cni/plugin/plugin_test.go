@@ -20,6 +20,8 @@ import (
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	"github.com/slimvirt/slimvirt/cni/internal/nettest"
 	"github.com/slimvirt/slimvirt/cni/vmnet"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 func TestMain(m *testing.M) { os.Exit(nettest.Main(m)) }
@@ -252,7 +254,7 @@ func TestBridgeBinding(t *testing.T) {
 	}
 
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
-	os.WriteFile(resolv, []byte("search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"), 0o644)
+	testutil.Must(t, os.WriteFile(resolv, []byte("search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"), 0o644))
 	plan, stopServe := serveVMNet(t, podNS, iface, resolv)
 	if plan.GuestIP.IP.String() != podIP || plan.GuestMAC.String() != origMAC || plan.MTU != c.MTU || !plan.Gateway.Equal(net.ParseIP(c.Gateway)) {
 		t.Errorf("plan = %+v, want guest %s/%s, mtu %d, gateway %s", plan, podIP, origMAC, c.MTU, c.Gateway)

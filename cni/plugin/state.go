@@ -10,6 +10,7 @@ import (
 
 	"github.com/slimvirt/slimvirt/cni/binding"
 	"github.com/slimvirt/slimvirt/cni/netconf"
+	"github.com/slimvirt/slimvirt/internal/atomicfile"
 )
 
 // record is one attachment the plugin made, kept in <stateDir>/attachments/<network>/.
@@ -60,7 +61,7 @@ func (s *store) path(containerID, ifName string) (string, error) {
 	return filepath.Join(s.dir, containerID+"_"+ifName+".json"), nil
 }
 
-// save writes the record atomically (temp file + rename).
+// save writes the record atomically, synced to disk before ADD touches the netns.
 func (s *store) save(r *record) error {
 	p, err := s.path(r.ContainerID, r.IfName)
 	if err != nil {
@@ -73,20 +74,8 @@ func (s *store) save(r *record) error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	tmp, err := os.CreateTemp(s.dir, ".tmp-")
-	if err != nil {
-		return fmt.Errorf("create state file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write state file %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write state file %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return fmt.Errorf("write state file %s: %w", p, err)
+	if err := atomicfile.WriteFile(p, b, 0o600); err != nil {
+		return fmt.Errorf("write state file: %w", err)
 	}
 	return nil
 }

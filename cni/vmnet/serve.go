@@ -72,11 +72,12 @@ func (s *Server) Run(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
-		s.dhcp.Close()
+		// Close ends Serve, whose error is then that of a closed socket.
+		_ = s.dhcp.Close()
 		<-errs
 		return nil
 	case err = <-errs:
-		s.dhcp.Close()
+		_ = s.dhcp.Close()
 		return fmt.Errorf("serve vm network: %w", err)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 func cidr(s string) *net.IPNet {
@@ -36,7 +38,7 @@ func TestSortRoutes(t *testing.T) {
 
 func TestParseResolvConf(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "resolv.conf")
-	os.WriteFile(p, []byte("# comment\nnameserver 10.96.0.10\nnameserver fd00::10\nsearch a.svc.cluster.local svc.cluster.local\noptions ndots:5\n"), 0o644)
+	testutil.Must(t, os.WriteFile(p, []byte("# comment\nnameserver 10.96.0.10\nnameserver fd00::10\nsearch a.svc.cluster.local svc.cluster.local\noptions ndots:5\n"), 0o644))
 	dns, search, err := ParseResolvConf(p)
 	if err != nil || len(dns) != 1 || dns[0].String() != "10.96.0.10" || strings.Join(search, " ") != "a.svc.cluster.local svc.cluster.local" {
 		t.Errorf("ParseResolvConf = %v %v %v", dns, search, err)

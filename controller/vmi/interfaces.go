@@ -14,7 +14,7 @@ import (
 // computes the same list with the same function. The taps belong to the launcher's uid, so
 // QEMU can open them without privileges.
 func launcherInterfaces(vmi *v1.VirtualMachineInstance) []launcherpod.Interface {
-	ifaces := launcherpod.InterfacesFor(vmi)
+	ifaces := vmi.LauncherInterfaces()
 	for i := range ifaces {
 		ifaces[i].TapOwner = ptr.To(launcherpod.LauncherUID)
 	}

@@ -18,7 +18,7 @@ const ReasonMACAddressRefused = "MACAddressRefused"
 // also refuses, whatever the flag, a MAC that another party there already uses, which the
 // controller cannot see. A masqueraded guest's MAC never leaves the pod.
 func macProblem(vmi *v1.VirtualMachineInstance, allowCustomMACs bool) *Problem {
-	for _, iface := range launcherpod.InterfacesFor(vmi) {
+	for _, iface := range vmi.LauncherInterfaces() {
 		if iface.Binding != launcherpod.BindingBridge || iface.MAC == "" {
 			continue
 		}

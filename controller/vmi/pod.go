@@ -28,12 +28,8 @@ const (
 	hostDiskDirsMount = "/var/run/slimvirt-hostdisk-dirs"
 	// launcherBinary is the compute container's entry point in the launcher image.
 	launcherBinary = "/usr/bin/slimvirt-launcher"
-	// KernelBootDir holds the kernel ("kernel") and initrd ("initrd") of a kernelBoot VMI,
-	// copied out of its image by copier containers; the launcher boots them.
-	KernelBootDir    = launcherpod.RunDir + "/kernel-boot"
+	// kernelBootVolume is the emptyDir at launcherpod.KernelBootDir.
 	kernelBootVolume = "kernel-boot"
-	// SecretsDir/<volume>/ holds the cloud-init Secrets of a volume (keys userdata, networkdata).
-	SecretsDir = launcherpod.RunDir + "/secrets"
 	// defaultContainerDiskPath is where a containerDisk image keeps its disk (KubeVirt's /disk/).
 	defaultContainerDiskPath = "/disk"
 	// defaultGracePeriod is KubeVirt's default VMI terminationGracePeriodSeconds.
@@ -224,7 +220,7 @@ func copierSecurityContext() *corev1.SecurityContext {
 // as KubeVirt's useEmulation does). Extended resources are limits; the request follows.
 func withDevices(r corev1.ResourceRequirements, vmi *v1.VirtualMachineInstance, allowEmulation bool) corev1.ResourceRequirements {
 	devices := []corev1.ResourceName{launcherpod.ResourceSeed}
-	if len(launcherpod.InterfacesFor(vmi)) > 0 {
+	if vmi.WantsPodNetwork() {
 		devices = append(devices, launcherpod.ResourceTun)
 	}
 	if !allowEmulation {
@@ -249,19 +245,9 @@ func podLabels(vmi *v1.VirtualMachineInstance) map[string]string {
 	return labels
 }
 
-// GuestMemory is the RAM the guest sees: memory.guest, else resources.requests.memory.
-func GuestMemory(vmi *v1.VirtualMachineInstance) (resource.Quantity, bool) {
-	if m := vmi.Spec.Domain.Memory; m != nil && m.Guest != nil {
-		return *m.Guest, true
-	}
-	if q, ok := vmi.Spec.Domain.Resources.Requests[corev1.ResourceMemory]; ok {
-		return q, true
-	}
-	return resource.Quantity{}, false
-}
-
 // computeResources sizes the compute container: the VMI's requests and limits, with the memory
-// request (and limit) raised by the launcher's overhead unless the VMI overcommits it.
+// request (and limit) raised by the launcher's overhead unless the VMI overcommits it. Without
+// a memory request, the guest's memory (the API's rule, which the domain follows) is requested.
 func computeResources(cfg PodConfig, vmi *v1.VirtualMachineInstance) (corev1.ResourceRequirements, error) {
 	spec := vmi.Spec.Domain.Resources
 	out := corev1.ResourceRequirements{Requests: spec.Requests.DeepCopy(), Limits: spec.Limits.DeepCopy()}
@@ -270,7 +256,7 @@ func computeResources(cfg PodConfig, vmi *v1.VirtualMachineInstance) (corev1.Res
 	}
 	mem, ok := out.Requests[corev1.ResourceMemory]
 	if !ok {
-		guest, found := GuestMemory(vmi)
+		guest, found := vmi.Spec.Domain.GuestMemory()
 		if !found {
 			return out, fmt.Errorf("vmi %s sets neither memory.guest nor resources.requests.memory", vmi.Name)
 		}
@@ -394,8 +380,8 @@ func (s *podVolumeSet) addContainerDisk(name string, cd *v1.ContainerDiskSource)
 // the rest of the launcher's run directory.
 func (s *podVolumeSet) addKernelBoot(kb *v1.KernelBootContainer) {
 	s.volumes = append(s.volumes, corev1.Volume{Name: kernelBootVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
-	mount := corev1.VolumeMount{Name: kernelBootVolume, MountPath: KernelBootDir}
-	for _, f := range []struct{ name, path string }{{"kernel", kb.KernelPath}, {"initrd", kb.InitrdPath}} {
+	mount := corev1.VolumeMount{Name: kernelBootVolume, MountPath: launcherpod.KernelBootDir}
+	for _, f := range []struct{ name, path string }{{launcherpod.KernelBootKernel, kb.KernelPath}, {launcherpod.KernelBootInitrd, kb.InitrdPath}} {
 		if f.path == "" {
 			continue
 		}
@@ -403,7 +389,7 @@ func (s *podVolumeSet) addKernelBoot(kb *v1.KernelBootContainer) {
 			Name:                     "kernel-boot-" + f.name,
 			Image:                    kb.Image,
 			ImagePullPolicy:          kb.ImagePullPolicy,
-			Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", f.path, "--dst", KernelBootDir, "--as", f.name, "--stay"},
+			Command:                  []string{launcherpod.ContainerDiskCopier, "copy", "--src", f.path, "--dst", launcherpod.KernelBootDir, "--as", f.name, "--stay"},
 			VolumeMounts:             []corev1.VolumeMount{mount},
 			Resources:                copierResources(),
 			SecurityContext:          copierSecurityContext(),
@@ -509,7 +495,7 @@ func (s *podVolumeSet) addSecrets(name string, refs ...*corev1.LocalObjectRefere
 	s.volumes = append(s.volumes, corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{
 		Projected: &corev1.ProjectedVolumeSource{Sources: sources},
 	}})
-	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: path.Join(SecretsDir, name), ReadOnly: true})
+	s.computeMounts = append(s.computeMounts, corev1.VolumeMount{Name: volName, MountPath: path.Join(launcherpod.SecretsDir, name), ReadOnly: true})
 }
 
 // dnsLabel makes a pod volume or container name from a prefix and a VMI volume name. Both are

@@ -164,7 +164,7 @@ func TestPodVolumes(t *testing.T) {
 		launcherpod.ContainerDiskDir + "/cd":       "cd-cd",
 		launcherpod.PVCDir + "/fs":                 "pvc-fs",
 		launcherpod.HostDiskDir + "/host/disk.img": "hostdisk-host",
-		SecretsDir + "/ci":                         "secret-ci",
+		launcherpod.SecretsDir + "/ci":             "secret-ci",
 	} {
 		if mounts[path] != name {
 			t.Errorf("mount at %s = %q, want %q", path, mounts[path], name)
@@ -346,12 +346,12 @@ func TestKernelBoot(t *testing.T) {
 		t.Errorf("init containers = %v, want none", containerNames(pod.Spec.InitContainers))
 	}
 	k := pod.Spec.Containers[0]
-	if k.Image != "kernels:1" || !slices.Equal(k.Command, []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/boot/vmlinuz", "--dst", KernelBootDir, "--as", "kernel", "--stay"}) {
+	if k.Image != "kernels:1" || !slices.Equal(k.Command, []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/boot/vmlinuz", "--dst", launcherpod.KernelBootDir, "--as", "kernel", "--stay"}) {
 		t.Errorf("kernel copier = %s %v", k.Image, k.Command)
 	}
 	var mounted bool
 	for _, m := range computeOf(t, pod).VolumeMounts {
-		mounted = mounted || m.MountPath == KernelBootDir
+		mounted = mounted || m.MountPath == launcherpod.KernelBootDir
 	}
 	if !mounted {
 		t.Error("compute does not mount the kernel-boot volume")

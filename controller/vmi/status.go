@@ -220,7 +220,7 @@ func setInterfaces(st *v1.VirtualMachineInstanceStatus, vmi *v1.VirtualMachineIn
 	if len(st.Interfaces) > 0 {
 		first = st.Interfaces[0]
 	}
-	first.Name = launcherpod.FirstInterfaceName(vmi)
+	first.Name = vmi.InterfaceName(0)
 	first.IP = pod.Status.PodIP
 	first.IPs = nil
 	for _, ip := range pod.Status.PodIPs {

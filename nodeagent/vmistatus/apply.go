@@ -57,7 +57,7 @@ func Apply(vmi *v1.VirtualMachineInstance, pod *corev1.Pod, st launcherpod.Statu
 		s.RemoveCondition(v1.VMIAgentConnected)
 	}
 	if st.GuestOS != nil {
-		s.GuestOSInfo = st.GuestOS.DeepCopy()
+		s.GuestOSInfo = v1.GuestOSInfoFrom(st.GuestOS)
 	}
 	return !equality.Semantic.DeepEqual(before, s)
 }
@@ -69,7 +69,7 @@ func beforeRunning(p v1.VirtualMachineInstancePhase) bool {
 // setGuestAddress puts the guest's MAC and leased IP on the VMI's first interface.
 func setGuestAddress(s *v1.VirtualMachineInstanceStatus, vmi *v1.VirtualMachineInstance, st launcherpod.Status) {
 	if len(s.Interfaces) == 0 {
-		s.Interfaces = []v1.VirtualMachineInstanceNetworkInterface{{Name: launcherpod.FirstInterfaceName(vmi)}}
+		s.Interfaces = []v1.VirtualMachineInstanceNetworkInterface{{Name: vmi.InterfaceName(0)}}
 	}
 	first := &s.Interfaces[0]
 	first.MAC = st.GuestMAC

@@ -175,8 +175,8 @@ func TestReporter(t *testing.T) {
 	vmi := f.waitFor(ctx, "vm1", "Running with the guest's address", func(v *v1.VirtualMachineInstance) bool {
 		return v.Status.Phase == v1.Running && len(v.Status.Interfaces) == 1 && v.Status.Interfaces[0].MAC == "02:00:00:00:00:01"
 	})
-	if i := vmi.Status.Interfaces[0]; i.IP != "10.244.0.9" || i.Name != launcherpod.DefaultInterfaceName {
-		t.Errorf("first interface = %+v, want the lease 10.244.0.9 on %q", i, launcherpod.DefaultInterfaceName)
+	if i := vmi.Status.Interfaces[0]; i.IP != "10.244.0.9" || i.Name != v1.DefaultInterfaceName {
+		t.Errorf("first interface = %+v, want the lease 10.244.0.9 on %q", i, v1.DefaultInterfaceName)
 	}
 	if ts := vmi.Status.PhaseTransitionTimestamps; len(ts) == 0 || ts[len(ts)-1].Phase != v1.Running {
 		t.Errorf("no Running transition timestamp: %+v", ts)
@@ -196,7 +196,7 @@ func TestReporter(t *testing.T) {
 	// A guest agent connects and says what the guest runs; then it goes away.
 	running := launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01", GuestIP: "10.244.0.9"}
 	withAgent := running
-	withAgent.AgentConnected, withAgent.GuestOS = true, &v1.GuestOSInfo{Name: "Debian GNU/Linux", KernelRelease: "6.1.0-28-amd64", Version: "12"}
+	withAgent.AgentConnected, withAgent.GuestOS = true, &launcherpod.GuestOSInfo{Name: "Debian GNU/Linux", KernelRelease: "6.1.0-28-amd64", Version: "12"}
 	f.launcherSays(pod, withAgent)
 	vmi = f.waitFor(ctx, "vm1", "AgentConnected=True", func(v *v1.VirtualMachineInstance) bool { return v.Status.Condition(v1.VMIAgentConnected).IsTrue() })
 	if os := vmi.Status.GuestOSInfo; os == nil || os.Name != "Debian GNU/Linux" || os.KernelRelease != "6.1.0-28-amd64" || os.Version != "12" {

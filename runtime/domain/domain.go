@@ -6,6 +6,7 @@ package domain
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -121,16 +122,16 @@ func UUID(vmi *v1.VirtualMachineInstance) string {
 // Convert builds the domain for a VMI.
 func Convert(vmi *v1.VirtualMachineInstance, opts Options) (*libvirtxml.Domain, error) {
 	spec := &vmi.Spec.Domain
-	memBytes, err := GuestMemory(vmi)
-	if err != nil {
-		return nil, err
+	mem, ok := spec.GuestMemory()
+	if !ok {
+		return nil, errors.New("no guest memory: set spec.domain.memory.guest or spec.domain.resources.requests.memory")
 	}
 	d := &libvirtxml.Domain{
 		Type: "qemu",
 		Name: Name(vmi),
 		UUID: UUID(vmi),
 		// Whole MiB: QEMU rounds guest RAM anyway and libvirt reports in KiB.
-		Memory:     &libvirtxml.DomainMemory{Value: uint((memBytes + (1<<20 - 1)) >> 20), Unit: "MiB"},
+		Memory:     &libvirtxml.DomainMemory{Value: uint((mem.Value() + (1<<20 - 1)) >> 20), Unit: "MiB"},
 		OnPoweroff: "destroy",
 		OnReboot:   "restart",
 		OnCrash:    "destroy",
@@ -154,6 +155,7 @@ func Convert(vmi *v1.VirtualMachineInstance, opts Options) (*libvirtxml.Domain, 
 	}
 	d.SysInfo = sysInfo(vmi, d.UUID)
 	d.CPU, d.VCPU = cpu(spec.CPU, opts.Accelerator)
+	var err error
 	if d.OS, err = osSection(vmi, opts); err != nil {
 		return nil, err
 	}
@@ -172,18 +174,6 @@ func Convert(vmi *v1.VirtualMachineInstance, opts Options) (*libvirtxml.Domain, 
 	return d, nil
 }
 
-// GuestMemory is the RAM the guest sees: memory.guest, else the memory request.
-func GuestMemory(vmi *v1.VirtualMachineInstance) (int64, error) {
-	spec := &vmi.Spec.Domain
-	if spec.Memory != nil && spec.Memory.Guest != nil {
-		return spec.Memory.Guest.Value(), nil
-	}
-	if q, ok := spec.Resources.Requests["memory"]; ok {
-		return q.Value(), nil
-	}
-	return 0, fmt.Errorf("no guest memory: set spec.domain.memory.guest or spec.domain.resources.requests.memory")
-}
-
 func sysInfo(vmi *v1.VirtualMachineInstance, uuid string) []libvirtxml.DomainSysInfo {
 	entries := []libvirtxml.DomainSysInfoEntry{
 		{Name: "manufacturer", Value: "slimvirt"},
@@ -199,18 +189,9 @@ func sysInfo(vmi *v1.VirtualMachineInstance, uuid string) []libvirtxml.DomainSys
 }
 
 func cpu(c *v1.CPU, accel string) (*libvirtxml.DomainCPU, *libvirtxml.DomainVCPU) {
-	sockets, cores, threads := 1, 1, 1
+	sockets, cores, threads := c.Topology()
 	model := ""
 	if c != nil {
-		if c.Sockets > 0 {
-			sockets = int(c.Sockets)
-		}
-		if c.Cores > 0 {
-			cores = int(c.Cores)
-		}
-		if c.Threads > 0 {
-			threads = int(c.Threads)
-		}
 		model = c.Model
 	}
 	out := &libvirtxml.DomainCPU{
@@ -229,7 +210,7 @@ func cpu(c *v1.CPU, accel string) (*libvirtxml.DomainCPU, *libvirtxml.DomainVCPU
 		out.Mode, out.Match = "custom", "exact"
 		out.Model = &libvirtxml.DomainCPUModel{Fallback: "allow", Value: model}
 	}
-	return out, &libvirtxml.DomainVCPU{Placement: "static", Value: uint(sockets * cores * threads)}
+	return out, &libvirtxml.DomainVCPU{Placement: "static", Value: uint(c.VCPUs())}
 }
 
 func machineType(m *v1.Machine) string {
@@ -405,14 +386,14 @@ func addDisks(d *libvirtxml.Domain, vmi *v1.VirtualMachineInstance, sources map[
 
 func addInterfaces(d *libvirtxml.Domain, vmi *v1.VirtualMachineInstance, nics []NIC) error {
 	boot := map[string]*uint{}
-	multiQueue := vmi.Spec.Domain.Devices.NetworkInterfaceMultiQueue != nil && *vmi.Spec.Domain.Devices.NetworkInterfaceMultiQueue
+	queues := vmi.Spec.Domain.NICQueues()
 	for _, iface := range vmi.Spec.Domain.Devices.Interfaces {
 		boot[iface.Name] = iface.BootOrder
 	}
 	for _, nic := range nics {
 		model := nic.Model
 		if model == "" {
-			model = "virtio"
+			model = v1.DefaultNICModel
 		}
 		switch model {
 		case "virtio", "e1000", "e1000e", "rtl8139":
@@ -431,10 +412,8 @@ func addInterfaces(d *libvirtxml.Domain, vmi *v1.VirtualMachineInstance, nics []
 		if nic.MTU > 0 {
 			out.MTU = &libvirtxml.DomainInterfaceMTU{Size: uint(nic.MTU)}
 		}
-		if model == "virtio" && multiQueue {
-			if q := d.VCPU.Value; q > 1 {
-				out.Driver = &libvirtxml.DomainInterfaceDriver{Queues: q}
-			}
+		if model == "virtio" && queues > 1 {
+			out.Driver = &libvirtxml.DomainInterfaceDriver{Queues: uint(queues)}
 		}
 		if b := boot[nic.Name]; b != nil {
 			out.Boot = &libvirtxml.DomainDeviceBoot{Order: *b}

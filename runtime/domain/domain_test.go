@@ -2,13 +2,16 @@ package domain
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
@@ -90,13 +93,11 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-func ptr[T any](v T) *T { return &v }
-
 func baseVMI() *v1.VirtualMachineInstance {
 	return &v1.VirtualMachineInstance{
 		ObjectMeta: metav1.ObjectMeta{Name: "vm", Namespace: "ns"},
 		Spec: v1.VirtualMachineInstanceSpec{Domain: v1.DomainSpec{
-			Memory: &v1.Memory{Guest: ptr(resource.MustParse("256Mi"))},
+			Memory: &v1.Memory{Guest: ptr.To(resource.MustParse("256Mi"))},
 		}},
 	}
 }
@@ -137,7 +138,7 @@ func TestConvertChoices(t *testing.T) {
 		{
 			name: "EFI with Secure Boot turns SMM on",
 			mutate: func(v *v1.VirtualMachineInstance) {
-				v.Spec.Domain.Firmware = &v1.Firmware{Bootloader: &v1.Bootloader{EFI: &v1.EFI{SecureBoot: ptr(true)}}, Serial: "abc123", UUID: "11111111-2222-3333-4444-555555555555"}
+				v.Spec.Domain.Firmware = &v1.Firmware{Bootloader: &v1.Bootloader{EFI: &v1.EFI{SecureBoot: ptr.To(true)}}, Serial: "abc123", UUID: "11111111-2222-3333-4444-555555555555"}
 			},
 			opts: Options{Accelerator: AccelKVM, Firmware: DebianFirmware("/nv")},
 			want: []string{`<loader readonly="yes" secure="yes" type="pflash">/usr/share/OVMF/OVMF_CODE_4M.secboot.fd</loader>`, `<nvram template="/usr/share/OVMF/OVMF_VARS_4M.ms.fd">/nv/ns_vm_VARS.fd</nvram>`, `<smm state="on">`, `<entry name="serial">abc123</entry>`, `<uuid>11111111-2222-3333-4444-555555555555</uuid>`, `<model type="bochs"`},
@@ -145,7 +146,7 @@ func TestConvertChoices(t *testing.T) {
 		{
 			name: "BIOS on the serial console",
 			mutate: func(v *v1.VirtualMachineInstance) {
-				v.Spec.Domain.Firmware = &v1.Firmware{Bootloader: &v1.Bootloader{BIOS: &v1.BIOS{UseSerial: ptr(true)}}}
+				v.Spec.Domain.Firmware = &v1.Firmware{Bootloader: &v1.Bootloader{BIOS: &v1.BIOS{UseSerial: ptr.To(true)}}}
 			},
 			opts: Options{Accelerator: AccelKVM},
 			want: []string{`<bios useserial="yes">`},
@@ -191,8 +192,8 @@ func TestConvertChoices(t *testing.T) {
 		{
 			name: "no serial console, no graphics",
 			mutate: func(v *v1.VirtualMachineInstance) {
-				v.Spec.Domain.Devices.AutoattachSerialConsole = ptr(false)
-				v.Spec.Domain.Devices.AutoattachGraphicsDevice = ptr(false)
+				v.Spec.Domain.Devices.AutoattachSerialConsole = ptr.To(false)
+				v.Spec.Domain.Devices.AutoattachGraphicsDevice = ptr.To(false)
 			},
 			opts:    Options{Accelerator: AccelKVM},
 			notWant: []string{"<serial", "<console", "<graphics", "<video"},
@@ -201,15 +202,15 @@ func TestConvertChoices(t *testing.T) {
 			name: "multiqueue virtio NIC with a boot order",
 			mutate: func(v *v1.VirtualMachineInstance) {
 				v.Spec.Domain.CPU = &v1.CPU{Cores: 2}
-				v.Spec.Domain.Devices.NetworkInterfaceMultiQueue = ptr(true)
-				v.Spec.Domain.Devices.Interfaces = []v1.Interface{{Name: "default", BootOrder: ptr(uint(3))}}
+				v.Spec.Domain.Devices.NetworkInterfaceMultiQueue = ptr.To(true)
+				v.Spec.Domain.Devices.Interfaces = []v1.Interface{{Name: "default", BootOrder: ptr.To(uint(3))}}
 			},
 			opts: Options{Accelerator: AccelKVM, NICs: []NIC{{Name: "default", Tap: "tap0", MAC: "02:00:00:00:00:01", MTU: 9000}}},
 			want: []string{`<interface type="ethernet">`, `<target dev="tap0" managed="no">`, `<mac address="02:00:00:00:00:01">`, `<model type="virtio">`, `<driver queues="2">`, `<mtu size="9000">`, `<boot order="3">`},
 		},
 		{
 			name:   "clock offset and timezone",
-			mutate: func(v *v1.VirtualMachineInstance) { v.Spec.Domain.Clock = &v1.Clock{Timezone: ptr("Europe/Berlin")} },
+			mutate: func(v *v1.VirtualMachineInstance) { v.Spec.Domain.Clock = &v1.Clock{Timezone: ptr.To("Europe/Berlin")} },
 			opts:   Options{Accelerator: AccelKVM},
 			want:   []string{`<clock offset="timezone" timezone="Europe/Berlin">`},
 		},
@@ -271,5 +272,65 @@ func TestTargetName(t *testing.T) {
 		if got := targetName("vd", n); got != want {
 			t.Errorf("targetName(%d) = %s, want %s", n, got, want)
 		}
+	}
+}
+
+// The domain takes the guest's memory, vCPUs and NIC queues from the API's rules, the same the
+// launcher pod's memory request and the CNI plugin's taps (launcherpod.Interface.Queues) follow:
+// a tap made with another queue count than QEMU opens it with is refused by the kernel.
+func TestFactsFromTheAPI(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*v1.VirtualMachineInstance)
+	}{
+		{"defaults", func(*v1.VirtualMachineInstance) {}},
+		{"memory request, rounded up to MiB", func(v *v1.VirtualMachineInstance) {
+			v.Spec.Domain.Memory = nil
+			v.Spec.Domain.Resources.Requests = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1G")}
+		}},
+		{"multi-queue over 2x2x2 vCPUs, virtio and e1000", func(v *v1.VirtualMachineInstance) {
+			v.Spec.Domain.CPU = &v1.CPU{Sockets: 2, Cores: 2, Threads: 2}
+			v.Spec.Domain.Devices.NetworkInterfaceMultiQueue = ptr.To(true)
+			v.Spec.Domain.Devices.Interfaces = []v1.Interface{{Name: "a"}, {Name: "b", Model: "e1000"}, {Name: "c", Model: "virtio"}}
+		}},
+		{"multi-queue on one vCPU", func(v *v1.VirtualMachineInstance) {
+			v.Spec.Domain.Devices.NetworkInterfaceMultiQueue = ptr.To(true)
+			v.Spec.Domain.Devices.Interfaces = []v1.Interface{{Name: "a"}}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vmi := baseVMI()
+			tt.mutate(vmi)
+			var nics []NIC
+			models := map[string]string{}
+			for _, i := range vmi.Spec.Domain.Devices.Interfaces {
+				models[i.Name] = i.Model
+			}
+			ifaces := vmi.LauncherInterfaces()
+			for n, i := range ifaces {
+				nics = append(nics, NIC{Name: i.Name, Tap: fmt.Sprintf("tap%d", n), Model: models[i.Name]})
+			}
+			d, err := Convert(vmi, Options{Accelerator: AccelKVM, NICs: nics})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mem, _ := vmi.Spec.Domain.GuestMemory()
+			if d.Memory.Unit != "MiB" || int64(d.Memory.Value) != (mem.Value()+1<<20-1)>>20 {
+				t.Errorf("memory %d %s, want %s in whole MiB", d.Memory.Value, d.Memory.Unit, mem.String())
+			}
+			if int(d.VCPU.Value) != vmi.Spec.Domain.CPU.VCPUs() {
+				t.Errorf("%d vCPUs, want %d", d.VCPU.Value, vmi.Spec.Domain.CPU.VCPUs())
+			}
+			for n, i := range ifaces {
+				queues := 0
+				if drv := d.Devices.Interfaces[n].Driver; drv != nil {
+					queues = int(drv.Queues)
+				}
+				if queues != i.Queues {
+					t.Errorf("interface %s: QEMU opens %d queues, the CNI plugin makes %d", i.Name, queues, i.Queues)
+				}
+			}
+		})
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"libvirt.org/go/libvirt"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
-	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 )
 
 // errNoAgent is the guestinfo reply while no guest agent is connected.
@@ -102,7 +101,7 @@ func convertGuestInfo(in *libvirt.DomainGuestInfo) launcherpod.GuestInfo {
 		out.Hostname = in.Hostname
 	}
 	if os := in.OS; os != nil {
-		out.OS = &v1.GuestOSInfo{ID: os.ID, Name: os.Name, PrettyName: os.PrettyName, Version: os.Version,
+		out.OS = &launcherpod.GuestOSInfo{ID: os.ID, Name: os.Name, PrettyName: os.PrettyName, Version: os.Version,
 			VersionID: os.VersionID, KernelRelease: os.KernelRelease, KernelVersion: os.KernelVersion, Machine: os.Machine}
 	}
 	if tz := in.TimeZone; tz != nil {

@@ -19,7 +19,7 @@ import (
 
 // For returns the pod NIC of a VMI, or nil when it has no interface.
 func For(vmi *v1.VirtualMachineInstance) (*Binding, error) {
-	ifaces := launcherpod.InterfacesFor(vmi)
+	ifaces := vmi.LauncherInterfaces()
 	if len(ifaces) == 0 {
 		return nil, nil
 	}

@@ -35,9 +35,10 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	iface := launcherpod.Interface{Name: "default", Binding: launcherpod.Binding(binding)}
-	if err := vmnet.ServeNetns(ctx, netns, iface, ifName, resolv, opts); err != nil {
+	err := vmnet.ServeNetns(ctx, netns, iface, ifName, resolv, opts)
+	stop()
+	if err != nil {
 		log.Error("vm network failed", "err", err)
 		os.Exit(1)
 	}

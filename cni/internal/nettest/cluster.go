@@ -165,8 +165,11 @@ func PodIP(t testing.TB, netns ns.NetNS, ifName string) string {
 			return err
 		}
 		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-		if err != nil || len(addrs) == 0 {
-			return fmt.Errorf("no address on %s: %v", ifName, err)
+		if err != nil {
+			return fmt.Errorf("list addresses of %s: %w", ifName, err)
+		}
+		if len(addrs) == 0 {
+			return fmt.Errorf("no address on %s", ifName)
 		}
 		ip = addrs[0].IP.String()
 		return nil

@@ -96,7 +96,7 @@ func BootGuest(t testing.TB, podNS ns.NetNS, mac string) *Guest {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if g.conn != nil {
-			g.conn.Close()
+			_ = g.conn.Close()
 		}
 		if t.Failed() {
 			t.Logf("guest serial console:\n%s\nqemu stderr: %s", strings.Join(g.Lines(), "\n"), stderr.String())

@@ -2,6 +2,7 @@ package nettest
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -145,7 +146,7 @@ func (l *Launcher) Stop() error {
 		case err = <-l.done:
 		case <-time.After(10 * time.Second):
 			_ = l.cmd.Process.Kill()
-			err = fmt.Errorf("did not stop on SIGTERM: %v", <-l.done)
+			err = errors.Join(errors.New("did not stop on SIGTERM"), <-l.done)
 		}
 	})
 	return err

@@ -27,6 +27,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // Prefix starts the name of every netns the tests make.
@@ -34,14 +36,6 @@ const Prefix = "svcni-"
 
 // RefPluginsVersion is the containernetworking/plugins release the tests chain ours after.
 const RefPluginsVersion = "v1.9.1"
-
-// RequireRoot fails a test that needs root: skipped, it would pass unseen.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root (network namespaces): run as root")
-	}
-}
 
 // RemoveStale deletes the namespaces an earlier, killed run left: those whose test process is
 // gone. Other test processes (other packages, other checkouts) may be running at the same time
@@ -56,7 +50,7 @@ func RemoveStale() error {
 			continue
 		}
 		if out, err := exec.Command("ip", "netns", "delete", e.Name()).CombinedOutput(); err != nil {
-			return fmt.Errorf("delete stale netns %s: %v: %s", e.Name(), err, out)
+			return fmt.Errorf("delete stale netns %s: %w: %s", e.Name(), err, out)
 		}
 	}
 	return nil
@@ -78,6 +72,7 @@ func ownerAlive(e os.DirEntry) bool {
 // NewNS makes a named netns (loopback up) removed when the test ends.
 func NewNS(t testing.TB, role string) ns.NetNS {
 	t.Helper()
+	testutil.RequireRoot(t, "network namespaces")
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	name := fmt.Sprintf("%s%d-%s-%s", Prefix, os.Getpid(), role, hex.EncodeToString(b))
@@ -89,7 +84,7 @@ func NewNS(t testing.TB, role string) ns.NetNS {
 		t.Fatalf("open netns %s: %v", name, err)
 	}
 	t.Cleanup(func() {
-		netns.Close()
+		_ = netns.Close()
 		_ = exec.Command("ip", "netns", "delete", name).Run()
 	})
 	Run(t, netns, "ip", "link", "set", "lo", "up")
@@ -124,6 +119,12 @@ func Main(m interface{ Run() int }) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	var built []string
+	defer func() {
+		for _, p := range built {
+			_ = os.Remove(p)
+		}
+	}()
 	// The launcher side runs as the launcher's uid: its binary sits in the world-readable
 	// temporary directory, not in the go test build directory (root's, mode 0700).
 	for _, b := range []struct{ env, name, pkg string }{
@@ -140,8 +141,11 @@ func Main(m interface{ Run() int }) int {
 			fmt.Fprintf(os.Stderr, "build %s: %v: %s\n", b.name, err, out)
 			return 1
 		}
-		os.Setenv(b.env, path)
-		defer os.Remove(path)
+		built = append(built, path)
+		if err := os.Setenv(b.env, path); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	return m.Run()
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // Cluster is a simulated cluster network: a "host" netns the reference plugins wire pods into,
@@ -26,7 +28,7 @@ type Cluster struct {
 // NewCluster makes the host netns, a signing key and the state directories.
 func NewCluster(t testing.TB) *Cluster {
 	t.Helper()
-	RequireRoot(t)
+	testutil.RequireRoot(t, "network namespaces")
 	dir := t.TempDir()
 	c := &Cluster{
 		Host:      NewNS(t, "host"),

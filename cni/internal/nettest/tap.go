@@ -30,12 +30,12 @@ func OpenTap(t testing.TB, podNS ns.NetNS) *Tap {
 		}
 		ifr, err := unix.NewIfreq("tap0")
 		if err != nil {
-			unix.Close(fd)
+			_ = unix.Close(fd)
 			return err
 		}
 		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
 		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-			unix.Close(fd)
+			_ = unix.Close(fd)
 			return err
 		}
 		f = os.NewFile(uintptr(fd), "tap0")

@@ -28,8 +28,9 @@ func main() {
 	opts.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	opts.OnLease = func(ip net.IP) { fmt.Printf("lease %s\n", ip) }
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := run(ctx, launcherpod.Binding(binding), resolv, opts); err != nil {
+	err := run(ctx, launcherpod.Binding(binding), resolv, opts)
+	stop()
+	if err != nil {
 		opts.Logger.Error("vm network failed", "err", err)
 		os.Exit(1)
 	}
