@@ -21,8 +21,9 @@ const (
 	// AnnotationInterfaces holds the pod's VM interfaces as JSON ([]Interface); the CNI plugin
 	// builds the binding from it.
 	AnnotationInterfaces = "slimvirt.io/interfaces"
-	// AnnotationSignature holds Sign(key, namespace, pod name, AnnotationInterfaces value) in hex;
-	// the CNI plugin acts only on pods whose signature verifies.
+	// AnnotationSignature holds SignPod(key, the pod's namespace, name and UID,
+	// AnnotationInterfaces value) in hex; the CNI plugin acts only on pods whose signature
+	// verifies.
 	AnnotationSignature = "slimvirt.io/interfaces-signature"
 
 	// AnnotationVMI holds the VMI (metadata name/namespace/uid/labels and spec) as JSON for the

@@ -69,36 +69,3 @@ func podMAC(key []byte, pod PodRef, interfaces string) []byte {
 	m.Write([]byte(interfaces))
 	return m.Sum(nil)
 }
-
-// Sign returns the older signature, bound to the namespace and name only.
-//
-// Deprecated: a deleted launcher pod's annotations, copied onto a new pod of the same name,
-// verify; the CNI plugin no longer accepts it. Use SignPod. Kept only while callers move.
-func Sign(key []byte, namespace, pod, interfaces string) string {
-	return hex.EncodeToString(mac(key, namespace, pod, interfaces))
-}
-
-// Verify says whether signature is Sign(key, namespace, pod, interfaces). An empty key verifies
-// nothing.
-//
-// Deprecated: see Sign; use VerifyPod.
-func Verify(key []byte, namespace, pod, interfaces, signature string) bool {
-	if len(key) == 0 {
-		return false
-	}
-	got, err := hex.DecodeString(signature)
-	if err != nil {
-		return false
-	}
-	return hmac.Equal(mac(key, namespace, pod, interfaces), got)
-}
-
-func mac(key []byte, namespace, pod, interfaces string) []byte {
-	m := hmac.New(sha256.New, key)
-	for _, part := range []string{namespace, pod} {
-		m.Write([]byte(part))
-		m.Write([]byte{0})
-	}
-	m.Write([]byte(interfaces))
-	return m.Sum(nil)
-}

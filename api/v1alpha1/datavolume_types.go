@@ -195,5 +195,5 @@ type DataVolumeCondition struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&DataVolume{}, &DataVolumeList{})
+	register(&DataVolume{}, &DataVolumeList{})
 }

@@ -1,9 +1,9 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 // GroupVersion is the API group and version of every type in this package.
@@ -11,9 +11,20 @@ var GroupVersion = schema.GroupVersion{Group: "slimvirt.io", Version: "v1alpha1"
 
 // SchemeBuilder registers this package's types; AddToScheme adds them to a scheme.
 var (
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 	AddToScheme   = SchemeBuilder.AddToScheme
 )
+
+// knownTypes are the kinds each types file registers in its init.
+var knownTypes []runtime.Object
+
+func register(objs ...runtime.Object) { knownTypes = append(knownTypes, objs...) }
+
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, knownTypes...)
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}
 
 // AddToSchemeOrDie is for tests and main packages that cannot go on without the types.
 func AddToSchemeOrDie(s *runtime.Scheme) {

@@ -220,5 +220,5 @@ func (vm *VirtualMachine) EffectiveRunStrategy() VirtualMachineRunStrategy {
 }
 
 func init() {
-	SchemeBuilder.Register(&VirtualMachine{}, &VirtualMachineList{})
+	register(&VirtualMachine{}, &VirtualMachineList{})
 }

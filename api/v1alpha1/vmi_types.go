@@ -669,5 +669,5 @@ type GuestOSInfo struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&VirtualMachineInstance{}, &VirtualMachineInstanceList{})
+	register(&VirtualMachineInstance{}, &VirtualMachineInstanceList{})
 }

@@ -109,5 +109,5 @@ type LabelSelector struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&VirtualMachineInstanceReplicaSet{}, &VirtualMachineInstanceReplicaSetList{})
+	register(&VirtualMachineInstanceReplicaSet{}, &VirtualMachineInstanceReplicaSetList{})
 }

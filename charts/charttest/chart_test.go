@@ -45,9 +45,15 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer s.stop()
 	cluster = s
-	return m.Run()
+	code := m.Run()
+	if err := s.stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
 }
 
 // server is a kube-apiserver with slimvirt's CRDs, and a helm that renders for its version.
@@ -68,34 +74,29 @@ func startServer() (*server, error) {
 	}
 	env, err := testenv.Start("charttest")
 	if err != nil {
-		os.RemoveAll(home)
-		return nil, err
+		return nil, errors.Join(err, os.RemoveAll(home))
 	}
 	s := &server{env: env, helm: &helm{bin: bin, home: home}}
 	if err := env.WriteKubeconfig(filepath.Join(home, "kubeconfig")); err != nil {
-		s.stop()
-		return nil, err
+		return nil, errors.Join(err, s.stop())
 	}
 	version, err := env.Clientset.Discovery().ServerVersion()
 	if err != nil {
-		s.stop()
-		return nil, fmt.Errorf("get server version: %w", err)
+		return nil, errors.Join(fmt.Errorf("get server version: %w", err), s.stop())
 	}
 	// Render for the server's version: a helm built without release flags assumes v1.20.0,
 	// which the chart's kubeVersion refuses.
 	s.helm.kubeVersion = version.GitVersion
 	groups, err := restmapper.GetAPIGroupResources(env.Clientset.Discovery())
 	if err != nil {
-		s.stop()
-		return nil, fmt.Errorf("discover served resources: %w", err)
+		return nil, errors.Join(fmt.Errorf("discover served resources: %w", err), s.stop())
 	}
 	s.mapper = restmapper.NewDiscoveryRESTMapper(groups)
 	return s, nil
 }
 
-func (s *server) stop() {
-	s.env.Stop()
-	os.RemoveAll(s.helm.home)
+func (s *server) stop() error {
+	return errors.Join(s.env.Stop(), os.RemoveAll(s.helm.home))
 }
 
 // helmBinary is $HELM, or the helm hack/tools.sh pins in $SLIMVIRT_CACHE.

@@ -92,7 +92,11 @@ func TestCheckReportsMissingPiece(t *testing.T) {
 			if _, err := chain.Add(pod); err != nil {
 				t.Fatalf("ADD: %v", err)
 			}
-			defer chain.Del(pod)
+			defer func() {
+				if err := chain.Del(pod); err != nil {
+					t.Errorf("DEL: %v", err)
+				}
+			}()
 			if err := ours.Check(pod); err != nil {
 				t.Fatalf("CHECK after ADD: %v", err)
 			}

@@ -38,8 +38,8 @@ func TestPassThrough(t *testing.T) {
 		{name: "signature of another pod", pod: "nginx", uid: deleted.UID, annotations: signed(good)},
 		{name: "annotations of a deleted launcher pod on a new pod of the same name", pod: "virt-launcher-a", uid: "9b3d2c4e-uid-of-the-new-pod", annotations: signed(good)},
 		{name: "no pod UID in CNI_ARGS", pod: "virt-launcher-a", annotations: signed(good)},
-		{name: "older signature bound to the name only", pod: "virt-launcher-a", uid: "9b3d2c4e-uid-of-the-new-pod",
-			annotations: signed(launcherpod.Sign(c.Key, "default", "virt-launcher-a", value))},
+		{name: "signature bound to the name only", pod: "virt-launcher-a", uid: "9b3d2c4e-uid-of-the-new-pod",
+			annotations: signed(launcherpod.SignPod(c.Key, launcherpod.PodRef{Namespace: "default", Name: "virt-launcher-a"}, value))},
 		{name: "tampered value", pod: "virt-launcher-a", uid: deleted.UID, annotations: map[string]string{
 			launcherpod.AnnotationInterfaces: `[{"name":"default","binding":"masquerade"}]`, launcherpod.AnnotationSignature: good}},
 		{name: "garbage signature", pod: "virt-launcher-a", uid: deleted.UID, annotations: signed("not-hex")},

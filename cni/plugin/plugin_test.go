@@ -234,7 +234,8 @@ func TestBridgeBinding(t *testing.T) {
 
 	after := links(t, podNS)
 	eth0, nic, br, tap := after["eth0"], after["eth0-nic"], after["k6t-eth0"], after["tap0"]
-	if _, hasPeer := after["eth0-twin"]; !(eth0.Type == "dummy" || eth0.Type == "veth" && hasPeer) || eth0.MAC != origMAC || eth0.MTU != c.MTU || len(eth0.Addrs) != 1 || !strings.HasPrefix(eth0.Addrs[0], podIP+"/") {
+	_, hasPeer := after["eth0-twin"]
+	if ok := eth0.Type == "dummy" || eth0.Type == "veth" && hasPeer; !ok || eth0.MAC != origMAC || eth0.MTU != c.MTU || len(eth0.Addrs) != 1 || !strings.HasPrefix(eth0.Addrs[0], podIP+"/") {
 		t.Errorf("eth0 = %+v, want a dummy with mac %s, mtu %d and %s", eth0, origMAC, c.MTU, podIP)
 	}
 	if nic.Type != "veth" || nic.Master != "k6t-eth0" || nic.MAC == origMAC || len(nic.Addrs) != 0 {

@@ -30,7 +30,11 @@ func TestTapOpensInQEMU(t *testing.T) {
 			if _, err := chain.Add(pod); err != nil {
 				t.Fatalf("ADD: %v", err)
 			}
-			defer chain.Del(pod)
+			defer func() {
+				if err := chain.Del(pod); err != nil {
+					t.Errorf("DEL: %v", err)
+				}
+			}()
 			details := nettest.Run(t, podNS, "ip", "-d", "link", "show", "tap0")
 			if got := strings.Contains(details, "multi_queue"); got != (queues > 1) {
 				t.Errorf("multi_queue = %v, want %v:\n%s", got, queues > 1, details)
@@ -58,7 +62,7 @@ func TestTapOpensInQEMU(t *testing.T) {
 				t.Errorf("qemu could not open the tap: %v: %s", err, stderr.String())
 			case <-time.After(3 * time.Second):
 				_ = qemu.Process.Kill()
-				<-exited
+				t.Logf("qemu killed: %v", <-exited)
 			}
 		})
 	}

@@ -74,7 +74,10 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		// Close ends Serve, whose error is then that of a closed socket.
 		_ = s.dhcp.Close()
-		<-errs
+		if err := <-errs; err != nil {
+			// A closed socket's error: the stop was asked for.
+			s.log.Debug("dhcp server stopped", "err", err)
+		}
 		return nil
 	case err = <-errs:
 		_ = s.dhcp.Close()

@@ -88,9 +88,6 @@ func TestLauncherPodSignedForItsUID(t *testing.T) {
 		if err := launcherpod.VerifyPod(env.key, again, value, sig); err == nil {
 			t.Errorf("pod %s: the signature verifies for another pod of the same name", name)
 		}
-		if launcherpod.Verify(env.key, pod.Namespace, pod.Name, value, sig) { //nolint:staticcheck // the old UID-less check must reject a new signature
-			t.Errorf("pod %s: the signature verifies without the UID", name)
-		}
 	}
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	t.Logf("launcher pod seen held -> seen signed and released (one patch), %d pods (%d seen held): median %v, max %v", len(took), gatedSeen, took[len(took)/2], took[len(took)-1])

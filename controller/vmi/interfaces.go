@@ -21,12 +21,12 @@ func launcherInterfaces(vmi *v1.VirtualMachineInstance) []launcherpod.Interface 
 	return ifaces
 }
 
-// interfacesAnnotation returns the interfaces annotation value and its signature for a pod.
-func interfacesAnnotation(key []byte, vmi *v1.VirtualMachineInstance, podName string) (string, string, error) {
+// interfacesAnnotation returns the interfaces annotation value of a VMI's launcher pod. It is
+// signed only once the pod exists (releasePatch), since the signature names the pod's UID.
+func interfacesAnnotation(vmi *v1.VirtualMachineInstance) (string, error) {
 	raw, err := json.Marshal(launcherInterfaces(vmi))
 	if err != nil {
-		return "", "", fmt.Errorf("encode interfaces of vmi %s: %w", vmi.Name, err)
+		return "", fmt.Errorf("encode interfaces of vmi %s: %w", vmi.Name, err)
 	}
-	value := string(raw)
-	return value, launcherpod.Sign(key, vmi.Namespace, podName, value), nil
+	return string(raw), nil
 }

@@ -78,7 +78,7 @@ func LauncherVMI(vmi *v1.VirtualMachineInstance) ([]byte, error) {
 
 // BuildPod makes the launcher pod of a VMI. It is pure: everything it needs is in its arguments.
 func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, facts VolumeFacts) (*corev1.Pod, error) {
-	ifaces, sig, err := interfacesAnnotation(cfg.SigningKey, vmi, podName)
+	ifaces, err := interfacesAnnotation(vmi)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +139,6 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 			Labels:    podLabels(vmi),
 			Annotations: map[string]string{
 				launcherpod.AnnotationInterfaces:          ifaces,
-				launcherpod.AnnotationSignature:           sig,
 				launcherpod.AnnotationVMI:                 string(vmiJSON),
 				"kubectl.kubernetes.io/default-container": launcherpod.ComputeContainer,
 			},
@@ -169,6 +168,7 @@ func BuildPod(cfg PodConfig, vmi *v1.VirtualMachineInstance, podName string, fac
 			Containers: append(vols.copiers, compute),
 		},
 	}
+	HoldForSignature(pod)
 	return pod, nil
 }
 

@@ -200,7 +200,6 @@ func (r *Reconciler) createPod(ctx context.Context, vmi *v1.VirtualMachineInstan
 	if err != nil {
 		return Observation{}, err
 	}
-	HoldForSignature(pod)
 	err = r.Client.Create(ctx, pod)
 	if apierrors.IsAlreadyExists(err) {
 		pod, err = r.getPod(ctx, vmi, name)

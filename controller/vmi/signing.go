@@ -20,9 +20,9 @@ import (
 // pod that is not scheduled gets no sandbox, so the CNI plugin never sees it unsigned.
 const SchedulingGateSigned = "slimvirt.io/interfaces-signed"
 
-// HoldForSignature makes a built launcher pod wait for its UID-bound signature: it adds the
-// scheduling gate and drops any signature the pod was built with (a signature made before the
-// pod exists cannot name its UID).
+// HoldForSignature makes a launcher pod wait for its UID-bound signature: it adds the
+// scheduling gate and drops any signature the pod carries (a signature made before the pod
+// exists cannot name its UID). BuildPod makes every pod so.
 func HoldForSignature(pod *corev1.Pod) {
 	delete(pod.Annotations, launcherpod.AnnotationSignature)
 	for _, g := range pod.Spec.SchedulingGates {
@@ -51,7 +51,7 @@ func awaitsSignature(pod *corev1.Pod) bool {
 // a tenant may edit its own pods) with their signature for the pod's UID, and removes the gate
 // (the API server allows removing scheduling gates, not adding them).
 func releasePatch(key []byte, vmi *v1.VirtualMachineInstance, pod *corev1.Pod) ([]byte, error) {
-	value, _, err := interfacesAnnotation(key, vmi, pod.Name)
+	value, err := interfacesAnnotation(vmi)
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,7 @@ func TestReleasePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	value := patch.Metadata.Annotations[launcherpod.AnnotationInterfaces]
-	want, _, _ := interfacesAnnotation(key, vmi, pod.Name)
+	want, _ := interfacesAnnotation(vmi)
 	if value != want {
 		t.Errorf("patch signs %s, want the VMI's interfaces %s", value, want)
 	}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/slimvirt/slimvirt/api/launcherpod"
 	"github.com/slimvirt/slimvirt/cni/install"
 	"github.com/slimvirt/slimvirt/nodeagent/deviceplugin"
 	"github.com/slimvirt/slimvirt/nodeagent/removal"
@@ -55,7 +56,7 @@ type Config struct {
 // and QEMU's capabilities) below the state directory; the agent sees that directory at the
 // host's path, which is what the kubelet mounts from.
 func SeedDir(stateDir string) string {
-	return filepath.Join(stateDir, "launcher")
+	return filepath.Join(stateDir, launcherpod.NodeSeedDirName)
 }
 
 // Agent is a configured node agent.

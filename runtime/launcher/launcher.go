@@ -58,10 +58,6 @@ type Config struct {
 	Log    *slog.Logger
 }
 
-// kernelBootDir holds the kernel ("kernel") and initrd ("initrd") of a kernelBoot VMI,
-// copied there by the kernel-boot-* containers running slimvirt-diskcopy copy --as from the image.
-const kernelBootDir = launcherpod.RunDir + "/kernel-boot"
-
 // DefaultConfig is the launcher pod's configuration.
 func DefaultConfig() Config {
 	run := launcherpod.RunDir
@@ -74,7 +70,7 @@ func DefaultConfig() Config {
 		ConsoleSocket:    run + "/console.sock",
 		GuestAgentSocket: run + "/guest-agent.sock",
 		ConsoleLog:       run + "/console.log",
-		KernelBootDir:    kernelBootDir,
+		KernelBootDir:    launcherpod.KernelBootDir,
 		Layout:           volumes.DefaultLayout(),
 		TerminationLog:   "/dev/termination-log",
 		KVMDevice:        "/dev/kvm",

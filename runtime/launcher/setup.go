@@ -158,11 +158,11 @@ func (l *Launcher) awaitKernelBoot(ctx context.Context, kb *v1.KernelBoot) (kern
 		}
 		return p, nil
 	}
-	if kernel, err = await("kernel"); err != nil {
+	if kernel, err = await(launcherpod.KernelBootKernel); err != nil {
 		return "", "", err
 	}
 	if kb.Container.InitrdPath != "" {
-		if initrd, err = await("initrd"); err != nil {
+		if initrd, err = await(launcherpod.KernelBootInitrd); err != nil {
 			return "", "", err
 		}
 	}

@@ -75,7 +75,7 @@ func SeedNode(ctx context.Context, cfg Config, dir string) error {
 	if err := diskcopy.Install(cfg.Diskcopy, dir); err != nil {
 		return err
 	}
-	caps := filepath.Join(dir, filepath.Base(launcherpod.CapsSeedDir))
+	caps := filepath.Join(dir, launcherpod.CapsSeedName)
 	if err := os.MkdirAll(caps, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", caps, err)
 	}

@@ -54,7 +54,7 @@ func DefaultLayout() Layout {
 		BlockDir:         launcherpod.BlockDir,
 		HostDiskDir:      launcherpod.HostDiskDir,
 		EmptyDiskDir:     launcherpod.EmptyDiskDir,
-		SecretsDir:       launcherpod.RunDir + "/secrets",
+		SecretsDir:       launcherpod.SecretsDir,
 	}
 }
 
