@@ -32,6 +32,7 @@ type Config struct {
 	Adds       []string // SRC:DST[:MODE[:CAPS]], in one more layer; CAPS as "cap_net_raw,..." (+ep)
 	Env        []string
 	Entrypoint []string
+	Cmd        []string // default arguments, replaced by a container's args
 	User       string
 }
 
@@ -71,6 +72,7 @@ func Build(cfg Config) error {
 	cf.Architecture, cf.OS = "amd64", "linux"
 	cf.Config.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, cfg.Env...)
 	cf.Config.Entrypoint = cfg.Entrypoint
+	cf.Config.Cmd = cfg.Cmd
 	cf.Config.User = cfg.User
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return fmt.Errorf("set image config: %w", err)

@@ -30,7 +30,7 @@ func TestBuildWritesLoadableImage(t *testing.T) {
 	}
 	out := filepath.Join(dir, "img.tar")
 	err := Build(Config{Tag: "slimvirt.io/test:dev", Output: out, RootFS: root,
-		Adds: []string{bin + ":/usr/bin/tool:755", bin + ":/usr/bin/netd:0755:cap_net_bind_service,cap_net_raw"}, Entrypoint: []string{"/usr/bin/tool"}})
+		Adds: []string{bin + ":/usr/bin/tool:755", bin + ":/usr/bin/netd:0755:cap_net_bind_service,cap_net_raw"}, Entrypoint: []string{"/usr/bin/tool"}, Cmd: []string{"--serve"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +42,9 @@ func TestBuildWritesLoadableImage(t *testing.T) {
 	cf, err := img.ConfigFile()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := cf.Config.Cmd; len(got) != 1 || got[0] != "--serve" {
+		t.Fatalf("cmd %v", got)
 	}
 	if got := cf.Config.Entrypoint; len(got) != 1 || got[0] != "/usr/bin/tool" {
 		t.Errorf("entrypoint = %v", got)
