@@ -9,6 +9,7 @@ T0=$EPOCHREALTIME
 . "$(dirname "$0")/pki.sh"
 . "$(dirname "$0")/images.sh"
 . "$(dirname "$0")/configs.sh"
+. "$(dirname "$0")/pool.sh"
 
 require_root cluster-up
 lock_cluster
@@ -72,6 +73,8 @@ chmod 711 "$STATE_DIR"
 if [ -d "$LOG_DIR" ]; then rm -rf "$LOG_DIR.prev"; mv "$LOG_DIR" "$LOG_DIR.prev"; fi
 rm -rf --one-file-system "$STATE_DIR/etcd" "$KUBELET_DIR" "$POD_LOG_DIR" "$STATE_DIR/cni/ipam" "$STATE_DIR/config"
 mkdir -p "$LOG_DIR" "$KUBELET_DIR" "$POD_LOG_DIR" "$STATE_DIR/config" "$CNI_CONF_DIR" "$CNI_BIN_DIR"
+
+mount_pool
 
 step "certificates"
 make_pki
