@@ -50,6 +50,7 @@ test: ## Run the unit and integration tests (as root: netns, libvirt, apiserver)
 .PHONY: vet
 vet: ## Run go vet over the whole tree, the e2e tests included
 	go vet -tags e2e ./...
+	go vet -tags guestkernel ./...
 
 .PHONY: lint
 lint: vet ## Vet, then run golangci-lint (.golangci.yml) over the whole tree, the e2e tests included
@@ -91,6 +92,15 @@ clean: ## Remove build output (not the caches in $(SLIMVIRT_CACHE))
 -include slimctl/slimctl.mk
 -include charts/charts.mk
 -include e2e/e2e.mk
+
+# Tests that need a kernel with project quotas run in a QEMU guest on Debian's kernel
+# (docs/testing-guest-kernel.md); GUEST_KERNEL comes from images/images.mk.
+TEST_TARGETS += test-guest-kernel
+GUEST_KERNEL_PKGS ?= ./hack/guestkernel/prjquota
+
+.PHONY: test-guest-kernel
+test-guest-kernel: $(GUEST_KERNEL)/vmlinuz ## Run the tests that need project quotas as root in a QEMU guest on Debian's 6.1 kernel (docs/testing-guest-kernel.md)
+	@for p in $(GUEST_KERNEL_PKGS); do bash hack/guestkernel/run.sh -tags guestkernel $$p || exit 1; done
 
 ##@ Everything
 
