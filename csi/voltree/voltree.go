@@ -173,3 +173,9 @@ func fileType(mode uint32) string {
 	}
 	return fmt.Sprintf("type %#o", mode&unix.S_IFMT)
 }
+
+// Refused reports whether err is a walk refusing the tree.
+func Refused(err error) bool {
+	var r *RefusedError
+	return errors.As(err, &r)
+}
