@@ -4,13 +4,13 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/slimvirt/slimvirt/csi/loopfs"
 	"github.com/slimvirt/slimvirt/csi/quota"
 	"github.com/slimvirt/slimvirt/csi/testclean"
 	"github.com/slimvirt/slimvirt/internal/testutil"
@@ -21,61 +21,14 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// mkfs makes a loop-mounted filesystem of kind ("xfs", "ext4") in a sparse image in a temp
-// dir, with project quotas on when prj is set, and returns its mount point.
-func mkfs(t *testing.T, kind string, prj bool) string {
-	t.Helper()
-	testutil.RequireRoot(t, "loop-mounting a filesystem needs root")
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, kind+".img"), filepath.Join(dir, "mnt")
-	f, err := os.Create(img)
-	testutil.Must(t, err)
-	testutil.Must(t, f.Truncate(512<<20))
-	testutil.Must(t, f.Close())
-	var mk []string
-	opts := "loop"
-	switch kind {
-	case "xfs":
-		mk = []string{"mkfs.xfs", "-q", img}
-		if prj {
-			opts += ",prjquota"
-		}
-	case "ext4":
-		mk = []string{"mkfs.ext4", "-q", "-F", img}
-		if prj {
-			mk = []string{"mkfs.ext4", "-q", "-F", "-O", "quota,project", img}
-			opts += ",prjquota"
-		}
-	}
-	if out, err := exec.Command(mk[0], mk[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%v: %v %s", mk, err, out)
-	}
-	testutil.Must(t, os.Mkdir(mnt, 0o755))
-	if out, err := exec.Command("mount", "-o", opts, img, mnt).CombinedOutput(); err != nil {
-		if prj && exec.Command("mount", "-o", "loop", img, mnt).Run() == nil {
-			_ = exec.Command("umount", "-d", mnt).Run()
-			// The filesystem mounts, only not with project quotas: the kernel was built
-			// without them (CONFIG_XFS_QUOTA, or CONFIG_QUOTA with CONFIG_QFMT_V2 for ext4).
-			t.Skipf("this kernel has no %s project quotas: %s", kind, out)
-		}
-		t.Fatalf("mount %s: %v %s", kind, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-d", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v %s", mnt, err, out)
-		}
-	})
-	return mnt
-}
-
 func TestSupported(t *testing.T) {
-	for _, kind := range []string{"xfs", "ext4"} {
+	for _, kind := range loopfs.Kinds {
 		t.Run(kind, func(t *testing.T) {
-			if err := quota.Supported(mkfs(t, kind, true)); err != nil {
-				t.Fatalf("%s with prjquota: %v", kind, err)
-			}
-			if err := quota.Supported(mkfs(t, kind, false)); !errors.Is(err, quota.ErrUnsupported) {
+			if err := quota.Supported(loopfs.Make(t, kind, false)); !errors.Is(err, quota.ErrUnsupported) {
 				t.Fatalf("%s without prjquota: got %v, want ErrUnsupported", kind, err)
+			}
+			if err := quota.Supported(loopfs.Make(t, kind, true)); err != nil {
+				t.Fatalf("%s with prjquota: %v", kind, err)
 			}
 		})
 	}
@@ -87,7 +40,7 @@ const (
 )
 
 func volume(t *testing.T, kind string) (mnt, dir string) {
-	mnt = mkfs(t, kind, true)
+	mnt = loopfs.Make(t, kind, true)
 	dir = filepath.Join(mnt, "vol")
 	testutil.Must(t, os.Mkdir(dir, 0o777))
 	testutil.Must(t, quota.SetProject(dir, id))
@@ -140,7 +93,7 @@ func quotaFull(err error) bool {
 // other files written beyond it hit EDQUOT; raising the limit lets them grow; removing it
 // leaves the project unlimited.
 func TestLimit(t *testing.T) {
-	for _, kind := range []string{"xfs", "ext4"} {
+	for _, kind := range loopfs.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			_, dir := volume(t, kind)
 			if p, err := quota.Project(dir); err != nil || p != id {
@@ -177,7 +130,7 @@ func TestLimit(t *testing.T) {
 // TestStatfs: statfs of a project directory shows the project's limit and usage, which is
 // what NodeGetVolumeStats reports.
 func TestStatfs(t *testing.T) {
-	for _, kind := range []string{"xfs", "ext4"} {
+	for _, kind := range loopfs.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			_, dir := volume(t, kind)
 			if n, err := fill(t, dir, "data", 8<<20); err != nil {
