@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
@@ -37,19 +39,22 @@ func TestRequireQuota(t *testing.T) {
 }
 
 // writeDisk writes every byte of a disk.img, 64 KiB at a time in random order, as a guest
-// filling its disk would, and fails on any error.
-func writeDisk(t *testing.T, path string, size int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	testutil.Must(t, err)
-	defer f.Close()
-	buf := bytes.Repeat([]byte{0xa5}, 64<<10)
-	for _, i := range rand.Perm(int(size / int64(len(buf)))) {
-		if _, err := f.WriteAt(buf, int64(i)*int64(len(buf))); err != nil {
-			t.Fatalf("guest write at %d: %v", i*len(buf), err)
+// filling its disk would (without CAP_SYS_RESOURCE, which would pass the limit).
+func writeDisk(path string, size int64) error {
+	return loopfs.AsPod(func() error {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return err
 		}
-	}
-	testutil.Must(t, f.Sync())
+		defer f.Close()
+		buf := bytes.Repeat([]byte{0xa5}, 64<<10)
+		for _, i := range rand.Perm(int(size / int64(len(buf)))) {
+			if _, err := f.WriteAt(buf, int64(i)*int64(len(buf))); err != nil {
+				return fmt.Errorf("guest write at %d: %w", i*len(buf), err)
+			}
+		}
+		return f.Sync()
+	})
 }
 
 // TestQuotaPool: on XFS and ext4 with project quotas each filesystem volume has its own
@@ -70,7 +75,9 @@ func TestQuotaPool(t *testing.T) {
 			}
 			const size = 64 << 20
 			before := capacity()
+			t0 := time.Now()
 			id := mountVolume(t, h, "q", size)
+			withQuota := time.Since(t0)
 			v, err := h.drv.Volume(id)
 			testutil.Must(t, err)
 			if v.Project < 1<<30 {
@@ -87,7 +94,7 @@ func TestQuotaPool(t *testing.T) {
 				t.Fatalf("a %d-byte volume took %d bytes of capacity, want about its limit %d", size, took, limit.Bytes)
 			}
 
-			writeDisk(t, filepath.Join(v.Dir, "disk.img"), size)
+			testutil.Must(t, writeDisk(filepath.Join(v.Dir, "disk.img"), size))
 			n, err := fillFile(filepath.Join(v.Dir, "extra"), 2*quota.Margin(size))
 			if !errors.Is(err, syscall.EDQUOT) && !errors.Is(err, syscall.ENOSPC) {
 				t.Fatalf("a pod wrote %d bytes beyond a full disk: %v", n, err)
@@ -124,7 +131,9 @@ func TestQuotaPool(t *testing.T) {
 				t.Fatalf("after expansion a pod wrote only %d bytes: %v", n, err)
 			}
 
+			t0 = time.Now()
 			blk := createVolume(t, h, &csi.CreateVolumeRequest{Name: "b", VolumeCapabilities: blockCap(), CapacityRange: &csi.CapacityRange{RequiredBytes: size}})
+			t.Logf("CreateVolume: %v with a project quota, %v without (block)", withQuota, time.Since(t0))
 			if bv, _ := h.drv.Volume(blk); bv.Project != 0 {
 				t.Fatalf("block volume has project %d", bv.Project)
 			}
@@ -138,24 +147,27 @@ func TestQuotaPool(t *testing.T) {
 	}
 }
 
-// fillFile writes path until the filesystem refuses or upTo bytes are written.
-func fillFile(path string, upTo int64) (int64, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	var n int64
-	for n < upTo {
-		w, err := f.Write(buf)
-		n += int64(w)
+// fillFile writes path as a pod would (without CAP_SYS_RESOURCE) until the filesystem
+// refuses or upTo bytes are written.
+func fillFile(path string, upTo int64) (n int64, err error) {
+	err = loopfs.AsPod(func() error {
+		f, err := os.Create(path)
 		if err != nil {
-			return n, err
+			return err
 		}
-		if err := f.Sync(); err != nil {
-			return n, err
+		defer f.Close()
+		buf := make([]byte, 1<<20)
+		for n < upTo {
+			w, err := f.Write(buf)
+			n += int64(w)
+			if err != nil {
+				return err
+			}
+			if err := f.Sync(); err != nil {
+				return err
+			}
 		}
-	}
-	return n, nil
+		return nil
+	})
+	return n, err
 }

@@ -2,6 +2,7 @@ package quota_test
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -49,40 +50,51 @@ func volume(t *testing.T, kind string) (mnt, dir string) {
 }
 
 // writeDisk writes every byte of a size-byte disk.img in dir, 4 KiB blocks in random order
-// (the most fragmented a guest can make it), as a guest would.
-func writeDisk(t *testing.T, dir string) {
-	f, err := os.OpenFile(filepath.Join(dir, "disk.img"), os.O_RDWR|os.O_CREATE, 0o660)
-	testutil.Must(t, err)
-	defer f.Close()
-	testutil.Must(t, f.Truncate(size))
-	buf := make([]byte, 4096)
-	for _, i := range rand.Perm(size / 4096) {
-		buf[0] = byte(i)
-		if _, err := f.WriteAt(buf, int64(i)*4096); err != nil {
-			t.Fatalf("guest write at %d: %v", int64(i)*4096, err)
+// (the most fragmented a guest can make it), as a guest would: without CAP_SYS_RESOURCE.
+func writeDisk(dir string) error {
+	return loopfs.AsPod(func() error {
+		f, err := os.OpenFile(filepath.Join(dir, "disk.img"), os.O_RDWR|os.O_CREATE, 0o660)
+		if err != nil {
+			return err
 		}
-	}
-	testutil.Must(t, f.Sync())
+		defer f.Close()
+		if err := f.Truncate(size); err != nil {
+			return err
+		}
+		buf := make([]byte, 4096)
+		for _, i := range rand.Perm(size / 4096) {
+			buf[0] = byte(i)
+			if _, err := f.WriteAt(buf, int64(i)*4096); err != nil {
+				return fmt.Errorf("guest write at %d: %w", int64(i)*4096, err)
+			}
+		}
+		return f.Sync()
+	})
 }
 
-// fill writes name in dir until the filesystem refuses, and returns the error and bytes written.
-func fill(t *testing.T, dir, name string, upTo int64) (int64, error) {
-	f, err := os.Create(filepath.Join(dir, name))
-	testutil.Must(t, err)
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	var n int64
-	for n < upTo {
-		w, err := f.Write(buf)
-		n += int64(w)
+// fill writes name in dir as a pod would (without CAP_SYS_RESOURCE) until the filesystem
+// refuses, and returns the bytes written and the refusal.
+func fill(dir, name string, upTo int64) (n int64, err error) {
+	err = loopfs.AsPod(func() error {
+		f, err := os.Create(filepath.Join(dir, name))
 		if err != nil {
-			return n, err
+			return err
 		}
-		if err := f.Sync(); err != nil {
-			return n, err
+		defer f.Close()
+		buf := make([]byte, 1<<20)
+		for n < upTo {
+			w, err := f.Write(buf)
+			n += int64(w)
+			if err != nil {
+				return err
+			}
+			if err := f.Sync(); err != nil {
+				return err
+			}
 		}
-	}
-	return n, nil
+		return nil
+	})
+	return n, err
 }
 
 func quotaFull(err error) bool {
@@ -99,13 +111,13 @@ func TestLimit(t *testing.T) {
 			if p, err := quota.Project(dir); err != nil || p != id {
 				t.Fatalf("project of the volume dir: %d %v", p, err)
 			}
-			writeDisk(t, dir)
+			testutil.Must(t, writeDisk(dir))
 			u, err := quota.Get(dir, id)
 			testutil.Must(t, err)
 			if u.UsedBytes < size || u.Bytes != quota.LimitFor(size).Bytes {
 				t.Fatalf("usage %+v: want >= %d used of %d", u, size, quota.LimitFor(size).Bytes)
 			}
-			n, err := fill(t, dir, "extra", 2*quota.Margin(size))
+			n, err := fill(dir, "extra", 2*quota.Margin(size))
 			if !quotaFull(err) {
 				t.Fatalf("a pod wrote %d bytes beyond the volume's size: %v", n, err)
 			}
@@ -116,7 +128,7 @@ func TestLimit(t *testing.T) {
 
 			// Expansion: 16 MiB more fits.
 			testutil.Must(t, quota.SetLimit(dir, id, quota.LimitFor(size+16<<20)))
-			if n, err := fill(t, dir, "grown", 16<<20); err != nil {
+			if n, err := fill(dir, "grown", 16<<20); err != nil {
 				t.Fatalf("after expansion, %d bytes: %v", n, err)
 			}
 			testutil.Must(t, quota.SetLimit(dir, id, quota.Limit{}))
@@ -133,7 +145,7 @@ func TestStatfs(t *testing.T) {
 	for _, kind := range loopfs.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			_, dir := volume(t, kind)
-			if n, err := fill(t, dir, "data", 8<<20); err != nil {
+			if n, err := fill(dir, "data", 8<<20); err != nil {
 				t.Fatalf("%d: %v", n, err)
 			}
 			var st unix.Statfs_t
