@@ -109,7 +109,7 @@ type fsxattr struct {
 	_          [8]byte
 }
 
-// ErrUnsupported: the filesystem does not account and enforce project quotas.
+// ErrUnsupported says the filesystem does not account and enforce project quotas.
 var ErrUnsupported = errors.New("project quotas are not enforced")
 
 func quotactl(fd, cmd int, id uint32, addr unsafe.Pointer) error {
