@@ -30,6 +30,7 @@ import (
 	"github.com/slimvirt/slimvirt/csi/driver"
 	"github.com/slimvirt/slimvirt/csi/egress"
 	"github.com/slimvirt/slimvirt/csi/importer"
+	"github.com/slimvirt/slimvirt/csi/loopfs"
 	"github.com/slimvirt/slimvirt/csi/testclean"
 	"github.com/slimvirt/slimvirt/internal/testutil"
 )
@@ -299,4 +300,65 @@ func BenchmarkCreateVolume(b *testing.B) {
 		fmt.Printf("\nCreateVolume over 50 volumes: median %s, p90 %s, max %s\n", ds[25].Round(time.Microsecond), ds[45].Round(time.Microsecond), ds[49].Round(time.Microsecond))
 		b.ReportMetric(float64(ds[25].Microseconds())/1000, "ms-median")
 	}
+}
+
+// BenchmarkCloneTree clones a filesystem volume the way pods leave them: a 1 GiB disk.img with
+// 256 MiB written and 10,000 small files in 100 directories beside it; on a loop-mounted XFS
+// with reflinks and on a loop-mounted ext4 (extent copy), each 4 GiB.
+func BenchmarkCloneTree(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		for _, kind := range loopfs.Kinds {
+			cloneTreeRun(b, kind, loopfs.MakeSize(b, kind, false, 4*gib))
+		}
+	}
+}
+
+func cloneTreeRun(b *testing.B, kind, mnt string) {
+	h := startDriver(b, mnt)
+	ctx := context.Background()
+	src, err := h.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "src", VolumeCapabilities: mountCaps(),
+		CapacityRange: &csi.CapacityRange{RequiredBytes: gib}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sdir := filepath.Join(h.pool, src.Volume.VolumeId)
+	f, _ := os.OpenFile(filepath.Join(sdir, diskimg.Name), os.O_WRONLY, 0)
+	buf := make([]byte, 8<<20)
+	for i := 0; i < 32; i++ { // 32 x 8 MiB spread over the disk
+		rand.Read(buf)
+		if _, err := f.WriteAt(buf, int64(i)*(32<<20)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	testutil.Must(b, f.Close())
+	small := make([]byte, 4096)
+	for d := 0; d < 100; d++ {
+		sub := filepath.Join(sdir, "data", fmt.Sprint(d))
+		testutil.Must(b, os.MkdirAll(sub, 0o755))
+		for n := 0; n < 100; n++ {
+			rand.Read(small)
+			testutil.Must(b, os.WriteFile(filepath.Join(sub, fmt.Sprint(n)), small[:1024+n*30], 0o644))
+		}
+	}
+	testutil.Must(b, exec.Command("sync").Run())
+	usedBefore := fsUsed(h.pool)
+	start := time.Now()
+	cl, err := h.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "clone", VolumeCapabilities: mountCaps(),
+		CapacityRange:       &csi.CapacityRange{RequiredBytes: gib},
+		VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: src.Volume.VolumeId}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	target := filepath.Join(mnt, "target")
+	if _, err := h.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: cl.Volume.VolumeId, TargetPath: target, VolumeCapability: mountCaps()[0]}); err != nil {
+		b.Fatal(err)
+	}
+	d := time.Since(start)
+	if _, err := h.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: cl.Volume.VolumeId, TargetPath: target}); err != nil {
+		b.Fatal(err)
+	}
+	testutil.Must(b, exec.Command("sync").Run())
+	fmt.Printf("\ntree clone (1 GiB disk.img with 256 MiB written, 10,000 small files in 100 dirs) on %s: %s until publishable, filesystem used grew %d MiB\n",
+		kind, d.Round(time.Millisecond), (fsUsed(h.pool)-usedBefore)>>20)
+	b.ReportMetric(d.Seconds(), "s/treeclone-"+kind)
 }

@@ -127,10 +127,33 @@ func Clone(src, dst string, size int64) (reflinked bool, err error) {
 }
 
 // CloneFile makes out a copy of in, size bytes long (at least in's size); what out held is
-// dropped. It asks the filesystem for a reflink first (btrfs, XFS: instant, shares blocks);
-// otherwise it copies only the data extents, so the time and the space taken follow the data,
-// not the size.
+// dropped. It copies as CopyFile does and syncs out.
 func CloneFile(in, out *os.File, size int64) (reflinked bool, err error) {
+	reflinked, err = CopyFile(in, out)
+	if err != nil {
+		return false, err
+	}
+	fi, err := in.Stat()
+	if err != nil {
+		return reflinked, fmt.Errorf("stat clone source %s: %w", in.Name(), err)
+	}
+	if size < fi.Size() {
+		size = fi.Size()
+	}
+	if err := out.Truncate(size); err != nil {
+		return reflinked, fmt.Errorf("size clone %s: %w", out.Name(), err)
+	}
+	if err := out.Sync(); err != nil {
+		return reflinked, fmt.Errorf("sync clone %s: %w", out.Name(), err)
+	}
+	return reflinked, nil
+}
+
+// CopyFile makes out a copy of in, as long as in; what out held is dropped. It asks the
+// filesystem for a reflink first (btrfs, XFS: instant, shares blocks); otherwise it copies
+// only the data extents, so the time and the space taken follow the data, not the size. It
+// does not sync out.
+func CopyFile(in, out *os.File) (reflinked bool, err error) {
 	src, dst := in.Name(), out.Name()
 	fi, err := in.Stat()
 	if err != nil {
@@ -145,20 +168,12 @@ func CloneFile(in, out *os.File, size int64) (reflinked bool, err error) {
 		return false, fmt.Errorf("empty clone %s: %w", dst, err)
 	}
 	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
-		reflinked = true
-	} else if err := copySparse(in, out, fi.Size()); err != nil {
+		return true, nil
+	}
+	if err := copySparse(in, out, fi.Size()); err != nil {
 		return false, fmt.Errorf("copy %s to %s: %w", src, dst, err)
 	}
-	if size < fi.Size() {
-		size = fi.Size()
-	}
-	if err := out.Truncate(size); err != nil {
-		return reflinked, fmt.Errorf("size clone %s: %w", dst, err)
-	}
-	if err := out.Sync(); err != nil {
-		return reflinked, fmt.Errorf("sync clone %s: %w", dst, err)
-	}
-	return reflinked, nil
+	return false, nil
 }
 
 // copySparse copies the data extents of in (found with SEEK_DATA/SEEK_HOLE) to the same

@@ -13,15 +13,14 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/diskimg"
+	"github.com/slimvirt/slimvirt/csi/quota"
 	"github.com/slimvirt/slimvirt/csi/state"
-	"github.com/slimvirt/slimvirt/internal/qcow2"
 )
 
 // ControllerGetCapabilities tells the external provisioner, resizer and snapshotter sidecars
@@ -136,8 +135,9 @@ func (d *Driver) topology() []*csi.Topology {
 	return []*csi.Topology{{Segments: map[string]string{TopologyKey: d.cfg.NodeID}}}
 }
 
-// CreateVolume makes a sparse disk.img of the requested size in the chosen pool, empty, cloned
-// from another volume on this node, or to be filled by an import or upload named by the PVC. A
+// CreateVolume makes a volume directory with a sparse disk.img of the requested size in the
+// chosen pool (a filesystem volume in a pool with project quotas also gets its own project and
+// limit), empty, cloned from another volume on this node, or to be filled by an import or upload named by the PVC. A
 // repeated call with the same name returns the existing volume when it matches the request and
 // AlreadyExists when it does not.
 func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
@@ -200,8 +200,8 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if size > free {
-		return nil, status.Errorf(codes.ResourceExhausted, "pool %s has %d bytes left, %d requested", pool, free, size)
+	if n := need(size, d.quotaFor(pool, block)); n > free {
+		return nil, status.Errorf(codes.ResourceExhausted, "pool %s has %d bytes left, %d requested", pool, free, n)
 	}
 
 	v, err := d.newVolume(req.GetName(), pool, poolDir, size, block, src, owner)
@@ -262,12 +262,24 @@ func (d *Driver) newVolume(name, pool, poolDir string, size int64, block bool, s
 	if err := os.MkdirAll(v.Dir, 0o750); err != nil {
 		return state.Volume{}, status.Errorf(codes.Internal, "create volume dir %s: %v", v.Dir, err)
 	}
+	rollback := func() {
+		// Best effort; the CreateVolume retry starts afresh.
+		_ = os.RemoveAll(v.Dir)
+		_ = dropQuota(v, poolDir)
+	}
+	if d.quotaFor(pool, block) {
+		// Before disk.img is made, so that it inherits the project like all that follows.
+		if err := d.applyQuota(&v, poolDir); err != nil {
+			rollback()
+			return state.Volume{}, status.Error(codes.Internal, err.Error())
+		}
+	}
 	if err := diskimg.Create(filepath.Join(v.Dir, diskimg.Name), size); err != nil {
-		_ = os.RemoveAll(v.Dir) // best-effort rollback; the CreateVolume retry starts afresh
+		rollback()
 		return state.Volume{}, status.Error(codes.Internal, err.Error())
 	}
 	if err := d.store.Put(v); err != nil {
-		_ = os.RemoveAll(v.Dir) // best-effort rollback; the CreateVolume retry starts afresh
+		rollback()
 		return state.Volume{}, status.Error(codes.Internal, err.Error())
 	}
 	return v, nil
@@ -348,6 +360,9 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	if err := os.RemoveAll(v.Dir); err != nil {
 		return nil, status.Errorf(codes.Internal, "remove volume dir %s: %v", v.Dir, err)
 	}
+	if err := dropQuota(v, filepath.Dir(v.Dir)); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
 	if err := d.store.Delete(v.ID); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -415,7 +430,7 @@ func (d *Driver) GetCapacity(_ context.Context, req *csi.GetCapacityRequest) (*c
 	if t := req.GetAccessibleTopology(); t != nil && t.GetSegments()[TopologyKey] != d.cfg.NodeID {
 		return &csi.GetCapacityResponse{AvailableCapacity: 0}, nil
 	}
-	_, dir, err := d.poolFor(req.GetParameters())
+	pool, dir, err := d.poolFor(req.GetParameters())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -425,50 +440,11 @@ func (d *Driver) GetCapacity(_ context.Context, req *csi.GetCapacityRequest) (*c
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	if d.quota[pool] {
+		// The largest filesystem volume whose limit (size plus margin) still fits.
+		free = quota.SizeFor(free)
+	}
 	return &csi.GetCapacityResponse{AvailableCapacity: free, MaximumVolumeSize: wrapperspb.Int64(free)}, nil
-}
-
-// available is what new volumes may still take from a pool: the filesystem's free space less
-// what the pool's sparse volumes may still grow into. Counting the holes of every disk.img as
-// taken means a guest never finds its disk full although the disk says it has room.
-func (d *Driver) available(dir string) (int64, error) {
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", dir, err)
-	}
-	free := int64(fs.Bavail) * fs.Bsize
-	for _, v := range d.store.List() {
-		if filepath.Dir(v.Dir) != filepath.Clean(dir) {
-			continue
-		}
-		// A disk.img that cannot be measured (a pod put something else there) counts as
-		// taking its whole size: what is behind a link is not the volume's.
-		alloc, err := allocated(v, "measure")
-		if err != nil {
-			alloc = 0
-		}
-		if v.Size > alloc {
-			free -= v.Size - alloc
-		}
-		free -= scratchReserve(v)
-	}
-	if free < 0 {
-		free = 0
-	}
-	return free, nil
-}
-
-// scratchReserve is the pool space an import or upload still under way may stage a qcow2 image
-// in: the most an image of the volume's size can take (qcow2.MaxFileSizeFor), held from the
-// start so that the pool's capacity never promises space a staged image will need.
-func scratchReserve(v state.Volume) int64 {
-	if v.Source == nil || (v.Source.Import == nil && !v.Source.Upload) {
-		return 0
-	}
-	if v.Content.Phase != claim.PhasePending && v.Content.Phase != claim.PhasePopulating {
-		return 0
-	}
-	return qcow2.MaxFileSizeFor(v.Size)
 }
 
 // ControllerExpandVolume grows the volume's disk.img. A published block volume also needs the
@@ -509,14 +485,20 @@ func (d *Driver) grow(v state.Volume, size int64) (state.Volume, error) {
 	if err != nil {
 		return v, status.Error(codes.Internal, err.Error())
 	}
-	if size-v.Size > free {
-		return v, status.Errorf(codes.ResourceExhausted, "pool %s has %d bytes left, %d more requested", v.Pool, free, size-v.Size)
+	withQuota := v.Project != 0
+	if more := need(size, withQuota) - need(v.Size, withQuota); more > free {
+		return v, status.Errorf(codes.ResourceExhausted, "pool %s has %d bytes left, %d more requested", v.Pool, free, more)
 	}
 	f, err := openDisk(v, os.O_RDWR, "expand")
 	if err != nil {
 		return v, rpcError(err)
 	}
 	defer f.Close()
+	if withQuota {
+		if err := quota.SetLimit(v.Dir, v.Project, quota.LimitFor(size)); err != nil {
+			return v, status.Error(codes.Internal, err.Error())
+		}
+	}
 	if err := diskimg.GrowFile(f, size); err != nil {
 		return v, status.Error(codes.Internal, err.Error())
 	}

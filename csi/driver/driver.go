@@ -1,7 +1,8 @@
 // Package driver is slimvirt-csi: the CSI Identity, Controller and Node services of the
 // csi.slimvirt.io hostpath driver, one instance per node. Filesystem volumes are a directory
-// holding a sparse raw disk.img of the requested size; block volumes are a loop device over
-// the same kind of file. The driver also fills volumes (clone, HTTP import, upload) and serves
+// holding a sparse raw disk.img of the requested size and whatever pods write beside it, held
+// to the volume's size by a project quota where the pool's filesystem has them; block volumes
+// are a loop device over the same kind of file. The driver also fills volumes (clone, HTTP import, upload) and serves
 // kubelet plugin registration and a health endpoint itself.
 package driver
 
@@ -25,6 +26,7 @@ import (
 	mount "k8s.io/mount-utils"
 
 	"github.com/slimvirt/slimvirt/csi/claim"
+	"github.com/slimvirt/slimvirt/csi/quota"
 	"github.com/slimvirt/slimvirt/csi/state"
 )
 
@@ -93,9 +95,12 @@ type Config struct {
 	// hands every expansion to kubelet on the volume's node (multi-node clusters: the resizer
 	// is not node-aware). Volumes then grow only while a pod uses them.
 	NodeExpansionOnly bool
-	Cluster           Cluster
-	Filler            Filler
-	Log               *slog.Logger
+	// RequireQuota refuses to start with a pool whose filesystem does not enforce project
+	// quotas; without it such a pool is served with disk.img-only accounting (and logged).
+	RequireQuota bool
+	Cluster      Cluster
+	Filler       Filler
+	Log          *slog.Logger
 }
 
 // Driver implements the CSI services.
@@ -109,6 +114,8 @@ type Driver struct {
 	store   *state.Store
 	mounter mount.Interface
 	pools   map[string]string
+	// quota says which pools (by name) give filesystem volumes project quotas.
+	quota map[string]bool
 
 	// mu serialises changes to volumes; long work (copies, imports) runs outside it.
 	mu   sync.Mutex
@@ -154,6 +161,10 @@ func New(cfg Config) (*Driver, error) {
 		}
 		pools[p.Name] = p.Dir
 	}
+	withQuota, err := detectQuotas(cfg)
+	if err != nil {
+		return nil, err
+	}
 	store, err := state.Open(filepath.Join(cfg.StateDir, "state.json"))
 	if err != nil {
 		return nil, err
@@ -164,9 +175,30 @@ func New(cfg Config) (*Driver, error) {
 		store:   store,
 		mounter: mount.New(""),
 		pools:   pools,
+		quota:   withQuota,
 	}
 	d.jobs = newJobs(d)
 	return d, nil
+}
+
+// detectQuotas finds the pools whose filesystem accounts and enforces project quotas, and logs
+// each pool's answer.
+func detectQuotas(cfg Config) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, p := range cfg.Pools {
+		err := quota.Supported(p.Dir)
+		if err == nil {
+			out[p.Name] = true
+			cfg.Log.Info("pool has project quotas", "pool", p.Name, "dir", p.Dir, "projectQuota", true)
+			continue
+		}
+		if cfg.RequireQuota {
+			return nil, fmt.Errorf("pool %s (%s) has no project quotas and they are required: %w", p.Name, p.Dir, err)
+		}
+		cfg.Log.Warn("pool has no project quotas: filesystem volumes are held to their size by disk.img only, other files pods write are not limited",
+			"pool", p.Name, "dir", p.Dir, "projectQuota", false, "reason", err.Error())
+	}
+	return out, nil
 }
 
 // Run serves the CSI socket (and registration and health when configured) until ctx ends.

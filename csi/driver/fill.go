@@ -13,6 +13,7 @@ import (
 	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/state"
+	"github.com/slimvirt/slimvirt/csi/voltree"
 )
 
 // jobs runs the work that fills volumes (clones and imports) in the background, one goroutine
@@ -112,8 +113,8 @@ func (j *jobs) stopAll() {
 
 // fill makes a volume's content and marks it Ready, or Failed with its space released.
 func (d *Driver) fill(ctx context.Context, v state.Volume) {
-	// A restarted fill may find part of an earlier attempt; start from holes.
-	if err := resetDisk(v); err != nil {
+	// A restarted fill may find part of an earlier attempt; start from an empty volume.
+	if err := resetVolume(v); err != nil {
 		d.finishFill(ctx, v, err)
 		return
 	}
@@ -123,7 +124,7 @@ func (d *Driver) fill(ctx context.Context, v state.Volume) {
 		switch {
 		case v.Source == nil:
 		case v.Source.CloneOf != "":
-			err = d.cloneFrom(v)
+			err = d.cloneFrom(ctx, v)
 		case v.Source.Import != nil && d.cfg.Filler != nil:
 			err = d.cfg.Filler.Import(ctx, v, *v.Source.Import, progress)
 		default:
@@ -138,7 +139,7 @@ func (d *Driver) fill(ctx context.Context, v state.Volume) {
 		}
 		// Start over from holes after a pause; the restart is counted and shown.
 		d.log.Info("fill failed, starting over", "volume", v.ID, "attempt", attempt+1, "err", err)
-		if err := resetDisk(v); err != nil {
+		if err := resetVolume(v); err != nil {
 			d.finishFill(ctx, v, err)
 			return
 		}
@@ -178,7 +179,9 @@ func permanent(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
-func (d *Driver) cloneFrom(v state.Volume) error {
+// cloneFrom fills v with a copy of its source volume: the whole directory tree for a
+// filesystem volume (see cloneTree), disk.img for a block volume.
+func (d *Driver) cloneFrom(ctx context.Context, v state.Volume) error {
 	src, err := d.store.Get(v.Source.CloneOf)
 	if err != nil {
 		return fmt.Errorf("clone source %s: %w", v.Source.CloneOf, err)
@@ -194,6 +197,9 @@ func (d *Driver) cloneFrom(v state.Volume) error {
 	} else if fi.Size() > v.Size {
 		return permanentError{fmt.Errorf("volume %s: %s is %d bytes, larger than the clone's %d; refusing to clone", src.Name, diskimg.Name, fi.Size(), v.Size)}
 	}
+	if !v.Block {
+		return d.cloneTree(ctx, src, v)
+	}
 	out, err := openDisk(v, os.O_RDWR, "clone into")
 	if err != nil {
 		return err
@@ -208,12 +214,51 @@ func (d *Driver) cloneFrom(v state.Volume) error {
 	return nil
 }
 
+// cloneTree copies the source volume's whole directory tree (disk.img and whatever pods wrote
+// beside it) into v's, within v's limits, and leaves v's disk.img exactly v's size.
+func (d *Driver) cloneTree(ctx context.Context, src, v state.Volume) error {
+	start := time.Now()
+	lim := treeLimits(v.Size)
+	if err := voltree.Clear(v.Dir, "", lim); err != nil {
+		return fmt.Errorf("empty volume %s: %w", v.Name, err)
+	}
+	st, err := voltree.Copy(ctx, src.Dir, v.Dir, voltree.Options{Limits: lim})
+	if st.SocketCount > 0 {
+		d.log.Info("clone leaves sockets out", "volume", v.ID, "source", src.ID, "sockets", st.SocketCount, "paths", st.Sockets)
+	}
+	if err != nil {
+		return fmt.Errorf("clone volume %s into %s: %w", src.Name, v.Name, err)
+	}
+	// The walk copied what was at disk.img by then: a pod may have swapped it since the check.
+	out, err := openDisk(v, os.O_RDWR, "clone into")
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	fi, err := out.Stat()
+	if err != nil {
+		return fmt.Errorf("stat the disk of volume %s: %w", v.Name, err)
+	}
+	if fi.Size() > v.Size {
+		return permanentError{fmt.Errorf("volume %s: %s is %d bytes, larger than the clone's %d; refusing to clone", src.Name, diskimg.Name, fi.Size(), v.Size)}
+	}
+	if err := out.Truncate(v.Size); err != nil {
+		return fmt.Errorf("size the disk of volume %s: %w", v.Name, err)
+	}
+	if err := out.Sync(); err != nil {
+		return fmt.Errorf("sync the disk of volume %s: %w", v.Name, err)
+	}
+	d.log.Info("cloned volume", "volume", v.ID, "source", src.ID, "files", st.Files, "dirs", st.Dirs, "symlinks", st.Symlinks,
+		"fifos", st.FIFOs, "reflinked", st.Reflinked, "hardLinkedCopied", st.HardLinked, "bytes", st.Bytes, "duration", time.Since(start))
+	return nil
+}
+
 func (d *Driver) finishFill(ctx context.Context, v state.Volume, fillErr error) {
 	content := claim.Content{Phase: claim.PhaseReady, Progress: "100.0%"}
 	if fillErr != nil {
 		d.log.Error("fill failed", "volume", v.ID, "err", fillErr)
 		// Never leave half-written data in the pool: give the space back.
-		if err := resetDisk(v); err != nil {
+		if err := resetVolume(v); err != nil {
 			d.log.Error("release space of failed volume", "volume", v.ID, "err", err)
 		}
 		content = claim.Content{Phase: claim.PhaseFailed, Message: fillErr.Error()}
@@ -305,7 +350,7 @@ func (d *Driver) Upload(ctx context.Context, id string, write WriteFunc) error {
 		return err
 	}
 	d.report(ctx, v)
-	if err := resetDisk(v); err != nil {
+	if err := resetVolume(v); err != nil {
 		d.finishFill(ctx, v, err)
 		return err
 	}

@@ -281,8 +281,8 @@ func (d *Driver) detachLoop(ctx context.Context, v state.Volume) error {
 	return err
 }
 
-// NodeGetVolumeStats reports the size of a published volume and, for a filesystem volume, how
-// much of its sparse disk.img holds data.
+// NodeGetVolumeStats reports the size of a published volume and, for a filesystem volume, what a
+// pod sees: bytes and inodes, total, used and available (see volumeStats).
 func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
 	id, path := req.GetVolumeId(), req.GetVolumePath()
 	switch {
@@ -301,16 +301,17 @@ func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 	if _, err := os.Stat(path); err != nil {
 		return nil, status.Errorf(codes.NotFound, "volume path %s: %v", path, err)
 	}
-	usage := &csi.VolumeUsage{Unit: csi.VolumeUsage_BYTES, Total: v.Size}
-	if !v.Block {
-		// The guest's disk is the whole volume: used is what the sparse file holds.
-		alloc, err := allocated(v, "report the usage of")
-		if err != nil {
-			return nil, rpcError(err)
-		}
-		usage.Used, usage.Available = alloc, max(v.Size-alloc, 0)
+	if v.Block {
+		return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{{Unit: csi.VolumeUsage_BYTES, Total: v.Size}}}, nil
 	}
-	return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{usage}}, nil
+	b, i, err := volumeStats(v)
+	if err != nil {
+		return nil, err
+	}
+	return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{
+		{Unit: csi.VolumeUsage_BYTES, Total: b.total, Used: b.used, Available: b.available},
+		{Unit: csi.VolumeUsage_INODES, Total: i.total, Used: i.used, Available: i.available},
+	}}, nil
 }
 
 // NodeExpandVolume grows the disk.img when the request asks for more than the volume has (the

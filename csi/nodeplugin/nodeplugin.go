@@ -32,6 +32,8 @@ type Config struct {
 	MaxVolumesPerNode int64
 	HealthAddr        string
 	NodeExpansionOnly bool
+	// RequireQuota makes a pool without project quotas a start-up error.
+	RequireQuota bool
 	// Kubeconfig is a kubeconfig path; empty means in-cluster, "none" means no API access.
 	Kubeconfig string
 	UploadAddr string
@@ -100,6 +102,7 @@ func New(cfg Config) (*Plugin, error) {
 		MaxVolumesPerNode: cfg.MaxVolumesPerNode,
 		HealthAddr:        cfg.HealthAddr,
 		NodeExpansionOnly: cfg.NodeExpansionOnly,
+		RequireQuota:      cfg.RequireQuota,
 		Log:               cfg.Log,
 	}
 	egressPolicy := egress.Policy{Allow: cfg.ImportAllowCIDRs, Deny: cfg.ImportDenyCIDRs}

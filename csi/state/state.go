@@ -26,11 +26,15 @@ type Volume struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
 	Pool string `json:"pool"`
-	// Dir is the volume's directory; it holds disk.img and nothing else.
+	// Dir is the volume's directory. It holds disk.img and, for a filesystem volume, whatever
+	// the pods that mount it write there.
 	Dir string `json:"dir"`
 	// Size is the capacity in bytes: disk.img's exact length.
 	Size  int64 `json:"size"`
 	Block bool  `json:"block,omitempty"`
+	// Project is the filesystem volume's project quota ID (0: no quota): the pool's filesystem
+	// charges everything under Dir to it and holds it to the volume's limit.
+	Project uint32 `json:"project,omitempty"`
 	// Source says how the content is made; nil for a blank volume.
 	Source *Source `json:"source,omitempty"`
 	// Claim is the PVC the volume was made for, when the provisioner said.

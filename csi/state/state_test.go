@@ -14,7 +14,7 @@ import (
 // TestReload checks that every kind of change survives a restart: the file is reopened after
 // each change and must hold exactly what the live store holds.
 func TestReload(t *testing.T) {
-	base := Volume{ID: "vol-a", Name: "pvc-a", Pool: "default", Dir: "/pool/vol-a", Size: 1 << 20,
+	base := Volume{ID: "vol-a", Name: "pvc-a", Pool: "default", Dir: "/pool/vol-a", Size: 1 << 20, Project: 1<<30 + 5,
 		Content: claim.Content{Phase: claim.PhaseReady}, Created: time.Unix(1700000000, 0).UTC()}
 	tests := []struct {
 		name   string

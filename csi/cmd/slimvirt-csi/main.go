@@ -23,6 +23,7 @@ func main() {
 	flag.Func("pool", "storage pool NAME=DIR (repeatable; the first is the default)", cfg.AddPool)
 	flag.Int64Var(&cfg.MaxVolumesPerNode, "max-volumes-per-node", 0, "volumes the scheduler may place on this node (0: no limit)")
 	flag.BoolVar(&cfg.NodeExpansionOnly, "node-expansion-only", false, "grow volumes on their node only (multi-node clusters; expansion needs a pod using the volume)")
+	flag.BoolVar(&cfg.RequireQuota, "require-quota", false, "refuse to start when a pool's filesystem does not enforce project quotas (XFS prjquota, ext4 project+quota)")
 	flag.StringVar(&cfg.HealthAddr, "health-addr", ":9808", "liveness endpoint, serves /healthz (empty: off)")
 	flag.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig for imports and uploads (default: in-cluster; 'none': no Kubernetes access)")
 	flag.StringVar(&cfg.UploadAddr, "upload-addr", ":8443", "HTTPS upload endpoint (empty: off)")
