@@ -1,3 +1,5 @@
+//go:build guestkernel
+
 package driver_test
 
 import (

@@ -27,8 +27,9 @@ func Make(t testing.TB, kind string, projectQuota bool) string {
 // MakeSize makes a filesystem of size bytes and kind ("xfs" with reflink, "ext4") and returns its mount
 // point. With projectQuota the filesystem has project quotas on (XFS: -o prjquota; ext4: made
 // with -O quota,project, -o prjquota); when the kernel cannot mount it so but can without
-// (a kernel built without CONFIG_XFS_QUOTA, or CONFIG_QFMT_V2 for ext4), the test is skipped
-// with that reason.
+// (a kernel built without CONFIG_XFS_QUOTA, or CONFIG_QFMT_V2 for ext4), the test fails with
+// that reason: such tests carry the guestkernel build tag and run in a guest on a kernel that
+// has project quotas (make test-guest-kernel, docs/testing-guest-kernel.md).
 func MakeSize(t testing.TB, kind string, projectQuota bool, size int64) string {
 	t.Helper()
 	testutil.RequireRoot(t, "loop-mounting a filesystem needs root")
@@ -56,7 +57,7 @@ func MakeSize(t testing.TB, kind string, projectQuota bool, size int64) string {
 	out, err := exec.Command("mount", "-o", opts, img, mnt).CombinedOutput()
 	if err != nil && projectQuota {
 		plain := Make(t, kind, false)
-		t.Skipf("this kernel has no %s project quotas (%s mounts without them): %s", kind, plain, out)
+		t.Fatalf("this kernel has no %s project quotas (%s mounts without them): %s; run the test with make test-guest-kernel", kind, plain, out)
 	}
 	if err != nil {
 		t.Fatalf("mount %s: %v %s", kind, err, out)

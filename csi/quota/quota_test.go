@@ -1,3 +1,5 @@
+//go:build guestkernel
+
 package quota_test
 
 import (
