@@ -19,6 +19,10 @@ e2e-run: ## Run the e2e suite on the bridge network, then the network tests on c
 e2e-hostile: ## Run only the hostile-tenant suite (TestHostile*: attacks by a tenant with the edit role) on the local cluster
 	@E2E_RUN='TestHostile' E2E_NET_STYLES= KEEP_CLUSTER='$(KEEP_CLUSTER)' bash hack/e2e.sh
 
+.PHONY: e2e-storage
+e2e-storage: ## Run Kubernetes' External Storage suite (e2e.test, built from source) against the CSI driver on the local cluster (E2E_STORAGE_SLOW=0: without [Slow])
+	@KEEP_CLUSTER='$(KEEP_CLUSTER)' bash e2e/storagesuite/run.sh
+
 .PHONY: demo
 demo: ## Build everything, start the local cluster, install slimvirt and boot examples/vmi-linux.yaml
 	@bash hack/demo.sh
