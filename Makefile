@@ -98,8 +98,7 @@ clean: ## Remove build output (not the caches in $(SLIMVIRT_CACHE))
 TEST_TARGETS += test-guest-kernel
 
 .PHONY: test-guest-kernel
-test-guest-kernel: $(GUEST_KERNEL)/vmlinuz ## Run the tests that need project quotas (CSI quotas, the harness's own) as root in a QEMU guest on Debian's 6.1 kernel (docs/testing-guest-kernel.md)
-	bash hack/guestkernel/run.sh -tags guestkernel ./hack/guestkernel/prjquota
+test-guest-kernel: $(GUEST_KERNEL)/vmlinuz ## Run the tests that need project quotas (the CSI driver's project quotas) as root in a QEMU guest on Debian's 6.1 kernel (docs/testing-guest-kernel.md)
 	bash hack/guestkernel/run.sh -tags guestkernel ./csi/quota
 	bash hack/guestkernel/run.sh -tags guestkernel ./csi/driver -run 'TestQuotaPool|TestRequireQuota'
 

@@ -11,36 +11,12 @@ cmds=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet k
 have_all() { for c in "${cmds[@]}"; do [ -x "$out/bin/$c" ] || return 1; done; }
 if have_all; then echo "kubernetes $K8S_VERSION: cached in $out/bin"; exit 0; fi
 
-staging=${K8S_VERSION/#v1/v0}   # staging modules are tagged v0.X.Y for v1.X.Y
 mod="$out/src"
-mkdir -p "$mod" "$out/bin"
+mkdir -p "$out/bin"
+# shellcheck source=cluster/k8s-module.sh
+. "$(dirname "$0")/k8s-module.sh"
+k8s_module "$mod" slimvirt.local/k8sbuild "$K8S_VERSION" $(printf 'k8s.io/kubernetes/cmd/%s ' "${cmds[@]}")
 cd "$mod"
-go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >/dev/null
-upstream=$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/go.mod
-{
-  echo "module slimvirt.local/k8sbuild"
-  echo
-  grep -E '^go [0-9.]+' "$upstream"
-  echo
-  echo "require k8s.io/kubernetes $K8S_VERSION"
-  echo
-  grep -E '=> \./staging/' "$upstream" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
-} > go.mod
-cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-proxy"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubelet"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
-GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
 for c in "${cmds[@]}"; do
   [ -x "$out/bin/$c" ] && continue
   start=$(date +%s)

@@ -104,7 +104,7 @@ func Open(dir, name string, flag int, perm os.FileMode) (*os.File, error) {
 func check(path, name string, st, dir *unix.Stat_t) error {
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return &RefusedError{Path: path, Name: name, Err: ErrNotRegular, Found: fileType(st.Mode)}
+		return &RefusedError{Path: path, Name: name, Err: ErrNotRegular, Found: FileType(st.Mode)}
 	case st.Dev != dir.Dev:
 		return &RefusedError{Path: path, Name: name, Err: ErrOtherDevice, Found: fmt.Sprintf("device %d:%d, volume on %d:%d",
 			unix.Major(st.Dev), unix.Minor(st.Dev), unix.Major(dir.Dev), unix.Minor(dir.Dev))}
@@ -124,8 +124,12 @@ func openErr(path, name string, err error) error {
 	return &os.PathError{Op: "open", Path: path, Err: err}
 }
 
-func fileType(mode uint32) string {
+// FileType names the kind of file mode says, with its article ("a symlink", "a FIFO"), for
+// messages about what a pod put in a volume.
+func FileType(mode uint32) string {
 	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "a regular file"
 	case unix.S_IFLNK:
 		return "a symlink"
 	case unix.S_IFDIR:

@@ -97,7 +97,7 @@ func TestQuotaPool(t *testing.T) {
 			}
 
 			testutil.Must(t, writeDisk(filepath.Join(v.Dir, "disk.img"), size))
-			n, err := fillFile(filepath.Join(v.Dir, "extra"), 2*quota.Margin(size))
+			n, err := loopfs.FillAsPod(filepath.Join(v.Dir, "extra"), 2*quota.Margin(size))
 			if !errors.Is(err, syscall.EDQUOT) && !errors.Is(err, syscall.ENOSPC) {
 				t.Fatalf("a pod wrote %d bytes beyond a full disk: %v", n, err)
 			}
@@ -129,7 +129,7 @@ func TestQuotaPool(t *testing.T) {
 			if u, _ := quota.Get(v.Dir, v.Project); u.Limit != quota.LimitFor(size+16<<20) {
 				t.Fatalf("after expansion the limit is %+v", u.Limit)
 			}
-			if n, err := fillFile(filepath.Join(v.Dir, "grown"), 16<<20); err != nil {
+			if n, err := loopfs.FillAsPod(filepath.Join(v.Dir, "grown"), 16<<20); err != nil {
 				t.Fatalf("after expansion a pod wrote only %d bytes: %v", n, err)
 			}
 
@@ -147,29 +147,4 @@ func TestQuotaPool(t *testing.T) {
 			}
 		})
 	}
-}
-
-// fillFile writes path as a pod would (without CAP_SYS_RESOURCE) until the filesystem
-// refuses or upTo bytes are written.
-func fillFile(path string, upTo int64) (n int64, err error) {
-	err = loopfs.AsPod(func() error {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		buf := make([]byte, 1<<20)
-		for n < upTo {
-			w, err := f.Write(buf)
-			n += int64(w)
-			if err != nil {
-				return err
-			}
-			if err := f.Sync(); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	return n, err
 }

@@ -92,3 +92,29 @@ func AsPod(fn func() error) error {
 	}()
 	return <-errc
 }
+
+// FillAsPod writes path as a pod would (without CAP_SYS_RESOURCE), 1 MiB at a time with a sync
+// after each, until the filesystem refuses or upTo bytes are written; it returns the bytes
+// written and the refusal.
+func FillAsPod(path string, upTo int64) (n int64, err error) {
+	err = AsPod(func() error {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		buf := make([]byte, 1<<20)
+		for n < upTo {
+			w, err := f.Write(buf)
+			n += int64(w)
+			if err != nil {
+				return err
+			}
+			if err := f.Sync(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return n, err
+}

@@ -74,31 +74,6 @@ func writeDisk(dir string) error {
 	})
 }
 
-// fill writes name in dir as a pod would (without CAP_SYS_RESOURCE) until the filesystem
-// refuses, and returns the bytes written and the refusal.
-func fill(dir, name string, upTo int64) (n int64, err error) {
-	err = loopfs.AsPod(func() error {
-		f, err := os.Create(filepath.Join(dir, name))
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		buf := make([]byte, 1<<20)
-		for n < upTo {
-			w, err := f.Write(buf)
-			n += int64(w)
-			if err != nil {
-				return err
-			}
-			if err := f.Sync(); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	return n, err
-}
-
 func quotaFull(err error) bool {
 	return errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.ENOSPC)
 }
@@ -119,7 +94,7 @@ func TestLimit(t *testing.T) {
 			if u.UsedBytes < size || u.Bytes != quota.LimitFor(size).Bytes {
 				t.Fatalf("usage %+v: want >= %d used of %d", u, size, quota.LimitFor(size).Bytes)
 			}
-			n, err := fill(dir, "extra", 2*quota.Margin(size))
+			n, err := loopfs.FillAsPod(filepath.Join(dir, "extra"), 2*quota.Margin(size))
 			if !quotaFull(err) {
 				t.Fatalf("a pod wrote %d bytes beyond the volume's size: %v", n, err)
 			}
@@ -130,7 +105,7 @@ func TestLimit(t *testing.T) {
 
 			// Expansion: 16 MiB more fits.
 			testutil.Must(t, quota.SetLimit(dir, id, quota.LimitFor(size+16<<20)))
-			if n, err := fill(dir, "grown", 16<<20); err != nil {
+			if n, err := loopfs.FillAsPod(filepath.Join(dir, "grown"), 16<<20); err != nil {
 				t.Fatalf("after expansion, %d bytes: %v", n, err)
 			}
 			testutil.Must(t, quota.SetLimit(dir, id, quota.Limit{}))
@@ -147,7 +122,7 @@ func TestStatfs(t *testing.T) {
 	for _, kind := range loopfs.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			_, dir := volume(t, kind)
-			if n, err := fill(dir, "data", 8<<20); err != nil {
+			if n, err := loopfs.FillAsPod(filepath.Join(dir, "data"), 8<<20); err != nil {
 				t.Fatalf("%d: %v", n, err)
 			}
 			var st unix.Statfs_t

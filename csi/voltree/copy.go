@@ -100,9 +100,9 @@ func (c *copier) entry(e *entry, dstfd, depth int) error {
 		}
 		return nil
 	case unix.S_IFCHR, unix.S_IFBLK:
-		return &RefusedError{Path: e.rel, Err: fmt.Errorf("%w (%s %d:%d)", ErrDeviceNode, fileType(e.st.Mode), unix.Major(e.st.Rdev), unix.Minor(e.st.Rdev))}
+		return &RefusedError{Path: e.rel, Err: fmt.Errorf("%w (%s %d:%d)", ErrDeviceNode, diskimg.FileType(e.st.Mode), unix.Major(e.st.Rdev), unix.Minor(e.st.Rdev))}
 	}
-	return &RefusedError{Path: e.rel, Err: fmt.Errorf("%w (%s)", ErrUnknown, fileType(e.st.Mode))}
+	return &RefusedError{Path: e.rel, Err: fmt.Errorf("%w (%s)", ErrUnknown, diskimg.FileType(e.st.Mode))}
 }
 
 func (c *copier) copyDir(e *entry, dstfd, depth int) error {

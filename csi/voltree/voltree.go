@@ -154,26 +154,6 @@ func show(rel string) string {
 	return rel
 }
 
-func fileType(mode uint32) string {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return "file"
-	case unix.S_IFDIR:
-		return "directory"
-	case unix.S_IFLNK:
-		return "symlink"
-	case unix.S_IFIFO:
-		return "FIFO"
-	case unix.S_IFSOCK:
-		return "socket"
-	case unix.S_IFCHR:
-		return "character device"
-	case unix.S_IFBLK:
-		return "block device"
-	}
-	return fmt.Sprintf("type %#o", mode&unix.S_IFMT)
-}
-
 // Refused reports whether err is a walk refusing the tree.
 func Refused(err error) bool {
 	var r *RefusedError

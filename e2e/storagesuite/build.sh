@@ -13,31 +13,11 @@ POPULATOR_VERSION=v1.2.0   # hello-populator v1.0.1, which the suite names, is n
 if [ -x "$out/bin/e2e.test" ] && [ -x "$out/bin/agnhost" ] && [ -x "$out/bin/ginkgo" ] && [ -x "$out/bin/hello-populator" ]; then
   echo "e2e.test, agnhost, ginkgo and hello-populator $K8S_VERSION: cached in $out/bin"; exit 0
 fi
-staging=${K8S_VERSION/#v1/v0}   # staging modules are tagged v0.X.Y for v1.X.Y
-mkdir -p "$out/src" "$out/bin"
+mkdir -p "$out/bin"
+# shellcheck source=cluster/k8s-module.sh
+. "$(dirname "$0")/../../cluster/k8s-module.sh"
+k8s_module "$out/src" slimvirt.local/k8se2e "$K8S_VERSION" k8s.io/kubernetes/test/e2e k8s.io/kubernetes/test/images/agnhost
 cd "$out/src"
-go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >/dev/null
-upstream=$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/go.mod
-{
-  echo "module slimvirt.local/k8se2e"
-  echo
-  grep -E '^go [0-9.]+' "$upstream"
-  echo
-  echo "require k8s.io/kubernetes $K8S_VERSION"
-  echo
-  grep -E '=> \./staging/' "$upstream" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
-} > go.mod
-cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/test/e2e"
-	_ "k8s.io/kubernetes/test/images/agnhost"
-)
-GO
-GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
 start=$(date +%s)
 if [ ! -x "$out/bin/e2e.test" ]; then
