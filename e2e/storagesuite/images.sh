@@ -24,6 +24,14 @@ cp /bin/busybox "$rootfs/bin/busybox"
 for applet in $(/bin/busybox --list); do
   [ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
 done
+# The specs write block devices with `dd oflag=nocache`, which busybox's dd does not know:
+# GNU dd (coreutils) stands in for it, with the libraries it links.
+rm "$rootfs/bin/dd"
+cp /bin/dd "$rootfs/bin/dd"
+for lib in $(ldd /bin/dd | awk '/=>/ {print $3} /ld-linux/ {print $1}'); do
+  mkdir -p "$rootfs$(dirname "$lib")"
+  cp -L "$lib" "$rootfs$lib"
+done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$rootfs/etc/passwd"
 printf 'root:x:0:\nnobody:x:65534:\n' > "$rootfs/etc/group"
 echo "slimvirt e2e nginx stand-in" > "$rootfs/usr/share/nginx/html/index.html"

@@ -4,7 +4,8 @@
 # Builds e2e.test, agnhost and ginkgo at the cluster's Kubernetes version (cached), brings the
 # local cluster up with slimvirt installed, loads the test images, writes the driver definition
 # from the driver's own answers (storage-driverdef), and runs every External Storage spec the
-# definition enables, in parallel. Output: _output/e2e-storage/{driver.yaml,e2e.log,junit.xml}.
+# definition enables, in parallel. Output: _output/e2e-storage/{driver.yaml,e2e.log,junit.xml,
+# results.md}.
 #   E2E_STORAGE_SLOW=0    leave the [Slow] specs out
 #   E2E_STORAGE_PROCS=N   parallel ginkgo processes (default 4)
 #   E2E_STORAGE_FOCUS=RE  run only the specs matching RE (inside External Storage)
@@ -24,7 +25,7 @@ bash e2e/storagesuite/build.sh || { rc=1; exit 1; }
 trap finish EXIT
 make --no-print-directory e2e-setup || { rc=1; exit; }
 mkdir -p "$out"
-rm -f "$out/e2e.log" "$out/junit.xml"
+rm -rf "$out"/*
 bash e2e/storagesuite/images.sh _output/images/e2e-storage &&
   bash cluster/load-images.sh _output/images/e2e-storage || { rc=1; exit; }
 # shellcheck disable=SC1091
@@ -51,3 +52,6 @@ start=$(date +%s)
   -report-dir="$PWD/$out" -allowed-not-ready-nodes=0 > "$out/e2e.log" 2>&1 || rc=1
 echo "e2e-storage: $(( $(date +%s) - start ))s, log in $out/e2e.log"
 grep -E '^Ran [0-9]+ of [0-9]+ Specs|(SUCCESS|FAIL)! -- |^\s*\[FAIL\]' "$out/e2e.log" | sort -u
+# The results by test pattern and suite, as docs/csi.md shows them.
+[ -f "$out/junit.xml" ] && go run ./e2e/storagesuite/cmd/storage-results "$out/junit.xml" > "$out/results.md" &&
+  echo "e2e-storage: results by pattern in $out/results.md"
