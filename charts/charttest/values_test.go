@@ -35,10 +35,18 @@ var valueSets = []valueSet{
 			wantNoArg(t, node, "--cni-conflist=")
 			wantArgs(t, r.container(t, "DaemonSet", "csi"), "--pool=default=/var/lib/slimvirt/pools/default",
 				"--endpoint=unix:///var/lib/kubelet/plugins/csi.slimvirt.io/csi.sock")
+			wantNoArg(t, r.container(t, "DaemonSet", "csi"), "--require-quota")
 			wantClasses(t, r, map[string]class{"slimvirt": {"default", true}})
 			if tol := r.daemonSet(t).Spec.Template.Spec.Tolerations; len(tol) != 1 || tol[0].Operator != corev1.TolerationOpExists {
 				t.Errorf("node tolerations %v, want one with operator Exists", tol)
 			}
+		},
+	},
+	{
+		name:   "require-quota",
+		values: "storage:\n  requireQuota: true\n",
+		check: func(t *testing.T, r rendered) {
+			wantArgs(t, r.container(t, "DaemonSet", "csi"), "--require-quota")
 		},
 	},
 	{
