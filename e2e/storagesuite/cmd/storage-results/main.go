@@ -7,6 +7,7 @@ package main
 import (
 	"encoding/xml"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"sort"
@@ -50,9 +51,14 @@ func run(path string) error {
 	if err != nil {
 		return fmt.Errorf("read the report: %w", err)
 	}
+	return render(os.Stdout, data)
+}
+
+// render writes the tables for the JUnit report data to w.
+func render(w io.Writer, data []byte) error {
 	var r report
 	if err := xml.Unmarshal(data, &r); err != nil {
-		return fmt.Errorf("decode the report %s: %w", path, err)
+		return fmt.Errorf("decode the report: %w", err)
 	}
 	rows := map[[2]string]*counts{}
 	reasons := map[string]int{}
@@ -87,20 +93,20 @@ func run(path string) error {
 		}
 		return keys[i][1] < keys[j][1]
 	})
-	fmt.Println("| test pattern | suite | passed | failed | skipped |")
-	fmt.Println("|---|---|---|---|---|")
+	fmt.Fprintln(w, "| test pattern | suite | passed | failed | skipped |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
 	var total counts
 	for _, k := range keys {
 		c := rows[k]
 		total.passed, total.failed, total.skipped = total.passed+c.passed, total.failed+c.failed, total.skipped+c.skipped
-		fmt.Printf("| %s | %s | %d | %d | %d |\n", k[0], k[1], c.passed, c.failed, c.skipped)
+		fmt.Fprintf(w, "| %s | %s | %d | %d | %d |\n", k[0], k[1], c.passed, c.failed, c.skipped)
 	}
-	fmt.Printf("| **all** | | **%d** | **%d** | **%d** |\n", total.passed, total.failed, total.skipped)
-	printReasons(reasons)
+	fmt.Fprintf(w, "| **all** | | **%d** | **%d** | **%d** |\n", total.passed, total.failed, total.skipped)
+	printReasons(w, reasons)
 	return nil
 }
 
-func printReasons(reasons map[string]int) {
+func printReasons(w io.Writer, reasons map[string]int) {
 	msgs := make([]string, 0, len(reasons))
 	for m := range reasons {
 		msgs = append(msgs, m)
@@ -108,14 +114,14 @@ func printReasons(reasons map[string]int) {
 	sort.Slice(msgs, func(i, j int) bool {
 		return reasons[msgs[i]] > reasons[msgs[j]] || reasons[msgs[i]] == reasons[msgs[j]] && msgs[i] < msgs[j]
 	})
-	fmt.Println()
-	fmt.Println("| skipped | reason the suite gives |")
-	fmt.Println("|---|---|")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| skipped | reason the suite gives |")
+	fmt.Fprintln(w, "|---|---|")
 	for _, m := range msgs {
 		reason := strings.TrimSpace(strings.TrimPrefix(m, "skipped - "))
 		if m == "skipped" {
 			reason = "left out by the harness by name (see e2e/storagesuite/run.sh)"
 		}
-		fmt.Printf("| %d | %s |\n", reasons[m], strings.ReplaceAll(reason, "|", "\\|"))
+		fmt.Fprintf(w, "| %d | %s |\n", reasons[m], strings.ReplaceAll(reason, "|", "\\|"))
 	}
 }
