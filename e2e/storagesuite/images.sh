@@ -26,8 +26,9 @@ for applet in $(/bin/busybox --list); do
 done
 # The specs write block devices with `dd oflag=nocache`, which busybox's dd does not know:
 # GNU dd (coreutils) stands in for it. Debian's busybox shell runs its own applets before PATH,
-# so /bin/sh is dash, which finds dd on PATH. Both come with the libraries they link.
-for prog in dd dash; do
+# so /bin/sh is bash, which finds dd on PATH and has the `let` the specs' loops use (dash has
+# not). Both come with the libraries they link.
+for prog in dd bash; do
   rm -f "$rootfs/bin/$prog"
   cp "/bin/$prog" "$rootfs/bin/$prog"
   for lib in $(ldd "/bin/$prog" | awk '/=>/ {print $3} /ld-linux/ {print $1}'); do
@@ -35,7 +36,7 @@ for prog in dd dash; do
     cp -L "$lib" "$rootfs$lib"
   done
 done
-ln -sf dash "$rootfs/bin/sh"
+ln -sf bash "$rootfs/bin/sh"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$rootfs/etc/passwd"
 printf 'root:x:0:\nnobody:x:65534:\n' > "$rootfs/etc/group"
 echo "slimvirt e2e nginx stand-in" > "$rootfs/usr/share/nginx/html/index.html"
