@@ -63,19 +63,40 @@ func newTenant(t *testing.T, ns, podSecurity string) *tenant {
 			_ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 		}
 	})
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "tenant", Namespace: ns}}
+	tn := tenantAccount(t, ns, "tenant", "edit")
+	// The edit role is aggregated from slimvirt-edit: the tenant must be able to make VMs, and
+	// must not be able to read the cluster's Secrets.
+	if out, err := tn.kubectl("auth", "can-i", "create", "virtualmachineinstances.slimvirt.io"); err != nil || strings.TrimSpace(out) != "yes" {
+		t.Fatalf("tenant cannot create VMIs: %v %s", err, out)
+	}
+	if out, _ := tn.kubectl("auth", "can-i", "get", "secrets", "-n", "kube-system"); strings.TrimSpace(out) != "no" {
+		t.Fatalf("tenant can read kube-system Secrets: %s", out)
+	}
+	return tn
+}
+
+// tenantAccount makes ServiceAccount name in namespace ns, bound there to clusterRole (edit,
+// view, admin), and returns clients that act with its token.
+func tenantAccount(t *testing.T, ns, name, clusterRole string) *tenant {
+	t.Helper()
+	ctx := context.Background()
+	cs, err := kubernetes.NewForConfig(cluster.config)
+	if err != nil {
+		t.Fatalf("admin clientset: %v", err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
 	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create service account: %v", err)
 	}
 	rb := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "tenant-edit", Namespace: ns},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "edit"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "tenant", Namespace: ns}},
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-" + clusterRole, Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterRole},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
 	}
 	if _, err := cs.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("bind edit: %v", err)
+		t.Fatalf("bind %s: %v", clusterRole, err)
 	}
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "tenant", &authenticationv1.TokenRequest{
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
 	}, metav1.CreateOptions{})
 	if err != nil {
@@ -91,7 +112,7 @@ func newTenant(t *testing.T, ns, podSecurity string) *tenant {
 	if err != nil {
 		t.Fatalf("tenant clientset: %v", err)
 	}
-	kc := filepath.Join(t.TempDir(), "tenant.kubeconfig")
+	kc := filepath.Join(t.TempDir(), name+".kubeconfig")
 	caData := cfg.CAData
 	if len(caData) == 0 && cfg.CAFile != "" {
 		if caData, err = os.ReadFile(cfg.CAFile); err != nil {
@@ -108,16 +129,7 @@ current-context: tenant
 	if err := os.WriteFile(kc, []byte(kubeconfig), 0o600); err != nil {
 		t.Fatalf("write tenant kubeconfig: %v", err)
 	}
-	tn := &tenant{ns: ns, client: c, clientset: tcs, config: cfg, kubeconfig: kc}
-	// The edit role is aggregated from slimvirt-edit: the tenant must be able to make VMs, and
-	// must not be able to read the cluster's Secrets.
-	if out, err := tn.kubectl("auth", "can-i", "create", "virtualmachineinstances.slimvirt.io"); err != nil || strings.TrimSpace(out) != "yes" {
-		t.Fatalf("tenant cannot create VMIs: %v %s", err, out)
-	}
-	if out, _ := tn.kubectl("auth", "can-i", "get", "secrets", "-n", "kube-system"); strings.TrimSpace(out) != "no" {
-		t.Fatalf("tenant can read kube-system Secrets: %s", out)
-	}
-	return tn
+	return &tenant{ns: ns, client: c, clientset: tcs, config: cfg, kubeconfig: kc}
 }
 
 // kubectl runs kubectl as the tenant in its namespace.
