@@ -31,7 +31,7 @@ func (h *handler) bridge(w http.ResponseWriter, r *http.Request, kind string) {
 		log.Warn("websocket upgrade failed", "err", err)
 		return
 	}
-	defer c.CloseNow()
+	defer func() { _ = c.CloseNow() }()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	stream, err := h.cfg.Dial(ctx, kind)
@@ -51,7 +51,7 @@ func (h *handler) bridge(w http.ResponseWriter, r *http.Request, kind string) {
 	err = <-errc
 	_ = c.Close(websocket.StatusNormalClosure, "")
 	cancel()
-	<-errc
+	log.Debug("other direction ended", "err", <-errc)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Info("stream closed", "err", err)
 		return

@@ -134,7 +134,7 @@ func TestPage(t *testing.T) {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") || !strings.Contains(string(b), want) {
 			t.Errorf("%s: %d %s", path, resp.StatusCode, resp.Header.Get("Content-Type"))
 		}
@@ -203,7 +203,7 @@ func TestRefused(t *testing.T) {
 			}
 			c, resp, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: h})
 			if err == nil {
-				c.CloseNow()
+				_ = c.CloseNow()
 				t.Fatal("websocket accepted")
 			}
 			if resp == nil || resp.StatusCode != http.StatusForbidden {
@@ -227,7 +227,7 @@ func TestBridge(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.CloseNow()
+			defer func() { _ = c.CloseNow() }()
 			if c.Subprotocol() != subresources.BinaryProtocol {
 				t.Errorf("subprotocol %q", c.Subprotocol())
 			}
@@ -259,7 +259,7 @@ func TestStreamEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.CloseNow()
+	defer func() { _ = c.CloseNow() }()
 	if _, b, err := c.Read(ctx); err != nil || string(b) != "bye" {
 		t.Fatalf("read %q, %v", b, err)
 	}

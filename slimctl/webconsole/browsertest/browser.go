@@ -16,7 +16,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // ChromiumPath is where Debian's chromium package (make deps) installs the browser.
@@ -29,7 +32,8 @@ type Browser struct {
 }
 
 // Start launches headless Chromium with a fresh temporary profile (removed by Close). Chromium
-// resolves no host name but localhost, so a page can reach nothing off this machine.
+// resolves no host name and reaches no address but loopback: a page can reach nothing off this
+// machine.
 func Start(ctx context.Context) (*Browser, error) {
 	if _, err := os.Stat(ChromiumPath); err != nil {
 		return nil, fmt.Errorf("find chromium (run `make deps` to install Debian's chromium): %w", err)
@@ -39,7 +43,7 @@ func Start(ctx context.Context) (*Browser, error) {
 		chromedp.WindowSize(1280, 800),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("no-pings", true),
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost"),
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]"),
 	)
 	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
 	tctx, tcancel := chromedp.NewContext(actx)
@@ -96,7 +100,7 @@ func (b *Browser) WaitTerminalText(marker string, timeout time.Duration) (string
 			return s, nil
 		}
 		if time.Now().After(deadline) {
-			return s, fmt.Errorf("terminal shows no %q after %s (last error: %v)", marker, timeout, err)
+			return s, fmt.Errorf("terminal shows no %q after %s (last error: %w)", marker, timeout, err)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -113,8 +117,34 @@ func (b *Browser) TypeTerminal(text string) error {
 	if err := b.ShowTab("console"); err != nil {
 		return err
 	}
-	return b.Do(30*time.Second, chromedp.Focus(chromedp.CSS(`#terminal .xterm-helper-textarea`)),
-		chromedp.KeyEvent(text))
+	return b.Do(30*time.Second, chromedp.Focus(chromedp.CSS(`#terminal .xterm-helper-textarea`)), typeKeys(text))
+}
+
+// typeKeys presses a key for each character as a person does, a keyDown that carries the text
+// and a keyUp. chromedp.KeyEvent sends the text in a separate char event after the keyDown,
+// which xterm.js takes as two inputs.
+func typeKeys(text string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		for _, r := range text {
+			var down, up *input.DispatchKeyEventParams
+			for _, k := range kb.Encode(r) {
+				switch k.Type {
+				case kb.KeyDown:
+					down = k
+				case kb.KeyUp:
+					up = k
+				case kb.KeyChar:
+					down.Text, down.UnmodifiedText = k.Text, k.UnmodifiedText
+				}
+			}
+			for _, k := range []*input.DispatchKeyEventParams{down, up} {
+				if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, *k); err != nil {
+					return fmt.Errorf("press %q: %w", r, err)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // Canvas reads the pixels of the page's VNC canvas.
@@ -151,7 +181,7 @@ func (b *Browser) WaitCanvas(timeout time.Duration) (image.Image, error) {
 			}
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("VNC canvas still blank after %s (connected %v, last error: %v)", timeout, connected, err)
+			return nil, fmt.Errorf("VNC canvas still blank after %s (connected %v, last error: %w)", timeout, connected, err)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
