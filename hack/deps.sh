@@ -17,6 +17,8 @@ packages=(
   isc-dhcp-client tcpdump
   # builds
   gcc make git pkg-config curl ca-certificates
+  # web console tests (headless browser)
+  chromium
 )
 missing=()
 for p in "${packages[@]}"; do
