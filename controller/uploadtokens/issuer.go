@@ -100,7 +100,7 @@ func ensureKey(ctx context.Context, cs kubernetes.Interface, ns string, log logr
 	}
 	key, err := uploadtoken.ParsePrivateKey(s.Data[uploadtoken.PrivateKeyData])
 	if err != nil {
-		return nil, fmt.Errorf("Secret %s/%s key %s: %w", ns, subresources.UploadTokenKeySecret, uploadtoken.PrivateKeyData, err)
+		return nil, fmt.Errorf("read the upload token key from Secret %s/%s (key %s): %w", ns, subresources.UploadTokenKeySecret, uploadtoken.PrivateKeyData, err)
 	}
 	return key, nil
 }

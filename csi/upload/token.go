@@ -75,7 +75,7 @@ func (k *keySource) read(ctx context.Context) (ed25519.PublicKey, error) {
 	}
 	key, err := uploadtoken.ParsePublicKey([]byte(cm.Data[uploadtoken.PublicKeyData]))
 	if err != nil {
-		return nil, fmt.Errorf("ConfigMap %s/%s key %s: %w", k.ns, name, uploadtoken.PublicKeyData, err)
+		return nil, fmt.Errorf("read the upload token key from ConfigMap %s/%s (key %s): %w", k.ns, name, uploadtoken.PublicKeyData, err)
 	}
 	return key, nil
 }
