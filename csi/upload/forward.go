@@ -25,11 +25,8 @@ const forwardedHeader = "X-Slimvirt-Upload-Forwarded"
 // peer finds the node that holds a PVC's volume and the address of its upload endpoint: the
 // PV's node affinity names the node, the node's InternalIP and the endpoints' common port make
 // the address.
-func (s *Server) peer(ctx context.Context, ns, name string) (node, addr string, err error) {
-	pvc, err := s.cfg.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return "", "", fmt.Errorf("get PVC %s/%s: %w", ns, name, err)
-	}
+func (s *Server) peer(ctx context.Context, pvc *corev1.PersistentVolumeClaim) (node, addr string, err error) {
+	ns, name := pvc.Namespace, pvc.Name
 	if pvc.Spec.VolumeName == "" {
 		return "", "", fmt.Errorf("PVC %s/%s is not bound yet", ns, name)
 	}
@@ -56,9 +53,10 @@ func (s *Server) peer(ctx context.Context, ns, name string) (node, addr string, 
 	return node, "", fmt.Errorf("node %s has no InternalIP", node)
 }
 
-// forward streams the request to the endpoint on the volume's node. The peer checks the
-// caller's token again; the hop is TLS where the peer must present the very certificate this
-// endpoint serves (the chart gives all nodes one), so the token only goes to a holder of its key.
+// forward streams the request, upload token included, to the endpoint on the volume's node,
+// which checks the token again. The hop is TLS where the peer must present the very certificate
+// this endpoint serves (the chart gives all nodes one), so the token only goes to a holder of
+// its key.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, node, addr string) {
 	own, err := s.certificate()
 	if err != nil || len(own.Certificate) == 0 {

@@ -1,8 +1,9 @@
 // Package upload is slimvirt-csi's upload endpoint: an HTTPS server on every node that takes a
-// disk image for an upload DataVolume whose volume lives on that node, after checking the
-// caller's Kubernetes identity (TokenReview) and permission (SubjectAccessReview for create on
-// datavolumes/upload in the DataVolume's namespace). The image is written like an import:
-// raw, qcow2, gz or xz, streamed into the sparse disk.img.
+// disk image for an upload DataVolume whose volume lives on that node. The caller shows an
+// upload token (api/uploadtoken) that the aggregated API issued for that one DataVolume, checked
+// with the public key the controller publishes in a ConfigMap; the endpoint never sees, and
+// never asks the API server about, a user's Kubernetes credentials. The image is written like
+// an import: raw, qcow2, gz or xz, streamed into the sparse disk.img.
 package upload
 
 import (
@@ -20,15 +21,14 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	authnv1 "k8s.io/api/authentication/v1"
-	authzv1 "k8s.io/api/authorization/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/slimvirt/slimvirt/api/subresources"
 	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/driver"
 	"github.com/slimvirt/slimvirt/csi/importer"
@@ -61,13 +61,19 @@ type Config struct {
 	// another node is forwarded to that node's endpoint at its InternalIP and PeerPort.
 	NodeID   string
 	PeerPort int
-	Log      *slog.Logger
+	// KeyNamespace holds the ConfigMap subresources.UploadTokenPublicConfigMap with the key
+	// upload tokens are checked with; empty means $POD_NAMESPACE (the release's namespace).
+	KeyNamespace string
+	// KeyMaxAge is how long that key is used before it is read again (DefaultKeyMaxAge if 0).
+	KeyMaxAge time.Duration
+	Log       *slog.Logger
 }
 
 // Server is the upload endpoint.
 type Server struct {
 	cfg  Config
 	cert tls.Certificate
+	keys *keySource
 }
 
 // New checks cfg.
@@ -78,12 +84,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.KeyNamespace == "" {
+		cfg.KeyNamespace = os.Getenv("POD_NAMESPACE")
+	}
+	if cfg.KeyNamespace == "" {
+		return nil, errors.New("the upload endpoint needs the namespace of ConfigMap " + subresources.UploadTokenPublicConfigMap +
+			" (the upload token key): set $POD_NAMESPACE")
+	}
+	if cfg.KeyMaxAge <= 0 {
+		cfg.KeyMaxAge = DefaultKeyMaxAge
+	}
 	if cfg.PeerPort == 0 {
 		if _, port, err := net.SplitHostPort(cfg.Addr); err == nil {
 			cfg.PeerPort, _ = strconv.Atoi(port)
 		}
 	}
-	s := &Server{cfg: cfg}
+	s := &Server{cfg: cfg, keys: &keySource{cs: cfg.Client, ns: cfg.KeyNamespace, maxAge: cfg.KeyMaxAge}}
 	var err error
 	if s.cert, err = s.loadCertificate(); err != nil {
 		return nil, err
@@ -206,10 +222,10 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusMethodNotAllowed, "", "use POST or PUT")
 		return
 	}
-	user, code, msg := s.authorize(r, ns, name)
-	if code != 0 {
-		s.cfg.Log.Info("upload refused", "namespace", ns, "datavolume", name, "user", user, "code", code, "reason", msg)
-		reply(w, code, "", msg)
+	claims, pvc, no := s.authorize(r, ns, name)
+	if no != nil {
+		s.cfg.Log.Info("upload refused", "namespace", ns, "datavolume", name, "code", no.code, "reason", no.msg)
+		reply(w, no.code, "", no.msg)
 		return
 	}
 	vol, err := s.cfg.Volumes.VolumeForClaim(ns, name)
@@ -218,7 +234,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 			reply(w, http.StatusNotFound, "", fmt.Sprintf("the volume of DataVolume %s/%s is not on this node (yet)", ns, name))
 			return
 		}
-		node, addr, err := s.peer(r.Context(), ns, name)
+		node, addr, err := s.peer(r.Context(), pvc)
 		if err != nil {
 			reply(w, http.StatusNotFound, "", err.Error())
 			return
@@ -226,7 +242,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		s.forward(w, r, node, addr)
 		return
 	}
-	log := s.cfg.Log.With("namespace", ns, "datavolume", name, "volume", vol.ID, "user", user)
+	log := s.cfg.Log.With("namespace", ns, "datavolume", name, "volume", vol.ID, "uid", claims.UID, "tokenExpires", claims.Expires)
 	log.Info("upload started", "bytes", r.ContentLength)
 	start := time.Now()
 	err = s.cfg.Volumes.Upload(r.Context(), vol.ID, func(ctx context.Context, disk string, size int64, progress func(float64)) error {
@@ -250,43 +266,4 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		}
 		reply(w, code, string(claim.PhaseFailed), err.Error())
 	}
-}
-
-// authorize returns the caller's name, or an HTTP status and why it is refused.
-func (s *Server) authorize(r *http.Request, ns, name string) (string, int, string) {
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || strings.TrimSpace(token) == "" {
-		return "", http.StatusUnauthorized, "a bearer token is required"
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	tr, err := s.cfg.Client.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
-		Spec: authnv1.TokenReviewSpec{Token: strings.TrimSpace(token)},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return "", http.StatusServiceUnavailable, "could not review the token: " + err.Error()
-	}
-	if !tr.Status.Authenticated {
-		return "", http.StatusUnauthorized, "the token is not valid"
-	}
-	u := tr.Status.User
-	extra := map[string]authzv1.ExtraValue{}
-	for k, v := range u.Extra {
-		extra[k] = authzv1.ExtraValue(v)
-	}
-	sar, err := s.cfg.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{
-		Spec: authzv1.SubjectAccessReviewSpec{
-			User: u.Username, Groups: u.Groups, UID: u.UID, Extra: extra,
-			ResourceAttributes: &authzv1.ResourceAttributes{
-				Namespace: ns, Verb: "create", Group: "slimvirt.io", Resource: "datavolumes", Subresource: "upload", Name: name,
-			},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return u.Username, http.StatusServiceUnavailable, "could not review the permission: " + err.Error()
-	}
-	if !sar.Status.Allowed {
-		return u.Username, http.StatusForbidden, fmt.Sprintf("%s may not create datavolumes/upload for %s in namespace %s", u.Username, name, ns)
-	}
-	return u.Username, 0, ""
 }

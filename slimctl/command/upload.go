@@ -14,6 +14,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/slimvirt/slimvirt/api/v1alpha1"
@@ -63,7 +65,7 @@ func uploadCmd(e *env) *cobra.Command {
 	f.StringVar(&o.accessMode, "access-mode", "", "access mode of the disk (ReadWriteOnce by default)")
 	f.StringVar(&o.volumeMode, "volume-mode", "", "Filesystem (default) or Block")
 	f.StringVar(&o.proxyURL, "uploadproxy-url", "", "URL of the upload endpoint (Service slimvirt/slimvirt-upload), e.g. https://localhost:8443 through kubectl port-forward")
-	f.BoolVar(&o.insecure, "insecure", false, "do not verify the upload endpoint's certificate")
+	f.BoolVar(&o.insecure, "insecure", false, "do not verify the upload endpoint's certificate: anyone between here and the endpoint can take the upload token and the image")
 	f.IntVar(&o.waitSecs, "wait-secs", 300, "seconds to wait for the DataVolume to be ready for the upload")
 	f.BoolVar(&o.noCreate, "no-create", false, "upload into an existing DataVolume only")
 	_ = cmd.MarkFlagRequired("image-path")
@@ -125,54 +127,18 @@ func runUpload(ctx context.Context, e *env, o uploadOptions, name string) error 
 	if err != nil {
 		return err
 	}
-	token := c.Config.BearerToken
-	if token == "" && c.Config.BearerTokenFile != "" {
-		b, err := os.ReadFile(c.Config.BearerTokenFile)
-		if err != nil {
-			return fmt.Errorf("read token file: %w", err)
-		}
-		token = strings.TrimSpace(string(b))
-	}
-	if token == "" {
-		return errors.New("the upload endpoint authenticates with a bearer token and the kubeconfig's user has none (client certificates cannot be passed on); give one with --token")
-	}
-
-	dv := &v1alpha1.DataVolume{}
-	err = c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, dv)
-	switch {
-	case apierrors.IsNotFound(err) && o.noCreate:
-		return fmt.Errorf("DataVolume %s not found in namespace %s", name, ns)
-	case apierrors.IsNotFound(err):
-		dv, err = newUploadDataVolume(ns, name, o)
-		if err != nil {
-			return err
-		}
-		if err := c.Client.Create(ctx, dv); err != nil {
-			return fmt.Errorf("create DataVolume %s/%s: %w", ns, name, err)
-		}
-		fmt.Fprintf(e.stderr, "DataVolume %s/%s created\n", ns, name)
-	case err != nil:
-		return fmt.Errorf("get DataVolume %s/%s: %w", ns, name, err)
-	case dv.Spec.Source.Upload == nil:
-		return fmt.Errorf("DataVolume %s/%s does not have an upload source", ns, name)
-	}
-
-	fmt.Fprintf(e.stderr, "Waiting for DataVolume %s/%s to be ready for the upload\n", ns, name)
-	if err := waitDataVolume(ctx, c.Client, ns, name, time.Duration(o.waitSecs)*time.Second, v1alpha1.DataVolumeUploadReady); err != nil {
+	if err := ensureUploadDataVolume(ctx, e, c.Client, ns, name, o); err != nil {
 		return err
 	}
-
 	var caPEM []byte
 	if !o.insecure {
-		// The chart publishes the endpoint's certificate; without it the system roots apply.
-		cm := &corev1.ConfigMap{}
-		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: "slimvirt", Name: "slimvirt-upload-ca"}, cm); err == nil {
-			caPEM = []byte(cm.Data["ca.crt"])
+		if caPEM, err = uploadCA(ctx, c.Kube); err != nil {
+			return err
 		}
 	}
 	bar := &progressBar{w: e.stderr}
-	err = uploadclient.Upload(ctx, uploadclient.Options{
-		URL: o.proxyURL, Token: token, CA: caPEM, Insecure: o.insecure, Progress: bar.update,
+	err = sendImage(ctx, c.Kube.CoreV1().RESTClient(), uploadclient.Options{
+		URL: o.proxyURL, CA: caPEM, Insecure: o.insecure, Progress: bar.update,
 	}, ns, name, img, st.Size())
 	bar.done()
 	if err != nil {
@@ -183,6 +149,66 @@ func runUpload(ctx context.Context, e *env, o uploadOptions, name string) error 
 	}
 	fmt.Fprintf(e.stdout, "Uploaded %s into DataVolume %s/%s\n", o.imagePath, ns, name)
 	return nil
+}
+
+// ensureUploadDataVolume makes the upload DataVolume unless it is there (or --no-create), and
+// waits until it takes the upload.
+func ensureUploadDataVolume(ctx context.Context, e *env, c client.Client, ns, name string, o uploadOptions) error {
+	dv := &v1alpha1.DataVolume{}
+	err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, dv)
+	switch {
+	case apierrors.IsNotFound(err) && o.noCreate:
+		return fmt.Errorf("DataVolume %s not found in namespace %s", name, ns)
+	case apierrors.IsNotFound(err):
+		dv, err = newUploadDataVolume(ns, name, o)
+		if err != nil {
+			return err
+		}
+		if err := c.Create(ctx, dv); err != nil {
+			return fmt.Errorf("create DataVolume %s/%s: %w", ns, name, err)
+		}
+		fmt.Fprintf(e.stderr, "DataVolume %s/%s created\n", ns, name)
+	case err != nil:
+		return fmt.Errorf("get DataVolume %s/%s: %w", ns, name, err)
+	case dv.Spec.Source.Upload == nil:
+		return fmt.Errorf("DataVolume %s/%s does not have an upload source", ns, name)
+	}
+	fmt.Fprintf(e.stderr, "Waiting for DataVolume %s/%s to be ready for the upload\n", ns, name)
+	return waitDataVolume(ctx, c, ns, name, time.Duration(o.waitSecs)*time.Second, v1alpha1.DataVolumeUploadReady)
+}
+
+// The ConfigMap in which the chart publishes the upload endpoint's certificate.
+const (
+	uploadCANamespace = "slimvirt"
+	uploadCAName      = "slimvirt-upload-ca"
+	uploadCAKey       = "ca.crt"
+)
+
+// uploadCA is the certificate the upload endpoint must present. Without it there is nothing to
+// verify the endpoint with, and the upload token must not go to an endpoint nobody verified.
+func uploadCA(ctx context.Context, kube kubernetes.Interface) ([]byte, error) {
+	cm, err := kube.CoreV1().ConfigMaps(uploadCANamespace).Get(ctx, uploadCAName, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("read the upload endpoint's certificate from ConfigMap %s/%s: %w "+
+			"(the slimvirt chart publishes it there and lets every authenticated user read it)", uploadCANamespace, uploadCAName, err)
+	}
+	ca := cm.Data[uploadCAKey]
+	if !strings.Contains(ca, "-----BEGIN CERTIFICATE-----") {
+		return nil, fmt.Errorf("ConfigMap %s/%s holds no certificate under %s", uploadCANamespace, uploadCAName, uploadCAKey)
+	}
+	return []byte(ca), nil
+}
+
+// sendImage gets an upload token for the DataVolume from the aggregated API (kube carries the
+// user's credentials to the kube-apiserver) and uploads the image to the endpoint with that
+// token alone: the user's credentials never go to the endpoint.
+func sendImage(ctx context.Context, kube rest.Interface, o uploadclient.Options, ns, name string, img io.Reader, size int64) error {
+	tok, _, err := uploadclient.RequestToken(ctx, kube, ns, name)
+	if err != nil {
+		return err
+	}
+	o.Token = tok
+	return uploadclient.Upload(ctx, o, ns, name, img, size)
 }
 
 // newUploadDataVolume is the DataVolume image-upload creates.

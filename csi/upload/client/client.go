@@ -1,5 +1,7 @@
-// Package client uploads a disk image to slimvirt's upload endpoint for an upload DataVolume,
-// authenticated with the caller's Kubernetes bearer token. slimctl image-upload uses it.
+// Package client uploads a disk image to slimvirt's upload endpoint for an upload DataVolume:
+// RequestToken asks the aggregated API (through the kube-apiserver, with the caller's
+// Kubernetes credentials) for an upload token of that DataVolume, and Upload sends the image to
+// the endpoint with that token only. slimctl image-upload uses it.
 package client
 
 import (
@@ -13,13 +15,16 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/slimvirt/slimvirt/api/subresources"
 )
 
 // Options say where and as whom to upload.
 type Options struct {
 	// URL is the endpoint's base, e.g. https://10.0.0.5:8443.
 	URL string
-	// Token is the caller's Kubernetes bearer token.
+	// Token is the upload token RequestToken got for this DataVolume; never a Kubernetes
+	// credential, which the endpoint refuses anyway.
 	Token string
 	// CA is PEM certificates the endpoint's certificate must chain to; with none, the system
 	// roots are used unless Insecure is set.
@@ -48,7 +53,7 @@ func (e *Error) Error() string {
 // returns once the volume is complete and verified.
 func Upload(ctx context.Context, o Options, namespace, name string, image io.Reader, size int64) error {
 	if o.URL == "" || o.Token == "" {
-		return errors.New("an endpoint URL and a token are required")
+		return errors.New("an endpoint URL and an upload token are required")
 	}
 	u, err := url.Parse(strings.TrimRight(o.URL, "/") + "/v1alpha1/namespaces/" + url.PathEscape(namespace) + "/datavolumes/" + url.PathEscape(name) + "/upload")
 	if err != nil {
@@ -75,7 +80,7 @@ func Upload(ctx context.Context, o Options, namespace, name string, image io.Rea
 	if size < 0 {
 		req.ContentLength = -1
 	}
-	req.Header.Set("Authorization", "Bearer "+o.Token)
+	req.Header.Set(subresources.UploadTokenHeader, "Bearer "+o.Token)
 	req.Header.Set("Content-Type", "application/octet-stream")
 	if o.Checksum != "" {
 		req.Header.Set("Upload-Checksum", o.Checksum)
