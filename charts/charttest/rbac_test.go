@@ -67,14 +67,13 @@ var reviewed = []grant{
 	{"ClusterRole slimvirt-node", "storage.k8s.io/storageclasses", "get,list,watch", "the sidecars' informers"},
 	{"ClusterRole slimvirt-node", "storage.k8s.io/csinodes", "get,list,watch", "external-provisioner's topology"},
 	{"ClusterRole slimvirt-node", "storage.k8s.io/volumeattributesclasses", "get,list,watch", "the sidecars' informers"},
-	{"ClusterRole slimvirt-node", "authentication.k8s.io/tokenreviews", "create", "the upload endpoint checks a client's token"},
-	{"ClusterRole slimvirt-node", "authorization.k8s.io/subjectaccessreviews", "create", "the upload endpoint checks the client may upload to the DataVolume"},
 	// The node, in the release namespace.
 	{"Role slimvirt-node", "storage.k8s.io/csistoragecapacities", "create,delete,get,list,patch,update,watch", "external-provisioner publishes its node's free space"},
 	{"Role slimvirt-node", "coordination.k8s.io/leases", "create,get,update", "external-resizer's leader election"},
 	{"Role slimvirt-node", "pods", "get", "external-provisioner finds its pod, the capacity objects' owner"},
 	{"Role slimvirt-node", "apps/daemonsets", "get,list,watch", "the capacity objects' owner; the node agent tells helm uninstall from a restart"},
 	{"Role slimvirt-node", "secrets", "get", "the per-volume import Secret of a volume being imported (slimvirt-import-<pvc-uid>)"},
+	{"Role slimvirt-node", "configmaps[slimvirt-upload-token-key]", "get", "the upload endpoint verifies upload tokens with the controller's public key"},
 	// Namespace users, aggregated into the built-in admin, edit and view roles.
 	{"ClusterRole slimvirt-edit", "slimvirt.io/virtualmachineinstances", "create,delete,deletecollection,get,list,patch,update,watch", "edit and admin manage VMs"},
 	{"ClusterRole slimvirt-edit", "slimvirt.io/virtualmachines", "create,delete,deletecollection,get,list,patch,update,watch", "edit and admin manage VMs"},
