@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,6 +29,7 @@ import (
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/coder/websocket"
@@ -46,6 +48,7 @@ type suite struct {
 	base   string       // https://127.0.0.1:PORT of the server under test
 	http   *http.Client // trusts the server's serving certificate, HTTP/1.1
 	ca     []byte       // the server's serving certificate
+	pki    *testPKI
 	agent  *standIn
 	tokens *fixedTokens
 }
@@ -98,7 +101,11 @@ func newSuite(ctx context.Context, te *testenv.Env) (*suite, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	s := &suite{te: te, c: c, agent: agent, tokens: &fixedTokens{}}
+	s := &suite{te: te, c: c, agent: agent, tokens: &fixedTokens{}, pki: pki}
+	if err := publishFrontProxy(ctx, c, pki); err != nil {
+		agent.srv.Close()
+		return nil, nil, err
+	}
 	stop, err := s.startServer(ctx, pki)
 	if err != nil {
 		agent.srv.Close()
@@ -248,9 +255,9 @@ func (a *standIn) requests(path string) []*http.Request {
 // testPKI is a CA with the node agent's serving certificate and the server's client
 // certificate, as the controller makes them.
 type testPKI struct {
-	ca          *x509.Certificate
-	server, cli tls.Certificate
-	pool        *x509.CertPool
+	ca                 *x509.Certificate
+	server, cli, proxy tls.Certificate
+	pool               *x509.CertPool
 }
 
 func newTestPKI() (*testPKI, error) {
@@ -277,6 +284,9 @@ func newTestPKI() (*testPKI, error) {
 		return nil, err
 	}
 	if p.cli, err = issue(ca, caKey, 3, api.APIClientName, x509.ExtKeyUsageClientAuth); err != nil {
+		return nil, err
+	}
+	if p.proxy, err = issue(ca, caKey, 4, frontProxyName, x509.ExtKeyUsageClientAuth); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -319,4 +329,36 @@ func (s *suite) node(t *testing.T, name, ip string) {
 	if err := s.c.Status().Update(context.Background(), n); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// frontProxyName is the common name of the front proxy's client certificate.
+const frontProxyName = "front-proxy-client"
+
+// publishFrontProxy adds a front proxy to kube-system/extension-apiserver-authentication, as a
+// kube-apiserver started with --requestheader-* publishes its own (envtest's has none): the
+// test CA signs its client certificate, and the usual X-Remote-* headers carry the user.
+func publishFrontProxy(ctx context.Context, c client.Client, pki *testPKI) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cm := &corev1.ConfigMap{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "extension-apiserver-authentication"}, cm); err != nil {
+			return err
+		}
+		cm.Data["requestheader-client-ca-file"] = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pki.ca.Raw}))
+		cm.Data["requestheader-allowed-names"] = `["` + frontProxyName + `"]`
+		cm.Data["requestheader-username-headers"] = `["X-Remote-User"]`
+		cm.Data["requestheader-uid-headers"] = `[]`
+		cm.Data["requestheader-group-headers"] = `["X-Remote-Group"]`
+		cm.Data["requestheader-extra-headers-prefix"] = `["X-Remote-Extra-"]`
+		return c.Update(ctx, cm)
+	})
+}
+
+// frontProxy is an HTTP client that presents cert, as the kube-apiserver's aggregator does
+// with its proxy client certificate.
+func (s *suite) frontProxy(cert tls.Certificate) *http.Client {
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(s.ca)
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: roots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"},
+	}}}
 }

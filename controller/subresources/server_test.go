@@ -3,6 +3,7 @@ package subresources
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
@@ -235,5 +237,58 @@ func TestVNCWebsocketPassesThrough(t *testing.T) {
 	seen := env.agent.requests(api.NodePath(ns, "vm1", api.VNC))
 	if len(seen) != 1 || seen[0].Header.Get("Authorization") != "" {
 		t.Fatalf("node agent requests: %d", len(seen))
+	}
+}
+
+// TestFrontProxy is the path every request takes in a cluster: the kube-apiserver's aggregator
+// presents its proxy client certificate and names the user in X-Remote-* headers; the server
+// believes those headers only from that certificate, and authorizes the user it names.
+func TestFrontProxy(t *testing.T) {
+	const ns = "frontproxy"
+	env.node(t, "node-a", "127.0.0.1")
+	env.vmi(t, ns, "vm1", v1.Running, "node-a")
+	ctx := context.Background()
+	testutil.Must(t, env.c.Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pause"},
+		Rules:      []rbacv1.PolicyRule{allow("update", "virtualmachineinstances/pause")},
+	}))
+	testutil.Must(t, env.c.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "alice"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "pause"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "alice"}},
+	}))
+	path := api.APIPath(api.VMIs, ns, "vm1", api.Pause)
+	put := func(c *http.Client, user string) (int, []byte) {
+		req, err := http.NewRequest(http.MethodPut, env.base+path, nil)
+		testutil.Must(t, err)
+		req.Header.Set("X-Remote-User", user)
+		req.Header.Set("X-Remote-Group", "system:authenticated")
+		resp, err := c.Do(req)
+		testutil.Must(t, err)
+		defer func() { _ = resp.Body.Close() }()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		testutil.Must(t, err)
+		return resp.StatusCode, body
+	}
+	proxy := env.frontProxy(env.pki.proxy)
+
+	code, body := put(proxy, "alice")
+	if code != http.StatusOK || !strings.HasPrefix(string(body), "PUT ") {
+		t.Fatalf("alice through the front proxy: %d %s", code, body)
+	}
+	code, body = put(proxy, "bob")
+	if st := expectStatus(t, http.StatusForbidden, code, body); !strings.Contains(st.Message, `"bob"`) {
+		t.Errorf("bob: %s", st.Message)
+	}
+	// The headers count for nothing without the proxy's certificate: not from a client without
+	// one, nor from one whose certificate the CA signed for another name.
+	code, body = put(env.http, "alice")
+	expectStatus(t, http.StatusForbidden, code, body)
+	code, body = put(env.frontProxy(env.pki.cli), "alice")
+	if code == http.StatusOK {
+		t.Fatalf("a certificate not named %s passed as the front proxy: %s", frontProxyName, body)
+	}
+	if n := len(env.agent.requests(api.NodePath(ns, "vm1", api.Pause))); n != 1 {
+		t.Errorf("the node agent got %d requests, want 1", n)
 	}
 }
