@@ -64,6 +64,13 @@ type Config struct {
 	LeaderElectionNamespace string
 	// CrashLoopBackoff is how VMs whose VMIs keep failing wait; KubeVirt's 10 s to 5 min when zero.
 	CrashLoopBackoff vm.Backoff
+	// SubresourcesPort is where the aggregated API subresources.slimvirt.io listens; 0 turns
+	// it (and the certificates and upload-token key it needs) off.
+	SubresourcesPort int
+	// NodeAccessPort is the node agents' access endpoint, which the aggregated API calls.
+	NodeAccessPort int
+	// Namespace is the controller's own: its certificates and keys live there.
+	Namespace string
 }
 
 // Controller is a configured manager, ready to run.
@@ -145,6 +152,11 @@ func setup(mgr ctrl.Manager, cfg Config, key []byte) error {
 	}
 	if err := datavolume.SetupWithManager(mgr, datavolume.Options{}); err != nil {
 		return fmt.Errorf("set up datavolume controller: %w", err)
+	}
+	if cfg.SubresourcesPort != 0 {
+		if err := addAggregatedAPI(mgr, cfg); err != nil {
+			return err
+		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)

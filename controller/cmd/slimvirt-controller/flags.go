@@ -2,11 +2,13 @@ package main
 
 import (
 	"flag"
+	"os"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/slimvirt/slimvirt/api/subresources"
 	"github.com/slimvirt/slimvirt/controller/manager"
 	"github.com/slimvirt/slimvirt/controller/vmi"
 )
@@ -41,6 +43,9 @@ func parseFlags() (manager.Config, *zap.Options) {
 	flag.StringVar(&cfg.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "address of the health probes (0 turns them off)")
 	flag.BoolVar(&cfg.LeaderElect, "leader-elect", false, "elect a leader so only one replica reconciles")
 	flag.StringVar(&cfg.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease (the pod's own when empty)")
+	flag.IntVar(&cfg.SubresourcesPort, "subresources-port", 0, "port of the aggregated API subresources.slimvirt.io (0 turns it off)")
+	flag.IntVar(&cfg.NodeAccessPort, "node-access-port", subresources.DefaultNodePort, "port of the node agents' access endpoint")
+	cfg.Namespace = os.Getenv("POD_NAMESPACE")
 	opts := &zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
