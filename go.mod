@@ -3,6 +3,7 @@ module github.com/slimvirt/slimvirt
 go 1.26.8
 
 require (
+	github.com/coder/websocket v1.8.15
 	github.com/container-storage-interface/spec v1.13.0
 	github.com/containernetworking/cni v1.3.0
 	github.com/containernetworking/plugins v1.9.1
