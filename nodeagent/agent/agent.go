@@ -1,7 +1,8 @@
 // Package agent is the slimvirt node agent: it installs the CNI plugin and keeps it chained,
 // serves the kubelet device plugins for /dev/kvm, /dev/net/tun and the launchers' seed
 // (SeedDir, mounted read-only into the launcher pods), reports each launcher's status to its
-// VMI and serves per-VM metrics; when slimvirt is removed from the cluster it takes itself out
+// VMI, serves per-VM metrics and the VMIs' console, VNC and power actions to the aggregated API
+// server (nodeagent/vmiaccess); when slimvirt is removed from the cluster it takes itself out
 // of the node as it stops.
 package agent
 
@@ -40,6 +41,12 @@ type Config struct {
 	// MetricsAddr is where the per-VM Prometheus metrics are served (/metrics); empty turns
 	// them off.
 	MetricsAddr string
+	// AccessAddr is where the VMI access endpoint (nodeagent/vmiaccess) listens for the
+	// aggregated API server; empty turns it off.
+	AccessAddr string
+	// AccessCertDir holds its certificates (the mounted Secret
+	// subresources.NodeAccessSecret); the endpoint is off, logged, while they are missing.
+	AccessCertDir string
 	// Namespace is the namespace of the agent's pod and DaemonSet.
 	Namespace string
 	// RemovalDaemonSet is the agent's own DaemonSet in Namespace: when it has been deleted

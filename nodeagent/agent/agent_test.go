@@ -17,11 +17,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/slimvirt/slimvirt/api/subresources"
 	"github.com/slimvirt/slimvirt/cni/install"
 	"github.com/slimvirt/slimvirt/internal/testenv"
 	"github.com/slimvirt/slimvirt/internal/testutil"
 	"github.com/slimvirt/slimvirt/nodeagent/deviceplugin"
 	"github.com/slimvirt/slimvirt/nodeagent/launcherwatch"
+	"github.com/slimvirt/slimvirt/nodeagent/vmiaccess/testpki"
 )
 
 const conflist = `{"cniVersion":"1.0.0","name":"k8s","plugins":[{"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","subnet":"10.244.0.0/24"}}]}` + "\n"
@@ -152,7 +154,9 @@ func TestRun(t *testing.T) {
 	n := newNode(t)
 	cfg := n.config()
 	cfg.API, cfg.NodeName, cfg.Namespace, cfg.RemovalDaemonSet = env.Config, "node-1", "slimvirt", "slimvirt-node"
-	cfg.MetricsAddr = freeAddr(t)
+	cfg.MetricsAddr, cfg.AccessAddr, cfg.AccessCertDir = freeAddr(t), freeAddr(t), t.TempDir()
+	ca := testpki.NewCA(t, "slimvirt-ca")
+	testpki.WriteSecret(t, cfg.AccessCertDir, ca)
 	seed := SeedDir(n.state)
 	testutil.Must(t, os.MkdirAll(seed, 0o755))
 	testutil.Must(t, os.WriteFile(filepath.Join(seed, "slimvirt-diskcopy"), []byte("copier"), 0o755))
@@ -162,6 +166,7 @@ func TestRun(t *testing.T) {
 	if m := metrics(t, cfg.MetricsAddr); !strings.Contains(m, `slimvirt_node_launcher_scrape_errors{node="node-1"} 0`) {
 		t.Errorf("metrics of node-1 lack the scrape errors:\n%s", m)
 	}
+	access(t, cfg.AccessAddr, ca)
 	testutil.Must(t, stop())
 	if !n.installed() {
 		t.Error("stopped for a restart, the agent took the plugin out")
@@ -170,8 +175,14 @@ func TestRun(t *testing.T) {
 		t.Errorf("stopped for a restart, the agent removed the seed: %v", err)
 	}
 
+	// Without its certificates the agent runs without the access endpoint.
+	cfg.AccessCertDir = t.TempDir()
 	stop = start(t, cfg)
 	metrics(t, cfg.MetricsAddr)
+	if c, err := net.Dial("tcp", cfg.AccessAddr); err == nil {
+		_ = c.Close()
+		t.Error("the access endpoint listens without its certificates")
+	}
 	testutil.Must(t, env.Clientset.AppsV1().DaemonSets("slimvirt").Delete(ctx, "slimvirt-node", metav1.DeleteOptions{}))
 	testutil.Must(t, stop())
 	if b, _ := os.ReadFile(n.conf); string(b) != conflist {
@@ -183,6 +194,23 @@ func TestRun(t *testing.T) {
 	if _, err := os.Stat(seed); !os.IsNotExist(err) {
 		t.Errorf("the launchers' seed is still there: %v", err)
 	}
+}
+
+// access waits until the agent serves VMI access on addr to the aggregated server's client
+// certificate of ca: it answers 404 for a VMI not on the node.
+func access(t *testing.T, addr string, ca *testpki.CA) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: testpki.ClientConfig(ca, ca.Client(t))}}
+	url := "https://" + addr + subresources.NodePath("tenant", "vm1", subresources.GuestOSInfo)
+	testutil.WaitFor(t, 10*time.Second, "VMI access served", func() bool {
+		resp, err := client.Get(url)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusNotFound && strings.Contains(string(b), "not running on node node-1")
+	})
 }
 
 // metrics waits until the agent serves its metrics on addr, and returns them.

@@ -19,15 +19,16 @@ import (
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/nodeagent/launcherwatch"
+	"github.com/slimvirt/slimvirt/nodeagent/vmiaccess"
 	"github.com/slimvirt/slimvirt/nodeagent/vmimetrics"
 	"github.com/slimvirt/slimvirt/nodeagent/vmistatus"
 )
 
-// serveVMIs reports the launchers' status to their VMIs and serves the per-VM metrics until
-// ctx ends. Without an API to talk to (the agent run by hand) it does nothing.
+// serveVMIs reports the launchers' status to their VMIs, serves the per-VM metrics and the
+// VMI access endpoint until ctx ends. Without an API to talk to (the agent run by hand) it does nothing.
 func (a *Agent) serveVMIs(ctx context.Context, api *rest.Config, cs kubernetes.Interface) error {
 	if api == nil {
-		a.log.Warn("no in-cluster API: VMI status reporting and per-VM metrics are off")
+		a.log.Warn("no in-cluster API: VMI status reporting, per-VM metrics and VMI access are off")
 		return nil
 	}
 	if a.cfg.NodeName == "" {
@@ -44,8 +45,33 @@ func (a *Agent) serveVMIs(ctx context.Context, api *rest.Config, cs kubernetes.I
 	if a.cfg.MetricsAddr != "" {
 		serveMetrics(ctx, a.cfg.MetricsAddr, metricsHandler(w, a.cfg.NodeName, a.log), a.log)
 	}
+	defer a.serveAccess(ctx, w)()
 	(&vmistatus.Reporter{Client: c, Launchers: w, Log: a.log}).Run(ctx)
 	return nil
+}
+
+// serveAccess starts the VMI access endpoint for the launchers w lists, to serve until ctx
+// ends, when it is configured and its certificates are there; the agent goes on without it
+// otherwise, which is logged. The returned function waits for it to stop.
+func (a *Agent) serveAccess(ctx context.Context, w *launcherwatch.Watcher) (wait func()) {
+	if a.cfg.AccessAddr == "" {
+		a.log.Info("VMI access endpoint off: no address")
+		return func() {}
+	}
+	s, err := vmiaccess.New(vmiaccess.Config{Addr: a.cfg.AccessAddr, CertDir: a.cfg.AccessCertDir, Node: a.cfg.NodeName,
+		Launchers: w, Log: a.log})
+	if err != nil {
+		a.log.Warn("VMI access endpoint off: console, VNC and power actions cannot reach this node's VMIs", "err", err)
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := s.Run(ctx); err != nil {
+			a.log.Error("VMI access endpoint stopped", "err", err)
+		}
+	}()
+	return func() { <-done }
 }
 
 // vmiClient is a client that knows slimvirt's types besides Kubernetes' own.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -52,6 +53,15 @@ var (
 	controlName = filepath.Base(launcherpod.ControlSocket)
 )
 
+// The sockets in the run directory that the node agent connects clients to (Dial).
+const (
+	// ConsoleSocket is the console multiplexer's client socket (runtime/console): each client
+	// gets the guest's serial output from the moment it attaches, and what it writes is typed.
+	ConsoleSocket = "console.sock"
+	// VNCSocket is QEMU's VNC display (launcherpod.VNCSocket); it takes several clients.
+	VNCSocket = "vnc"
+)
+
 // The run directory is an emptyDir the pod writes: anyone who may exec into the pod can put a
 // FIFO, a device node, a huge file or a symbolic link to a node file where the launcher keeps
 // its status file and control socket, and the node agent acts on them as root. So every file
@@ -80,6 +90,27 @@ func (l Launcher) Call(ctx context.Context, cmd string) (string, error) {
 	}
 	defer unix.Close(fd)
 	return control.Call(ctx, fmt.Sprintf("/proc/self/fd/%d", fd), cmd)
+}
+
+// Dial connects to the unix socket name (ConsoleSocket, VNCSocket) directly in the run
+// directory, reached as Call reaches the control socket: through a descriptor of the socket
+// itself, so that a link, a FIFO or a regular file planted in its place is refused with
+// ErrNotOwnFile and nothing it points to is opened.
+func (l Launcher) Dial(ctx context.Context, name string) (net.Conn, error) {
+	if name != filepath.Base(name) || name == "." || name == ".." {
+		return nil, fmt.Errorf("dial %s: %w: not a name in the run directory", name, ErrNotOwnFile)
+	}
+	fd, err := l.openPath(name, unix.S_IFSOCK)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", filepath.Join(l.RunDir, name), err)
+	}
+	return c, nil
 }
 
 // openRegular opens name in the run directory for reading; it must be a regular file. Its

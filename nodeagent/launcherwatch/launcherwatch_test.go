@@ -226,3 +226,50 @@ func TestCall(t *testing.T) {
 		}
 	})
 }
+
+// TestDial: the console and VNC sockets are reached like the control socket: the launcher's
+// own socket connects; a link to a node socket, a FIFO and a path out of the run directory
+// are refused without connecting anywhere.
+func TestDial(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	t.Run("own socket", func(t *testing.T) {
+		l := hostile(t)
+		serve(t, filepath.Join(l.RunDir, VNCSocket), func(c net.Conn) { _, _ = c.Write([]byte("RFB 003.008\n")) })
+		c, err := l.Dial(ctx, VNCSocket)
+		if err != nil {
+			t.Fatalf("Dial: %v", err)
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("\n"))
+		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "RFB 003.008\n" {
+			t.Fatalf("read %q, %v", line, err)
+		}
+	})
+	nodeSock := filepath.Join(t.TempDir(), "node.sock")
+	conns := serve(t, nodeSock, func(net.Conn) {})
+	for name, plant := range map[string]func(string) error{
+		"link to a node socket": func(p string) error { return os.Symlink(nodeSock, p) },
+		"fifo":                  func(p string) error { return syscall.Mkfifo(p, 0o644) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			l := hostile(t)
+			testutil.Must(t, plant(filepath.Join(l.RunDir, ConsoleSocket)))
+			if c, err := within(t, func() (net.Conn, error) { return l.Dial(ctx, ConsoleSocket) }); !errors.Is(err, ErrNotOwnFile) {
+				if c != nil {
+					_ = c.Close()
+				}
+				t.Fatalf("Dial: %v, want ErrNotOwnFile", err)
+			}
+		})
+	}
+	t.Run("path out of the run directory", func(t *testing.T) {
+		l := hostile(t)
+		if _, err := l.Dial(ctx, "../"+filepath.Base(l.RunDir)+"/"+VNCSocket); !errors.Is(err, ErrNotOwnFile) {
+			t.Fatalf("Dial: %v, want ErrNotOwnFile", err)
+		}
+	})
+	if n := conns.Load(); n != 0 {
+		t.Errorf("the node's socket got %d connections", n)
+	}
+}

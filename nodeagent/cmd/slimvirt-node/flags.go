@@ -2,11 +2,17 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
+
+	"github.com/slimvirt/slimvirt/api/subresources"
 
 	"github.com/slimvirt/slimvirt/nodeagent/agent"
 	"github.com/slimvirt/slimvirt/nodeagent/deviceplugin"
 )
+
+// DefaultAccessCertDir is where the chart mounts the Secret subresources.NodeAccessSecret.
+const DefaultAccessCertDir = "/etc/slimvirt/node-access"
 
 // parseFlags reads the agent's configuration from args; the namespace and, by default, the
 // node name come from the pod's environment.
@@ -27,6 +33,8 @@ func parseFlags(args []string) agent.Config {
 	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name")
 	fs.StringVar(&cfg.KubeletDir, "kubelet-dir", "/var/lib/kubelet", "kubelet's root directory (pods/<uid>/volumes hold the launchers' status files and control sockets)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", ":9650", "address to serve per-VM Prometheus metrics on (/metrics); empty turns them off")
+	fs.StringVar(&cfg.AccessAddr, "access-addr", fmt.Sprintf(":%d", subresources.DefaultNodePort), "address to serve VMI access on (console, VNC, power actions; for the aggregated API server only, mutual TLS); empty turns it off")
+	fs.StringVar(&cfg.AccessCertDir, "access-cert-dir", DefaultAccessCertDir, "mounted Secret "+subresources.NodeAccessSecret+" (tls.crt, tls.key, ca.crt) of the VMI access endpoint; it is off while they are missing")
 	_ = fs.Parse(args)
 	return cfg
 }
