@@ -83,20 +83,21 @@ func attach(stream io.ReadWriteCloser, in io.Reader, out io.Writer) error {
 		_, err := io.Copy(stream, &escapeReader{r: in})
 		input <- err
 	}()
-	output := make(chan error, 1)
+	var outErr error
+	outDone := make(chan struct{})
 	go func() {
-		_, err := io.Copy(out, stream)
-		output <- err
+		_, outErr = io.Copy(out, stream)
+		close(outDone)
 	}()
 	select {
 	case err := <-input:
-		// Closing the stream ends the output copy; what it returns then is no news.
+		// Closing the stream ends the output copy; the error it ends with then is no news.
 		cerr := stream.Close()
-		<-output
+		<-outDone
 		return errors.Join(err, cerr)
-	case err := <-output:
+	case <-outDone:
 		_ = stream.Close() // the server ended the stream; the input copy may stay blocked on the terminal
-		return err
+		return outErr
 	}
 }
 

@@ -35,6 +35,8 @@ type env struct {
 	// webConsole serves a VMI's console and VNC to a browser until ctx ends and returns the
 	// page's URL; nil when slimctl is built without it.
 	webConsole func(ctx context.Context, cfg webConsoleConfig) (string, error)
+	// openURL shows a URL in the user's browser if it can.
+	openURL func(ctx context.Context, url string)
 }
 
 // clients are the API clients of one command, all with the user's credentials.
@@ -93,7 +95,11 @@ func Execute(name string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // New returns the root command.
 func New(name string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
-	e := &env{flags: genericclioptions.NewConfigFlags(true), stdin: stdin, stdout: stdout, stderr: stderr}
+	return newRoot(name, &env{stdin: stdin, stdout: stdout, stderr: stderr, openURL: xdgOpen})
+}
+
+func newRoot(name string, e *env) *cobra.Command {
+	e.flags = genericclioptions.NewConfigFlags(true)
 	root := &cobra.Command{
 		Use:   name,
 		Short: "Control slimvirt virtual machines",
@@ -106,9 +112,9 @@ A VM's VMI has the VM's name: "vm NAME" and "vmi NAME" name the same running ins
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetIn(e.stdin)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
 	e.flags.AddFlags(root.PersistentFlags())
 	root.AddCommand(
 		versionCmd(e),

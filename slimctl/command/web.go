@@ -42,12 +42,21 @@ func (e *env) serveWeb(ctx context.Context, c *clients, ns, vmi, addr string) er
 		return fmt.Errorf("start the web console of VMI %s/%s: %w", ns, vmi, err)
 	}
 	fmt.Fprintf(e.stdout, "Web console of %s: %s\nCtrl-C to stop\n", vmi, url)
-	if path, err := exec.LookPath("xdg-open"); err == nil {
-		open := exec.CommandContext(ctx, path, url)
-		if err := open.Start(); err == nil {
-			go func() { _ = open.Wait() }() // a browser that did not open is no failure: the URL is printed
-		}
+	if e.openURL != nil {
+		e.openURL(ctx, url)
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// xdgOpen opens url with xdg-open when there is one; the URL is printed either way.
+func xdgOpen(ctx context.Context, url string) {
+	path, err := exec.LookPath("xdg-open")
+	if err != nil {
+		return
+	}
+	open := exec.CommandContext(ctx, path, url)
+	if err := open.Start(); err == nil {
+		go func() { _ = open.Wait() }() // a browser that did not open is no failure
+	}
 }

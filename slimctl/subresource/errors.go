@@ -62,8 +62,12 @@ func describe(s metav1.Status) string {
 				subresources.Group, subresources.APIServiceName)
 		}
 	case metav1.StatusReasonServiceUnavailable:
-		return fmt.Sprintf("service unavailable: slimvirt's aggregated API %s does not answer (kubectl get apiservice %s): %s",
-			subresources.Group, subresources.APIServiceName, msg)
+		hint := fmt.Sprintf("service unavailable: slimvirt's aggregated API %s does not answer (kubectl get apiservice %s)",
+			subresources.Group, subresources.APIServiceName)
+		if msg == "" || strings.EqualFold(msg, "service unavailable") {
+			return hint
+		}
+		return hint + ": " + msg
 	}
 	reason := reasonText(s)
 	if msg == "" || strings.EqualFold(msg, reason) {
