@@ -20,7 +20,9 @@ func vmActionCmd(e *env, verb, short string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   verb + " VM",
 		Short: short,
-		Long: fmt.Sprintf("%s.\n\nNeeds the verb update on virtualmachines/%s in the API group %s.", short, verb, subresources.Group),
+		Long: fmt.Sprintf("%s.\n\nNeeds the verb update on virtualmachines/%s in the API group %s.\n"+
+			"The annotation slimvirt.io/%s-requested (kubectl annotate, GitOps) asks for the same without it.",
+			short, verb, subresources.Group, verb),
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if force && grace < 0 {
