@@ -2,6 +2,7 @@ package command
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -47,7 +48,7 @@ virtualmachineinstances/vnc) in the API group ` + subresources.Group + `.`,
 			}
 			defer restore()
 			fmt.Fprintf(e.stderr, "Successfully connected to %s console. The escape sequence is ^]\r\n", args[0])
-			if err := attach(stream, e.stdin, e.stdout); err != nil {
+			if err := attach(ctx, stream, e.stdin, e.stdout); err != nil {
 				return fmt.Errorf("console VMI %s/%s: %w", ns, args[0], err)
 			}
 			return nil
@@ -76,8 +77,8 @@ func (e *env) rawTerminal() (restore func(), err error) {
 }
 
 // attach joins a console stream to the user's terminal until the user types the escape byte,
-// the input ends or the server ends the stream. A normal end is nil.
-func attach(stream io.ReadWriteCloser, in io.Reader, out io.Writer) error {
+// the input ends, the server ends the stream or ctx ends. A normal end is nil.
+func attach(ctx context.Context, stream io.ReadWriteCloser, in io.Reader, out io.Writer) error {
 	input := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(stream, &escapeReader{r: in})
@@ -98,6 +99,10 @@ func attach(stream io.ReadWriteCloser, in io.Reader, out io.Writer) error {
 	case <-outDone:
 		_ = stream.Close() // the server ended the stream; the input copy may stay blocked on the terminal
 		return outErr
+	case <-ctx.Done():
+		cerr := stream.Close()
+		<-outDone
+		return cerr
 	}
 }
 

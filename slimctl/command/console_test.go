@@ -2,6 +2,7 @@ package command
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"strings"
@@ -40,7 +41,7 @@ func TestAttachEndsAtEscape(t *testing.T) {
 	done := make(chan error, 1)
 	// stdin never ends by itself: only the escape byte can end the session.
 	in := io.MultiReader(strings.NewReader("root\r\n\x1dnot this"), blockingReader{})
-	go func() { done <- attach(ours, in, &out) }()
+	go func() { done <- attach(context.Background(), ours, in, &out) }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -64,7 +65,7 @@ func TestAttachEndsWhenServerCloses(t *testing.T) {
 	}()
 	var out bytes.Buffer
 	done := make(chan error, 1)
-	go func() { done <- attach(ours, blockingReader{}, &out) }()
+	go func() { done <- attach(context.Background(), ours, blockingReader{}, &out) }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -75,6 +76,24 @@ func TestAttachEndsWhenServerCloses(t *testing.T) {
 	}
 	if out.String() != "login: " {
 		t.Errorf("the terminal got %q", out.String())
+	}
+}
+
+// TestAttachEndsWithContext: Ctrl-C outside a raw terminal ends the session.
+func TestAttachEndsWithContext(t *testing.T) {
+	ours, theirs := net.Pipe()
+	go func() { _, _ = io.Copy(io.Discard, theirs) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- attach(ctx, ours, blockingReader{}, io.Discard) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("attach: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("attach did not end with ctx")
 	}
 }
 

@@ -81,10 +81,15 @@ func (e *env) clients() (*clients, string, error) {
 }
 
 // Execute runs slimctl with os.Args and returns the exit code. Ctrl-C (outside a raw console)
-// and SIGTERM end the command's context, so ports and web consoles close cleanly.
+// and SIGTERM end the command's context, so ports and web consoles close cleanly; a second
+// Ctrl-C kills slimctl as usual.
 func Execute(name string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	root := New(name, stdin, stdout, stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "error:", err)
