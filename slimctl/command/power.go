@@ -5,69 +5,111 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
-	"github.com/slimvirt/slimvirt/slimctl/launcherexec"
+	"github.com/slimvirt/slimvirt/api/subresources"
 )
 
-// powerCmd acts on a running VMI through its launcher (a VM's VMI has the VM's name). ctl is
-// the launcher's name for the action (`slimvirt-launcher ctl CTL`).
-func powerCmd(e *env, action, ctl, short string) *cobra.Command {
+// vmiSubresources maps slimctl's action names to the VMI subresources that do them.
+var vmiSubresources = map[string]string{
+	"pause":       subresources.Pause,
+	"unpause":     subresources.Unpause,
+	"soft-reboot": subresources.SoftReboot,
+}
+
+// vmiName checks the kind of "(vm|vmi) NAME" and returns the VMI's name: a VM's VMI has the
+// VM's name, so both kinds name the same instance.
+func vmiName(action string, args []string) (string, error) {
+	switch strings.ToLower(args[0]) {
+	case "vm", "vms", "virtualmachine", "vmi", "vmis", "virtualmachineinstance":
+		return args[1], nil
+	}
+	return "", fmt.Errorf("cannot %s %q: the kind must be vm or vmi", action, args[0])
+}
+
+// vmiActionCmd PUTs a VMI subresource: pause, unpause, soft-reboot.
+func vmiActionCmd(e *env, action, short string) *cobra.Command {
+	sub := vmiSubresources[action]
 	return &cobra.Command{
 		Use:   action + " (vm|vmi) NAME",
 		Short: short,
-		Args:  cobra.ExactArgs(2),
+		Long: fmt.Sprintf("%s.\n\nNeeds the verb update on virtualmachineinstances/%s in the API group %s.",
+			short, sub, subresources.Group),
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := launcherCtl(cmd, e, action, args, ctl); err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stdout, "VMI %s was scheduled to %s\n", args[1], action)
-			return nil
-		},
-	}
-}
-
-// guestInfoCmd prints what the guest agent says of the guest, as virtctl guestosinfo does.
-func guestInfoCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "guestinfo (vm|vmi) NAME",
-		Short: "Show the guest's OS, hostname, timezone and users (needs a guest agent in the guest)",
-		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			out, err := launcherCtl(cmd, e, "guestinfo", args, "guestinfo")
+			name, err := vmiName(action, args)
 			if err != nil {
 				return err
 			}
-			var pretty bytes.Buffer
-			if err := json.Indent(&pretty, []byte(strings.TrimSpace(out)), "", "  "); err != nil {
-				return fmt.Errorf("guestinfo VMI %s: the launcher answered %q: %w", args[1], out, err)
+			c, ns, err := e.clients()
+			if err != nil {
+				return err
 			}
-			fmt.Fprintln(e.stdout, pretty.String())
+			if err := c.Sub.Put(cmd.Context(), subresources.VMIs, ns, name, sub); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "VMI %s was scheduled to %s\n", name, action)
 			return nil
 		},
 	}
 }
 
-// launcherCtl runs `slimvirt-launcher ctl CTL` in the launcher of the VMI args[1] (args[0] is
-// its kind, vm or vmi) and returns what it printed.
-func launcherCtl(cmd *cobra.Command, e *env, action string, args []string, ctl string) (string, error) {
-	switch strings.ToLower(args[0]) {
-	case "vm", "vmi", "virtualmachine", "virtualmachineinstance":
-	default:
-		return "", fmt.Errorf("cannot %s %q: the kind must be vm or vmi", action, args[0])
+// guestOSInfoCmd prints what the guest agent says of the guest, as virtctl guestosinfo does.
+func guestOSInfoCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:     "guestosinfo (vm|vmi) NAME",
+		Aliases: []string{"guestinfo"},
+		Short:   "Show the guest's OS, hostname, timezone and users (needs a guest agent in the guest)",
+		Long: "Show the guest's OS, hostname, timezone and users as the QEMU guest agent reports them.\n\n" +
+			"Needs the verb get on virtualmachineinstances/guestosinfo in the API group " + subresources.Group + ".",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := vmiName("guestosinfo", args)
+			if err != nil {
+				return err
+			}
+			c, ns, err := e.clients()
+			if err != nil {
+				return err
+			}
+			body, err := c.Sub.Get(cmd.Context(), subresources.VMIs, ns, name, subresources.GuestOSInfo)
+			if err != nil {
+				return err
+			}
+			out, err := terminalJSON(body)
+			if err != nil {
+				return fmt.Errorf("guestosinfo VMI %s/%s: %w", ns, name, err)
+			}
+			fmt.Fprintln(e.stdout, string(out))
+			return nil
+		},
 	}
-	c, ns, err := e.clients()
-	if err != nil {
-		return "", err
+}
+
+// terminalJSON indents the guest agent's JSON for a terminal. The guest chooses its strings,
+// so control characters that JSON lets through unescaped (DEL, C1 such as CSI) and invalid
+// UTF-8 are escaped: the output stays valid JSON and cannot drive the user's terminal.
+func terminalJSON(body []byte) ([]byte, error) {
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, bytes.TrimSpace(body), "", "  "); err != nil {
+		return nil, fmt.Errorf("the server's answer is not JSON: %w", err)
 	}
-	pod, err := c.LauncherPod(cmd.Context(), ns, args[1])
-	if err != nil {
-		return "", err
+	var out bytes.Buffer
+	b := pretty.Bytes()
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		switch {
+		case r == utf8.RuneError && size == 1:
+			out.WriteString(`\ufffd`)
+		case r != '\n' && unicode.IsControl(r):
+			fmt.Fprintf(&out, `\u%04x`, r)
+		default:
+			out.Write(b[:size])
+		}
+		b = b[size:]
 	}
-	var out, errOut strings.Builder
-	if err := c.Exec(cmd.Context(), ns, pod, []string{"ctl", ctl}, launcherexec.Streams{Stdout: &out, Stderr: &errOut}); err != nil {
-		return "", fmt.Errorf("%s VMI %s: %s (%w)", action, args[1], strings.TrimSpace(errOut.String()+" "+out.String()), err)
-	}
-	return out.String(), nil
+	return out.Bytes(), nil
 }

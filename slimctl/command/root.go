@@ -1,35 +1,55 @@
-// Package command holds slimctl's commands. Each command resolves what it acts on through the
-// Kubernetes API with the user's own credentials, honouring kubectl's flags.
+// Package command holds slimctl's commands. Each command acts with the user's own credentials,
+// honouring kubectl's flags: consoles, VNC and power actions through slimvirt's aggregated API
+// (subresources.slimvirt.io), the rest through the Kubernetes API.
 package command
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/slimvirt/slimvirt/api/v1alpha1"
-	"github.com/slimvirt/slimvirt/slimctl/launcherexec"
+	"github.com/slimvirt/slimvirt/slimctl/subresource"
 )
 
 // Version is set at build time with -ldflags "-X .../command.Version=...".
 var Version = "dev"
 
-// env is what every command gets: kubectl's flags and the streams.
+// env is what every command gets: kubectl's flags, the streams and the optional web console.
 type env struct {
 	flags  *genericclioptions.ConfigFlags
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	// webConsole serves a VMI's console and VNC to a browser until ctx ends and returns the
+	// page's URL; nil when slimctl is built without it.
+	webConsole func(ctx context.Context, cfg webConsoleConfig) (string, error)
+	// openURL shows a URL in the user's browser if it can.
+	openURL func(ctx context.Context, url string)
 }
 
-// clients builds the API clients from kubectl's flags.
-func (e *env) clients() (*launcherexec.Client, string, error) {
+// clients are the API clients of one command, all with the user's credentials.
+type clients struct {
+	Config *rest.Config
+	Kube   kubernetes.Interface
+	Client client.Client
+	// Sub reaches subresources.slimvirt.io.
+	Sub *subresource.Client
+}
+
+// clients builds the API clients from kubectl's flags and returns the namespace to act in.
+func (e *env) clients() (*clients, string, error) {
 	cfg, err := e.flags.ToRESTConfig()
 	if err != nil {
 		return nil, "", fmt.Errorf("load kubeconfig: %w", err)
@@ -44,22 +64,34 @@ func (e *env) clients() (*launcherexec.Client, string, error) {
 	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("register Kubernetes types: %w", err)
 	}
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("register slimvirt types: %w", err)
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, "", fmt.Errorf("make slimvirt client: %w", err)
 	}
-	return &launcherexec.Client{Config: cfg, Kube: kube, Client: c}, ns, nil
+	sub, err := subresource.New(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	return &clients{Config: cfg, Kube: kube, Client: c, Sub: sub}, ns, nil
 }
 
-// Execute runs slimctl with os.Args and returns the exit code.
+// Execute runs slimctl with os.Args and returns the exit code. Ctrl-C (outside a raw console)
+// and SIGTERM end the command's context, so ports and web consoles close cleanly; a second
+// Ctrl-C kills slimctl as usual.
 func Execute(name string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	root := New(name, stdin, stdout, stderr)
-	if err := root.Execute(); err != nil {
+	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "error:", err)
 		return 1
 	}
@@ -68,30 +100,41 @@ func Execute(name string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // New returns the root command.
 func New(name string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
-	e := &env{flags: genericclioptions.NewConfigFlags(true), stdin: stdin, stdout: stdout, stderr: stderr}
+	return newRoot(name, &env{stdin: stdin, stdout: stdout, stderr: stderr, openURL: xdgOpen})
+}
+
+func newRoot(name string, e *env) *cobra.Command {
+	e.flags = genericclioptions.NewConfigFlags(true)
 	root := &cobra.Command{
-		Use:           name,
-		Short:         "Control slimvirt virtual machines",
+		Use:   name,
+		Short: "Control slimvirt virtual machines",
+		Long: `Control slimvirt virtual machines with your own kubeconfig credentials.
+
+Consoles, VNC and power actions go through slimvirt's aggregated API
+(subresources.slimvirt.io) on the kube-apiserver, so your RBAC rights on
+virtualmachines/* and virtualmachineinstances/* in that group decide what you may do.
+A VM's VMI has the VM's name: "vm NAME" and "vmi NAME" name the same running instance.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetIn(e.stdin)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
 	e.flags.AddFlags(root.PersistentFlags())
 	root.AddCommand(
 		versionCmd(e),
 		uploadCmd(e),
-		vmRequestCmd(e, "start", v1alpha1.AnnotationStartRequested, "Start a stopped VM"),
-		vmRequestCmd(e, "stop", v1alpha1.AnnotationStopRequested, "Stop a VM (ACPI shutdown; its run strategy becomes Halted)"),
-		vmRequestCmd(e, "restart", v1alpha1.AnnotationRestartRequested, "Restart a VM (its VMI is replaced)"),
+		vmActionCmd(e, "start", "Start a stopped VM"),
+		vmActionCmd(e, "stop", "Stop a VM (ACPI shutdown; its run strategy becomes Halted)"),
+		vmActionCmd(e, "restart", "Restart a VM (its VMI is replaced)"),
+		migrateCmd(e),
 		exposeCmd(e),
 		consoleCmd(e),
 		vncCmd(e),
-		powerCmd(e, "pause", "pause", "Pause a running VM (its vCPUs stop; memory is kept)"),
-		powerCmd(e, "unpause", "unpause", "Resume a paused VM"),
-		powerCmd(e, "soft-reboot", "reboot", "Ask the guest to reboot"),
-		guestInfoCmd(e),
+		vmiActionCmd(e, "pause", "Pause a running VMI (its vCPUs stop; memory is kept)"),
+		vmiActionCmd(e, "unpause", "Resume a paused VMI"),
+		vmiActionCmd(e, "soft-reboot", "Ask the guest to reboot (ACPI)"),
+		guestOSInfoCmd(e),
 	)
 	return root
 }
