@@ -175,7 +175,8 @@ func TestRun(t *testing.T) {
 		t.Errorf("stopped for a restart, the agent removed the seed: %v", err)
 	}
 
-	// Without its certificates the agent runs without the access endpoint.
+	// Without its certificates the agent runs without the access endpoint, and serves it once
+	// they come (the controller makes their Secret, maybe after the agent started).
 	cfg.AccessCertDir = t.TempDir()
 	stop = start(t, cfg)
 	metrics(t, cfg.MetricsAddr)
@@ -183,6 +184,8 @@ func TestRun(t *testing.T) {
 		_ = c.Close()
 		t.Error("the access endpoint listens without its certificates")
 	}
+	testpki.WriteSecret(t, cfg.AccessCertDir, ca)
+	access(t, cfg.AccessAddr, ca)
 	testutil.Must(t, env.Clientset.AppsV1().DaemonSets("slimvirt").Delete(ctx, "slimvirt-node", metav1.DeleteOptions{}))
 	testutil.Must(t, stop())
 	if b, _ := os.ReadFile(n.conf); string(b) != conflist {

@@ -50,23 +50,33 @@ func (a *Agent) serveVMIs(ctx context.Context, api *rest.Config, cs kubernetes.I
 	return nil
 }
 
+// accessRetry is how often the agent looks again for the access endpoint's certificates:
+// the controller makes their Secret, which may come after the agent starts.
+const accessRetry = 2 * time.Second
+
 // serveAccess starts the VMI access endpoint for the launchers w lists, to serve until ctx
-// ends, when it is configured and its certificates are there; the agent goes on without it
-// otherwise, which is logged. The returned function waits for it to stop.
+// ends, once it is configured and its certificates are there (it waits for them, logging
+// why). The returned function waits for it to stop.
 func (a *Agent) serveAccess(ctx context.Context, w *launcherwatch.Watcher) (wait func()) {
 	if a.cfg.AccessAddr == "" {
 		a.log.Info("VMI access endpoint off: no address")
 		return func() {}
 	}
-	s, err := vmiaccess.New(vmiaccess.Config{Addr: a.cfg.AccessAddr, CertDir: a.cfg.AccessCertDir, Node: a.cfg.NodeName,
-		Launchers: w, Log: a.log})
-	if err != nil {
-		a.log.Warn("VMI access endpoint off: console, VNC and power actions cannot reach this node's VMIs", "err", err)
-		return func() {}
-	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		s, err := vmiaccess.New(vmiaccess.Config{Addr: a.cfg.AccessAddr, CertDir: a.cfg.AccessCertDir, Node: a.cfg.NodeName, Launchers: w, Log: a.log})
+		if err != nil {
+			a.log.Warn("VMI access endpoint waits for its certificates: console, VNC and power actions cannot reach this node's VMIs yet", "err", err)
+		}
+		for err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(accessRetry):
+			}
+			s, err = vmiaccess.New(vmiaccess.Config{Addr: a.cfg.AccessAddr, CertDir: a.cfg.AccessCertDir, Node: a.cfg.NodeName, Launchers: w, Log: a.log})
+		}
 		if err := s.Run(ctx); err != nil {
 			a.log.Error("VMI access endpoint stopped", "err", err)
 		}
