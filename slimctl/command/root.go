@@ -100,7 +100,7 @@ func Execute(name string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // New returns the root command.
 func New(name string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
-	return newRoot(name, &env{stdin: stdin, stdout: stdout, stderr: stderr, openURL: xdgOpen})
+	return newRoot(name, &env{stdin: stdin, stdout: stdout, stderr: stderr, openURL: xdgOpen, webConsole: startWebConsole})
 }
 
 func newRoot(name string, e *env) *cobra.Command {

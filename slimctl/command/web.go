@@ -9,6 +9,7 @@ import (
 	"os/exec"
 
 	"github.com/slimvirt/slimvirt/api/subresources"
+	"github.com/slimvirt/slimvirt/slimctl/webconsole"
 )
 
 // webConsoleConfig is what the web console needs: the VMI, a way to open its streams (kind is
@@ -59,4 +60,17 @@ func xdgOpen(ctx context.Context, url string) {
 	if err := open.Start(); err == nil {
 		go func() { _ = open.Wait() }() // a browser that did not open is no failure
 	}
+}
+
+// startWebConsole serves the embedded web console (slimctl/webconsole) for one VMI.
+func startWebConsole(ctx context.Context, c webConsoleConfig) (string, error) {
+	s, err := webconsole.New(webconsole.Config{Namespace: c.Namespace, VMI: c.VMI, Dial: c.Dial, Addr: c.Addr, Log: c.Log})
+	if err != nil {
+		return "", fmt.Errorf("configure the web console: %w", err)
+	}
+	url, err := s.Start(ctx)
+	if err != nil {
+		return "", fmt.Errorf("start the web console: %w", err)
+	}
+	return url, nil
 }
