@@ -441,6 +441,7 @@ func TestStorageUpload(t *testing.T) {
 		!strings.Contains(err.Error(), "already holds its upload") {
 		t.Errorf("second upload into a Succeeded DataVolume: %v", err)
 	}
+	uploadTokenRefusals(t, port, token)
 	bootVMI(t, "vm-uploaded", vmiYAML("vm-uploaded", "rootdisk=dataVolume: {name: uploaded}"))
 }
 
