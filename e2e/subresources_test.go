@@ -152,7 +152,8 @@ func TestSubresourcesTenant(t *testing.T) {
 			if err != nil {
 				t.Fatalf("vnc viewer %d: %v", i, err)
 			}
-			defer conn.Close()
+			// Both viewers stay open together: closed when the subtest ends.
+			t.Cleanup(func() { _ = conn.Close() })
 			banner, err := bufio.NewReader(conn).ReadString('\n')
 			if err != nil || !strings.HasPrefix(banner, "RFB 003.") {
 				t.Fatalf("vnc viewer %d: banner %q, %v", i, banner, err)
@@ -177,7 +178,7 @@ func TestSubresourcesTenant(t *testing.T) {
 		vc := subClient(t, viewer)
 		for _, sub := range []string{subresources.Console, subresources.VNC} {
 			if conn, err := vc.Dial(ctx, subresources.VMIs, tn.ns, name, sub); err == nil {
-				conn.Close()
+				_ = conn.Close()
 				t.Errorf("a viewer opened %s", sub)
 			} else if !strings.Contains(strings.ToLower(err.Error()), "forbidden") {
 				t.Errorf("a viewer's %s: %v, want forbidden", sub, err)
@@ -201,7 +202,7 @@ func TestSubresourcesTenant(t *testing.T) {
 	t.Run("other namespace", func(t *testing.T) {
 		oc := subClient(t, outsider)
 		if conn, err := oc.Dial(ctx, subresources.VMIs, tn.ns, name, subresources.Console); err == nil {
-			conn.Close()
+			_ = conn.Close()
 			t.Error("an editor of another namespace opened the console")
 		} else if !strings.Contains(strings.ToLower(err.Error()), "forbidden") {
 			t.Errorf("another namespace's console: %v, want forbidden", err)
