@@ -113,10 +113,15 @@ func clusterFramebuffer(t *testing.T, sub *subresource.Client, ns, name string) 
 	timer := time.AfterFunc(30*time.Second, func() { _ = conn.Close() })
 	defer timer.Stop()
 	defer conn.Close()
+	start := time.Now()
 	img, err := browsertest.ReadFramebuffer(conn)
 	if err != nil {
 		t.Fatalf("read the framebuffer over RFB: %v", err)
 	}
+	took := time.Since(start)
+	size := img.Bounds().Size()
+	t.Logf("RFB handshake and a full %dx%d raw framebuffer (%d KiB) through the aggregated API: %v, %.1f MiB/s",
+		size.X, size.Y, size.X*size.Y*4/1024, took.Round(time.Millisecond), float64(size.X*size.Y*4)/took.Seconds()/(1<<20))
 	return img
 }
 
