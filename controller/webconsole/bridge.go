@@ -77,7 +77,8 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log.Info("stream opened")
-	err = pipe(ctx, c, stream)
+	err, other := pipe(ctx, c, stream)
+	log.Debug("other direction ended", "err", other)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Info("stream closed", "err", err)
 		return
@@ -100,8 +101,9 @@ func (s *Server) dial(ctx context.Context, token, ns, name, kind string) (io.Rea
 	return stream, nil
 }
 
-// pipe copies both ways until one direction ends, then ends the other.
-func pipe(ctx context.Context, c *websocket.Conn, stream io.ReadWriteCloser) error {
+// pipe copies both ways until one direction ends, then ends the other. It returns the end of
+// the first direction, and of the other.
+func pipe(ctx context.Context, c *websocket.Conn, stream io.ReadWriteCloser) (first, other error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { _ = stream.Close() })
@@ -111,11 +113,10 @@ func pipe(ctx context.Context, c *websocket.Conn, stream io.ReadWriteCloser) err
 	errc := make(chan error, 2)
 	go func() { _, err := io.Copy(stream, conn); errc <- err }()
 	go func() { _, err := io.Copy(conn, stream); errc <- err }()
-	err := <-errc
+	first = <-errc
 	_ = c.Close(websocket.StatusNormalClosure, "")
 	cancel()
-	<-errc
-	return err
+	return first, <-errc
 }
 
 // reasonOf is a refusal in words: the subresource client's plain account of it without the

@@ -153,7 +153,7 @@ func TestConsoleStream(t *testing.T) {
 	t.Run("subprotocol token", func(t *testing.T) {
 		c, resp, err := dialWS(ctx, base, "/vmis/ns-ws/vm1/ws/console", []string{"binary", tokenProtocol(alice)}, nil)
 		testutil.Must(t, err)
-		defer c.CloseNow()
+		defer func() { _ = c.CloseNow() }()
 		if p := resp.Header.Get("Sec-WebSocket-Protocol"); p != "binary" {
 			t.Errorf("server chose protocol %q, want binary", p)
 		}
@@ -162,13 +162,13 @@ func TestConsoleStream(t *testing.T) {
 	t.Run("proxy header", func(t *testing.T) {
 		c, _, err := dialWS(ctx, base, "/vmis/ns-ws/vm1/ws/vnc", []string{"binary"}, http.Header{"Authorization": {"Bearer " + alice}})
 		testutil.Must(t, err)
-		defer c.CloseNow()
+		defer func() { _ = c.CloseNow() }()
 		echo(ctx, t, c, "system:serviceaccount:ns-ws:alice")
 	})
 	t.Run("forbidden", func(t *testing.T) {
 		c, _, err := dialWS(ctx, base, "/vmis/ns-ws/vm1/ws/console", []string{"binary", tokenProtocol(viewer)}, nil)
 		testutil.Must(t, err)
-		defer c.CloseNow()
+		defer func() { _ = c.CloseNow() }()
 		_, _, err = c.Read(ctx)
 		var ce websocket.CloseError
 		if !errors.As(err, &ce) || ce.Code != 4403 || !strings.HasPrefix(ce.Reason, "console: forbidden: ") {
