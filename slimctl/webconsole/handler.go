@@ -2,9 +2,6 @@ package webconsole
 
 import (
 	"crypto/subtle"
-	"fmt"
-	"html"
-	"io/fs"
 	"net/http"
 	"strings"
 )
@@ -20,19 +17,15 @@ type handler struct {
 }
 
 func newHandler(cfg Config, secret, host string, streams chan struct{}) (*handler, error) {
-	page, err := assets.ReadFile("assets/index.html")
+	index, err := Page(cfg.Namespace, cfg.VMI)
 	if err != nil {
-		return nil, fmt.Errorf("read page: %w", err)
+		return nil, err
 	}
-	// Plain replacement, not html/template: text/template's reflection keeps the linker from
-	// dropping unused methods, which would add megabytes to slimctl.
-	index := strings.NewReplacer("{{.Namespace}}", html.EscapeString(cfg.Namespace),
-		"{{.VMI}}", html.EscapeString(cfg.VMI)).Replace(string(page))
-	sub, err := fs.Sub(assets, "assets")
+	sub, err := Files()
 	if err != nil {
-		return nil, fmt.Errorf("open assets: %w", err)
+		return nil, err
 	}
-	return &handler{cfg: cfg, secret: secret, host: host, index: []byte(index),
+	return &handler{cfg: cfg, secret: secret, host: host, index: index,
 		files: http.FileServerFS(sub), streams: streams}, nil
 }
 

@@ -13,6 +13,19 @@ const state = { vnc: 'connecting', console: 'connecting' };
 let rfb = null;
 let sock = null;
 
+// A token the in-cluster console's sign-in page keeps in sessionStorage travels as a websocket
+// subprotocol, as the kube-apiserver accepts it: a browser cannot set Authorization on a websocket.
+function wsProtocols() {
+  const p = ['binary'];
+  const token = window.sessionStorage.getItem('slimvirt-token');
+  if (token) {
+    let bin = '';
+    for (const b of new TextEncoder().encode(token)) bin += String.fromCharCode(b);
+    p.push('base64url.bearer.authorization.k8s.io.' + btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, ''));
+  }
+  return p;
+}
+
 function wsURL(path) {
   const u = new URL(path, window.location.href);
   u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -41,7 +54,7 @@ function connectVNC() {
   const screen = document.getElementById('screen');
   screen.replaceChildren();
   setState('vnc', 'connecting');
-  const r = new RFB(screen, wsURL('ws/vnc'), { wsProtocols: ['binary'], shared: true });
+  const r = new RFB(screen, wsURL('ws/vnc'), { wsProtocols: wsProtocols(), shared: true });
   r.scaleViewport = true;
   r.background = '#000';
   r.addEventListener('connect', () => { if (rfb === r) setState('vnc', 'connected'); });
@@ -92,7 +105,7 @@ function connectConsole() {
     sock.close();
   }
   setState('console', 'connecting');
-  const s = new WebSocket(wsURL('ws/console'), ['binary']);
+  const s = new WebSocket(wsURL('ws/console'), wsProtocols());
   s.binaryType = 'arraybuffer';
   s.onopen = () => setState('console', 'connected');
   s.onmessage = (e) => {
@@ -100,7 +113,11 @@ function connectConsole() {
       term.write(new Uint8Array(e.data));
     }
   };
-  s.onclose = (e) => setState('console', e.wasClean ? 'disconnected' : 'disconnected (error)');
+  s.onclose = (e) => {
+    // The server says why it ended a stream it could not open (forbidden, not found) in the reason.
+    const why = e.reason ? `: ${e.reason}` : '';
+    setState('console', (e.wasClean ? 'disconnected' : 'disconnected (error)') + why);
+  };
   sock = s;
 }
 
