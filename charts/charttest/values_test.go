@@ -186,6 +186,12 @@ storage:
   maxVolumesPerNode: 64
   uploadPort: 18443
   healthPort: 19808
+  uploadService: {type: NodePort, nodePort: 30443}
+node:
+  accessPort: 18186
+webConsole:
+  enabled: true
+  port: 18090
 `,
 		check: func(t *testing.T, r rendered) {
 			ctrl := r.container(t, "Deployment", "controller")
@@ -208,6 +214,16 @@ storage:
 			r.convert(t, "Service", "slimvirt-upload", &svc)
 			if got := svc.Spec.Ports[0].TargetPort.IntValue(); got != 18443 {
 				t.Errorf("upload Service targetPort %d, want 18443", got)
+			}
+			if svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Spec.Ports[0].NodePort != 30443 {
+				t.Errorf("upload Service %s nodePort %d, want NodePort 30443", svc.Spec.Type, svc.Spec.Ports[0].NodePort)
+			}
+			wantArgs(t, ctrl, "--node-access-port=18186", "--web-console-addr=:18090", "--subresources-port=8443")
+			wantArgs(t, r.container(t, "DaemonSet", "node"), "--access-addr=:18186")
+			var console corev1.Service
+			r.convert(t, "Service", "slimvirt-console", &console)
+			if got := console.Spec.Ports[0].Port; got != 18090 {
+				t.Errorf("web console Service port %d, want 18090", got)
 			}
 			for _, o := range r {
 				if o.GetLabels()["app.kubernetes.io/instance"] != "vms" && o.GetKind() != "CustomResourceDefinition" {

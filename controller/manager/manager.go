@@ -6,10 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
@@ -32,6 +34,7 @@ import (
 	"github.com/slimvirt/slimvirt/controller/vm"
 	"github.com/slimvirt/slimvirt/controller/vmi"
 	"github.com/slimvirt/slimvirt/controller/vmirs"
+	"github.com/slimvirt/slimvirt/controller/webconsole"
 )
 
 // minKeyLen is the shortest signing key accepted: an HMAC-SHA256 key should have 256 bits.
@@ -71,6 +74,9 @@ type Config struct {
 	NodeAccessPort int
 	// Namespace is the controller's own: its certificates and keys live there.
 	Namespace string
+	// WebConsoleAddr is where the in-cluster web console listens; empty turns it off. It acts
+	// only with the signed-in user's token, never the controller's.
+	WebConsoleAddr string
 }
 
 // Controller is a configured manager, ready to run.
@@ -156,6 +162,16 @@ func setup(mgr ctrl.Manager, cfg Config, key []byte) error {
 	if cfg.SubresourcesPort != 0 {
 		if err := addAggregatedAPI(mgr, cfg); err != nil {
 			return err
+		}
+	}
+	if cfg.WebConsoleAddr != "" {
+		wc, err := webconsole.New(webconsole.Config{APIServer: cfg.RestConfig, Addr: cfg.WebConsoleAddr,
+			Log: slog.New(logr.ToSlogHandler(ctrl.Log.WithName("webconsole")))})
+		if err != nil {
+			return fmt.Errorf("configure the web console: %w", err)
+		}
+		if err := mgr.Add(wc); err != nil {
+			return fmt.Errorf("add the web console: %w", err)
 		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

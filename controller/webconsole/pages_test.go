@@ -15,11 +15,11 @@ import (
 func TestPages(t *testing.T) {
 	base, _ := startConsole(t)
 	for path, want := range map[string]string{
-		"/":                                       "<title>slimvirt web console</title>",
-		"/home.js":                                "sessionStorage",
-		"/home.css":                               "body",
-		"/vmis/ns1/vm.1/":                         `<meta name="slimvirt-vmi" content="vm.1">`,
-		"/vmis/ns1/vm.1/app.js":                   "base64url.bearer.authorization.k8s.io.",
+		"/":                     "<title>slimvirt web console</title>",
+		"/home.js":              "sessionStorage",
+		"/home.css":             "body",
+		"/vmis/ns1/vm.1/":       `<meta name="slimvirt-vmi" content="vm.1">`,
+		"/vmis/ns1/vm.1/app.js": "base64url.bearer.authorization.k8s.io.",
 		"/vmis/ns1/vm.1/vendor/novnc/core/rfb.js": "export default class RFB",
 	} {
 		resp, err := http.Get(base + path)
