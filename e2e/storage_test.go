@@ -374,35 +374,7 @@ func TestStorageUpload(t *testing.T) {
 	mustKubectl(t, "-n", storageNS, "create", "rolebinding", "uploader-edit", "--clusterrole=edit", "--serviceaccount="+storageNS+":uploader")
 	token := strings.TrimSpace(mustKubectl(t, "-n", storageNS, "create", "token", "uploader"))
 
-	pf := exec.Command(cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "-n", "slimvirt", "port-forward", "svc/slimvirt-upload", ":443")
-	stdout, err := pf.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf.Stderr = os.Stderr
-	if err := pf.Start(); err != nil {
-		t.Fatalf("start port-forward: %v", err)
-	}
-	t.Cleanup(func() { _ = pf.Process.Kill(); _ = pf.Wait() })
-	ports := make(chan string, 1)
-	go func() {
-		re := regexp.MustCompile(`127\.0\.0\.1:(\d+) ->`)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case ports <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	var port string
-	select {
-	case port = <-ports:
-	case <-time.After(30 * time.Second):
-		t.Fatal("kubectl port-forward did not say its port")
-	}
+	port := portForward(t, "slimvirt", "svc/slimvirt-upload", "443")
 
 	slimctl := func(args ...string) (string, string, error) {
 		var out, errb bytes.Buffer
@@ -451,6 +423,42 @@ func indent(s, prefix string) string {
 		b.WriteString(prefix + l + "\n")
 	}
 	return b.String()
+}
+
+// portForward forwards a free local port to target's port (kubectl port-forward, stopped when
+// the test ends) and returns the local port.
+func portForward(t *testing.T, ns, target, remote string) string {
+	t.Helper()
+	pf := exec.Command(cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "-n", ns, "port-forward", target, ":"+remote)
+	stdout, err := pf.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf.Stderr = os.Stderr
+	if err := pf.Start(); err != nil {
+		t.Fatalf("start port-forward: %v", err)
+	}
+	t.Cleanup(func() { _ = pf.Process.Kill(); _ = pf.Wait() })
+	ports := make(chan string, 1)
+	go func() {
+		re := regexp.MustCompile(`127\.0\.0\.1:(\d+) ->`)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case ports <- m[1]:
+				default:
+				}
+			}
+		}
+	}()
+	var port string
+	select {
+	case port = <-ports:
+	case <-time.After(30 * time.Second):
+		t.Fatal("kubectl port-forward did not say its port")
+	}
+	return port
 }
 
 func tail(s string) string {

@@ -173,6 +173,7 @@ func TestSubresourcesTenant(t *testing.T) {
 	})
 
 	t.Run("web console", func(t *testing.T) { webConsoleOnCluster(t, tn, ed, name) })
+	t.Run("in-cluster console", func(t *testing.T) { inClusterConsole(t, tn, viewer, name) })
 
 	t.Run("viewer", func(t *testing.T) {
 		vc := subClient(t, viewer)

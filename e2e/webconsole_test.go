@@ -4,14 +4,18 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"image"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/slimvirt/slimvirt/api/subresources"
 	"github.com/slimvirt/slimvirt/slimctl/subresource"
@@ -147,4 +151,61 @@ func saveScreenshot(t *testing.T, b *browsertest.Browser, tab string) {
 		}
 		t.Logf("wrote %s", path)
 	}
+}
+
+// inClusterConsole signs in to the in-cluster web console (Service slimvirt-console, through
+// a port-forward) with the editor's own token: the namespace's list shows the VMI Running, and
+// its console answers a command typed in the page. With the viewer's token the list shows, but
+// the console says it is forbidden.
+func inClusterConsole(t *testing.T, editor, viewer *tenant, name string) {
+	base := "http://127.0.0.1:" + portForward(t, "slimvirt", "svc/slimvirt-console", "8090")
+	b, err := browsertest.Start(context.Background())
+	if err != nil {
+		t.Fatalf("start Chromium: %v", err)
+	}
+	defer b.Close()
+
+	signIn := func(tok string) {
+		t.Helper()
+		err := b.Do(30*time.Second, chromedp.Navigate(base+"/"),
+			chromedp.Poll[chromedp.Void](`typeof window.slimvirtHome === "object"`, chromedp.WithPollingInterval(100*time.Millisecond)))
+		if err != nil {
+			t.Fatalf("open the sign-in page: %v", err)
+		}
+		if _, err := browsertest.Eval[chromedp.Void](b, fmt.Sprintf(`window.slimvirtHome.signIn(%q, %q), null`, tok, editor.ns)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Do(30*time.Second, chromedp.Poll[chromedp.Void](`window.slimvirtHome.listShown()`, chromedp.WithPollingInterval(100*time.Millisecond))); err != nil {
+			msg, _ := browsertest.Eval[string](b, `window.slimvirtHome.error()`)
+			t.Fatalf("no list after signing in: %v (page says %q)", err, msg)
+		}
+	}
+
+	signIn(editor.config.BearerToken)
+	rows, err := browsertest.Eval[[][]string](b, `window.slimvirtHome.rows()`)
+	if err != nil || !slices.ContainsFunc(rows, func(r []string) bool { return len(r) > 1 && r[0] == name && r[1] == "Running" }) {
+		t.Fatalf("the list shows %q (%v), want %s Running", rows, err, name)
+	}
+	page := fmt.Sprintf("%s/vmis/%s/%s/#console", base, editor.ns, name)
+	if err := b.Open(page); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the page's console connected", func() (bool, error) {
+		return browsertest.Eval[bool](b, `window.slimvirt.consoleConnected`)
+	})
+	if err := b.TypeTerminal("\necho INCLUSTER-$((6*7))\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitTerminalText("INCLUSTER-42", time.Minute); err != nil {
+		t.Fatalf("a command typed in the in-cluster console: %v", err)
+	}
+
+	signIn(viewer.config.BearerToken)
+	if err := b.Open(page); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the viewer's console page says forbidden", func() (bool, error) {
+		s, err := browsertest.Eval[string](b, `document.getElementById('status').textContent`)
+		return strings.Contains(s, "forbidden"), fmt.Errorf("status %q: %w", s, err)
+	})
 }

@@ -11,6 +11,7 @@ export KUBECONFIG
 helm upgrade --install slimvirt charts/slimvirt --namespace slimvirt --create-namespace \
   --set allowEmulation=true \
   --set allowHostDisk=true \
+  --set webConsole.enabled=true \
   --set node.cni.binDir="$CNI_BIN_DIR" \
   --set node.cni.confDir="$CNI_CONF_DIR" \
   --set node.stateDir="$STATE_DIR/slimvirt" \
