@@ -381,8 +381,9 @@ func TestChaosNodeAgentKilled(t *testing.T) {
 			t.Fatalf("node agent container %s: nothing killed", c.Name)
 		}
 	}
-	// The guest is paused while the agent is down: the agent reports it when it is back.
-	mustSlimctl(t, "pause", "vmi", "na-1")
+	// The guest is paused while the agent is down (through the launcher itself: slimctl's
+	// power actions go through the agent): the agent reports it when it is back.
+	mustKubectl(t, "-n", "default", "exec", vmi.Status.LauncherPod, "-c", "compute", "--", "/usr/bin/slimvirt-launcher", "ctl", "pause")
 	eventually(t, 2*time.Minute, "node agent containers restarted and ready", func() (bool, error) {
 		cur := componentPod(t, "node")
 		for _, c := range cur.Spec.Containers {

@@ -147,18 +147,23 @@ func TestSlimctlCLI(t *testing.T) {
 	if out := mustSlimctl(t, "completion", "bash"); !strings.Contains(out, "__start_slimctl") {
 		t.Errorf("slimctl completion bash prints no completion script: %.200q", out)
 	}
-	for _, c := range []struct{ args []string }{
-		{[]string{"pause", "vmi", "no-such-vmi"}},
-		{[]string{"console", "no-such-vmi"}},
-		{[]string{"expose", "vm", "no-such-vm", "--port", "80", "--name", "x"}},
+	// Commands served by the aggregated API name the object as namespace/name; the others say
+	// the namespace in words. Either way the user learns what was not found, and where.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"pause", "vmi", "no-such-vmi"}, "default/no-such-vmi: not found"},
+		{[]string{"console", "no-such-vmi"}, "default/no-such-vmi: not found"},
+		{[]string{"expose", "vm", "no-such-vm", "--port", "80", "--name", "x"}, "not found in namespace default"},
 	} {
 		out, err := slimctl(t, c.args...)
-		if err == nil || !strings.Contains(out, "not found in namespace default") {
-			t.Errorf("slimctl %s: %v %q, want a not-found error naming the namespace", strings.Join(c.args, " "), err, out)
+		if err == nil || !strings.Contains(out, c.want) {
+			t.Errorf("slimctl %s: %v %q, want a not-found error containing %q", strings.Join(c.args, " "), err, out, c.want)
 		}
 	}
 	out, err := slimctl(t, "--namespace", "no-such-ns", "start", "testvm")
-	if err == nil || !strings.Contains(out, "not found in namespace no-such-ns") {
+	if err == nil || !strings.Contains(out, "no-such-ns/testvm: not found") {
 		t.Errorf("--namespace not honoured: %v %q", err, out)
 	}
 	// kubectl finds kubectl-slim on PATH and passes its flags through.
