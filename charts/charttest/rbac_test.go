@@ -51,6 +51,7 @@ var reviewed = []grant{
 	{"Role slimvirt-controller", "coordination.k8s.io/leases", "create,get,update", "leader election"},
 	{"Role slimvirt-controller", "secrets", "create,delete", "the per-volume import Secrets, made before an import and deleted when it ends"},
 	{"Role slimvirt-controller", "secrets[slimvirt-ca,slimvirt-node-access-tls,slimvirt-upload-token-key]", "get,update", "the CA, the node agents' serving certificate and the upload-token key, made and rotated by the controller"},
+	{"Role slimvirt-controller", "apps/deployments[slimvirt-controller]", "get", "its own Deployment owns the certificates and keys it makes, so helm uninstall removes them"},
 	{"Role slimvirt-controller", "configmaps", "create", "the upload-token public key, made once"},
 	{"Role slimvirt-controller", "configmaps[slimvirt-upload-token-key]", "get,update", "the upload-token public key, for the upload endpoints"},
 	{"Role slimvirt-upload-ca-reader", "configmaps[slimvirt-upload-ca]", "get", "every authenticated user reads the upload endpoint's CA, so uploads verify TLS"},

@@ -39,6 +39,7 @@ import (
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 )
@@ -69,6 +70,9 @@ type Config struct {
 	Clock func() time.Time
 	// Log receives what the Manager does (slog.Default if nil).
 	Log *slog.Logger
+	// Owners become the owner references of the Secrets the Manager makes (the controller's
+	// Deployment), so that uninstalling the controller removes them.
+	Owners []metav1.OwnerReference
 }
 
 // Manager makes and rotates the certificates; it is a controller-runtime Runnable.

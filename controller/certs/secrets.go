@@ -113,9 +113,10 @@ func (m *Manager) writeSecret(ctx context.Context, old *corev1.Secret, name stri
 	secrets := m.cfg.Client.CoreV1().Secrets(m.cfg.Namespace)
 	if old == nil {
 		s := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "slimvirt-controller"}},
-			Type:       corev1.SecretTypeTLS,
-			Data:       data,
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "slimvirt-controller"},
+				OwnerReferences: m.cfg.Owners},
+			Type: corev1.SecretTypeTLS,
+			Data: data,
 		}
 		_, err = secrets.Create(ctx, s, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {

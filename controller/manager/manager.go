@@ -74,6 +74,9 @@ type Config struct {
 	NodeAccessPort int
 	// Namespace is the controller's own: its certificates and keys live there.
 	Namespace string
+	// Deployment is the controller's Deployment in Namespace: it owns the certificates and keys
+	// the controller makes, so they go when it goes. None when empty.
+	Deployment string
 	// WebConsoleAddr is where the in-cluster web console listens; empty turns it off. It acts
 	// only with the signed-in user's token, never the controller's.
 	WebConsoleAddr string

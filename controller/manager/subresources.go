@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -21,14 +22,14 @@ import (
 // it needs come first, then the upload-token key, then the server. Every replica serves it;
 // none of it waits for leader election.
 type aggregatedAPI struct {
-	cfg   Config
-	cs    kubernetes.Interface
-	c     client.Client
-	certs *certs.Manager
-	log   logr.Logger
+	cfg Config
+	cs  kubernetes.Interface
+	agg aggregator.Interface
+	c   client.Client
+	log logr.Logger
 }
 
-// addAggregatedAPI registers the certificate manager and the aggregated server with mgr.
+// addAggregatedAPI registers the aggregated API (with its certificates) with mgr.
 func addAggregatedAPI(mgr ctrl.Manager, cfg Config) error {
 	if cfg.Namespace == "" {
 		return errors.New("the aggregated API needs the controller's namespace (POD_NAMESPACE)")
@@ -41,21 +42,13 @@ func addAggregatedAPI(mgr ctrl.Manager, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("make an aggregator client: %w", err)
 	}
-	log := ctrl.Log.WithName("subresources")
-	cm, err := certs.New(certs.Config{Client: cs, Aggregator: agg, Namespace: cfg.Namespace, Log: slog.New(logr.ToSlogHandler(log.WithName("certs")))})
-	if err != nil {
-		return fmt.Errorf("configure certificates: %w", err)
-	}
 	// Reads go to the API server, not the cache: the server gets single objects (a VMI, its
 	// node) and the controller's rights on nodes are get only.
 	c, err := client.New(cfg.RestConfig, client.Options{Scheme: mgr.GetScheme()})
 	if err != nil {
 		return fmt.Errorf("make a client: %w", err)
 	}
-	if err := mgr.Add(cm); err != nil {
-		return fmt.Errorf("add the certificate manager: %w", err)
-	}
-	if err := mgr.Add(&aggregatedAPI{cfg: cfg, cs: cs, c: c, certs: cm, log: log}); err != nil {
+	if err := mgr.Add(&aggregatedAPI{cfg: cfg, cs: cs, agg: agg, c: c, log: ctrl.Log.WithName("subresources")}); err != nil {
 		return fmt.Errorf("add the aggregated API: %w", err)
 	}
 	return nil
@@ -66,17 +59,28 @@ func (a *aggregatedAPI) NeedLeaderElection() bool { return false }
 
 // Start serves until ctx ends.
 func (a *aggregatedAPI) Start(ctx context.Context) error {
-	if err := a.certs.Ready(ctx); err != nil {
+	owners, err := a.owners(ctx)
+	if err != nil {
+		return err
+	}
+	cm, err := certs.New(certs.Config{Client: a.cs, Aggregator: a.agg, Namespace: a.cfg.Namespace, Owners: owners,
+		Log: slog.New(logr.ToSlogHandler(a.log.WithName("certs")))})
+	if err != nil {
+		return fmt.Errorf("configure certificates: %w", err)
+	}
+	certsDone := make(chan error, 1)
+	go func() { certsDone <- cm.Start(ctx) }()
+	if err := cm.Ready(ctx); err != nil {
 		return fmt.Errorf("wait for the aggregated API's certificates: %w", err)
 	}
-	tokens, err := uploadtokens.New(ctx, a.cs, a.cfg.Namespace, uploadtokens.DefaultTTL, a.log.WithName("uploadtokens"))
+	tokens, err := uploadtokens.New(ctx, a.cs, a.cfg.Namespace, uploadtokens.DefaultTTL, a.log.WithName("uploadtokens"), owners...)
 	if err != nil {
 		return fmt.Errorf("set up upload tokens: %w", err)
 	}
 	srv, err := subresources.New(subresources.Config{
 		Client:      a.c,
-		ServingCert: a.certs.ServingCert(),
-		NodeTLS:     a.certs.NodeClientTLS,
+		ServingCert: cm.ServingCert(),
+		NodeTLS:     cm.NodeClientTLS,
 		NodePort:    a.cfg.NodeAccessPort,
 		Tokens:      tokens,
 		Port:        a.cfg.SubresourcesPort,
@@ -86,5 +90,19 @@ func (a *aggregatedAPI) Start(ctx context.Context) error {
 		return fmt.Errorf("configure the aggregated API: %w", err)
 	}
 	a.log.Info("serving the aggregated API", "group", "subresources.slimvirt.io", "port", a.cfg.SubresourcesPort)
-	return srv.Start(ctx)
+	return errors.Join(srv.Start(ctx), <-certsDone)
+}
+
+// owners is the controller's Deployment as the owner of the Secrets and ConfigMap the
+// aggregated API makes, so that helm uninstall (which deletes the Deployment) removes them
+// through the garbage collector; none without Config.Deployment.
+func (a *aggregatedAPI) owners(ctx context.Context) ([]metav1.OwnerReference, error) {
+	if a.cfg.Deployment == "" {
+		return nil, nil
+	}
+	d, err := a.cs.AppsV1().Deployments(a.cfg.Namespace).Get(ctx, a.cfg.Deployment, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("get the controller's Deployment %s/%s: %w", a.cfg.Namespace, a.cfg.Deployment, err)
+	}
+	return []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID}}, nil
 }

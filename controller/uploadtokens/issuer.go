@@ -36,18 +36,21 @@ type Issuer struct {
 // making it if there is none, and makes sure the ConfigMap subresources.UploadTokenPublicConfigMap
 // holds its public half. When two controllers start at once, the first Secret created wins and
 // both use it. ttl 0 means DefaultTTL.
-func New(ctx context.Context, cs kubernetes.Interface, namespace string, ttl time.Duration, log logr.Logger) (*Issuer, error) {
+//
+// owners become the owner references of the Secret and ConfigMap New makes (the controller's
+// Deployment), so that uninstalling the controller removes them.
+func New(ctx context.Context, cs kubernetes.Interface, namespace string, ttl time.Duration, log logr.Logger, owners ...metav1.OwnerReference) (*Issuer, error) {
 	if ttl == 0 {
 		ttl = DefaultTTL
 	}
 	if ttl < 0 {
 		return nil, fmt.Errorf("upload token lifetime %s is negative", ttl)
 	}
-	key, err := ensureKey(ctx, cs, namespace, log)
+	key, err := ensureKey(ctx, cs, namespace, log, owners)
 	if err != nil {
 		return nil, err
 	}
-	if err := publish(ctx, cs, namespace, key.Public().(ed25519.PublicKey), log); err != nil {
+	if err := publish(ctx, cs, namespace, key.Public().(ed25519.PublicKey), log, owners); err != nil {
 		return nil, err
 	}
 	return &Issuer{key: key, ttl: ttl, now: time.Now}, nil
@@ -70,7 +73,7 @@ func (i *Issuer) PublicKey() ed25519.PublicKey { return i.key.Public().(ed25519.
 // ensureKey reads the signing key, or makes and stores one. A Secret that holds no valid key is
 // an error, not replaced: replacing it would silently cut off every token in flight and hide
 // whatever damaged it.
-func ensureKey(ctx context.Context, cs kubernetes.Interface, ns string, log logr.Logger) (ed25519.PrivateKey, error) {
+func ensureKey(ctx context.Context, cs kubernetes.Interface, ns string, log logr.Logger, owners []metav1.OwnerReference) (ed25519.PrivateKey, error) {
 	secrets := cs.CoreV1().Secrets(ns)
 	s, err := secrets.Get(ctx, subresources.UploadTokenKeySecret, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -83,7 +86,7 @@ func ensureKey(ctx context.Context, cs kubernetes.Interface, ns string, log logr
 			return nil, merr
 		}
 		s, err = secrets.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: subresources.UploadTokenKeySecret, Namespace: ns},
+			ObjectMeta: metav1.ObjectMeta{Name: subresources.UploadTokenKeySecret, Namespace: ns, OwnerReferences: owners},
 			Type:       corev1.SecretTypeOpaque,
 			Data:       map[string][]byte{uploadtoken.PrivateKeyData: pemKey},
 		}, metav1.CreateOptions{})
@@ -107,7 +110,7 @@ func ensureKey(ctx context.Context, cs kubernetes.Interface, ns string, log logr
 
 // publish makes the ConfigMap hold pub; the Secret is the truth, so a ConfigMap holding another
 // key (an older one, or tampered with) is overwritten.
-func publish(ctx context.Context, cs kubernetes.Interface, ns string, pub ed25519.PublicKey, log logr.Logger) error {
+func publish(ctx context.Context, cs kubernetes.Interface, ns string, pub ed25519.PublicKey, log logr.Logger, owners []metav1.OwnerReference) error {
 	pubPEM, err := uploadtoken.MarshalPublicKey(pub)
 	if err != nil {
 		return err
@@ -119,7 +122,7 @@ func publish(ctx context.Context, cs kubernetes.Interface, ns string, pub ed2551
 		switch {
 		case apierrors.IsNotFound(err):
 			_, err = cms.Create(ctx, &corev1.ConfigMap{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, OwnerReferences: owners},
 				Data:       map[string]string{uploadtoken.PublicKeyData: string(pubPEM)},
 			}, metav1.CreateOptions{})
 		case err != nil:

@@ -46,6 +46,7 @@ func parseFlags() (manager.Config, *zap.Options) {
 	flag.IntVar(&cfg.SubresourcesPort, "subresources-port", 0, "port of the aggregated API subresources.slimvirt.io (0 turns it off)")
 	flag.IntVar(&cfg.NodeAccessPort, "node-access-port", subresources.DefaultNodePort, "port of the node agents' access endpoint")
 	flag.StringVar(&cfg.WebConsoleAddr, "web-console-addr", "", "address of the in-cluster web console, e.g. :8090 (empty turns it off)")
+	flag.StringVar(&cfg.Deployment, "owner-deployment", "", "the controller's Deployment, owner of the certificates and keys it makes (removed with it)")
 	cfg.Namespace = os.Getenv("POD_NAMESPACE")
 	opts := &zap.Options{}
 	opts.BindFlags(flag.CommandLine)
