@@ -6,15 +6,20 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
@@ -78,6 +83,46 @@ func TestBadInputRefused(t *testing.T) {
 			}
 			t.Logf("refused: %v", err)
 		})
+	}
+}
+
+// TestUnknownFields: a client that asks for strict field validation, as kubectl apply does, is
+// refused an unknown field, by its name; a client that does not (client-go's default) has the
+// object made without the field and gets a warning that names it.
+func TestUnknownFields(t *testing.T) {
+	ctx := context.Background()
+	raw, err := os.ReadFile(filepath.Join("testdata", "bad", "01-unknown-domain-field.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `unknown field "spec.domain.foo"`
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(raw, &obj.Object); err != nil {
+		t.Fatal(err)
+	}
+	warnings := &testenv.Warnings{}
+	cfg := rest.CopyConfig(env.cfg)
+	cfg.WarningHandler = warnings
+	dc, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmis := dc.Resource(v1.GroupVersion.WithResource("virtualmachineinstances")).Namespace(newNamespace(t))
+
+	_, err = vmis.Create(ctx, obj, metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict})
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("strict create: %v, want refused with %q", err, want)
+	}
+
+	got, err := vmis.Create(ctx, obj, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create without field validation: %v, want accepted", err)
+	}
+	if _, found, _ := unstructured.NestedFieldNoCopy(got.Object, "spec", "domain", "foo"); found {
+		t.Errorf("spec.domain.foo was stored; want it dropped")
+	}
+	if w := warnings.Take(); !slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, want) }) {
+		t.Errorf("warnings %q, want one containing %q", w, want)
 	}
 }
 
