@@ -59,9 +59,40 @@ func TestExamplesAccepted(t *testing.T) {
 // TestBadInputRefused applies every manifest under testdata/bad to the API server; each must
 // be refused with the message its first line names ("# want: ...").
 func TestBadInputRefused(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "bad", "*.yaml"))
-	if err != nil || len(files) < 30 {
-		t.Fatalf("want at least 30 bad manifests, found %d (%v)", len(files), err)
+	forEachManifest(t, "bad", 30, func(t *testing.T, ns, file string, raw []byte) {
+		want := wantLine(raw)
+		if want == "" {
+			t.Fatalf("%s has no '# want:' line", file)
+		}
+		err := create(ns, raw)
+		if err == nil {
+			t.Fatalf("accepted; want refused with %q", want)
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("refused with\n  %v\nwant a message containing\n  %q", err, want)
+		}
+		t.Logf("refused: %v", err)
+	})
+}
+
+// TestEdgeInputAccepted applies every manifest under testdata/good: values at the edges of what
+// the schema allows (a guest as large as its limit, zero replicas, a capacity written as an
+// integer or with a leading 0), so the rules that refuse bad input refuse nothing more.
+func TestEdgeInputAccepted(t *testing.T) {
+	forEachManifest(t, "good", 1, func(t *testing.T, ns, _ string, raw []byte) {
+		if err := create(ns, raw); err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+	})
+}
+
+// forEachManifest runs check as a subtest for each manifest in testdata/dir, all in one
+// namespace; fewer than least manifests there is an error (a glob that found nothing).
+func forEachManifest(t *testing.T, dir string, least int, check func(t *testing.T, ns, file string, raw []byte)) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", dir, "*.yaml"))
+	if err != nil || len(files) < least {
+		t.Fatalf("want at least %d manifests in testdata/%s, found %d (%v)", least, dir, len(files), err)
 	}
 	ns := newNamespace(t)
 	for _, file := range files {
@@ -70,18 +101,7 @@ func TestBadInputRefused(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := wantLine(raw)
-			if want == "" {
-				t.Fatalf("%s has no '# want:' line", file)
-			}
-			err = create(ns, raw)
-			if err == nil {
-				t.Fatalf("accepted; want refused with %q", want)
-			}
-			if !strings.Contains(err.Error(), want) {
-				t.Fatalf("refused with\n  %v\nwant a message containing\n  %q", err, want)
-			}
-			t.Logf("refused: %v", err)
+			check(t, ns, file, raw)
 		})
 	}
 }
