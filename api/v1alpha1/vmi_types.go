@@ -525,7 +525,12 @@ type HostDisk struct {
 	// +kubebuilder:validation:Pattern=`^(\+|-)?([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$`
 	// +kubebuilder:validation:XValidation:rule="type(self) in [int] ? self > 0 : !self.startsWith('-')",message="hostDisk.capacity must be greater than 0"
 	Capacity *resource.Quantity `json:"capacity,omitempty"`
+	// Shared may only be false. KubeVirt reads it for live migration alone (a shared image is
+	// reached from every node and is not copied); slimvirt has no live migration, and a
+	// hostDisk is a file on the node the VMI runs on. false is accepted, as KubeVirt
+	// manifests may carry it.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!self",message="hostDisk.shared cannot be true: a hostDisk is a file on one node, and slimvirt has no live migration, which is all KubeVirt reads shared for"
 	Shared *bool `json:"shared,omitempty"`
 }
 
