@@ -123,7 +123,9 @@ type StorageSpec struct {
 	VolumeMode *corev1.PersistentVolumeMode `json:"volumeMode,omitempty"`
 }
 
-// StorageResources holds the requested size.
+// StorageResources holds the requested size, which a PVC needs to be more than 0.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.requests) || !('storage' in self.requests) || (type(self.requests['storage']) in [int] ? self.requests['storage'] > 0 : quantity(self.requests['storage']).isGreaterThan(quantity('0')))",fieldPath=".requests.storage",message="resources.requests.storage must be greater than 0"
 type StorageResources struct {
 	// +optional
 	// +kubebuilder:validation:MaxProperties=12

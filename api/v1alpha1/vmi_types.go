@@ -60,10 +60,12 @@ type VirtualMachineInstanceSpec struct {
 	Networks []Network `json:"networks,omitempty"`
 
 	// TerminationGracePeriodSeconds is how long the guest gets to shut down after an ACPI
-	// power-button press before it is destroyed.
+	// power-button press before it is destroyed; at most a year (a bound far below where the
+	// launcher's timer would overflow).
 	// +optional
 	// +kubebuilder:default=30
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=31536000
 	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
 
 	// NodeSelector, Affinity and Tolerations are copied to the launcher pod.
@@ -89,6 +91,12 @@ type VirtualMachineInstanceSpec struct {
 }
 
 // DomainSpec is the VM's hardware.
+//
+// The guest's memory is memory.guest, else resources.requests.memory (GuestMemory); whichever
+// sizes it must be at least 1Mi, and the memory limit, when set, must hold it, as KubeVirt has it.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.memory) && has(self.memory.guest) || !has(self.resources) || !has(self.resources.requests) || !('memory' in self.resources.requests) || !isQuantity(string(self.resources.requests['memory'])) || quantity(string(self.resources.requests['memory'])).compareTo(quantity('1Mi')) >= 0",fieldPath=".resources.requests.memory",message="resources.requests.memory sizes the guest when memory.guest is unset: it must be at least 1Mi"
+// +kubebuilder:validation:XValidation:rule="!has(self.memory) || !has(self.memory.guest) || !has(self.resources) || !has(self.resources.limits) || !('memory' in self.resources.limits) || !isQuantity(string(self.memory.guest)) || !isQuantity(string(self.resources.limits['memory'])) || quantity(string(self.memory.guest)).compareTo(quantity(string(self.resources.limits['memory']))) <= 0",fieldPath=".memory.guest",message="memory.guest must not be greater than resources.limits.memory"
 type DomainSpec struct {
 	// Resources of the launcher pod; memory requests size the guest when Memory.Guest is unset.
 	// +optional
@@ -115,10 +123,15 @@ type DomainSpec struct {
 // object, and its watch of every object of the kind would fail with it. So quantities are also
 // checked with isQuantity here and in DataVolumeSpec, where the maps' size keeps the rules within
 // the CEL cost budget; single quantities inside lists (an emptyDisk's capacity) get the right
-// pattern instead, which cannot be set on a map's values.
+// pattern instead, which cannot be set on a map's values. A pod refuses a negative quantity and
+// a request above its limit: so do these rules, at apply, and not the launcher pod at run time.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.requests) || self.requests.all(k, isQuantity(string(self.requests[k])))",message="requests must be quantities, such as 128Mi, 2Gi or 500m"
 // +kubebuilder:validation:XValidation:rule="!has(self.limits) || self.limits.all(k, isQuantity(string(self.limits[k])))",message="limits must be quantities, such as 128Mi, 2Gi or 500m"
+// +kubebuilder:validation:XValidation:rule="!has(self.requests) || self.requests.all(k, type(self.requests[k]) in [int] ? self.requests[k] >= 0 : !self.requests[k].startsWith('-'))",fieldPath=".requests",message="requests must not be negative"
+// +kubebuilder:validation:XValidation:rule="!has(self.limits) || self.limits.all(k, type(self.limits[k]) in [int] ? self.limits[k] >= 0 : !self.limits[k].startsWith('-'))",fieldPath=".limits",message="limits must not be negative"
+// +kubebuilder:validation:XValidation:rule="!has(self.requests) || !has(self.limits) || !('memory' in self.requests) || !('memory' in self.limits) || !isQuantity(string(self.requests['memory'])) || !isQuantity(string(self.limits['memory'])) || quantity(string(self.requests['memory'])).compareTo(quantity(string(self.limits['memory']))) <= 0",fieldPath=".requests.memory",message="requests.memory must not be greater than limits.memory"
+// +kubebuilder:validation:XValidation:rule="!has(self.requests) || !has(self.limits) || !('cpu' in self.requests) || !('cpu' in self.limits) || !isQuantity(string(self.requests['cpu'])) || !isQuantity(string(self.limits['cpu'])) || quantity(string(self.requests['cpu'])).compareTo(quantity(string(self.limits['cpu']))) <= 0",fieldPath=".requests.cpu",message="requests.cpu must not be greater than limits.cpu"
 type ResourceRequirements struct {
 	// +optional
 	// +kubebuilder:validation:MaxProperties=12
@@ -154,11 +167,12 @@ type CPU struct {
 
 // Memory is the guest's RAM.
 type Memory struct {
-	// Guest is the RAM the guest sees.
+	// Guest is the RAM the guest sees, at least 1Mi (the domain's memory is in whole MiB).
 	// +optional
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:XIntOrString
 	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$`
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).compareTo(quantity('1Mi')) >= 0",message="memory.guest must be at least 1Mi"
 	Guest *resource.Quantity `json:"guest,omitempty"`
 }
 
@@ -270,6 +284,8 @@ type ClockOffsetUTC struct {
 }
 
 // Devices are the VM's disks, NICs and console choices.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.disks) || !has(self.interfaces) || self.interfaces.all(i, !has(i.bootOrder) || !self.disks.exists(d, has(d.bootOrder) && d.bootOrder == i.bootOrder))",fieldPath=".interfaces",message="bootOrder values must be unique among disks and interfaces"
 type Devices struct {
 	// +optional
 	// +listType=map
@@ -310,9 +326,11 @@ type Disk struct {
 	CDRom *CDRomTarget `json:"cdrom,omitempty"`
 	// +optional
 	LUN *LunTarget `json:"lun,omitempty"`
-	// BootOrder is the disk's place in the boot order, 1 first.
+	// BootOrder is the disk's place in the boot order, 1 first; at most 2147483647 (QEMU's
+	// bootindex is a 32-bit integer).
 	// +optional
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=2147483647
 	BootOrder *uint `json:"bootOrder,omitempty"`
 	// Serial is the disk's serial number as the guest sees it.
 	// +optional
@@ -387,6 +405,7 @@ type Interface struct {
 	Ports []Port `json:"ports,omitempty"`
 	// +optional
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=2147483647
 	BootOrder *uint `json:"bootOrder,omitempty"`
 }
 
@@ -465,11 +484,20 @@ type DataVolumeSource struct {
 	Name string `json:"name"`
 }
 
+// A capacity (of an emptyDisk, of a hostDisk) lies in the list of volumes, so a rule on it runs
+// for each of 64 volumes, and a rule that parsed the quantity would cost more than the API
+// server allows. So its pattern refuses a zero quantity (the mantissa needs a digit other than
+// 0) and a rule that reads no more than the first character refuses a negative one and an
+// integer below 1. The type test is `type(self) in [int]`: `type(self) == int` is costed as if
+// it read the whole value.
+
 // EmptyDiskSource is a sparse scratch disk that lives as long as the VMI.
 type EmptyDiskSource struct {
+	// Capacity is the disk's size, more than 0.
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:XIntOrString
-	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$`
+	// +kubebuilder:validation:Pattern=`^(\+|-)?([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$`
+	// +kubebuilder:validation:XValidation:rule="type(self) in [int] ? self > 0 : !self.startsWith('-')",message="emptyDisk.capacity must be greater than 0"
 	Capacity resource.Quantity `json:"capacity"`
 }
 
@@ -490,12 +518,19 @@ type HostDisk struct {
 	// +kubebuilder:validation:Pattern=`^/[^\x00]*\.img$`
 	Path string       `json:"path"`
 	Type HostDiskType `json:"type"`
+	// Capacity is the size a DiskOrCreate image is made with, more than 0.
 	// +optional
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:XIntOrString
-	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$`
+	// +kubebuilder:validation:Pattern=`^(\+|-)?([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$`
+	// +kubebuilder:validation:XValidation:rule="type(self) in [int] ? self > 0 : !self.startsWith('-')",message="hostDisk.capacity must be greater than 0"
 	Capacity *resource.Quantity `json:"capacity,omitempty"`
+	// Shared may only be false. KubeVirt reads it for live migration alone (a shared image is
+	// reached from every node and is not copied); slimvirt has no live migration, and a
+	// hostDisk is a file on the node the VMI runs on. false is accepted, as KubeVirt
+	// manifests may carry it.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!self",message="hostDisk.shared cannot be true: a hostDisk is a file on one node, and slimvirt has no live migration, which is all KubeVirt reads shared for"
 	Shared *bool `json:"shared,omitempty"`
 }
 

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -241,11 +240,11 @@ func decode(out []byte) ([]object, error) {
 type dryRunner struct {
 	dyn      dynamic.Interface
 	mapper   meta.RESTMapper
-	warnings *warnings
+	warnings *testenv.Warnings
 }
 
 func (s *server) dryRunner() (*dryRunner, error) {
-	w := &warnings{}
+	w := &testenv.Warnings{}
 	cfg := rest.CopyConfig(s.env.Config)
 	cfg.WarningHandler = w
 	dyn, err := dynamic.NewForConfig(cfg)
@@ -275,7 +274,7 @@ func (d *dryRunner) dryRun(ctx context.Context, o object) error {
 	case namespaced:
 		ri = d.dyn.Resource(m.Resource).Namespace(ns)
 	}
-	d.warnings.take()
+	d.warnings.Take()
 	dryRun := []string{metav1.DryRunAll}
 	_, err = ri.Create(ctx, o.Unstructured, metav1.CreateOptions{DryRun: dryRun, FieldValidation: "Strict"})
 	if apierrors.IsAlreadyExists(err) {
@@ -291,30 +290,10 @@ func (d *dryRunner) dryRun(ctx context.Context, o object) error {
 	} else if err != nil {
 		return fmt.Errorf("create (dry run) refused: %w", err)
 	}
-	if w := d.warnings.take(); len(w) > 0 {
+	if w := d.warnings.Take(); len(w) > 0 {
 		return fmt.Errorf("the server warned: %s", strings.Join(w, "; "))
 	}
 	return nil
-}
-
-// warnings collects the API server's warning headers.
-type warnings struct {
-	mu   sync.Mutex
-	list []string
-}
-
-func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.list = append(w.list, text)
-}
-
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	l := w.list
-	w.list = nil
-	return l
 }
 
 // prepare writes a value set's values file and makes its release namespace.

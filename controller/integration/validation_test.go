@@ -6,15 +6,20 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
@@ -54,9 +59,40 @@ func TestExamplesAccepted(t *testing.T) {
 // TestBadInputRefused applies every manifest under testdata/bad to the API server; each must
 // be refused with the message its first line names ("# want: ...").
 func TestBadInputRefused(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "bad", "*.yaml"))
-	if err != nil || len(files) < 30 {
-		t.Fatalf("want at least 30 bad manifests, found %d (%v)", len(files), err)
+	forEachManifest(t, "bad", 30, func(t *testing.T, ns, file string, raw []byte) {
+		want := wantLine(raw)
+		if want == "" {
+			t.Fatalf("%s has no '# want:' line", file)
+		}
+		err := create(ns, raw)
+		if err == nil {
+			t.Fatalf("accepted; want refused with %q", want)
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("refused with\n  %v\nwant a message containing\n  %q", err, want)
+		}
+		t.Logf("refused: %v", err)
+	})
+}
+
+// TestEdgeInputAccepted applies every manifest under testdata/good: values at the edges of what
+// the schema allows (a guest as large as its limit, zero replicas, a capacity written as an
+// integer or with a leading 0), so the rules that refuse bad input refuse nothing more.
+func TestEdgeInputAccepted(t *testing.T) {
+	forEachManifest(t, "good", 1, func(t *testing.T, ns, _ string, raw []byte) {
+		if err := create(ns, raw); err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+	})
+}
+
+// forEachManifest runs check as a subtest for each manifest in testdata/dir, all in one
+// namespace; fewer than least manifests there is an error (a glob that found nothing).
+func forEachManifest(t *testing.T, dir string, least int, check func(t *testing.T, ns, file string, raw []byte)) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", dir, "*.yaml"))
+	if err != nil || len(files) < least {
+		t.Fatalf("want at least %d manifests in testdata/%s, found %d (%v)", least, dir, len(files), err)
 	}
 	ns := newNamespace(t)
 	for _, file := range files {
@@ -65,19 +101,48 @@ func TestBadInputRefused(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := wantLine(raw)
-			if want == "" {
-				t.Fatalf("%s has no '# want:' line", file)
-			}
-			err = create(ns, raw)
-			if err == nil {
-				t.Fatalf("accepted; want refused with %q", want)
-			}
-			if !strings.Contains(err.Error(), want) {
-				t.Fatalf("refused with\n  %v\nwant a message containing\n  %q", err, want)
-			}
-			t.Logf("refused: %v", err)
+			check(t, ns, file, raw)
 		})
+	}
+}
+
+// TestUnknownFields: a client that asks for strict field validation, as kubectl apply does, is
+// refused an unknown field, by its name; a client that does not (client-go's default) has the
+// object made without the field and gets a warning that names it.
+func TestUnknownFields(t *testing.T) {
+	ctx := context.Background()
+	raw, err := os.ReadFile(filepath.Join("testdata", "bad", "01-unknown-domain-field.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `unknown field "spec.domain.foo"`
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(raw, &obj.Object); err != nil {
+		t.Fatal(err)
+	}
+	warnings := &testenv.Warnings{}
+	cfg := rest.CopyConfig(env.cfg)
+	cfg.WarningHandler = warnings
+	dc, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmis := dc.Resource(v1.GroupVersion.WithResource("virtualmachineinstances")).Namespace(newNamespace(t))
+
+	_, err = vmis.Create(ctx, obj, metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict})
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("strict create: %v, want refused with %q", err, want)
+	}
+
+	got, err := vmis.Create(ctx, obj, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create without field validation: %v, want accepted", err)
+	}
+	if _, found, _ := unstructured.NestedFieldNoCopy(got.Object, "spec", "domain", "foo"); found {
+		t.Errorf("spec.domain.foo was stored; want it dropped")
+	}
+	if w := warnings.Take(); !slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, want) }) {
+		t.Errorf("warnings %q, want one containing %q", w, want)
 	}
 }
 
