@@ -191,7 +191,12 @@ func inClusterConsole(t *testing.T, editor, viewer *tenant, name string) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "the page's console connected", func() (bool, error) {
-		return browsertest.Eval[bool](b, `window.slimvirt.consoleConnected`)
+		ok, err := browsertest.Eval[bool](b, `window.slimvirt.consoleConnected`)
+		if err != nil || ok {
+			return ok, err
+		}
+		s, _ := browsertest.Eval[string](b, `document.getElementById('status').textContent`)
+		return false, fmt.Errorf("status %q", s)
 	})
 	if err := b.TypeTerminal("\necho INCLUSTER-$((6*7))\n"); err != nil {
 		t.Fatal(err)

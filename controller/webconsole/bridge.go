@@ -30,27 +30,36 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	kind := map[string]string{"vnc": subresources.VNC, "console": subresources.Console}[r.PathValue("kind")]
-	if kind == "" {
-		writeError(w, http.StatusNotFound, "not found")
+	// A browser's script learns nothing of a failed handshake: the log says why.
+	refuse := func(code int, msg string) {
+		s.cfg.Log.Info("stream refused before the websocket", "namespace", ns, "vmi", name, "stream", kind,
+			"remote", r.RemoteAddr, "code", code, "err", msg)
+		if code == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="slimvirt"`)
+		}
+		writeError(w, code, msg)
+	}
+	switch {
+	case kind == "":
+		refuse(http.StatusNotFound, "not found")
+		return
+	case !strings.EqualFold(r.Header.Get("Upgrade"), "websocket"):
+		refuse(http.StatusBadRequest, "a websocket is required")
+		return
+	case r.Header.Get("Origin") == "":
+		refuse(http.StatusForbidden, "websocket without Origin")
 		return
 	}
-	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		writeError(w, http.StatusBadRequest, "a websocket is required")
-		return
-	}
-	if r.Header.Get("Origin") == "" {
-		writeError(w, http.StatusForbidden, "websocket without Origin")
-		return
-	}
-	token, ok := needToken(w, r)
-	if !ok {
+	token, err := tokenOf(r)
+	if err != nil {
+		refuse(http.StatusUnauthorized, err.Error())
 		return
 	}
 	select {
 	case s.streams <- struct{}{}:
 		defer func() { <-s.streams }()
 	default:
-		writeError(w, http.StatusServiceUnavailable, "too many connections")
+		refuse(http.StatusServiceUnavailable, "too many connections")
 		return
 	}
 	log := s.cfg.Log.With("namespace", ns, "vmi", name, "stream", kind, "remote", r.RemoteAddr)

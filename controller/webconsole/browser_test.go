@@ -3,12 +3,18 @@ package webconsole_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/slimvirt/slimvirt/controller/webconsole"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 	"github.com/slimvirt/slimvirt/slimctl/webconsole/browsertest"
 )
 
@@ -91,5 +97,48 @@ func waitStatus(t *testing.T, b *browsertest.Browser, want string) string {
 			t.Fatalf("the status shows %q (%v), want %q", s, err, want)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestBrowserSignInBeforeFirstAnswer: the sign-in page asks for the list as it loads, without a
+// token, and is answered 401. A user who signs in before that answer arrives stays signed in:
+// the late 401 neither hides the list nor drops the token the console page needs.
+func TestBrowserSignInBeforeFirstAnswer(t *testing.T) {
+	const delay = 1500 * time.Millisecond
+	s, err := webconsole.New(webconsole.Config{APIServer: env.Config, Addr: "127.0.0.1:0",
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	testutil.Must(t, err)
+	// The answers to requests without a token come late.
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/") && r.Header.Get("Authorization") == "" {
+			time.Sleep(delay)
+		}
+		s.Handler().ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(slow)
+	t.Cleanup(srv.Close)
+	carol := token(t, "ns-race", "carol")
+	grant(t, "ns-race", "carol", "slimvirt.io", []string{"virtualmachineinstances"}, []string{"get", "list"})
+
+	b, err := browsertest.Start(context.Background())
+	if err != nil {
+		t.Fatalf("%v (run `make deps`)", err)
+	}
+	t.Cleanup(b.Close)
+	err = b.Do(30*time.Second, chromedp.Navigate(srv.URL+"/"),
+		chromedp.Poll[chromedp.Void](`typeof window.slimvirtHome === "object"`, chromedp.WithPollingInterval(50*time.Millisecond)))
+	testutil.Must(t, err)
+	_, err = browsertest.Eval[chromedp.Void](b, fmt.Sprintf(`window.slimvirtHome.signIn(%q, "ns-race"), null`, carol))
+	testutil.Must(t, err)
+	err = b.Do(30*time.Second, chromedp.Poll[chromedp.Void](`window.slimvirtHome.listShown()`, chromedp.WithPollingInterval(50*time.Millisecond)))
+	testutil.Must(t, err)
+	time.Sleep(2 * delay) // the first load's 401 has arrived
+	shown, err := browsertest.Eval[bool](b, `window.slimvirtHome.listShown()`)
+	testutil.Must(t, err)
+	kept, err := browsertest.Eval[bool](b, fmt.Sprintf(`window.sessionStorage.getItem('slimvirt-token') === %q`, carol))
+	testutil.Must(t, err)
+	if !shown || !kept {
+		msg, _ := browsertest.Eval[string](b, `window.slimvirtHome.error()`)
+		t.Fatalf("after the first load's late 401: list shown %v, token kept %v (page says %q)", shown, kept, msg)
 	}
 }

@@ -53,7 +53,12 @@ function render(list) {
   show('truncated', Boolean(list.truncated));
 }
 
+// Only the latest load's answer counts: the page's first load goes out without a token, and its
+// 401 may arrive after the user has signed in; acted on, it would sign the new token out.
+let loads = 0;
+
 async function load(ns) {
+  const mine = ++loads;
   const headers = {};
   const token = window.sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -61,10 +66,13 @@ async function load(ns) {
   try {
     resp = await fetch(`api/namespaces/${encodeURIComponent(ns)}/virtualmachineinstances`, { headers, cache: 'no-store' });
   } catch (e) {
-    showError(`The web console did not answer: ${e.message}`);
+    if (mine === loads) showError(`The web console did not answer: ${e.message}`);
     return;
   }
   const body = await resp.json().catch(() => ({ error: resp.statusText }));
+  if (mine !== loads) {
+    return;
+  }
   if (resp.status === 401) {
     window.sessionStorage.removeItem(TOKEN_KEY);
     signedOut(token ? `Signed out: ${body.error}` : '');
