@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -21,6 +19,7 @@ import (
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/internal/testenv"
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // create sends a manifest as `kubectl apply` does by default: strict field validation, so an
@@ -60,7 +59,7 @@ func TestExamplesAccepted(t *testing.T) {
 // be refused with the message its first line names ("# want: ...").
 func TestBadInputRefused(t *testing.T) {
 	forEachManifest(t, "bad", 30, func(t *testing.T, ns, file string, raw []byte) {
-		want := wantLine(raw)
+		want := testutil.WantLine(raw)
 		if want == "" {
 			t.Fatalf("%s has no '# want:' line", file)
 		}
@@ -144,16 +143,6 @@ func TestUnknownFields(t *testing.T) {
 	if w := warnings.Take(); !slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, want) }) {
 		t.Errorf("warnings %q, want one containing %q", w, want)
 	}
-}
-
-func wantLine(raw []byte) string {
-	s := bufio.NewScanner(bytes.NewReader(raw))
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "# want: "); ok {
-			return rest
-		}
-	}
-	return ""
 }
 
 // TestVMISpecImmutable: a VMI's spec cannot change after creation (its pod is made from it);
