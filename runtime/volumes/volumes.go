@@ -99,7 +99,7 @@ func (p *Preparer) Prepare(ctx context.Context, vmi *v1.VirtualMachineInstance) 
 		if !ok {
 			return nil, &Error{disk.Name, errors.New("the disk has no volume of that name in spec.volumes")}
 		}
-		src, err := p.prepare(ctx, vmi, vol)
+		src, err := p.prepare(ctx, vmi, vol, disk.CDRom != nil)
 		if err != nil {
 			return nil, &Error{vol.Name, err}
 		}
@@ -108,14 +108,16 @@ func (p *Preparer) Prepare(ctx context.Context, vmi *v1.VirtualMachineInstance) 
 	return out, nil
 }
 
-func (p *Preparer) prepare(ctx context.Context, vmi *v1.VirtualMachineInstance, vol v1.Volume) (domain.DiskSource, error) {
+// prepare makes vol's source; cdrom says the disk is a CD-ROM, which reads an image and never
+// gets an empty one made for it.
+func (p *Preparer) prepare(ctx context.Context, vmi *v1.VirtualMachineInstance, vol v1.Volume, cdrom bool) (domain.DiskSource, error) {
 	switch {
 	case vol.ContainerDisk != nil:
 		return p.containerDisk(ctx, vol.Name)
 	case vol.PersistentVolumeClaim != nil:
-		return p.pvc(vol.Name, vol.PersistentVolumeClaim.ClaimName, vol.PersistentVolumeClaim.ReadOnly)
+		return p.pvc(vol.Name, vol.PersistentVolumeClaim.ClaimName, vol.PersistentVolumeClaim.ReadOnly, cdrom)
 	case vol.DataVolume != nil:
-		return p.pvc(vol.Name, vol.DataVolume.Name, false)
+		return p.pvc(vol.Name, vol.DataVolume.Name, false, cdrom)
 	case vol.EmptyDisk != nil:
 		return p.emptyDisk(vol.Name, vol.EmptyDisk.Capacity.Value())
 	case vol.HostDisk != nil:
@@ -178,7 +180,7 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (p *Preparer) pvc(name, claim string, readOnly bool) (domain.DiskSource, error) {
+func (p *Preparer) pvc(name, claim string, readOnly, cdrom bool) (domain.DiskSource, error) {
 	dev := filepath.Join(p.Layout.BlockDir, name)
 	if st, err := os.Stat(dev); err == nil {
 		if st.Mode()&fs.ModeDevice == 0 {
@@ -194,6 +196,11 @@ func (p *Preparer) pvc(name, claim string, readOnly bool) (domain.DiskSource, er
 		return domain.DiskSource{}, fmt.Errorf("PVC %s is not mounted: neither %s nor %s exists", claim, dir, dev)
 	}
 	img := filepath.Join(dir, "disk.img")
+	if cdrom {
+		if _, err := os.Lstat(img); errors.Is(err, fs.ErrNotExist) {
+			return domain.DiskSource{}, fmt.Errorf("PVC %s holds no disk.img for its CD-ROM: a CD-ROM reads an image (import or upload the ISO into the PVC first); an empty one is not made", claim)
+		}
+	}
 	if err := EnsureImage(img, 0, readOnly); err != nil {
 		return domain.DiskSource{}, fmt.Errorf("PVC %s: %w", claim, err)
 	}

@@ -70,6 +70,7 @@ func TestPrepare(t *testing.T) {
 		setup   func(t *testing.T, l Layout)
 		check   func(t *testing.T, l Layout, path string)
 		wantErr string
+		cdrom   bool // the volume's disk is a CD-ROM
 	}{
 		{
 			name: "emptyDisk is sparse at its capacity",
@@ -105,6 +106,29 @@ func TestPrepare(t *testing.T) {
 				testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755))
 			},
 			wantErr: "read-only",
+		},
+		{
+			name: "CD-ROM over a PVC without disk.img",
+			vol:  v1.Volume{Name: "p", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "iso"}}},
+			setup: func(t *testing.T, l Layout) {
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755))
+			},
+			cdrom:   true,
+			wantErr: "volume p: PVC iso holds no disk.img for its CD-ROM",
+		},
+		{
+			name: "CD-ROM over a DataVolume with its image",
+			vol:  v1.Volume{Name: "p", VolumeSource: v1.VolumeSource{DataVolume: &v1.DataVolumeSource{Name: "iso"}}},
+			setup: func(t *testing.T, l Layout) {
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755))
+				testutil.Must(t, os.WriteFile(filepath.Join(l.PVCDir, "p", "disk.img"), []byte("CD001"), 0o644))
+			},
+			cdrom: true,
+			check: func(t *testing.T, l Layout, p string) {
+				if b, _ := os.ReadFile(p); string(b) != "CD001" {
+					t.Error("the CD-ROM's image was changed")
+				}
+			},
 		},
 		{
 			name: "hostDisk of type Disk must exist",
@@ -214,7 +238,11 @@ func TestPrepare(t *testing.T) {
 			p := &Preparer{Layout: l, Runner: execRunner{}, QEMUImg: "qemu-img"}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			got, err := p.Prepare(ctx, vmiWith(tc.vol))
+			vmi := vmiWith(tc.vol)
+			if tc.cdrom {
+				vmi.Spec.Domain.Devices.Disks[0].CDRom = &v1.CDRomTarget{}
+			}
+			got, err := p.Prepare(ctx, vmi)
 			if tc.wantErr != "" {
 				var ve *Error
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.As(err, &ve) || ve.Volume != tc.vol.Name {
