@@ -342,7 +342,7 @@ func EnsureImage(img string, capacity int64, readOnly bool) error {
 	if volSize == 0 {
 		volSize = fsSize
 	}
-	if fi, err := os.Stat(img); err == nil {
+	if fi, err := os.Lstat(img); err == nil { // a link is not a regular file: refused, never followed
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("%s is not a regular file", img)
 		}

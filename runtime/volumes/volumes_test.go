@@ -110,6 +110,15 @@ func TestPrepare(t *testing.T) {
 			wantErr: "read-only",
 		},
 		{
+			name: "PVC whose disk.img is a link",
+			vol:  v1.Volume{Name: "p", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}},
+			setup: func(t *testing.T, l Layout) {
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755))
+				testutil.Must(t, os.Symlink("/etc/hostname", filepath.Join(l.PVCDir, "p", "disk.img")))
+			},
+			wantErr: "disk.img is not a regular file",
+		},
+		{
 			name: "CD-ROM over a PVC without disk.img",
 			vol:  v1.Volume{Name: "p", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "iso"}}},
 			setup: func(t *testing.T, l Layout) {
