@@ -124,7 +124,7 @@ func TestVMLifecycle(t *testing.T) {
 	eventually(t, 2*time.Minute, "launcher pods of "+name+" gone", func() (bool, error) {
 		return launcherPods(t, ns, name) == 0, nil
 	})
-	if out, err := slimctl(t, "start", "no-such-vm"); err == nil || !strings.Contains(out, "VM no-such-vm not found in namespace default") {
+	if out, err := slimctl(t, "start", "no-such-vm"); err == nil || !strings.Contains(out, "start VM default/no-such-vm: not found") {
 		t.Errorf("slimctl start of a missing VM: %v %q", err, out)
 	}
 }
