@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/slimvirt/slimvirt/api/v1alpha1"
 )
 
 // TestStorageCDROMWithoutImage: a CD-ROM over a PVC that holds no disk.img fails the VMI with a
@@ -44,15 +41,7 @@ spec:
   - {name: iso, persistentVolumeClaim: {claimName: no-iso}}
 `, storageNS))
 	t.Cleanup(func() { deleteVMI(t, "vm-cdrom") })
-	var vmi *v1alpha1.VirtualMachineInstance
-	eventually(t, 3*time.Minute, "VMI vm-cdrom Failed", func() (bool, error) {
-		var err error
-		vmi, err = getVMI(t, storageNS, "vm-cdrom")
-		if err != nil {
-			return false, err
-		}
-		return vmi.Status.Phase == v1alpha1.Failed, fmt.Errorf("phase %s", vmi.Status.Phase)
-	})
+	vmi := waitStorageVMIFailed(t, "vm-cdrom")
 	if vmi.Status.Reason != "SetupFailed" || !strings.Contains(vmi.Status.Message, "PVC no-iso holds no disk.img for its CD-ROM") {
 		t.Errorf("failed VMI: reason %q, message %q; want SetupFailed saying the PVC holds no image", vmi.Status.Reason, vmi.Status.Message)
 	}

@@ -475,16 +475,23 @@ func TestStorageContainerDiskWithoutDisk(t *testing.T) {
 	storageNamespace(t)
 	applyYAML(t, vmiYAML("vm-nodisk", "containerdisk=containerDisk: {image: slimvirt.io/guest:dev, imagePullPolicy: IfNotPresent, path: /no-such-disk}"))
 	t.Cleanup(func() { deleteVMI(t, "vm-nodisk") })
+	vmi := waitStorageVMIFailed(t, "vm-nodisk")
+	if vmi.Status.Reason != "SetupFailed" || !strings.Contains(vmi.Status.Message, "/no-such-disk does not exist in the image") {
+		t.Errorf("failed VMI: reason %q, message %q; want SetupFailed with the copier's message", vmi.Status.Reason, vmi.Status.Message)
+	}
+}
+
+// waitStorageVMIFailed waits for the storage namespace's VMI name to fail and returns it.
+func waitStorageVMIFailed(t *testing.T, name string) *v1alpha1.VirtualMachineInstance {
+	t.Helper()
 	var vmi *v1alpha1.VirtualMachineInstance
-	eventually(t, 3*time.Minute, "VMI vm-nodisk Failed", func() (bool, error) {
+	eventually(t, 3*time.Minute, "VMI "+name+" Failed", func() (bool, error) {
 		var err error
-		vmi, err = getVMI(t, storageNS, "vm-nodisk")
+		vmi, err = getVMI(t, storageNS, name)
 		if err != nil {
 			return false, err
 		}
 		return vmi.Status.Phase == v1alpha1.Failed, fmt.Errorf("phase %s", vmi.Status.Phase)
 	})
-	if vmi.Status.Reason != "SetupFailed" || !strings.Contains(vmi.Status.Message, "/no-such-disk does not exist in the image") {
-		t.Errorf("failed VMI: reason %q, message %q; want SetupFailed with the copier's message", vmi.Status.Reason, vmi.Status.Message)
-	}
+	return vmi
 }
