@@ -251,8 +251,8 @@ func (p *Preparer) pvc(name, claim string, readOnly, cdrom bool) (domain.DiskSou
 	}
 	img := filepath.Join(dir, "disk.img")
 	if cdrom {
-		if _, err := os.Lstat(img); errors.Is(err, fs.ErrNotExist) {
-			return domain.DiskSource{}, fmt.Errorf("PVC %s holds no disk.img for its CD-ROM: a CD-ROM reads an image (import or upload the ISO into the PVC first); an empty one is not made", claim)
+		if err := hasImage(img); err != nil {
+			return domain.DiskSource{}, fmt.Errorf("PVC %s holds no image for its CD-ROM: %w (import or upload the ISO into the PVC first)", claim, err)
 		}
 	}
 	if err := EnsureImage(img, 0, readOnly); err != nil {
@@ -405,4 +405,29 @@ func CacheMode(path string) string {
 	}
 	_ = unix.Close(fd)
 	return "none"
+}
+
+// hasImage says why img cannot be a CD-ROM's image: missing (one is never made for a CD-ROM),
+// or blank, with no byte ever written (a new slimvirt volume's disk.img is all holes). It is
+// opened without following a link.
+func hasImage(img string) error {
+	fd, err := unix.Open(img, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return errors.New("it has no disk.img")
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", img, err)
+	}
+	defer unix.Close(fd) //nolint:errcheck // read-only
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", img, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return errors.New("its disk.img is not a regular file")
+	}
+	if _, err := unix.Seek(fd, 0, unix.SEEK_DATA); errors.Is(err, unix.ENXIO) {
+		return errors.New("its disk.img is blank, nothing was ever written to it")
+	}
+	return nil
 }

@@ -125,7 +125,17 @@ func TestPrepare(t *testing.T) {
 				testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755))
 			},
 			cdrom:   true,
-			wantErr: "volume p: PVC iso holds no disk.img for its CD-ROM",
+			wantErr: "volume p: PVC iso holds no image for its CD-ROM: it has no disk.img",
+		},
+		{
+			name: "CD-ROM over a PVC whose disk.img is blank",
+			vol:  v1.Volume{Name: "p", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "iso"}}},
+			setup: func(t *testing.T, l Layout) {
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "p"), 0o755))
+				testutil.Must(t, os.Truncate(createFile(t, filepath.Join(l.PVCDir, "p", "disk.img")), 64<<20))
+			},
+			cdrom:   true,
+			wantErr: "volume p: PVC iso holds no image for its CD-ROM: its disk.img is blank",
 		},
 		{
 			name: "CD-ROM over a DataVolume with its image",
@@ -493,4 +503,13 @@ func TestContainerDiskAwaitsTheCopier(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "backing file: "+filepath.Join(dst, diskcopy.RawName)) {
 		t.Errorf("overlay: %v\n%s", err, out)
 	}
+}
+
+// createFile makes an empty file and returns its path.
+func createFile(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Create(path)
+	testutil.Must(t, err)
+	testutil.Must(t, f.Close())
+	return path
 }
