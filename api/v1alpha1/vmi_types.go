@@ -430,7 +430,7 @@ type Port struct {
 
 // Volume is a source of a disk's contents.
 //
-// +kubebuilder:validation:XValidation:rule="[has(self.containerDisk), has(self.persistentVolumeClaim), has(self.dataVolume), has(self.emptyDisk), has(self.hostDisk), has(self.cloudInitNoCloud), has(self.cloudInitConfigDrive)].filter(x, x).size() == 1",message="a volume needs exactly one source"
+// +kubebuilder:validation:XValidation:rule="[has(self.containerDisk), has(self.persistentVolumeClaim), has(self.dataVolume), has(self.emptyDisk), has(self.hostDisk), has(self.cloudInitNoCloud), has(self.cloudInitConfigDrive), has(self.ephemeral)].filter(x, x).size() == 1",message="a volume needs exactly one source"
 type Volume struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	// +kubebuilder:validation:MaxLength=63
@@ -454,6 +454,8 @@ type VolumeSource struct {
 	CloudInitNoCloud *CloudInitNoCloudSource `json:"cloudInitNoCloud,omitempty"`
 	// +optional
 	CloudInitConfigDrive *CloudInitConfigDriveSource `json:"cloudInitConfigDrive,omitempty"`
+	// +optional
+	Ephemeral *EphemeralVolumeSource `json:"ephemeral,omitempty"`
 }
 
 // ContainerDiskSource is a disk image shipped in a container image (under /disk/), used
@@ -490,6 +492,14 @@ type DataVolumeSource struct {
 // 0) and a rule that reads no more than the first character refuses a negative one and an
 // integer below 1. The type test is `type(self) in [int]`: `type(self) == int` is costed as if
 // it read the whole value.
+
+// EphemeralVolumeSource is KubeVirt's ephemeral volume: the guest writes to a qcow2 overlay in
+// the launcher pod's scratch space over the PVC's disk.img (or its device, for a block PVC),
+// and the overlay goes with the VMI. The PVC is mounted read-only whatever readOnly says, so
+// several VMIs on one node may start from the same PVC at once.
+type EphemeralVolumeSource struct {
+	PersistentVolumeClaim PersistentVolumeClaimVolumeSource `json:"persistentVolumeClaim"`
+}
 
 // EmptyDiskSource is a sparse scratch disk that lives as long as the VMI.
 type EmptyDiskSource struct {

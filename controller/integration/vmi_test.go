@@ -300,6 +300,59 @@ func TestVMIMissingReferences(t *testing.T) {
 	}
 }
 
+// TestVMIEphemeralMissingPVC: an ephemeral volume whose PVC is missing says so as a
+// persistentVolumeClaim does, and gets its pod once the PVC appears, with the PVC mounted
+// read-only although the volume's readOnly is false.
+func TestVMIEphemeralMissingPVC(t *testing.T) {
+	needController(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	vmi := &v1.VirtualMachineInstance{
+		ObjectMeta: metav1.ObjectMeta{Name: "eph", Namespace: ns},
+		Spec: v1.VirtualMachineInstanceSpec{
+			Domain: v1.DomainSpec{
+				Resources: v1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}},
+				Devices:   v1.Devices{Disks: []v1.Disk{{Name: "root"}}},
+			},
+			Volumes: []v1.Volume{{Name: "root", VolumeSource: v1.VolumeSource{Ephemeral: &v1.EphemeralVolumeSource{
+				PersistentVolumeClaim: v1.PersistentVolumeClaimVolumeSource{ClaimName: "golden"},
+			}}}},
+		},
+	}
+	if err := env.c.Create(ctx, vmi); err != nil {
+		t.Fatal(err)
+	}
+	waitSynchronizedFalse(t, ns, vmi.Name, "PVCNotFound", "volume root: PersistentVolumeClaim golden not found in namespace "+ns)
+
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "golden", Namespace: ns},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	if err := env.c.Create(ctx, pvc); err != nil {
+		t.Fatal(err)
+	}
+	pod := launcherPod(t, ns, vmi.Name)
+	var claim *corev1.PersistentVolumeClaimVolumeSource
+	for _, v := range pod.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			claim = v.PersistentVolumeClaim
+		}
+	}
+	if claim == nil || claim.ClaimName != "golden" || !claim.ReadOnly {
+		t.Errorf("the pod's claim = %+v, want golden read-only", claim)
+	}
+	var mounted bool
+	for _, m := range computeOf(t, pod).VolumeMounts {
+		mounted = mounted || m.MountPath == launcherpod.PVCDir+"/root" && m.ReadOnly
+	}
+	if !mounted {
+		t.Errorf("the PVC is not mounted read-only at %s/root", launcherpod.PVCDir)
+	}
+}
+
 func waitSynchronizedFalse(t *testing.T, ns, name, reason, message string) {
 	t.Helper()
 	eventually(t, "Synchronized=False "+reason, func() (bool, error) {

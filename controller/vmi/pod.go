@@ -55,7 +55,7 @@ type PodConfig struct {
 type VolumeFacts struct {
 	// Block lists the PVC-backed volumes whose PVC has volumeMode Block.
 	Block map[string]bool
-	// ClaimName maps PVC and DataVolume volumes to the claim they mount.
+	// ClaimName maps PVC, DataVolume and ephemeral volumes to the claim they mount.
 	ClaimName map[string]string
 }
 
@@ -337,7 +337,7 @@ func podVolumes(vmi *v1.VirtualMachineInstance, facts VolumeFacts, hostDiskDirs 
 		switch {
 		case vol.ContainerDisk != nil:
 			set.addContainerDisk(vol.Name, vol.ContainerDisk)
-		case vol.PersistentVolumeClaim != nil || vol.DataVolume != nil:
+		case vol.PersistentVolumeClaim != nil || vol.DataVolume != nil || vol.Ephemeral != nil:
 			set.addClaim(vol, facts)
 		case vol.HostDisk != nil:
 			place, err := placeHostDisk(vol.HostDisk.Path, hostDiskDirs)
@@ -401,7 +401,9 @@ func (s *podVolumeSet) addKernelBoot(kb *v1.KernelBootContainer) {
 
 func (s *podVolumeSet) addClaim(vol v1.Volume, facts VolumeFacts) {
 	volName := dnsLabel("pvc-", vol.Name)
-	readOnly := vol.PersistentVolumeClaim != nil && vol.PersistentVolumeClaim.ReadOnly
+	// An ephemeral volume's PVC is only ever the backing of the launcher's overlay, whatever its
+	// readOnly says.
+	readOnly := vol.PersistentVolumeClaim != nil && vol.PersistentVolumeClaim.ReadOnly || vol.Ephemeral != nil
 	s.volumes = append(s.volumes, corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{
 		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: facts.ClaimName[vol.Name], ReadOnly: readOnly},
 	}})

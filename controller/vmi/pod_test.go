@@ -106,6 +106,42 @@ func TestLauncherInterfaces(t *testing.T) {
 	}
 }
 
+// TestPodVolumesEphemeral: an ephemeral volume's PVC is mounted read-only, whatever its
+// readOnly says, on a filesystem PVC and on a block one.
+func TestPodVolumesEphemeral(t *testing.T) {
+	vmi := baseVMI()
+	eph := func(claim string) v1.VolumeSource {
+		return v1.VolumeSource{Ephemeral: &v1.EphemeralVolumeSource{PersistentVolumeClaim: v1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}
+	}
+	vmi.Spec.Volumes = []v1.Volume{{Name: "root", VolumeSource: eph("golden")}, {Name: "raw", VolumeSource: eph("golden-blk")}}
+	pod := mustBuild(t, vmi, VolumeFacts{
+		Block:     map[string]bool{"raw": true},
+		ClaimName: map[string]string{"root": "golden", "raw": "golden-blk"},
+	})
+	vols := map[string]corev1.Volume{}
+	for _, v := range pod.Spec.Volumes {
+		vols[v.Name] = v
+	}
+	for name, claim := range map[string]string{"pvc-root": "golden", "pvc-raw": "golden-blk"} {
+		if v := vols[name]; v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != claim || !v.PersistentVolumeClaim.ReadOnly {
+			t.Errorf("%s = %+v, want claim %s read-only", name, v, claim)
+		}
+	}
+	compute := computeOf(t, pod)
+	var mounted bool
+	for _, m := range compute.VolumeMounts {
+		if m.Name == "pvc-root" {
+			mounted = m.MountPath == launcherpod.PVCDir+"/root" && m.ReadOnly
+		}
+	}
+	if !mounted {
+		t.Errorf("pvc-root is not mounted read-only at %s/root: %+v", launcherpod.PVCDir, compute.VolumeMounts)
+	}
+	if len(compute.VolumeDevices) != 1 || compute.VolumeDevices[0].Name != "pvc-raw" || compute.VolumeDevices[0].DevicePath != launcherpod.BlockDir+"/raw" {
+		t.Errorf("devices = %+v", compute.VolumeDevices)
+	}
+}
+
 func TestPodVolumes(t *testing.T) {
 	vmi := baseVMI()
 	vmi.Spec.Volumes = []v1.Volume{

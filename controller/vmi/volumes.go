@@ -34,6 +34,8 @@ func (r *Reconciler) volumeFacts(ctx context.Context, vmi *v1.VirtualMachineInst
 		switch {
 		case vol.PersistentVolumeClaim != nil:
 			problem, err = r.claimFacts(ctx, vmi, vol.Name, vol.PersistentVolumeClaim.ClaimName, false, &facts)
+		case vol.Ephemeral != nil:
+			problem, err = r.claimFacts(ctx, vmi, vol.Name, vol.Ephemeral.PersistentVolumeClaim.ClaimName, false, &facts)
 		case vol.DataVolume != nil:
 			problem, err = r.dataVolumeReady(ctx, vmi, vol.Name, vol.DataVolume.Name)
 			if err == nil && problem == nil {

@@ -1,7 +1,7 @@
 // Package volumes turns a VMI's volumes into disk sources the domain can use: it finds what
 // the controller mounted into the pod, creates what is missing (disk.img of a filesystem PVC,
-// emptyDisks, hostDisks of type DiskOrCreate, cloud-init ISOs, containerDisk overlays) and
-// picks each source's cache mode.
+// emptyDisks, hostDisks of type DiskOrCreate, cloud-init ISOs, overlays over containerDisks and
+// ephemeral volumes) and picks each source's cache mode.
 package volumes
 
 import (
@@ -40,7 +40,8 @@ type Layout struct {
 	PVCDir           string
 	BlockDir         string
 	HostDiskDir      string
-	// EmptyDiskDir holds emptyDisks, containerDisk overlays and cloud-init ISOs.
+	// EmptyDiskDir holds emptyDisks, the overlays of containerDisks and ephemeral volumes, and
+	// cloud-init ISOs.
 	EmptyDiskDir string
 	// SecretsDir/<volume>/{userdata,networkdata} hold secret-referenced cloud-init data.
 	SecretsDir string
@@ -118,6 +119,8 @@ func (p *Preparer) prepare(ctx context.Context, vmi *v1.VirtualMachineInstance, 
 		return p.pvc(vol.Name, vol.PersistentVolumeClaim.ClaimName, vol.PersistentVolumeClaim.ReadOnly, cdrom)
 	case vol.DataVolume != nil:
 		return p.pvc(vol.Name, vol.DataVolume.Name, false, cdrom)
+	case vol.Ephemeral != nil:
+		return p.ephemeral(ctx, vol.Name, vol.Ephemeral.PersistentVolumeClaim.ClaimName)
 	case vol.EmptyDisk != nil:
 		return p.emptyDisk(vol.Name, vol.EmptyDisk.Capacity.Value())
 	case vol.HostDisk != nil:
@@ -155,13 +158,64 @@ func (p *Preparer) containerDisk(ctx context.Context, name string) (domain.DiskS
 		return domain.DiskSource{}, fmt.Errorf("the containerDisk image's disk %s is empty", backing)
 	}
 	// The copied disk stays read-only; the guest writes into a throwaway overlay.
+	return p.overlay(ctx, name, backing, format)
+}
+
+// overlay makes the throwaway qcow2 overlay the guest writes to over backing, which is only
+// ever read, in the scratch directory: it goes with the pod. format is the backing's, given
+// to qemu so that it never probes an image the tenant wrote.
+func (p *Preparer) overlay(ctx context.Context, name, backing, format string) (domain.DiskSource, error) {
 	overlay := filepath.Join(p.Layout.EmptyDiskDir, name+".qcow2")
 	_ = os.Remove(overlay)
 	cmd := exec.CommandContext(ctx, p.QEMUImg, "create", "-q", "-f", "qcow2", "-F", format, "-b", backing, overlay)
 	if out, err := output(p.Runner, cmd); err != nil {
 		return domain.DiskSource{}, fmt.Errorf("create overlay over %s: %w: %s", backing, err, out)
 	}
-	return domain.DiskSource{Path: overlay, Format: "qcow2", Cache: CacheMode(overlay)}, nil
+	// QEMU opens the whole chain with the disk's cache mode: none only when both files take
+	// O_DIRECT (a PVC's filesystem may not).
+	cache := CacheMode(overlay)
+	if CacheMode(backing) != "none" {
+		cache = "writethrough"
+	}
+	return domain.DiskSource{Path: overlay, Format: "qcow2", Cache: cache}, nil
+}
+
+// ephemeral puts an overlay over an ephemeral volume's PVC, which the controller mounted
+// read-only: over the device of a block PVC, over disk.img of a filesystem one. disk.img is
+// the tenant's and the launcher's run directory is not: it must be a regular file reached
+// without a link, and it is never made. Like every PVC's disk.img, it is raw; a qcow2 header
+// in it is the guest's data, not a format (and so never names a file qemu would open).
+func (p *Preparer) ephemeral(ctx context.Context, name, claim string) (domain.DiskSource, error) {
+	dev := filepath.Join(p.Layout.BlockDir, name)
+	if st, err := os.Stat(dev); err == nil {
+		if st.Mode()&fs.ModeDevice == 0 {
+			return domain.DiskSource{}, fmt.Errorf("%s (block PVC %s) is not a block device", dev, claim)
+		}
+		if err := checkAccess(dev, true); err != nil {
+			return domain.DiskSource{}, fmt.Errorf("block PVC %s: %w", claim, err)
+		}
+		return p.overlay(ctx, name, dev, "raw")
+	}
+	dir := filepath.Join(p.Layout.PVCDir, name)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return domain.DiskSource{}, fmt.Errorf("PVC %s is not mounted: neither %s nor %s exists", claim, dir, dev)
+	}
+	img := filepath.Join(dir, "disk.img")
+	st, err := os.Lstat(img)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return domain.DiskSource{}, fmt.Errorf("PVC %s holds no disk.img for its ephemeral volume: the overlay needs an image under it (import or upload one into the PVC first); an empty one is not made", claim)
+	case err != nil:
+		return domain.DiskSource{}, fmt.Errorf("PVC %s: %w", claim, err)
+	case !st.Mode().IsRegular():
+		return domain.DiskSource{}, fmt.Errorf("PVC %s: disk.img is not a regular file (%s)", claim, st.Mode().Type())
+	case st.Size() == 0:
+		return domain.DiskSource{}, fmt.Errorf("PVC %s: disk.img is empty", claim)
+	}
+	if err := checkAccess(img, true); err != nil {
+		return domain.DiskSource{}, fmt.Errorf("PVC %s: %w", claim, err)
+	}
+	return p.overlay(ctx, name, img, "raw")
 }
 
 func output(r Runner, cmd *exec.Cmd) (string, error) {
@@ -228,7 +282,7 @@ func (p *Preparer) hostDisk(name string, hd *v1.HostDisk) (domain.DiskSource, er
 	img := filepath.Join(dir, filepath.Base(hd.Path))
 	switch hd.Type {
 	case v1.HostDiskExists:
-		st, err := os.Stat(img)
+		st, err := os.Lstat(img)
 		if err != nil {
 			return domain.DiskSource{}, fmt.Errorf("hostDisk %s of type Disk does not exist: %w", hd.Path, err)
 		}

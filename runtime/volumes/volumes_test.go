@@ -1,7 +1,9 @@
 package volumes
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -238,6 +240,112 @@ func TestPrepare(t *testing.T) {
 			wantErr: "volume c: containerDisk has no directory",
 		},
 		{
+			name: "ephemeral volume gets a qcow2 overlay in the scratch directory over the PVC's disk.img, which a write leaves unchanged",
+			vol:  ephemeralVolume(),
+			setup: func(t *testing.T, l Layout) {
+				writePVCImage(t, l, bytes.Repeat([]byte("golden! "), 4<<20/8))
+			},
+			check: func(t *testing.T, l Layout, p string) {
+				img := filepath.Join(l.PVCDir, "e", "disk.img")
+				if filepath.Dir(p) != l.EmptyDiskDir {
+					t.Errorf("overlay %s is not in the scratch directory %s", p, l.EmptyDiskDir)
+				}
+				info := imageInfo(t, p)
+				if info.Format != "qcow2" || info.BackingFilename != img || info.BackingFilenameFormat != "raw" || info.VirtualSize != 4<<20 {
+					t.Errorf("overlay %+v, want qcow2 over %s (raw, 4 MiB)", info, img)
+				}
+				before, _ := os.ReadFile(img)
+				qemuIO(t, p, "write -P 0x5a 0 64k")
+				qemuIO(t, p, "read -P 0x5a 0 64k")
+				if after, _ := os.ReadFile(img); !bytes.Equal(before, after) {
+					t.Error("a write through the overlay changed the PVC's disk.img")
+				}
+			},
+		},
+		{
+			name: "ephemeral volume over a PVC without disk.img is refused and none is made",
+			vol:  ephemeralVolume(),
+			setup: func(t *testing.T, l Layout) {
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "e"), 0o755))
+			},
+			wantErr: "volume e: PVC golden holds no disk.img for its ephemeral volume",
+			check: func(t *testing.T, l Layout, _ string) {
+				if _, err := os.Lstat(filepath.Join(l.PVCDir, "e", "disk.img")); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("disk.img was made: %v", err)
+				}
+			},
+		},
+		{
+			name: "ephemeral volume whose disk.img is a link is refused",
+			vol:  ephemeralVolume(),
+			setup: func(t *testing.T, l Layout) {
+				secret := filepath.Join(t.TempDir(), "secret")
+				testutil.Must(t, os.WriteFile(secret, []byte("launcher secret"), 0o600))
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "e"), 0o755))
+				testutil.Must(t, os.Symlink(secret, filepath.Join(l.PVCDir, "e", "disk.img")))
+			},
+			wantErr: "volume e: PVC golden: disk.img is not a regular file",
+			check:   noOverlay,
+		},
+		{
+			name: "ephemeral volume whose disk.img is a FIFO is refused",
+			vol:  ephemeralVolume(),
+			setup: func(t *testing.T, l Layout) {
+				testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "e"), 0o755))
+				testutil.Must(t, unix.Mkfifo(filepath.Join(l.PVCDir, "e", "disk.img"), 0o644))
+			},
+			wantErr: "volume e: PVC golden: disk.img is not a regular file",
+			check:   noOverlay,
+		},
+		{
+			name: "ephemeral volume over an empty disk.img is refused",
+			vol:  ephemeralVolume(),
+			setup: func(t *testing.T, l Layout) {
+				writePVCImage(t, l, nil)
+			},
+			wantErr: "volume e: PVC golden: disk.img is empty",
+		},
+		{
+			name: "ephemeral volume over a disk.img holding a qcow2 with a backing file reads it as raw",
+			vol:  ephemeralVolume(),
+			setup: func(t *testing.T, l Layout) {
+				dir := filepath.Join(l.PVCDir, "e")
+				testutil.Must(t, os.MkdirAll(dir, 0o755))
+				out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", "/etc/hostname",
+					filepath.Join(dir, "disk.img"), "1M").CombinedOutput()
+				if err != nil {
+					t.Fatalf("qemu-img create: %v %s", err, out)
+				}
+			},
+			check: func(t *testing.T, l Layout, p string) {
+				// The chain is the overlay and disk.img as raw bytes: the file the header
+				// names is never opened.
+				out, err := exec.Command("qemu-img", "info", "-U", "--backing-chain", "--output=json", p).Output()
+				if err != nil {
+					t.Fatalf("qemu-img info: %v", err)
+				}
+				var chain []imgInfo
+				testutil.Must(t, json.Unmarshal(out, &chain))
+				if len(chain) != 2 || chain[1].Format != "raw" || strings.Contains(string(out), "/etc/hostname") {
+					t.Errorf("backing chain %s", out)
+				}
+			},
+		},
+		{
+			name: "ephemeral volume over a block PVC that is no device is refused",
+			vol:  ephemeralVolume(),
+			setup: func(t *testing.T, l Layout) {
+				testutil.Must(t, os.MkdirAll(l.BlockDir, 0o755))
+				testutil.Must(t, os.WriteFile(filepath.Join(l.BlockDir, "e"), []byte("x"), 0o644))
+			},
+			wantErr: "/dev/e (block PVC golden) is not a block device",
+		},
+		{
+			name:    "ephemeral volume whose PVC is not mounted",
+			vol:     ephemeralVolume(),
+			wantErr: "volume e: PVC golden is not mounted",
+		},
+		{
 			name: "cloud-init ISO",
 			vol:  v1.Volume{Name: "ci", VolumeSource: v1.VolumeSource{CloudInitNoCloud: &v1.CloudInitNoCloudSource{UserData: "#cloud-config\n"}}},
 			check: func(t *testing.T, l Layout, p string) {
@@ -267,6 +375,9 @@ func TestPrepare(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.As(err, &ve) || ve.Volume != tc.vol.Name {
 					t.Fatalf("error %v, want a volume error with %q", err, tc.wantErr)
 				}
+				if tc.check != nil {
+					tc.check(t, l, "")
+				}
 				return
 			}
 			if err != nil {
@@ -281,6 +392,55 @@ func TestPrepare(t *testing.T) {
 			}
 			tc.check(t, l, src.Path)
 		})
+	}
+}
+
+func ephemeralVolume() v1.Volume {
+	return v1.Volume{Name: "e", VolumeSource: v1.VolumeSource{Ephemeral: &v1.EphemeralVolumeSource{
+		PersistentVolumeClaim: v1.PersistentVolumeClaimVolumeSource{ClaimName: "golden", ReadOnly: true},
+	}}}
+}
+
+// writePVCImage makes the disk.img of volume e's PVC, read-only as the PVC is mounted.
+func writePVCImage(t *testing.T, l Layout, data []byte) {
+	t.Helper()
+	testutil.Must(t, os.MkdirAll(filepath.Join(l.PVCDir, "e"), 0o755))
+	testutil.Must(t, os.WriteFile(filepath.Join(l.PVCDir, "e", "disk.img"), data, 0o444))
+}
+
+// noOverlay checks that a refused ephemeral volume left no overlay behind.
+func noOverlay(t *testing.T, l Layout, _ string) {
+	t.Helper()
+	if _, err := os.Lstat(filepath.Join(l.EmptyDiskDir, "e.qcow2")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an overlay was made: %v", err)
+	}
+}
+
+type imgInfo struct {
+	Format                string `json:"format"`
+	VirtualSize           int64  `json:"virtual-size"`
+	BackingFilename       string `json:"backing-filename"`
+	BackingFilenameFormat string `json:"backing-filename-format"`
+}
+
+func imageInfo(t *testing.T, p string) imgInfo {
+	t.Helper()
+	out, err := exec.Command("qemu-img", "info", "-U", "--output=json", p).Output()
+	if err != nil {
+		t.Fatalf("qemu-img info %s: %v", p, err)
+	}
+	var info imgInfo
+	testutil.Must(t, json.Unmarshal(out, &info))
+	return info
+}
+
+// qemuIO runs one qemu-io command on the overlay as QEMU would open it: the overlay read-write,
+// its backing read-only.
+func qemuIO(t *testing.T, overlay, command string) {
+	t.Helper()
+	out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", command, overlay).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "Pattern verification failed") || strings.Contains(string(out), "failed") {
+		t.Fatalf("qemu-io %q: %v\n%s", command, err, out)
 	}
 }
 
