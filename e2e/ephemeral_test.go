@@ -58,10 +58,14 @@ if [ "$(mark)" = "$T" ]; then echo "WROTE""-$T"; else echo "UNWRITTEN""-$T"; fi
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The PVC is published writable so that kubelet gives it to the launcher's group; the
+		// compute container's mount is read-only.
+		vol := strings.TrimSpace(mustKubectl(t, "-n", storageNS, "get", "pod", vmi.Status.LauncherPod, "-o",
+			`jsonpath={.spec.volumes[?(@.persistentVolumeClaim.claimName=="golden")].name}`))
 		ro := mustKubectl(t, "-n", storageNS, "get", "pod", vmi.Status.LauncherPod, "-o",
-			`jsonpath={.spec.volumes[?(@.persistentVolumeClaim.claimName=="golden")].persistentVolumeClaim.readOnly}`)
-		if strings.TrimSpace(ro) != "true" {
-			t.Errorf("launcher pod %s mounts PVC golden with readOnly %q, want true", vmi.Status.LauncherPod, ro)
+			`jsonpath={.spec.containers[?(@.name=="compute")].volumeMounts[?(@.name=="`+vol+`")].readOnly}`)
+		if vol == "" || strings.TrimSpace(ro) != "true" {
+			t.Errorf("launcher pod %s: the compute container mounts PVC golden (volume %q) with readOnly %q, want true", vmi.Status.LauncherPod, vol, ro)
 		}
 	}
 	// deleteVMI waits until no pod name contains the VMI's: neither name is part of the other.

@@ -118,7 +118,7 @@ func bootVMI(t *testing.T, name, manifest string) string {
 			return false, err
 		}
 		if vmi.Status.Phase.IsFinal() {
-			t.Fatalf("VMI %s ended in phase %s: %s", name, vmi.Status.Phase, vmi.Status.Reason)
+			t.Fatalf("VMI %s ended in phase %s: %s: %s", name, vmi.Status.Phase, vmi.Status.Reason, vmi.Status.Message)
 		}
 		return vmi.Status.Phase == v1alpha1.Running && vmi.Status.LauncherPod != "", fmt.Errorf("phase %s", vmi.Status.Phase)
 	})

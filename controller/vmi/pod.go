@@ -404,8 +404,12 @@ func (s *podVolumeSet) addClaim(vol v1.Volume, facts VolumeFacts) {
 	// An ephemeral volume's PVC is only ever the backing of the launcher's overlay, whatever its
 	// readOnly says.
 	readOnly := vol.PersistentVolumeClaim != nil && vol.PersistentVolumeClaim.ReadOnly || vol.Ephemeral != nil
+	// A device has no read-only mount, so a read-only block PVC is published read-only. A
+	// filesystem PVC is read-only in the container instead: kubelet gives a volume published
+	// read-only no fsGroup, and QEMU, which is not root, could not reach the disk.img of a
+	// volume no writable mount ever gave to the launcher's group.
 	s.volumes = append(s.volumes, corev1.Volume{Name: volName, VolumeSource: corev1.VolumeSource{
-		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: facts.ClaimName[vol.Name], ReadOnly: readOnly},
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: facts.ClaimName[vol.Name], ReadOnly: readOnly && facts.Block[vol.Name]},
 	}})
 	if facts.Block[vol.Name] {
 		s.computeDevices = append(s.computeDevices, corev1.VolumeDevice{Name: volName, DevicePath: path.Join(launcherpod.BlockDir, vol.Name)})

@@ -122,9 +122,14 @@ func TestPodVolumesEphemeral(t *testing.T) {
 	for _, v := range pod.Spec.Volumes {
 		vols[v.Name] = v
 	}
-	for name, claim := range map[string]string{"pvc-root": "golden", "pvc-raw": "golden-blk"} {
-		if v := vols[name]; v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != claim || !v.PersistentVolumeClaim.ReadOnly {
-			t.Errorf("%s = %+v, want claim %s read-only", name, v, claim)
+	// The block PVC is published read-only; the filesystem one is read-only in the container,
+	// so that kubelet still gives it to the launcher's group.
+	for name, want := range map[string]struct {
+		claim    string
+		readOnly bool
+	}{"pvc-root": {"golden", false}, "pvc-raw": {"golden-blk", true}} {
+		if v := vols[name]; v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != want.claim || v.PersistentVolumeClaim.ReadOnly != want.readOnly {
+			t.Errorf("%s = %+v, want claim %s published with readOnly %v", name, v, want.claim, want.readOnly)
 		}
 	}
 	compute := computeOf(t, pod)
@@ -161,8 +166,8 @@ func TestPodVolumes(t *testing.T) {
 	for _, v := range pod.Spec.Volumes {
 		vols[v.Name] = v
 	}
-	if v := vols["pvc-fs"]; v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != "claim-fs" || !v.PersistentVolumeClaim.ReadOnly {
-		t.Errorf("pvc-fs = %+v", v)
+	if v := vols["pvc-fs"]; v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != "claim-fs" || v.PersistentVolumeClaim.ReadOnly {
+		t.Errorf("pvc-fs = %+v, want claim-fs published writable (the container's mount is the read-only one)", v)
 	}
 	if v := vols["pvc-blk"]; v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != "dv-blk" {
 		t.Errorf("pvc-blk = %+v", v)
@@ -212,6 +217,9 @@ func TestPodVolumes(t *testing.T) {
 	for _, m := range compute.VolumeMounts {
 		if m.Name == vmiVolume && !m.ReadOnly {
 			t.Errorf("the compute container may write its VMI: %+v", m)
+		}
+		if m.Name == "pvc-fs" && !m.ReadOnly {
+			t.Errorf("the compute container may write the read-only PVC claim-fs: %+v", m)
 		}
 		if m.Name == "hostdisk-dir-1" {
 			t.Errorf("the compute container mounts the allowed hostDisk directory: %+v", m)
