@@ -21,25 +21,16 @@ import (
 // DefaultInterval is how often the backings are looked at.
 const DefaultInterval = 2 * time.Second
 
-// Domain is the running domain as the watch uses it; LibvirtDomain is libvirt's.
+// Domain is the running domain as the watch uses it; LibvirtDomain is libvirt's. Nothing
+// asks libvirt what the guest sees: that would have libvirt open the disk's path, which is
+// the tenant's to replace (by a link, or a FIFO that blocks the open).
 type Domain interface {
-	// Capacity is the size in bytes the guest sees of the disk whose source is path.
-	Capacity(path string) (int64, error)
-	// Resize gives the guest size bytes of that disk.
+	// Resize gives the guest size bytes of the disk whose source is path.
 	Resize(path string, size int64) error
 }
 
 // LibvirtDomain is a libvirt domain.
 type LibvirtDomain struct{ Dom *libvirt.Domain }
-
-// Capacity asks libvirt (QEMU, for a running domain) what the guest sees.
-func (d LibvirtDomain) Capacity(path string) (int64, error) {
-	info, err := d.Dom.GetBlockInfo(path, 0)
-	if err != nil {
-		return 0, err
-	}
-	return int64(info.Capacity), nil
-}
 
 // Resize is virDomainBlockResize in bytes.
 func (d LibvirtDomain) Resize(path string, size int64) error {
@@ -71,10 +62,10 @@ type watched struct {
 	state state
 }
 
-// Watch follows disks of dom until ctx ends. A disk whose backing cannot be opened (a link,
-// a FIFO, anything but a regular file or a block device) is logged and left as it is; so is
-// one whose capacity libvirt does not tell. Watch returns an error only when no disk could be
-// watched at all.
+// Watch follows disks of dom until ctx ends. Call it as soon as the domain is created: the
+// guest is taken to see each backing as it is when the watch begins. A disk whose backing
+// cannot be opened (a link, a FIFO, anything but a regular file or a block device) is logged
+// and left as it is. Watch returns an error only when no disk could be watched at all.
 func Watch(ctx context.Context, dom Domain, disks []Disk, opts Options) error {
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultInterval
@@ -85,15 +76,19 @@ func Watch(ctx context.Context, dom Domain, disks []Disk, opts Options) error {
 	var ws []*watched
 	var errs []error
 	for _, d := range disks {
-		w, err := begin(dom, d)
+		w, err := begin(d)
 		if err != nil {
 			opts.Log.Warn("disk will not grow online", "volume", d.Volume, "err", err)
 			errs = append(errs, err)
 			continue
 		}
-		defer w.b.Close()
 		ws = append(ws, w)
 	}
+	defer func() {
+		for _, w := range ws {
+			_ = w.b.Close()
+		}
+	}()
 	if len(ws) == 0 {
 		return errors.Join(errs...)
 	}
@@ -111,8 +106,8 @@ func Watch(ctx context.Context, dom Domain, disks []Disk, opts Options) error {
 	}
 }
 
-// begin opens d's backing and learns what its guest sees.
-func begin(dom Domain, d Disk) (*watched, error) {
+// begin opens d's backing.
+func begin(d Disk) (*watched, error) {
 	b, err := openBacking(d)
 	if err != nil {
 		return nil, err
@@ -122,12 +117,8 @@ func begin(dom Domain, d Disk) (*watched, error) {
 		_ = b.Close()
 		return nil, err
 	}
-	capacity, err := dom.Capacity(d.Path)
-	if err != nil {
-		_ = b.Close()
-		return nil, err
-	}
-	return &watched{Disk: d, b: b, state: start(capacity, first)}, nil
+	// The guest sees the backing as QEMU found it when the domain started, moments ago.
+	return &watched{Disk: d, b: b, state: start(GuestSize(first.size), first)}, nil
 }
 
 // check looks at the backing once and acts on what step decides.
