@@ -356,17 +356,23 @@ func EnsureImage(img string, capacity int64, readOnly bool) error {
 	if readOnly {
 		return fmt.Errorf("%s does not exist and the volume is read-only", img)
 	}
-	size := (volSize - Reserve) / align * align
 	if float64(free) < float64(volSize)*(1-Toleration) {
 		return fmt.Errorf("not enough space for %s: %d bytes free, %d wanted (%.0f%% tolerated)", img, free, volSize, Toleration*100)
 	}
-	if size > free-Reserve {
-		size = (free - Reserve) / align * align
-	}
+	size := ImageSize(volSize, free)
 	if size <= 0 {
 		return fmt.Errorf("volume too small for a disk image: %d bytes", volSize)
 	}
 	return createSparse(img, size)
+}
+
+// ImageSize is the size of a raw image that fills a volume of volSize bytes with free bytes
+// to spare: the volume less Reserve, and no more than free less Reserve, rounded down to
+// 1 MiB; 0 when nothing fits. The launcher creates a missing disk.img this size, and grows
+// one that filled its filesystem to this size when the filesystem grew (package diskresize).
+func ImageSize(volSize, free int64) int64 {
+	size := (min(volSize, free) - Reserve) / align * align
+	return max(size, 0)
 }
 
 func createSparse(path string, size int64) error {

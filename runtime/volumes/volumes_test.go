@@ -513,3 +513,27 @@ func createFile(t *testing.T, path string) string {
 	testutil.Must(t, f.Close())
 	return path
 }
+
+// The size of an image that fills its volume: Reserve left free, whole MiB, bounded by the
+// free space, 0 when nothing fits.
+func TestImageSize(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name            string
+		vol, free, want int64
+	}{
+		{"empty volume", 64 * mib, 64 * mib, 63 * mib},
+		{"free space bounds it", 64 * mib, 10*mib + Reserve + 5, 10 * mib},
+		{"volume not MiB-aligned", 64*mib + 4096, 100 * mib, 63 * mib},
+		{"volume exactly Reserve over a MiB", 64*mib + Reserve, 100 * mib, 64 * mib},
+		{"too small", Reserve + mib - 1, 100 * mib, 0},
+		{"smaller than Reserve", Reserve / 2, 100 * mib, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ImageSize(tc.vol, tc.free); got != tc.want {
+				t.Errorf("ImageSize(%d, %d) = %d, want %d", tc.vol, tc.free, got, tc.want)
+			}
+		})
+	}
+}
