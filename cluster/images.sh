@@ -46,6 +46,25 @@ ensure_pause_image() {
   step "sandbox image $SANDBOX_IMAGE built"
 }
 
+# ensure_metrics_server builds metrics-server from the Go module proxy (cached by version) and
+# its image: the resource metrics API that `kubectl top` and HorizontalPodAutoscalers read.
+ensure_metrics_server() {
+  local bin=$METRICS_SERVER_CACHE/metrics-server
+  if [ ! -x "$bin" ]; then
+    mkdir -p "$METRICS_SERVER_CACHE"
+    (cd / && GOBIN=$METRICS_SERVER_CACHE CGO_ENABLED=0 GOFLAGS= go install -trimpath -ldflags "-s -w" \
+      "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION") ||
+      die "build metrics-server $METRICS_SERVER_VERSION from the Go module proxy failed"
+    step "metrics-server $METRICS_SERVER_VERSION built into $METRICS_SERVER_CACHE"
+  fi
+  mkdir -p "$CLUSTER_OUT"
+  newer_than "$CLUSTER_OUT/metrics-server.tar" "$bin" "$REPO_ROOT/images/ocitar" || return 0
+  (cd "$REPO_ROOT" && go run ./images/cmd/imagebuild -tag "$METRICS_SERVER_IMAGE" -o "$CLUSTER_OUT/metrics-server.tar" \
+    -add "$bin:/metrics-server:0755" -entrypoint /metrics-server -user 65534) ||
+    die "build image $METRICS_SERVER_IMAGE failed"
+  step "image $METRICS_SERVER_IMAGE built"
+}
+
 # ensure_go_binary NAME PKG SRCDIR builds $CLUSTER_OUT/NAME from PKG when SRCDIR changed.
 ensure_go_binary() {
   local name=$1 pkg=$2 src=$3

@@ -64,6 +64,7 @@ fi
 step "preparing binaries and images"
 ensure_cni_plugins
 ensure_pause_image
+ensure_metrics_server
 ensure_testcni
 ensure_nsforward
 
@@ -105,6 +106,7 @@ start_component containerd containerd --config "$STATE_DIR/config/containerd.tom
 wait_for "containerd ready" 30 "${CTR[@]}" version
 remove_stale_containers
 step "sandbox image $SANDBOX_IMAGE $(import_image "$CLUSTER_OUT/pause.tar")"
+step "image $METRICS_SERVER_IMAGE $(import_image "$CLUSTER_OUT/metrics-server.tar")"
 
 CURRENT=etcd
 start_component etcd etcd --name "$NODE_NAME" --data-dir "$STATE_DIR/etcd" \
@@ -211,6 +213,11 @@ if ! wait_for "test pod running" 90 pod_running; then
   false
 fi
 kctl -n kube-system delete pod cluster-up-check --wait=false >/dev/null
+CURRENT=metrics-server
+# Resource metrics for `kubectl top` and HorizontalPodAutoscalers; not waited for: it is
+# Available some seconds later, and only its users wait.
+sed "s|@IMAGE@|$METRICS_SERVER_IMAGE|" "$REPO_ROOT/cluster/addons/metrics-server.yaml" | kctl apply -f - >/dev/null
+step "metrics-server applied"
 for c in "${COMPONENTS[@]}"; do
   CURRENT=$c
   [ -n "$(recorded_pid "$c")" ] || die "$c exited during cluster-up"

@@ -46,6 +46,6 @@ chaos: ## Fault drills: kill the controller, node agent, QEMU, libvirtd, restart
 
 .PHONY: bench-cost
 bench-cost: ## Measure per-VM overhead (128 MiB guest), control-plane CPU/memory with 0 and 20 VMIs, and density of 64 MiB VMIs (local cluster)
-	@$(MAKE) --no-print-directory e2e-setup
+	@CPU_ALLOCATION_RATIO=100 $(MAKE) --no-print-directory e2e-setup
 	@rc=0; SLIMVIRT_BENCH=1 go test -tags e2e -count=1 -timeout 60m -v -run 'TestBenchOverhead|TestBenchControlPlane|TestBenchDensity' ./e2e/ | grep -v '^=== RUN' || rc=$$?; \
 	  if [ -z "$(KEEP_CLUSTER)" ]; then $(MAKE) --no-print-directory cluster-down; fi; exit $$rc

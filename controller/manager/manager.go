@@ -59,6 +59,8 @@ type Config struct {
 	AllowCustomMACs bool
 	// LauncherMemoryOverhead is added to each launcher pod's memory request.
 	LauncherMemoryOverhead resource.Quantity
+	// CPUAllocationRatio sets the CPU a launcher pod requests per vCPU when its VMI asks for none.
+	CPUAllocationRatio int
 	// MetricsBindAddress and HealthProbeBindAddress are "0" to turn the endpoints off.
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
@@ -146,7 +148,7 @@ func setup(mgr ctrl.Manager, cfg Config, key []byte) error {
 	vmiR := &vmi.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Metrics: m,
 		AllowCustomMACs: cfg.AllowCustomMACs,
-		Pod:             vmi.PodConfig{LauncherImage: cfg.LauncherImage, SigningKey: key, AllowEmulation: cfg.AllowEmulation, MemoryOverhead: cfg.LauncherMemoryOverhead, AllowHostDisk: cfg.AllowHostDisk, HostDiskDirs: cfg.HostDiskDirs},
+		Pod:             vmi.PodConfig{LauncherImage: cfg.LauncherImage, SigningKey: key, AllowEmulation: cfg.AllowEmulation, MemoryOverhead: cfg.LauncherMemoryOverhead, CPUAllocationRatio: cfg.CPUAllocationRatio, AllowHostDisk: cfg.AllowHostDisk, HostDiskDirs: cfg.HostDiskDirs},
 	}
 	if err := vmiR.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up vmi controller: %w", err)

@@ -38,12 +38,20 @@ const (
 	podGraceExtra = 15
 )
 
+// DefaultCPUAllocationRatio is KubeVirt's: a vCPU asks for a tenth of a CPU (100m).
+const DefaultCPUAllocationRatio = 10
+
 // PodConfig is what the controller adds to a VMI to make its launcher pod.
 type PodConfig struct {
 	LauncherImage  string
 	SigningKey     []byte
 	AllowEmulation bool
 	MemoryOverhead resource.Quantity
+	// CPUAllocationRatio is how many vCPUs share one physical CPU in the scheduler's books: a
+	// VMI that requests no CPU gets 1000m/CPUAllocationRatio per vCPU (0 means the default).
+	// Without a request, a launcher pod's CPU use has no denominator, and a
+	// HorizontalPodAutoscaler on CPU cannot work.
+	CPUAllocationRatio int
 	// AllowHostDisk lets VMIs use hostDisk volumes, which mount a node file into the
 	// launcher: off unless the cluster's owner turns it on (KubeVirt's HostDisk feature gate).
 	AllowHostDisk bool
@@ -247,7 +255,8 @@ func podLabels(vmi *v1.VirtualMachineInstance) map[string]string {
 
 // computeResources sizes the compute container: the VMI's requests and limits, with the memory
 // request (and limit) raised by the launcher's overhead unless the VMI overcommits it. Without
-// a memory request, the guest's memory (the API's rule, which the domain follows) is requested.
+// a memory request, the guest's memory (the API's rule, which the domain follows) is requested;
+// without a CPU request, the limit or the share of a CPU cfg.CPUAllocationRatio gives its vCPUs.
 func computeResources(cfg PodConfig, vmi *v1.VirtualMachineInstance) (corev1.ResourceRequirements, error) {
 	spec := vmi.Spec.Domain.Resources
 	out := corev1.ResourceRequirements{Requests: spec.Requests.DeepCopy(), Limits: spec.Limits.DeepCopy()}
@@ -266,6 +275,14 @@ func computeResources(cfg PodConfig, vmi *v1.VirtualMachineInstance) (corev1.Res
 		mem.Add(cfg.MemoryOverhead)
 	}
 	out.Requests[corev1.ResourceMemory] = mem
+	if _, ok := out.Requests[corev1.ResourceCPU]; !ok {
+		if limit, ok := out.Limits[corev1.ResourceCPU]; ok {
+			// Kubernetes would default the request to the limit; say so here.
+			out.Requests[corev1.ResourceCPU] = limit
+		} else {
+			out.Requests[corev1.ResourceCPU] = vcpuRequest(cfg.CPUAllocationRatio, vmi.Spec.Domain.CPU.VCPUs())
+		}
+	}
 	if limit, ok := out.Limits[corev1.ResourceMemory]; ok {
 		limit.Add(cfg.MemoryOverhead)
 		out.Limits[corev1.ResourceMemory] = limit
@@ -274,6 +291,16 @@ func computeResources(cfg PodConfig, vmi *v1.VirtualMachineInstance) (corev1.Res
 		out.Limits = nil
 	}
 	return out, nil
+}
+
+// vcpuRequest is the CPU request of vcpus vCPUs at ratio vCPUs per CPU, rounded up to a
+// millicore.
+func vcpuRequest(ratio, vcpus int) resource.Quantity {
+	if ratio <= 0 {
+		ratio = DefaultCPUAllocationRatio
+	}
+	milli := (int64(vcpus)*1000 + int64(ratio) - 1) / int64(ratio)
+	return *resource.NewMilliQuantity(milli, resource.DecimalSI)
 }
 
 // baseVolumes are every launcher pod's: the run and libvirt directories, and the VMI as a file.

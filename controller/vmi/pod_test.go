@@ -76,6 +76,44 @@ func TestComputeResources(t *testing.T) {
 	}
 }
 
+// TestComputeCPURequest: a launcher pod always requests CPU (a HorizontalPodAutoscaler on CPU
+// needs it): the VMI's request, else its limit, else its vCPUs' share at the allocation ratio.
+func TestComputeCPURequest(t *testing.T) {
+	cpu := func(s string) corev1.ResourceList { return corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(s)} }
+	tests := []struct {
+		name  string
+		ratio int
+		cpu   *v1.CPU
+		res   v1.ResourceRequirements
+		want  string
+	}{
+		{"one vCPU at KubeVirt's ratio", 0, nil, v1.ResourceRequirements{}, "100m"},
+		{"the guide's 4 cores", 10, &v1.CPU{Cores: 4}, v1.ResourceRequirements{}, "400m"},
+		{"sockets x cores x threads", 10, &v1.CPU{Sockets: 2, Cores: 2, Threads: 2}, v1.ResourceRequirements{}, "800m"},
+		{"a denser ratio", 100, nil, v1.ResourceRequirements{}, "10m"},
+		{"rounded up to a millicore", 3, nil, v1.ResourceRequirements{}, "334m"},
+		{"the VMI's request wins", 10, &v1.CPU{Cores: 4}, v1.ResourceRequirements{Requests: cpu("1500m")}, "1500m"},
+		{"a limit alone is the request", 10, nil, v1.ResourceRequirements{Limits: cpu("2")}, "2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vmi := baseVMI()
+			vmi.Spec.Domain.CPU = tt.cpu
+			vmi.Spec.Domain.Resources = tt.res
+			vmi.Spec.Domain.Memory = &v1.Memory{Guest: ptr.To(resource.MustParse("64Mi"))}
+			cfg := testConfig()
+			cfg.CPUAllocationRatio = tt.ratio
+			got, err := computeResources(cfg, vmi)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if req, ok := got.Requests[corev1.ResourceCPU]; !ok || req.Cmp(resource.MustParse(tt.want)) != 0 {
+				t.Errorf("CPU request = %s (set %v), want %s", req.String(), ok, tt.want)
+			}
+		})
+	}
+}
+
 func TestLauncherInterfaces(t *testing.T) {
 	tests := []struct {
 		name       string

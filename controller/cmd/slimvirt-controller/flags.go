@@ -39,6 +39,7 @@ func parseFlags() (manager.Config, *zap.Options) {
 		cfg.LauncherMemoryOverhead = q
 		return err
 	})
+	flag.IntVar(&cfg.CPUAllocationRatio, "cpu-allocation-ratio", vmi.DefaultCPUAllocationRatio, "vCPUs per physical CPU a launcher pod asks for when its VMI requests no CPU: it requests 1/ratio of a CPU per vCPU (KubeVirt's cpuAllocationRatio)")
 	flag.StringVar(&cfg.MetricsBindAddress, "metrics-bind-address", ":8080", "address of the metrics endpoint (0 turns it off)")
 	flag.StringVar(&cfg.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "address of the health probes (0 turns them off)")
 	flag.BoolVar(&cfg.LeaderElect, "leader-elect", false, "elect a leader so only one replica reconciles")
