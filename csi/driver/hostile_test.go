@@ -370,3 +370,39 @@ func TestHostileBlockAttach(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileSnapshot: a snapshot of a volume whose disk.img was replaced by a link to a node
+// file, a FIFO or a directory, or grown into a huge sparse file, is refused with the reason
+// before anything is copied: no snapshot is recorded or copied into the pool,
+// and the node file is unchanged.
+func TestHostileSnapshot(t *testing.T) {
+	all := append(plants[:len(plants):len(plants)],
+		plant{"directory", func(t *testing.T, disk, _ string) {
+			testutil.Must(t, os.Remove(disk))
+			testutil.Must(t, os.Mkdir(disk, 0o755))
+		}},
+		plant{"sparse terabyte", func(t *testing.T, disk, _ string) {
+			testutil.Must(t, os.Truncate(disk, 1<<40))
+		}},
+	)
+	for _, p := range all {
+		t.Run(p.name, func(t *testing.T) {
+			node, content := nodeFile(t)
+			h := start(t, t.TempDir())
+			id := mountVolume(t, h, "pvc-tenant", 8<<20)
+			p.put(t, diskOf(h, id), node)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := h.ctrl.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: "snapshot-tenant", SourceVolumeId: id})
+			refused(t, err, "pvc-tenant", "snapshot")
+			list, lerr := h.ctrl.ListSnapshots(ctx, &csi.ListSnapshotsRequest{})
+			if lerr != nil || len(list.Entries) != 0 {
+				t.Errorf("snapshots after a refusal: %v, %v", list.GetEntries(), lerr)
+			}
+			if files, _ := filepath.Glob(filepath.Join(h.pool, "snapshots", "*")); len(files) != 0 {
+				t.Errorf("snapshot files after a refusal: %v", files)
+			}
+			nodeFileIntact(t, node, content)
+		})
+	}
+}
