@@ -410,7 +410,9 @@ func wantSnapshots(t *testing.T, r rendered, want snapshots) {
 			t.Errorf("CRD %s: helm uninstall would delete it, and every VolumeSnapshot with it", crd.Name)
 		}
 	}
-	found := slices.ContainsFunc(r, func(o object) bool { return o.GetKind() == "Deployment" && o.GetName() == "slimvirt-snapshot-controller" })
+	found := slices.ContainsFunc(r, func(o object) bool {
+		return o.GetKind() == "Deployment" && o.GetName() == "slimvirt-snapshot-controller"
+	})
 	if found != want.controller {
 		t.Fatalf("snapshot controller rendered: %v, want %v", found, want.controller)
 	}

@@ -157,7 +157,7 @@ func CopyFile(in, out *os.File) (reflinked bool, err error) {
 	return copyFile(in, out, -1)
 }
 
-// ErrTooLarge: a file is longer than the copy may be.
+// ErrTooLarge is returned for a file longer than the copy may be.
 var ErrTooLarge = errors.New("is larger than the copy may be")
 
 // CopyFileAtMost copies as CopyFile does, but never more than limit bytes: an in longer than

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -376,15 +377,15 @@ func TestHostileBlockAttach(t *testing.T) {
 // before anything is copied: no snapshot is recorded or copied into the pool,
 // and the node file is unchanged.
 func TestHostileSnapshot(t *testing.T) {
-	all := append(plants[:len(plants):len(plants)],
-		plant{"directory", func(t *testing.T, disk, _ string) {
+	all := slices.Concat(plants, []plant{
+		{"directory", func(t *testing.T, disk, _ string) {
 			testutil.Must(t, os.Remove(disk))
 			testutil.Must(t, os.Mkdir(disk, 0o755))
 		}},
-		plant{"sparse terabyte", func(t *testing.T, disk, _ string) {
+		{"sparse terabyte", func(t *testing.T, disk, _ string) {
 			testutil.Must(t, os.Truncate(disk, 1<<40))
 		}},
-	)
+	})
 	for _, p := range all {
 		t.Run(p.name, func(t *testing.T) {
 			node, content := nodeFile(t)

@@ -20,6 +20,16 @@ import (
 	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
+// volumeWithData makes a filesystem volume with n random bytes at off of its disk.img.
+func volumeWithData(t *testing.T, h *harness, name string, size int64, n int, off int64) (string, []byte) {
+	t.Helper()
+	id := mountVolume(t, h, name, size)
+	data := make([]byte, n)
+	rand.Read(data)
+	writeAt(t, diskOf(h, id), data, off)
+	return id, data
+}
+
 func readAt(t *testing.T, path string, n int, off int64) []byte {
 	t.Helper()
 	f, err := os.Open(path)
@@ -49,10 +59,7 @@ func fromSnapshot(name, id string, size int64, caps []*csi.VolumeCapability) *cs
 func TestSnapshotIsPointInTime(t *testing.T) {
 	ctx := context.Background()
 	h := start(t, t.TempDir())
-	src := mountVolume(t, h, "pvc-src", 64<<20)
-	before := make([]byte, 1<<20)
-	rand.Read(before)
-	writeAt(t, diskOf(h, src), before, 10<<20)
+	src, before := volumeWithData(t, h, "pvc-src", 64<<20, 1<<20, 10<<20)
 
 	taken := time.Now()
 	sn, err := snapshot(ctx, h, "snapshot-1", src)
@@ -110,11 +117,8 @@ func TestSnapshotIsPointInTime(t *testing.T) {
 func TestSnapshotIdempotentAndIndependent(t *testing.T) {
 	ctx := context.Background()
 	h := start(t, t.TempDir())
-	src := mountVolume(t, h, "pvc-src", 16<<20)
+	src, data := volumeWithData(t, h, "pvc-src", 16<<20, 64<<10, 0)
 	other := mountVolume(t, h, "pvc-other", 16<<20)
-	data := make([]byte, 64<<10)
-	rand.Read(data)
-	writeAt(t, diskOf(h, src), data, 0)
 	first, err := snapshot(ctx, h, "snapshot-1", src)
 	testutil.Must(t, err)
 	again, err := snapshot(ctx, h, "snapshot-1", src)
@@ -158,10 +162,7 @@ func TestSnapshotSurvivesRestart(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	h := start(t, dir)
-	src := mountVolume(t, h, "pvc-src", 16<<20)
-	data := make([]byte, 64<<10)
-	rand.Read(data)
-	writeAt(t, diskOf(h, src), data, 1<<20)
+	src, data := volumeWithData(t, h, "pvc-src", 16<<20, 64<<10, 1<<20)
 	sn, err := snapshot(ctx, h, "snapshot-1", src)
 	testutil.Must(t, err)
 	h.stop()
@@ -270,10 +271,7 @@ func TestListSnapshots(t *testing.T) {
 func TestSnapshotSpace(t *testing.T) {
 	ctx := context.Background()
 	h := start(t, t.TempDir())
-	src := mountVolume(t, h, "pvc-src", 64<<20)
-	data := make([]byte, 32<<20)
-	rand.Read(data)
-	writeAt(t, diskOf(h, src), data, 0)
+	src, _ := volumeWithData(t, h, "pvc-src", 64<<20, 32<<20, 0)
 	capacity := func() int64 {
 		c, err := h.ctrl.GetCapacity(ctx, &csi.GetCapacityRequest{})
 		testutil.Must(t, err)
