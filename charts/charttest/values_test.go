@@ -2,14 +2,20 @@ package charttest
 
 import (
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
 )
 
 // valueSet is a values file the chart must render into objects the API server accepts. check
@@ -40,6 +46,20 @@ var valueSets = []valueSet{
 			if tol := r.daemonSet(t).Spec.Template.Spec.Tolerations; len(tol) != 1 || tol[0].Operator != corev1.TolerationOpExists {
 				t.Errorf("node tolerations %v, want one with operator Exists", tol)
 			}
+			wantSnapshots(t, r, snapshots{crds: true, controller: true, defaultClass: true})
+		},
+	},
+	{
+		// A cluster that has the VolumeSnapshot CRDs and a snapshot controller already.
+		name: "snapshots-from-the-cluster",
+		values: `snapshots:
+  installCRDs: false
+  defaultClass: false
+  controller:
+    enabled: false
+`,
+		check: func(t *testing.T, r rendered) {
+			wantSnapshots(t, r, snapshots{})
 		},
 	},
 	{
@@ -345,5 +365,75 @@ func wantClasses(t *testing.T, r rendered, want map[string]class) {
 	}
 	if !maps.Equal(got, want) {
 		t.Errorf("StorageClasses %+v, want %+v", got, want)
+	}
+}
+
+// snapshots is what the chart renders for volume snapshots besides the csi-snapshotter sidecar,
+// which every value set has.
+type snapshots struct{ crds, controller, defaultClass bool }
+
+// wantSnapshots checks the snapshot CRDs (external-snapshotter's, unchanged but for the keep
+// policy), the snapshot controller, the VolumeSnapshotClass and the csi-snapshotter sidecar.
+func wantSnapshots(t *testing.T, r rendered, want snapshots) {
+	t.Helper()
+	sidecar := r.container(t, "DaemonSet", "csi-snapshotter")
+	wantArgs(t, sidecar, "--csi-address=/csi/csi.sock", "--node-deployment")
+	if !slices.ContainsFunc(sidecar.Env, func(e corev1.EnvVar) bool { return e.Name == "NODE_NAME" && e.ValueFrom != nil }) {
+		t.Errorf("csi-snapshotter has no NODE_NAME from the pod's node: %v", sidecar.Env)
+	}
+	files, err := filepath.Glob(filepath.Join(chartDir, snapshotCRDDir, "*.yaml"))
+	if err != nil || len(files) != 3 {
+		t.Fatalf("snapshot CRDs in the chart: %v, %v; want 3", files, err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var crd apiextensionsv1.CustomResourceDefinition
+		if err := yaml.UnmarshalStrict(data, &crd); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		var got apiextensionsv1.CustomResourceDefinition
+		found := slices.ContainsFunc(r, func(o object) bool { return o.GetKind() == "CustomResourceDefinition" && o.GetName() == crd.Name })
+		if found != want.crds {
+			t.Errorf("CRD %s rendered: %v, want %v", crd.Name, found, want.crds)
+		}
+		if !found {
+			continue
+		}
+		r.convert(t, "CustomResourceDefinition", crd.Name, &got)
+		if !equality.Semantic.DeepEqual(got.Spec, crd.Spec) {
+			t.Errorf("CRD %s: the rendered spec differs from %s", crd.Name, f)
+		}
+		if got.Annotations["helm.sh/resource-policy"] != "keep" {
+			t.Errorf("CRD %s: helm uninstall would delete it, and every VolumeSnapshot with it", crd.Name)
+		}
+	}
+	found := slices.ContainsFunc(r, func(o object) bool {
+		return o.GetKind() == "Deployment" && o.GetName() == "slimvirt-snapshot-controller"
+	})
+	if found != want.controller {
+		t.Fatalf("snapshot controller rendered: %v, want %v", found, want.controller)
+	}
+	if found {
+		var d appsv1.Deployment
+		r.convert(t, "Deployment", "slimvirt-snapshot-controller", &d)
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 || len(d.Spec.Template.Spec.Containers) != 1 {
+			t.Errorf("snapshot controller: replicas %v, %d containers; want 1, 1", d.Spec.Replicas, len(d.Spec.Template.Spec.Containers))
+		}
+		c := d.Spec.Template.Spec.Containers[0]
+		wantArgs(t, c, "--leader-election", "--enable-distributed-snapshotting")
+		if c.Image != r.container(t, "DaemonSet", "csi-snapshotter").Image || c.Command[0] != "/usr/bin/snapshot-controller" {
+			t.Errorf("snapshot controller runs %v from %s, want snapshot-controller from the sidecars' image", c.Command, c.Image)
+		}
+	}
+	var class snapshotv1.VolumeSnapshotClass
+	r.convert(t, "VolumeSnapshotClass", "slimvirt", &class)
+	if class.Driver != "csi.slimvirt.io" || class.DeletionPolicy != snapshotv1.VolumeSnapshotContentDelete {
+		t.Errorf("VolumeSnapshotClass slimvirt: driver %s, deletion policy %s", class.Driver, class.DeletionPolicy)
+	}
+	if isDefault := class.Annotations["snapshot.storage.kubernetes.io/is-default-class"] == "true"; isDefault != want.defaultClass {
+		t.Errorf("VolumeSnapshotClass slimvirt is the default: %v, want %v", isDefault, want.defaultClass)
 	}
 }

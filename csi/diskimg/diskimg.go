@@ -154,10 +154,29 @@ func CloneFile(in, out *os.File, size int64) (reflinked bool, err error) {
 // only the data extents, so the time and the space taken follow the data, not the size. It
 // does not sync out.
 func CopyFile(in, out *os.File) (reflinked bool, err error) {
+	return copyFile(in, out, -1)
+}
+
+// ErrTooLarge is returned for a file longer than the copy may be.
+var ErrTooLarge = errors.New("is larger than the copy may be")
+
+// CopyFileAtMost copies as CopyFile does, but never more than limit bytes: an in longer than
+// limit is refused with ErrTooLarge before anything is copied, and a reflink (which takes in
+// as long as it is by then) that comes out longer is dropped and refused the same way. Whoever
+// writes in while it is copied cannot make out larger than limit.
+func CopyFileAtMost(in, out *os.File, limit int64) (reflinked bool, err error) {
+	return copyFile(in, out, limit)
+}
+
+// copyFile is CopyFile with a limit (-1: none).
+func copyFile(in, out *os.File, limit int64) (reflinked bool, err error) {
 	src, dst := in.Name(), out.Name()
 	fi, err := in.Stat()
 	if err != nil {
 		return false, fmt.Errorf("stat clone source %s: %w", src, err)
+	}
+	if limit >= 0 && fi.Size() > limit {
+		return false, fmt.Errorf("copy %s: %d bytes, %d allowed: %w", src, fi.Size(), limit, ErrTooLarge)
 	}
 	if fo, err := out.Stat(); err != nil {
 		return false, fmt.Errorf("stat clone %s: %w", dst, err)
@@ -168,6 +187,16 @@ func CopyFile(in, out *os.File) (reflinked bool, err error) {
 		return false, fmt.Errorf("empty clone %s: %w", dst, err)
 	}
 	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
+		if limit < 0 {
+			return true, nil
+		}
+		fo, err := out.Stat()
+		if err != nil {
+			return true, fmt.Errorf("stat clone %s: %w", dst, err)
+		}
+		if fo.Size() > limit {
+			return true, errors.Join(fmt.Errorf("copy %s: %d bytes, %d allowed: %w", src, fo.Size(), limit, ErrTooLarge), out.Truncate(0))
+		}
 		return true, nil
 	}
 	if err := copySparse(in, out, fi.Size()); err != nil {
@@ -176,8 +205,9 @@ func CopyFile(in, out *os.File) (reflinked bool, err error) {
 	return false, nil
 }
 
-// copySparse copies the data extents of in (found with SEEK_DATA/SEEK_HOLE) to the same
-// offsets of out, using copy_file_range so the kernel moves the bytes.
+// copySparse copies the data extents of in (found with SEEK_DATA/SEEK_HOLE) below size to the
+// same offsets of out, using copy_file_range so the kernel moves the bytes. Data written past
+// size while it copies is left out.
 func copySparse(in, out *os.File, size int64) error {
 	if err := out.Truncate(size); err != nil {
 		return err
@@ -196,6 +226,10 @@ func copySparse(in, out *os.File, size int64) error {
 		if err != nil {
 			return fmt.Errorf("find hole after %d: %w", data, err)
 		}
+		if data >= size {
+			return nil
+		}
+		hole = min(hole, size)
 		if err := copyRange(ifd, ofd, data, hole-data); err != nil {
 			return err
 		}

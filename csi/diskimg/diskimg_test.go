@@ -3,6 +3,7 @@ package diskimg
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -80,5 +81,60 @@ func TestResetAndGrow(t *testing.T) {
 	}
 	if fi, _ := os.Stat(p); fi.Size() != 16<<20 {
 		t.Fatalf("size %d after grow", fi.Size())
+	}
+}
+
+// TestCopyFileAtMost: a copy bounded by a limit takes a file up to the limit, refuses a longer
+// one (a sparse file of any length costs its owner nothing) before copying a byte, and never
+// leaves out longer than the limit.
+func TestCopyFileAtMost(t *testing.T) {
+	tests := []struct {
+		name    string
+		size    int64
+		limit   int64
+		refused bool
+	}{
+		{"shorter than the limit", 8 << 20, 16 << 20, false},
+		{"exactly the limit", 16 << 20, 16 << 20, false},
+		{"one sector longer", 16<<20 + 512, 16 << 20, true},
+		{"a sparse terabyte", 1 << 40, 16 << 20, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+			testutil.Must(t, Create(src, tt.size))
+			data := make([]byte, 1<<20)
+			rand.Read(data)
+			f, err := os.OpenFile(src, os.O_WRONLY, 0)
+			testutil.Must(t, err)
+			_, err = f.WriteAt(data, 4<<20)
+			testutil.Must(t, err)
+			testutil.Must(t, f.Close())
+			in, err := Open(dir, "src", os.O_RDONLY, 0)
+			testutil.Must(t, err)
+			defer in.Close()
+			out, err := Open(dir, "dst", os.O_RDWR|os.O_CREATE, 0o600)
+			testutil.Must(t, err)
+			defer out.Close()
+			_, err = CopyFileAtMost(in, out, tt.limit)
+			if tt.refused != errors.Is(err, ErrTooLarge) {
+				t.Fatalf("copy of %d bytes with limit %d: %v, want refused %v", tt.size, tt.limit, err, tt.refused)
+			}
+			fi, _ := os.Stat(dst)
+			want := tt.size
+			if tt.refused {
+				want = 0
+			}
+			if fi.Size() != want {
+				t.Fatalf("out is %d bytes, want %d", fi.Size(), want)
+			}
+			if !tt.refused {
+				got := make([]byte, len(data))
+				if _, err := out.ReadAt(got, 4<<20); err != nil || !bytes.Equal(got, data) {
+					t.Fatalf("copy differs: %v", err)
+				}
+			}
+		})
 	}
 }

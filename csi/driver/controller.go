@@ -24,8 +24,8 @@ import (
 )
 
 // ControllerGetCapabilities tells the external provisioner, resizer and snapshotter sidecars
-// which controller RPCs this driver serves: create/delete, capacity, clones, listing, expansion
-// and single-node multi-writer access.
+// which controller RPCs this driver serves: create/delete, capacity, clones, listing, expansion,
+// snapshots and single-node multi-writer access.
 func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
 	var caps []*csi.ControllerServiceCapability
 	for _, t := range []csi.ControllerServiceCapability_RPC_Type{
@@ -34,6 +34,9 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
 		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
 		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+		csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+		csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
 	} {
 		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
 			Rpc: &csi.ControllerServiceCapability_RPC{Type: t},
@@ -137,7 +140,8 @@ func (d *Driver) topology() []*csi.Topology {
 
 // CreateVolume makes a volume directory with a sparse disk.img of the requested size in the
 // chosen pool (a filesystem volume in a pool with project quotas also gets its own project and
-// limit), empty, cloned from another volume on this node, or to be filled by an import or upload named by the PVC. A
+// limit), empty, cloned from another volume or restored from a snapshot on this node, or to be
+// filled by an import or upload named by the PVC. A
 // repeated call with the same name returns the existing volume when it matches the request and
 // AlreadyExists when it does not.
 func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
@@ -156,12 +160,12 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	cloneOf, err := contentSource(req.GetVolumeContentSource())
+	from, err := contentSource(req.GetVolumeContentSource())
 	if err != nil {
 		return nil, err
 	}
 	// The PVC is read before taking the lock: an API round trip must not stall other calls.
-	owner, claimSrc, err := d.claimOf(ctx, req.GetParameters(), cloneOf)
+	owner, claimSrc, err := d.claimOf(ctx, req.GetParameters(), from)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +176,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	// Idempotency first: the same name returns the same volume when it is compatible.
 	if v, err := d.store.ByName(req.GetName()); err == nil {
 		lim := req.GetCapacityRange().GetLimitBytes()
-		if v.Size < req.GetCapacityRange().GetRequiredBytes() || (lim > 0 && v.Size > lim) || v.Block != block || v.Pool != pool || sourceOf(v) != cloneOf {
+		if v.Size < req.GetCapacityRange().GetRequiredBytes() || (lim > 0 && v.Size > lim) || v.Block != block || v.Pool != pool || copiedFrom(v) != from {
 			return nil, status.Errorf(codes.AlreadyExists, "volume %s exists with different size, mode, pool or source", req.GetName())
 		}
 		return &csi.CreateVolumeResponse{Volume: d.csiVolume(v, req.GetVolumeContentSource())}, nil
@@ -181,16 +185,9 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, status.Errorf(codes.ResourceExhausted, "topology requirement does not include node %s", d.cfg.NodeID)
 	}
 
-	var src *state.Source
-	if cloneOf != "" {
-		sv, err := d.store.Get(cloneOf)
-		if err != nil {
-			return nil, status.Errorf(codes.NotFound, "clone source volume %s not found on node %s", cloneOf, d.cfg.NodeID)
-		}
-		if sv.Size > size {
-			return nil, status.Errorf(codes.OutOfRange, "clone source %s is %d bytes, larger than the requested %d", cloneOf, sv.Size, size)
-		}
-		src = &state.Source{CloneOf: cloneOf}
+	src, err := d.copySource(from, size)
+	if err != nil {
+		return nil, err
 	}
 	if claimSrc != nil && src == nil {
 		src = claimSrc
@@ -216,15 +213,45 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	return &csi.CreateVolumeResponse{Volume: d.csiVolume(v, req.GetVolumeContentSource())}, nil
 }
 
+// copySource checks the volume or snapshot a new volume of size bytes copies, on this node,
+// and returns the new volume's source; nil when it copies nothing. The caller holds d.mu.
+func (d *Driver) copySource(from copyOf, size int64) (*state.Source, error) {
+	switch {
+	case from.volume != "":
+		sv, err := d.store.Get(from.volume)
+		if err != nil {
+			return nil, status.Errorf(codes.NotFound, "clone source volume %s not found on node %s", from.volume, d.cfg.NodeID)
+		}
+		if sv.Size > size {
+			return nil, status.Errorf(codes.OutOfRange, "clone source %s is %d bytes, larger than the requested %d", from.volume, sv.Size, size)
+		}
+		return &state.Source{CloneOf: from.volume}, nil
+	case from.snapshot != "":
+		// A snapshot lives on its source volume's node: a volume made from it is made there.
+		sn, err := d.store.GetSnapshot(from.snapshot)
+		if err != nil || sn.Failed != "" {
+			return nil, status.Errorf(codes.NotFound, "snapshot %s not found on node %s", from.snapshot, d.cfg.NodeID)
+		}
+		if !sn.Ready {
+			return nil, status.Errorf(codes.Unavailable, "snapshot %s is still being taken", from.snapshot)
+		}
+		if sn.Size > size {
+			return nil, status.Errorf(codes.OutOfRange, "snapshot %s is %d bytes, larger than the requested %d", from.snapshot, sn.Size, size)
+		}
+		return &state.Source{Snapshot: from.snapshot}, nil
+	}
+	return nil, nil
+}
+
 // claimOf names the PVC a volume is made for, when the provisioner said, and reads the content
-// it asks for (none for a clone, whose content is the source volume's).
-func (d *Driver) claimOf(ctx context.Context, params map[string]string, cloneOf string) (*state.Claim, *state.Source, error) {
+// it asks for (none for a clone or a restore, whose content is its source's).
+func (d *Driver) claimOf(ctx context.Context, params map[string]string, from copyOf) (*state.Claim, *state.Source, error) {
 	ns, name := params[paramPVCNamespace], params[paramPVCName]
 	if ns == "" || name == "" {
 		return nil, nil, nil
 	}
 	owner := &state.Claim{Namespace: ns, Name: name}
-	if cloneOf != "" || d.cfg.Cluster == nil {
+	if from != (copyOf{}) || d.cfg.Cluster == nil {
 		return owner, nil, nil
 	}
 	req, err := d.cfg.Cluster.ClaimSource(ctx, ns, name)
@@ -243,7 +270,7 @@ func (d *Driver) claimOf(ctx context.Context, params map[string]string, cloneOf 
 // newVolume makes the volume's directory and disk and records it: blank and ready, or waiting
 // for its content.
 func (d *Driver) newVolume(name, pool, poolDir string, size int64, block bool, src *state.Source, owner *state.Claim) (state.Volume, error) {
-	id, err := newID()
+	id, err := newID("vol-")
 	if err != nil {
 		return state.Volume{}, status.Error(codes.Internal, err.Error())
 	}
@@ -285,25 +312,32 @@ func (d *Driver) newVolume(name, pool, poolDir string, size int64, block bool, s
 	return v, nil
 }
 
-func contentSource(cs *csi.VolumeContentSource) (string, error) {
-	if cs == nil {
-		return "", nil
-	}
-	if cs.GetSnapshot() != nil {
-		return "", status.Error(codes.InvalidArgument, "snapshots are not supported yet")
+// copyOf is the volume or the snapshot a new volume copies.
+type copyOf struct{ volume, snapshot string }
+
+func contentSource(cs *csi.VolumeContentSource) (copyOf, error) {
+	switch {
+	case cs == nil:
+		return copyOf{}, nil
+	case cs.GetSnapshot() != nil:
+		id := cs.GetSnapshot().GetSnapshotId()
+		if id == "" {
+			return copyOf{}, status.Error(codes.InvalidArgument, "content source snapshot ID is required")
+		}
+		return copyOf{snapshot: id}, nil
 	}
 	id := cs.GetVolume().GetVolumeId()
 	if id == "" {
-		return "", status.Error(codes.InvalidArgument, "content source volume ID is required")
+		return copyOf{}, status.Error(codes.InvalidArgument, "content source volume ID is required")
 	}
-	return id, nil
+	return copyOf{volume: id}, nil
 }
 
-func sourceOf(v state.Volume) string {
+func copiedFrom(v state.Volume) copyOf {
 	if v.Source == nil {
-		return ""
+		return copyOf{}
 	}
-	return v.Source.CloneOf
+	return copyOf{volume: v.Source.CloneOf, snapshot: v.Source.Snapshot}
 }
 
 func describeSource(s *state.Source) string {
@@ -312,6 +346,8 @@ func describeSource(s *state.Source) string {
 		return "blank"
 	case s.CloneOf != "":
 		return "clone:" + s.CloneOf
+	case s.Snapshot != "":
+		return "snapshot:" + s.Snapshot
 	case s.Upload:
 		return "upload"
 	case s.Import != nil:
@@ -330,16 +366,18 @@ func (d *Driver) csiVolume(v state.Volume, cs *csi.VolumeContentSource) *csi.Vol
 	}
 }
 
-func newID() (string, error) {
+// newID makes a volume's or a snapshot's ID: prefix and 24 random hex digits.
+func newID(prefix string) (string, error) {
 	b := make([]byte, 12)
 	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("make volume ID: %w", err)
+		return "", fmt.Errorf("make %sID: %w", prefix, err)
 	}
-	return "vol-" + hex.EncodeToString(b), nil
+	return prefix + hex.EncodeToString(b), nil
 }
 
 // DeleteVolume stops the volume's import, detaches its loop device and removes its directory and
 // state. An unknown volume is already deleted; a volume still published is FailedPrecondition.
+// Its snapshots stay: each is a copy of its own.
 func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
@@ -399,29 +437,39 @@ func (d *Driver) ValidateVolumeCapabilities(_ context.Context, req *csi.Validate
 
 // ListVolumes pages through the volumes of this node; the token is the index of the next entry.
 func (d *Driver) ListVolumes(_ context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
-	vols := d.store.List()
-	start := 0
-	if tok := req.GetStartingToken(); tok != "" {
-		n, err := strconv.Atoi(tok)
-		if err != nil || n < 0 || n > len(vols) {
-			return nil, status.Errorf(codes.Aborted, "starting token %q is not valid", tok)
-		}
-		start = n
+	vols, next, err := page(d.store.List(), req.GetMaxEntries(), req.GetStartingToken())
+	if err != nil {
+		return nil, err
 	}
-	end := len(vols)
-	if m := int(req.GetMaxEntries()); m > 0 && start+m < end {
-		end = start + m
-	}
-	resp := &csi.ListVolumesResponse{}
-	for _, v := range vols[start:end] {
+	resp := &csi.ListVolumesResponse{NextToken: next}
+	for _, v := range vols {
 		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{
 			Volume: d.csiVolume(v, nil),
 		})
 	}
-	if end < len(vols) {
-		resp.NextToken = strconv.Itoa(end)
-	}
 	return resp, nil
+}
+
+// page returns the entries of a listing from the token (the index of the next entry; empty:
+// the first), at most maxEntries of them (0: all), and the token of the entry after them.
+func page[T any](all []T, maxEntries int32, token string) ([]T, string, error) {
+	start := 0
+	if token != "" {
+		n, err := strconv.Atoi(token)
+		if err != nil || n < 0 || n > len(all) {
+			return nil, "", status.Errorf(codes.Aborted, "starting token %q is not valid", token)
+		}
+		start = n
+	}
+	end := len(all)
+	if m := int(maxEntries); m > 0 && start+m < end {
+		end = start + m
+	}
+	next := ""
+	if end < len(all) {
+		next = strconv.Itoa(end)
+	}
+	return all[start:end], next, nil
 }
 
 // GetCapacity reports what new volumes may still take from the pool the parameters name (see

@@ -2,7 +2,8 @@
 // csi.slimvirt.io hostpath driver, one instance per node. Filesystem volumes are a directory
 // holding a sparse raw disk.img of the requested size and whatever pods write beside it, held
 // to the volume's size by a project quota where the pool's filesystem has them; block volumes
-// are a loop device over the same kind of file. The driver also fills volumes (clone, HTTP import, upload) and serves
+// are a loop device over the same kind of file. Snapshots are copies of a volume's disk in its
+// pool (snapshot.go). The driver also fills volumes (clone, restore, HTTP import, upload) and serves
 // kubelet plugin registration and a health endpoint itself.
 package driver
 
@@ -91,6 +92,9 @@ type Config struct {
 	// PublishWait is how long NodePublishVolume waits for a volume still being filled before
 	// it answers Unavailable and lets kubelet retry.
 	PublishWait time.Duration
+	// SnapshotWait is how long CreateSnapshot waits for its copy before it answers
+	// ready_to_use false; the sidecar asks again until it is ready.
+	SnapshotWait time.Duration
 	// NodeExpansionOnly leaves controller expansion out of the capabilities, so the resizer
 	// hands every expansion to kubelet on the volume's node (multi-node clusters: the resizer
 	// is not node-aware). Volumes then grow only while a pod uses them.
@@ -147,6 +151,9 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if cfg.PublishWait == 0 {
 		cfg.PublishWait = 20 * time.Second
+	}
+	if cfg.SnapshotWait == 0 {
+		cfg.SnapshotWait = 20 * time.Second
 	}
 	pools := map[string]string{}
 	for _, p := range cfg.Pools {

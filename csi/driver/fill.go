@@ -16,18 +16,25 @@ import (
 	"github.com/slimvirt/slimvirt/csi/voltree"
 )
 
-// jobs runs the work that fills volumes (clones and imports) in the background, one goroutine
-// per volume, and restarts what a killed driver left unfinished.
+// jobs runs the driver's long work in the background, one goroutine per volume or snapshot
+// (fills: clones, restores and imports; snapshot copies), and restarts what a killed driver
+// left unfinished.
 type jobs struct {
 	d       *Driver
 	mu      sync.Mutex
-	running map[string]context.CancelFunc
+	running map[string]job
 	wg      sync.WaitGroup
 	base    context.Context
 }
 
+// job is one running piece of work: cancel stops it, done is closed when it has let go.
+type job struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
 func newJobs(d *Driver) *jobs {
-	return &jobs{d: d, running: map[string]context.CancelFunc{}, base: context.Background()}
+	return &jobs{d: d, running: map[string]job{}, base: context.Background()}
 }
 
 // resume restarts fills a previous run did not finish. An interrupted upload cannot be
@@ -36,6 +43,7 @@ func (j *jobs) resume(ctx context.Context) {
 	j.mu.Lock()
 	j.base = ctx
 	j.mu.Unlock()
+	j.d.abandonSnapshots()
 	for _, v := range j.d.store.List() {
 		if v.Content.Phase != claim.PhasePopulating {
 			continue
@@ -61,51 +69,66 @@ func (j *jobs) resume(ctx context.Context) {
 	}
 }
 
+// start fills v in the background.
 func (j *jobs) start(v state.Volume) {
+	j.run(v.ID, func(ctx context.Context) { j.d.fill(ctx, v) })
+}
+
+// run runs work for the volume or snapshot id in the background, unless work for id is
+// already running.
+func (j *jobs) run(id string, work func(context.Context)) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if _, ok := j.running[v.ID]; ok {
+	if _, ok := j.running[id]; ok {
 		return
 	}
 	ctx, cancel := context.WithCancel(j.base)
-	j.running[v.ID] = cancel
+	jb := job{cancel: cancel, done: make(chan struct{})}
+	j.running[id] = jb
 	j.wg.Add(1)
 	go func() {
 		defer j.wg.Done()
 		defer func() {
 			j.mu.Lock()
-			delete(j.running, v.ID)
+			delete(j.running, id)
 			j.mu.Unlock()
 			cancel()
+			close(jb.done)
 		}()
-		j.d.fill(ctx, v)
+		work(ctx)
 	}()
 }
 
-// cancel stops the fill of a volume that is being deleted and waits for it to let go.
+// done is closed when the work for id ends; nil when none is running.
+func (j *jobs) done(id string) <-chan struct{} {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if jb, ok := j.running[id]; ok {
+		return jb.done
+	}
+	return nil
+}
+
+// cancel stops the work for a volume or snapshot that is being deleted and waits (3 s at
+// most) for it to let go.
 func (j *jobs) cancel(id string) {
 	j.mu.Lock()
-	c, ok := j.running[id]
+	jb, ok := j.running[id]
 	j.mu.Unlock()
 	if !ok {
 		return
 	}
-	c()
-	for i := 0; i < 300; i++ {
-		j.mu.Lock()
-		_, ok = j.running[id]
-		j.mu.Unlock()
-		if !ok {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+	jb.cancel()
+	select {
+	case <-jb.done:
+	case <-time.After(3 * time.Second):
 	}
 }
 
 func (j *jobs) stopAll() {
 	j.mu.Lock()
-	for _, c := range j.running {
-		c()
+	for _, jb := range j.running {
+		jb.cancel()
 	}
 	j.mu.Unlock()
 	j.wg.Wait()
@@ -125,6 +148,8 @@ func (d *Driver) fill(ctx context.Context, v state.Volume) {
 		case v.Source == nil:
 		case v.Source.CloneOf != "":
 			err = d.cloneFrom(ctx, v)
+		case v.Source.Snapshot != "":
+			err = d.restoreFrom(v)
 		case v.Source.Import != nil && d.cfg.Filler != nil:
 			err = d.cfg.Filler.Import(ctx, v, *v.Source.Import, progress)
 		default:
@@ -200,7 +225,27 @@ func (d *Driver) cloneFrom(ctx context.Context, v state.Volume) error {
 	if !v.Block {
 		return d.cloneTree(ctx, src, v)
 	}
-	out, err := openDisk(v, os.O_RDWR, "clone into")
+	return d.copyInto(v, in, "cloned volume", "source", src.ID)
+}
+
+// restoreFrom fills v with a copy of its snapshot.
+func (d *Driver) restoreFrom(v state.Volume) error {
+	sn, err := d.store.GetSnapshot(v.Source.Snapshot)
+	if err != nil {
+		return permanentError{fmt.Errorf("restore volume %s: %w", v.Name, err)}
+	}
+	in, err := diskimg.Open(filepath.Dir(sn.Path), filepath.Base(sn.Path), os.O_RDONLY, 0)
+	if err != nil {
+		return permanentError{fmt.Errorf("open snapshot %s: %w", sn.ID, err)}
+	}
+	defer in.Close()
+	return d.copyInto(v, in, "restored volume", "snapshot", sn.ID)
+}
+
+// copyInto makes v's disk.img a copy of in (reflinked where the filesystem can), v's size,
+// and logs msg with the source's key and value.
+func (d *Driver) copyInto(v state.Volume, in *os.File, msg, key, source string) error {
+	out, err := openDisk(v, os.O_RDWR, "copy into")
 	if err != nil {
 		return err
 	}
@@ -210,7 +255,7 @@ func (d *Driver) cloneFrom(ctx context.Context, v state.Volume) error {
 	if err != nil {
 		return err
 	}
-	d.log.Info("cloned volume", "volume", v.ID, "source", src.ID, "reflink", reflinked, "duration", time.Since(start))
+	d.log.Info(msg, "volume", v.ID, key, source, "reflink", reflinked, "duration", time.Since(start))
 	return nil
 }
 

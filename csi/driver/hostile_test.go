@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -365,6 +366,42 @@ func TestHostileBlockAttach(t *testing.T) {
 			refused(t, err, "pvc-block", "attach")
 			if out, _ := exec.Command("losetup", "-j", node).Output(); len(out) > 0 {
 				t.Errorf("the node file is attached: %s", out)
+			}
+			nodeFileIntact(t, node, content)
+		})
+	}
+}
+
+// TestHostileSnapshot: a snapshot of a volume whose disk.img was replaced by a link to a node
+// file, a FIFO or a directory, or grown into a huge sparse file, is refused with the reason
+// before anything is copied: no snapshot is recorded or copied into the pool,
+// and the node file is unchanged.
+func TestHostileSnapshot(t *testing.T) {
+	all := slices.Concat(plants, []plant{
+		{"directory", func(t *testing.T, disk, _ string) {
+			testutil.Must(t, os.Remove(disk))
+			testutil.Must(t, os.Mkdir(disk, 0o755))
+		}},
+		{"sparse terabyte", func(t *testing.T, disk, _ string) {
+			testutil.Must(t, os.Truncate(disk, 1<<40))
+		}},
+	})
+	for _, p := range all {
+		t.Run(p.name, func(t *testing.T) {
+			node, content := nodeFile(t)
+			h := start(t, t.TempDir())
+			id := mountVolume(t, h, "pvc-tenant", 8<<20)
+			p.put(t, diskOf(h, id), node)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := h.ctrl.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: "snapshot-tenant", SourceVolumeId: id})
+			refused(t, err, "pvc-tenant", "snapshot")
+			list, lerr := h.ctrl.ListSnapshots(ctx, &csi.ListSnapshotsRequest{})
+			if lerr != nil || len(list.Entries) != 0 {
+				t.Errorf("snapshots after a refusal: %v, %v", list.GetEntries(), lerr)
+			}
+			if files, _ := filepath.Glob(filepath.Join(h.pool, "snapshots", "*")); len(files) != 0 {
+				t.Errorf("snapshot files after a refusal: %v", files)
 			}
 			nodeFileIntact(t, node, content)
 		})

@@ -93,7 +93,7 @@ func dropQuota(v state.Volume, poolDir string) error {
 // limit: what its project holds (disk.img and every other file) is already out of the free
 // space, so it takes limit minus that. Any other volume may still fill its disk.img's holes;
 // counting them as taken means a guest never finds its disk full although the disk says it
-// has room.
+// has room. Snapshots take what snapshotReserve says.
 func (d *Driver) available(dir string) (int64, error) {
 	var fs unix.Statfs_t
 	if err := unix.Statfs(dir, &fs); err != nil {
@@ -105,6 +105,11 @@ func (d *Driver) available(dir string) (int64, error) {
 			continue
 		}
 		free -= d.reserved(v, dir) + scratchReserve(v)
+	}
+	for _, sn := range d.store.ListSnapshots() {
+		if filepath.Dir(filepath.Dir(sn.Path)) == filepath.Clean(dir) {
+			free -= snapshotReserve(sn)
+		}
 	}
 	return max(free, 0), nil
 }

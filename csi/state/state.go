@@ -1,4 +1,4 @@
-// Package state keeps what slimvirt-csi knows about its volumes in one JSON file.
+// Package state keeps what slimvirt-csi knows about its volumes and snapshots in one JSON file.
 //
 // Every change is written before the call that made it returns, atomically (internal/atomicfile:
 // a temp file in the same directory, fsync, rename, fsync of the directory), so a driver killed
@@ -52,6 +52,8 @@ type Volume struct {
 type Source struct {
 	// CloneOf is the ID of the volume this one copies.
 	CloneOf string `json:"cloneOf,omitempty"`
+	// Snapshot is the ID of the snapshot this volume is made from.
+	Snapshot string `json:"snapshot,omitempty"`
 	// Import is an HTTP import.
 	Import *claim.Import `json:"import,omitempty"`
 	// Upload means the content arrives through the upload endpoint.
@@ -92,23 +94,49 @@ func (v Volume) clone() Volume {
 	return c
 }
 
-// ErrNotFound is returned for an unknown volume.
-var ErrNotFound = errors.New("volume not found")
+// Snapshot is a point-in-time copy of a volume's disk, a file of its own in the source
+// volume's pool. It does not depend on its source: a reflink shares blocks copy-on-write.
+type Snapshot struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// SourceVolume is the ID of the volume the snapshot was taken of.
+	SourceVolume string `json:"sourceVolume"`
+	Pool         string `json:"pool"`
+	// Path is the snapshot's file.
+	Path string `json:"path"`
+	// Size is the source volume's size when the snapshot was taken: the least a volume made
+	// from it holds.
+	Size int64 `json:"size"`
+	// Allocated is what the copy occupies on disk.
+	Allocated int64 `json:"allocated,omitempty"`
+	// Reflinked says the copy shares its blocks with the source's disk (copy-on-write).
+	Reflinked bool `json:"reflinked,omitempty"`
+	// Ready is set once the copy is complete.
+	Ready bool `json:"ready,omitempty"`
+	// Failed says why the copy did not complete; such a snapshot is taken again from scratch.
+	Failed  string    `json:"failed,omitempty"`
+	Created time.Time `json:"created"`
+}
 
-// Store is the persisted set of volumes. It is safe for concurrent use.
+// ErrNotFound is returned for an unknown volume or snapshot.
+var ErrNotFound = errors.New("not found")
+
+// Store is the persisted set of volumes and snapshots. It is safe for concurrent use.
 type Store struct {
-	path    string
-	mu      sync.Mutex
-	volumes map[string]Volume
+	path      string
+	mu        sync.Mutex
+	volumes   map[string]Volume
+	snapshots map[string]Snapshot
 }
 
 type file struct {
-	Volumes []Volume `json:"volumes"`
+	Volumes   []Volume   `json:"volumes"`
+	Snapshots []Snapshot `json:"snapshots,omitempty"`
 }
 
 // Open loads the state at path, or starts empty when the file does not exist yet.
 func Open(path string) (*Store, error) {
-	s := &Store{path: path, volumes: map[string]Volume{}}
+	s := &Store{path: path, volumes: map[string]Volume{}, snapshots: map[string]Snapshot{}}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
@@ -122,6 +150,9 @@ func Open(path string) (*Store, error) {
 	}
 	for _, v := range f.Volumes {
 		s.volumes[v.ID] = v
+	}
+	for _, sn := range f.Snapshots {
+		s.snapshots[sn.ID] = sn
 	}
 	return s, nil
 }
@@ -221,6 +252,7 @@ func (s *Store) save() error {
 		f.Volumes = append(f.Volumes, v)
 	}
 	sort.Slice(f.Volumes, func(i, j int) bool { return f.Volumes[i].ID < f.Volumes[j].ID })
+	f.Snapshots = s.sortedSnapshots()
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
@@ -231,6 +263,101 @@ func (s *Store) save() error {
 	}
 	if err := atomicfile.WriteFile(s.path, data, 0o600); err != nil {
 		return fmt.Errorf("save state: %w", err)
+	}
+	return nil
+}
+
+// GetSnapshot returns the snapshot with the given ID.
+func (s *Store) GetSnapshot(id string) (Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sn, ok := s.snapshots[id]
+	if !ok {
+		return Snapshot{}, fmt.Errorf("get snapshot %s: %w", id, ErrNotFound)
+	}
+	return sn, nil
+}
+
+// SnapshotByName returns the snapshot taken under the given CSI name.
+func (s *Store) SnapshotByName(name string) (Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sn := range s.snapshots {
+		if sn.Name == name {
+			return sn, nil
+		}
+	}
+	return Snapshot{}, fmt.Errorf("get snapshot named %s: %w", name, ErrNotFound)
+}
+
+// ListSnapshots returns all snapshots, sorted by ID so pagination is stable.
+func (s *Store) ListSnapshots() []Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sortedSnapshots()
+}
+
+// sortedSnapshots is the snapshots by ID. The caller holds s.mu.
+func (s *Store) sortedSnapshots() []Snapshot {
+	out := make([]Snapshot, 0, len(s.snapshots))
+	for _, sn := range s.snapshots {
+		out = append(out, sn)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// PutSnapshot adds or replaces a snapshot and saves the state.
+func (s *Store) PutSnapshot(sn Snapshot) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, had := s.snapshots[sn.ID]
+	s.snapshots[sn.ID] = sn
+	if err := s.save(); err != nil {
+		if had {
+			s.snapshots[sn.ID] = old
+		} else {
+			delete(s.snapshots, sn.ID)
+		}
+		return err
+	}
+	return nil
+}
+
+// UpdateSnapshot applies fn to the stored snapshot and saves the result; fn's error aborts the
+// change.
+func (s *Store) UpdateSnapshot(id string, fn func(*Snapshot) error) (Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.snapshots[id]
+	if !ok {
+		return Snapshot{}, fmt.Errorf("update snapshot %s: %w", id, ErrNotFound)
+	}
+	sn := old
+	if err := fn(&sn); err != nil {
+		return old, err
+	}
+	s.snapshots[id] = sn
+	if err := s.save(); err != nil {
+		s.snapshots[id] = old
+		return old, err
+	}
+	return sn, nil
+}
+
+// DeleteSnapshot removes a snapshot and saves the state; deleting an unknown snapshot is not
+// an error.
+func (s *Store) DeleteSnapshot(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.snapshots[id]
+	if !ok {
+		return nil
+	}
+	delete(s.snapshots, id)
+	if err := s.save(); err != nil {
+		s.snapshots[id] = old
+		return err
 	}
 	return nil
 }

@@ -84,6 +84,73 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// TestReloadSnapshots checks that every kind of change to snapshots survives a restart, next to
+// the volumes: taken, copied, failed, deleted.
+func TestReloadSnapshots(t *testing.T) {
+	vol := Volume{ID: "vol-a", Name: "pvc-a", Pool: "default", Dir: "/pool/vol-a", Size: 1 << 20,
+		Content: claim.Content{Phase: claim.PhaseReady}, Created: time.Unix(1700000000, 0).UTC()}
+	base := Snapshot{ID: "snap-a", Name: "snapshot-a", SourceVolume: "vol-a", Pool: "default",
+		Path: "/pool/snapshots/snap-a.img", Size: 1 << 20, Allocated: 4096, Created: time.Unix(1700000100, 0).UTC()}
+	withSnap := func(f func(*Snapshot)) Snapshot { c := base; f(&c); return c }
+	tests := []struct {
+		name   string
+		change func(*testing.T, *Store)
+		want   map[string]Snapshot
+	}{
+		{"taken", func(t *testing.T, s *Store) { testutil.Must(t, s.PutSnapshot(base)) }, map[string]Snapshot{"snap-a": base}},
+		{"copied", func(t *testing.T, s *Store) {
+			testutil.Must(t, s.PutSnapshot(base))
+			_, err := s.UpdateSnapshot("snap-a", func(sn *Snapshot) error { sn.Ready, sn.Reflinked, sn.Allocated = true, true, 8192; return nil })
+			testutil.Must(t, err)
+		}, map[string]Snapshot{"snap-a": withSnap(func(sn *Snapshot) { sn.Ready, sn.Reflinked, sn.Allocated = true, true, 8192 })}},
+		{"failed", func(t *testing.T, s *Store) {
+			testutil.Must(t, s.PutSnapshot(base))
+			_, err := s.UpdateSnapshot("snap-a", func(sn *Snapshot) error { sn.Failed = "no space left on device"; return nil })
+			testutil.Must(t, err)
+		}, map[string]Snapshot{"snap-a": withSnap(func(sn *Snapshot) { sn.Failed = "no space left on device" })}},
+		{"deleted", func(t *testing.T, s *Store) {
+			testutil.Must(t, s.PutSnapshot(base))
+			testutil.Must(t, s.PutSnapshot(withSnap(func(sn *Snapshot) { sn.ID, sn.Name = "snap-b", "snapshot-b" })))
+			testutil.Must(t, s.DeleteSnapshot("snap-a"))
+			testutil.Must(t, s.DeleteSnapshot("snap-unknown"))
+		}, map[string]Snapshot{"snap-b": withSnap(func(sn *Snapshot) { sn.ID, sn.Name = "snap-b", "snapshot-b" })}},
+		{"source volume deleted", func(t *testing.T, s *Store) {
+			testutil.Must(t, s.PutSnapshot(base))
+			testutil.Must(t, s.Delete("vol-a"))
+		}, map[string]Snapshot{"snap-a": base}},
+		{"failed update changes nothing", func(t *testing.T, s *Store) {
+			testutil.Must(t, s.PutSnapshot(base))
+			if _, err := s.UpdateSnapshot("snap-a", func(sn *Snapshot) error { sn.Ready = true; return os.ErrInvalid }); err == nil {
+				t.Fatal("update error was swallowed")
+			}
+		}, map[string]Snapshot{"snap-a": base}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			s, err := Open(path)
+			testutil.Must(t, err)
+			testutil.Must(t, s.Put(vol))
+			tt.change(t, s)
+			reopened, err := Open(path)
+			testutil.Must(t, err)
+			for _, st := range []*Store{s, reopened} {
+				got := map[string]Snapshot{}
+				for _, sn := range st.ListSnapshots() {
+					got[sn.ID] = sn
+					byName, err := st.SnapshotByName(sn.Name)
+					if err != nil || byName != sn {
+						t.Errorf("snapshot named %s: %+v, %v", sn.Name, byName, err)
+					}
+				}
+				if !reflect.DeepEqual(got, tt.want) {
+					t.Fatalf("snapshots = %+v\nwant        %+v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
 func TestCopiesAreIsolated(t *testing.T) {
 	s, err := Open(filepath.Join(t.TempDir(), "state.json"))
 	testutil.Must(t, err)
