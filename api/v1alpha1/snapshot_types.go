@@ -223,7 +223,13 @@ type SnapshotContentSource struct {
 type SnapshotVirtualMachine struct {
 	// +optional
 	ObjectMeta SnapshotObjectMeta `json:"metadata,omitempty"`
-	Spec       VirtualMachineSpec `json:"spec"`
+	// Spec is kept without the VM's schema, as KubeVirt keeps it: the VM's validation rules
+	// were checked when the VM was written, and repeating them here would exceed the API
+	// server's budget for one object's rules.
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	Spec VirtualMachineSpec `json:"spec"`
 }
 
 // SnapshotObjectMeta is the part of a VM's metadata a snapshot keeps.
@@ -274,12 +280,19 @@ type SnapshotPVCSpec struct {
 	// +kubebuilder:validation:MaxItems=4
 	AccessModes []corev1.PersistentVolumeAccessMode `json:"accessModes,omitempty"`
 	// +optional
-	Resources StorageResources `json:"resources,omitempty"`
+	Resources SnapshotPVCResources `json:"resources,omitempty"`
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	StorageClassName *string `json:"storageClassName,omitempty"`
 	// +optional
 	VolumeMode *corev1.PersistentVolumeMode `json:"volumeMode,omitempty"`
+}
+
+// SnapshotPVCResources is the captured claim's requests.
+type SnapshotPVCResources struct {
+	// +optional
+	// +kubebuilder:validation:MaxProperties=12
+	Requests corev1.ResourceList `json:"requests,omitempty"`
 }
 
 // VirtualMachineSnapshotContentStatus says whether the copy is usable.
