@@ -92,17 +92,18 @@ const (
 type Indication string
 
 const (
-	// IndicationOnline: the VM was running.
+	// IndicationOnline says the VM was running.
 	IndicationOnline Indication = "Online"
-	// IndicationGuestAgent: the guest's filesystems were frozen through its agent.
+	// IndicationGuestAgent says the guest's filesystems were frozen through its agent.
 	IndicationGuestAgent Indication = "GuestAgent"
-	// IndicationNoGuestAgent: there was no agent to freeze them; the copy is crash-consistent.
+	// IndicationNoGuestAgent says there was no agent to freeze them; the copy is crash-consistent.
 	IndicationNoGuestAgent Indication = "NoGuestAgent"
 )
 
 // SnapshotConditionType names a snapshot or restore condition; the values are KubeVirt's.
 type SnapshotConditionType string
 
+// The snapshot and restore conditions.
 const (
 	ConditionProgressing SnapshotConditionType = "Progressing"
 	ConditionReady       SnapshotConditionType = "Ready"

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -168,7 +169,7 @@ func TestVMSnapshotAndRestore(t *testing.T) {
 	}
 
 	readyVolumeSnapshot(t, ns, vsName, "2Gi")
-	s = waitSnapshot(t, ns, "snap", "ready", func(s *v1.VirtualMachineSnapshot) bool {
+	waitSnapshot(t, ns, "snap", "ready", func(s *v1.VirtualMachineSnapshot) bool {
 		return s.Status.Phase == v1.SnapshotSucceeded && ptr.Deref(s.Status.ReadyToUse, false) && s.Status.CreationTime != nil
 	})
 
@@ -180,7 +181,7 @@ func TestVMSnapshotAndRestore(t *testing.T) {
 	}
 	eventually(t, "the restore to complete", func() (bool, error) {
 		err := env.c.Get(ctx, client.ObjectKeyFromObject(rs), rs)
-		return err == nil && ptr.Deref(rs.Status.Complete, false), fmt.Errorf("%v: %+v", err, rs.Status)
+		return err == nil && ptr.Deref(rs.Status.Complete, false), fmt.Errorf("%w: %+v", err, rs.Status)
 	})
 	pvcName := "restore-" + string(rs.UID) + "-data"
 	if r := rs.Status.Restores; len(r) != 1 || r[0].VolumeName != "data" || r[0].PersistentVolumeClaimName != pvcName || r[0].VolumeSnapshotName != vsName ||
@@ -237,7 +238,7 @@ func TestVMSnapshotAndRestore(t *testing.T) {
 				return true, nil
 			}
 		}
-		return false, fmt.Errorf("%v: %+v", err, rs2.Status)
+		return false, fmt.Errorf("%w: %+v", err, rs2.Status)
 	})
 	if ptr.Deref(rs2.Status.Complete, true) || len(rs2.Status.Restores) != 0 {
 		t.Errorf("refused restore status %+v", rs2.Status)
@@ -369,7 +370,7 @@ func TestVMSnapshotDeletionPolicy(t *testing.T) {
 			eventually(t, "the content and volumesnapshot to go", func() (bool, error) {
 				errC := env.c.Get(ctx, contentKey, &v1.VirtualMachineSnapshotContent{})
 				errV := env.c.Get(ctx, vsKey, &snapv1.VolumeSnapshot{})
-				return apierrors.IsNotFound(errC) && apierrors.IsNotFound(errV), fmt.Errorf("content: %v, volumesnapshot: %v", errC, errV)
+				return apierrors.IsNotFound(errC) && apierrors.IsNotFound(errV), errors.Join(errC, errV)
 			})
 			continue
 		}
@@ -426,7 +427,7 @@ func TestDataVolumeSnapshotSource(t *testing.T) {
 	}
 	eventually(t, "the datavolume to succeed", func() (bool, error) {
 		err := env.c.Get(ctx, client.ObjectKeyFromObject(dv), dv)
-		return err == nil && dv.Status.Phase == v1.DataVolumeSucceeded, fmt.Errorf("%v: %+v", err, dv.Status)
+		return err == nil && dv.Status.Phase == v1.DataVolumeSucceeded, fmt.Errorf("%w: %+v", err, dv.Status)
 	})
 
 	cross := &v1.DataVolume{ObjectMeta: objectMeta(ns, "cross"), Spec: v1.DataVolumeSpec{
@@ -442,7 +443,7 @@ func TestDataVolumeSnapshotSource(t *testing.T) {
 				return true, nil
 			}
 		}
-		return false, fmt.Errorf("%v: %+v", err, cross.Status)
+		return false, fmt.Errorf("%w: %+v", err, cross.Status)
 	})
 	if err := env.c.Get(ctx, client.ObjectKeyFromObject(cross), &corev1.PersistentVolumeClaim{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a pvc was made for a snapshot of another namespace: %v", err)

@@ -436,11 +436,13 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *v1.VirtualMachineSnapsh
 	if err := r.Client.Status().Patch(ctx, s, patch); err != nil {
 		return fmt.Errorf("update status of vmsnapshot %s: %w", s.Name, err)
 	}
-	switch {
-	case st.Phase == old:
-	case st.Phase == v1.SnapshotSucceeded:
+	if st.Phase == old {
+		return nil
+	}
+	switch st.Phase {
+	case v1.SnapshotSucceeded:
 		r.Recorder.Eventf(s, nil, corev1.EventTypeNormal, "VirtualMachineSnapshotReady", "Reconcile", "VirtualMachineSnapshot %s is ready to use", s.Name)
-	case st.Phase == v1.SnapshotFailed:
+	case v1.SnapshotFailed:
 		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, "VirtualMachineSnapshotFailed", "Reconcile", "%s", ptr.Deref(st.Error.Message, ""))
 	}
 	return nil
