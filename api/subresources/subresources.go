@@ -6,7 +6,12 @@
 // aggregated server checks again with a SubjectAccessReview.
 package subresources
 
-import "path"
+import (
+	"path"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
 
 // The aggregated API.
 const (
@@ -33,6 +38,23 @@ const (
 	Unpause     = "unpause"     // PUT
 	SoftReboot  = "softreboot"  // PUT: ACPI reboot of the guest
 	GuestOSInfo = "guestosinfo" // GET: the guest agent's answer as JSON (launcherpod.GuestInfo)
+	// Freeze freezes the guest's filesystems through its agent (PUT, body FreezeOptions); the
+	// launcher thaws them by itself after the unfreeze timeout.
+	Freeze   = "freeze"
+	Unfreeze = "unfreeze" // PUT: thaw them
+)
+
+// FreezeOptions is the body of a freeze request, as KubeVirt's FreezeUnfreezeTimeout.
+type FreezeOptions struct {
+	// UnfreezeTimeout is how long the guest stays frozen at most; DefaultUnfreezeTimeout when
+	// unset or 0, never more than MaxUnfreezeTimeout.
+	UnfreezeTimeout *metav1.Duration `json:"unfreezeTimeout,omitempty"`
+}
+
+// The bounds of a freeze: a frozen guest cannot write, so it never stays so for long.
+const (
+	DefaultUnfreezeTimeout = 5 * time.Minute
+	MaxUnfreezeTimeout     = 10 * time.Minute
 )
 
 // Subresources of virtualmachines.

@@ -51,3 +51,23 @@ func (s *VirtualMachineInstanceStatus) Condition(t VirtualMachineInstanceConditi
 func (c *VirtualMachineInstanceCondition) IsTrue() bool {
 	return c != nil && c.Status == corev1.ConditionTrue
 }
+
+// SetSnapshotCondition puts c into a snapshot's or restore's conditions, keeping its
+// transition time while its status does not change and its probe time while nothing changes.
+func SetSnapshotCondition(conds *[]SnapshotCondition, c SnapshotCondition, now metav1.Time) {
+	c.LastProbeTime, c.LastTransitionTime = now, now
+	for i, old := range *conds {
+		if old.Type != c.Type {
+			continue
+		}
+		if old.Status == c.Status {
+			c.LastTransitionTime = old.LastTransitionTime
+			if old.Reason == c.Reason && old.Message == c.Message {
+				c.LastProbeTime = old.LastProbeTime
+			}
+		}
+		(*conds)[i] = c
+		return
+	}
+	*conds = append(*conds, c)
+}

@@ -37,7 +37,7 @@ type DataVolumeList struct {
 // DataVolumeSpec is the content and the claim to create. Exactly one of Storage and PVC is set.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.storage) != has(self.pvc)",message="set exactly one of spec.storage and spec.pvc"
-// +kubebuilder:validation:XValidation:rule="has(self.source.pvc) || (has(self.storage) && has(self.storage.resources) && has(self.storage.resources.requests) && 'storage' in self.storage.resources.requests) || (has(self.pvc) && has(self.pvc.resources) && has(self.pvc.resources.requests) && 'storage' in self.pvc.resources.requests)",message="resources.requests.storage is required unless the source is a pvc"
+// +kubebuilder:validation:XValidation:rule="has(self.source.pvc) || has(self.source.snapshot) || (has(self.storage) && has(self.storage.resources) && has(self.storage.resources.requests) && 'storage' in self.storage.resources.requests) || (has(self.pvc) && has(self.pvc.resources) && has(self.pvc.resources.requests) && 'storage' in self.pvc.resources.requests)",message="resources.requests.storage is required unless the source is a pvc or a snapshot"
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable"
 // +kubebuilder:validation:XValidation:rule="!has(self.storage) || !has(self.storage.resources) || !has(self.storage.resources.requests) || self.storage.resources.requests.all(k, isQuantity(string(self.storage.resources.requests[k])))",message="spec.storage.resources.requests must be quantities, such as 10Gi (see ResourceRequirements)"
 // +kubebuilder:validation:XValidation:rule="!has(self.pvc) || !has(self.pvc.resources) || !has(self.pvc.resources.requests) || self.pvc.resources.requests.all(k, isQuantity(string(self.pvc.resources.requests[k])))",message="spec.pvc.resources.requests must be quantities, such as 10Gi (see ResourceRequirements)"
@@ -59,7 +59,7 @@ type DataVolumeSpec struct {
 
 // DataVolumeSourceSpec is CDI's DataVolumeSource: exactly one kind of source.
 //
-// +kubebuilder:validation:XValidation:rule="[has(self.http), has(self.upload), has(self.pvc), has(self.blank)].filter(x, x).size() == 1",message="set exactly one of http, upload, pvc and blank"
+// +kubebuilder:validation:XValidation:rule="[has(self.http), has(self.upload), has(self.pvc), has(self.blank), has(self.snapshot)].filter(x, x).size() == 1",message="set exactly one of http, upload, pvc, snapshot and blank"
 type DataVolumeSourceSpec struct {
 	// +optional
 	HTTP *DataVolumeSourceHTTP `json:"http,omitempty"`
@@ -69,6 +69,8 @@ type DataVolumeSourceSpec struct {
 	PVC *DataVolumeSourcePVC `json:"pvc,omitempty"`
 	// +optional
 	Blank *DataVolumeBlankImage `json:"blank,omitempty"`
+	// +optional
+	Snapshot *DataVolumeSourceSnapshot `json:"snapshot,omitempty"`
 }
 
 // DataVolumeSourceHTTP imports a disk image (raw or qcow2, optionally .gz or .xz compressed)
@@ -102,6 +104,19 @@ type DataVolumeSourcePVC struct {
 	// +optional
 	Namespace string `json:"namespace,omitempty"`
 	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+}
+
+// DataVolumeSourceSnapshot restores a CSI VolumeSnapshot (snapshot.storage.k8s.io/v1) of the
+// same namespace: the PVC is made with the snapshot as its dataSource. Without a size, the
+// snapshot's restoreSize is taken.
+type DataVolumeSourceSnapshot struct {
+	// Namespace of the snapshot; it must be the DataVolume's own.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace,omitempty"`
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
 	Name string `json:"name"`
 }
 

@@ -109,7 +109,7 @@ type DataVolumeTemplateSpec struct {
 // DataVolumeSpec with a cast, so a field added to one and not the other breaks the build.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.storage) != has(self.pvc)",message="set exactly one of spec.storage and spec.pvc"
-// +kubebuilder:validation:XValidation:rule="has(self.source.pvc) || (has(self.storage) && has(self.storage.resources) && has(self.storage.resources.requests) && 'storage' in self.storage.resources.requests) || (has(self.pvc) && has(self.pvc.resources) && has(self.pvc.resources.requests) && 'storage' in self.pvc.resources.requests)",message="resources.requests.storage is required unless the source is a pvc"
+// +kubebuilder:validation:XValidation:rule="has(self.source.pvc) || has(self.source.snapshot) || (has(self.storage) && has(self.storage.resources) && has(self.storage.resources.requests) && 'storage' in self.storage.resources.requests) || (has(self.pvc) && has(self.pvc.resources) && has(self.pvc.resources.requests) && 'storage' in self.pvc.resources.requests)",message="resources.requests.storage is required unless the source is a pvc or a snapshot"
 type DataVolumeTemplateData struct {
 	Source DataVolumeSourceSpec `json:"source"`
 	// +optional

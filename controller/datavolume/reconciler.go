@@ -14,7 +14,11 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -52,7 +56,9 @@ type Options struct {
 
 // Reconciler makes DataVolumes' PVCs and reports their progress.
 type Reconciler struct {
-	Client   client.Client
+	Client client.Client
+	// Reader reads what is not cached (a snapshot source's VolumeSnapshot).
+	Reader   client.Reader
 	Recorder recorder.EventRecorder
 	Options  Options
 	creds    *credentials
@@ -74,7 +80,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if err := setupClaims(mgr, creds); err != nil {
 		return err
 	}
-	r := &Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("slimvirt-datavolume"), Options: opts, creds: creds}
+	r := &Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("slimvirt-datavolume"), Options: opts, creds: creds}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.DataVolume{}).
 		Owns(&corev1.PersistentVolumeClaim{}).
@@ -141,6 +147,10 @@ func validate(dv *v1.DataVolume) *Problem {
 	if src := dv.Spec.Source.PVC; src != nil && src.Namespace != "" && src.Namespace != dv.Namespace {
 		return &Problem{Reason: "CrossNamespaceCloneUnsupported",
 			Message: "a pvc source must be in the DataVolume's namespace (" + dv.Namespace + ")"}
+	}
+	if src := dv.Spec.Source.Snapshot; src != nil && src.Namespace != "" && src.Namespace != dv.Namespace {
+		return &Problem{Reason: "CrossNamespaceSnapshotUnsupported",
+			Message: "a snapshot source must be in the DataVolume's namespace (" + dv.Namespace + ")"}
 	}
 	if dv.Spec.Source.HTTP != nil {
 		if err := importOf(dv.Spec.Source.HTTP).Validate(); err != nil {
@@ -222,6 +232,15 @@ func (r *Reconciler) createPVC(ctx context.Context, dv *v1.DataVolume) (*corev1.
 			pvc.Annotations[annSelectedNode] = node
 		}
 		immediate = false
+	case src.Snapshot != nil:
+		pvc.Spec.DataSource = &corev1.TypedLocalObjectReference{APIGroup: ptr.To(snapshotGroup), Kind: "VolumeSnapshot", Name: src.Snapshot.Name}
+		if !hasSize {
+			var err error
+			if size, err = r.restoreSize(ctx, dv); err != nil {
+				return nil, err
+			}
+			hasSize = true
+		}
 	}
 	if !hasSize || size.IsZero() {
 		return nil, &Problem{Reason: "ErrClaimNotValid", Message: "no size: set resources.requests.storage"}
@@ -291,6 +310,29 @@ func (r *Reconciler) cloneSource(ctx context.Context, dv *v1.DataVolume) (*corev
 		return nil, "", fmt.Errorf("get pv %s of clone source: %w", src.Spec.VolumeName, err)
 	}
 	return src, claim.NodeOf(&pv), nil
+}
+
+// snapshotGroup is the API group of CSI VolumeSnapshots.
+const snapshotGroup = "snapshot.storage.k8s.io"
+
+// restoreSize is the size of the snapshot source's volume, read from the VolumeSnapshot's
+// status (unstructured: the cluster may not serve VolumeSnapshots at all).
+func (r *Reconciler) restoreSize(ctx context.Context, dv *v1.DataVolume) (resource.Quantity, error) {
+	vs := &unstructured.Unstructured{}
+	vs.SetGroupVersionKind(schema.GroupVersionKind{Group: snapshotGroup, Version: "v1", Kind: "VolumeSnapshot"})
+	key := types.NamespacedName{Namespace: dv.Namespace, Name: dv.Spec.Source.Snapshot.Name}
+	if err := r.Reader.Get(ctx, key, vs); err != nil {
+		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+			return resource.Quantity{}, requeue.After(retry, "snapshot source "+key.Name+" not found")
+		}
+		return resource.Quantity{}, fmt.Errorf("get snapshot source %s: %w", key, err)
+	}
+	raw, _, _ := unstructured.NestedString(vs.Object, "status", "restoreSize")
+	size, err := resource.ParseQuantity(raw)
+	if raw == "" || err != nil || size.Sign() <= 0 {
+		return resource.Quantity{}, requeue.After(retry, "snapshot source "+key.Name+" has no restoreSize yet")
+	}
+	return size, nil
 }
 
 // pickNode sends a late-binding claim that no pod will trigger to a node running the driver:
@@ -373,7 +415,7 @@ func (r *Reconciler) phaseEvent(dv *v1.DataVolume, st v1.DataVolumeStatus) {
 	typ, reason, msg := corev1.EventTypeNormal, string(st.Phase), fmt.Sprintf("DataVolume %s is %s", dv.Name, st.Phase)
 	switch st.Phase {
 	case v1.DataVolumeSucceeded:
-		reason = map[kind]string{kindImport: "ImportSucceeded", kindUpload: "UploadSucceeded", kindClone: "CloneSucceeded", kindBlank: "ImportSucceeded"}[sourceKind(dv)]
+		reason = map[kind]string{kindImport: "ImportSucceeded", kindUpload: "UploadSucceeded", kindClone: "CloneSucceeded", kindBlank: "ImportSucceeded", kindSnapshot: "CloneSucceeded"}[sourceKind(dv)]
 		msg = "Successfully populated PVC " + dv.Name
 	case v1.DataVolumeFailed:
 		typ, reason = corev1.EventTypeWarning, "Error"

@@ -36,6 +36,7 @@ const (
 	kindImport
 	kindUpload
 	kindClone
+	kindSnapshot
 )
 
 func sourceKind(dv *v1.DataVolume) kind {
@@ -46,6 +47,8 @@ func sourceKind(dv *v1.DataVolume) kind {
 		return kindUpload
 	case s.PVC != nil:
 		return kindClone
+	case s.Snapshot != nil:
+		return kindSnapshot
 	}
 	return kindBlank
 }
@@ -57,7 +60,7 @@ func phases(k kind) [2]v1.DataVolumePhase {
 		return [2]v1.DataVolumePhase{v1.DataVolumeImportScheduled, v1.DataVolumeImportInProgress}
 	case kindUpload:
 		return [2]v1.DataVolumePhase{v1.DataVolumeUploadScheduled, v1.DataVolumeUploadReady}
-	case kindClone:
+	case kindClone, kindSnapshot:
 		return [2]v1.DataVolumePhase{v1.DataVolumeCloneScheduled, v1.DataVolumeCloneInProgress}
 	}
 	return [2]v1.DataVolumePhase{v1.DataVolumePending, v1.DataVolumeImportInProgress}
@@ -117,8 +120,9 @@ func Status(dv *v1.DataVolume, obs Observation, now time.Time) v1.DataVolumeStat
 	case obs.Wait != nil:
 		st.Phase = names[0]
 		runReason, runMsg = obs.Wait.Reason, obs.Wait.Message
-	case bound == corev1.ConditionTrue && k == kindBlank:
-		// A driver without API access does not report; a bound blank volume is complete.
+	case bound == corev1.ConditionTrue && (k == kindBlank || k == kindSnapshot):
+		// A driver without API access does not report; a bound blank volume is complete, and
+		// so is one restored from a snapshot: the provisioner binds it only once restored.
 		st.Phase, st.Progress = v1.DataVolumeSucceeded, "100.0%"
 		ready, runReason = corev1.ConditionTrue, "Completed"
 	case obs.WaitForFirstConsumer && obs.PVC.Annotations[annSelectedNode] == "":

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -44,6 +45,8 @@ type suite struct {
 	ownController bool
 	// kubeconfig reaches the API server, for the controller binary.
 	kubeconfig []byte
+	// te runs kube-controller-manager's controllers for the tests that need them.
+	te *testenv.Env
 }
 
 // needController skips a test that plays the kubelet when the suite runs against a real cluster.
@@ -79,6 +82,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	s.kubeconfig = te.KubeConfig()
+	s.te = te
+	if err := installSnapshotCRDs(te.Config); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	env = s
 	if os.Getenv("USE_EXISTING_CLUSTER") == "true" {
 		// Against a real cluster only the API tests run: the controller there is the
@@ -101,6 +109,9 @@ func newSuite(cfg *rest.Config, dir string) (*suite, error) {
 		return nil, err
 	}
 	if err := v1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := snapv1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})

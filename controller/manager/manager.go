@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/go-logr/logr"
+	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
@@ -114,6 +115,9 @@ func New(cfg Config) (*Controller, error) {
 	if err := v1.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("register slimvirt types: %w", err)
 	}
+	if err := snapv1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register volume snapshot types: %w", err)
+	}
 	mgr, err := ctrl.NewManager(cfg.RestConfig, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
@@ -163,6 +167,9 @@ func setup(mgr ctrl.Manager, cfg Config, key []byte) error {
 	}
 	if err := datavolume.SetupWithManager(mgr, datavolume.Options{}); err != nil {
 		return fmt.Errorf("set up datavolume controller: %w", err)
+	}
+	if err := setupSnapshots(mgr, cfg, rec); err != nil {
+		return err
 	}
 	if cfg.SubresourcesPort != 0 {
 		if err := addAggregatedAPI(mgr, cfg); err != nil {

@@ -30,6 +30,8 @@ func routes() []route {
 		{api.VMIs, api.Unpause, http.MethodPut, (*Server).vmiAction},
 		{api.VMIs, api.SoftReboot, http.MethodPut, (*Server).vmiAction},
 		{api.VMIs, api.GuestOSInfo, http.MethodGet, (*Server).vmiAction},
+		{api.VMIs, api.Freeze, http.MethodPut, (*Server).vmiAction},
+		{api.VMIs, api.Unfreeze, http.MethodPut, (*Server).vmiAction},
 		{api.VMs, api.Start, http.MethodPut, (*Server).vmRequest},
 		{api.VMs, api.Stop, http.MethodPut, (*Server).vmRequest},
 		{api.VMs, api.Restart, http.MethodPut, (*Server).vmRequest},

@@ -1,10 +1,12 @@
 package vmiaccess
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -53,6 +55,35 @@ var actions = map[string]action{
 	subresources.Unpause:     {http.MethodPut, power(control.Unpause)},
 	subresources.SoftReboot:  {http.MethodPut, power(control.Reboot)},
 	subresources.GuestOSInfo: {http.MethodGet, (*handler).guestOSInfo},
+	subresources.Freeze:      {http.MethodPut, (*handler).freeze},
+	subresources.Unfreeze:    {http.MethodPut, power(control.Unfreeze)},
+}
+
+// maxFreezeBody bounds a freeze request's body (FreezeOptions, a few bytes).
+const maxFreezeBody = 4 << 10
+
+// freeze freezes the guest's filesystems for at most the request's unfreeze timeout
+// (subresources.DefaultUnfreezeTimeout when none, refused above MaxUnfreezeTimeout).
+func (h *handler) freeze(w http.ResponseWriter, r *http.Request, l launcherwatch.Launcher) {
+	var opts subresources.FreezeOptions
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxFreezeBody))
+	if err == nil && len(bytes.TrimSpace(body)) > 0 {
+		err = json.Unmarshal(body, &opts)
+	}
+	if err != nil {
+		writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, "freeze: the body is not freeze options: "+err.Error())
+		return
+	}
+	timeout := subresources.DefaultUnfreezeTimeout
+	if opts.UnfreezeTimeout != nil && opts.UnfreezeTimeout.Duration != 0 {
+		timeout = opts.UnfreezeTimeout.Duration
+	}
+	if timeout < time.Second || timeout > subresources.MaxUnfreezeTimeout {
+		writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest,
+			fmt.Sprintf("freeze: unfreezeTimeout %s is not between 1s and %s", timeout, subresources.MaxUnfreezeTimeout))
+		return
+	}
+	power(control.FreezeCommand(timeout))(h, w, r, l)
 }
 
 func (h *handler) serve(w http.ResponseWriter, r *http.Request) {

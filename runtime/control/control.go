@@ -1,7 +1,7 @@
 // Package control is the launcher's control socket protocol: a client connects to the unix
 // socket, writes one command line and reads one reply line, then the connection closes.
 //
-//	pause | unpause | reboot | reset | shutdown | status | stats | guestinfo
+//	pause | unpause | reboot | reset | shutdown | status | stats | guestinfo | freeze SECONDS | unfreeze
 //
 // Replies are "ok", "ok <JSON>" (status: the launcherpod.Status; stats: the
 // launcherpod.DomainStats; guestinfo: the launcherpod.GuestInfo) or "error <message>".
@@ -30,7 +30,16 @@ const (
 	Stats    = "stats"    // the running domain's CPU, memory, disk and network statistics as JSON
 	// GuestInfo asks the guest agent for the guest's OS, hostname, timezone and users (JSON).
 	GuestInfo = "guestinfo"
+	// Freeze freezes the guest's filesystems through its agent; "freeze SECONDS" (see
+	// FreezeCommand) thaws them by itself after that many seconds.
+	Freeze   = "freeze"
+	Unfreeze = "unfreeze" // thaw them
 )
+
+// FreezeCommand is the freeze command with its unfreeze timeout in whole seconds (at least 1).
+func FreezeCommand(unfreezeTimeout time.Duration) string {
+	return fmt.Sprintf("%s %d", Freeze, max(int64(unfreezeTimeout/time.Second), 1))
+}
 
 // Handler runs one command and returns the reply payload (may be empty).
 type Handler func(ctx context.Context, cmd string) (string, error)

@@ -36,6 +36,9 @@ type guestDomain interface {
 	GuestInfo(types libvirt.DomainGuestInfoTypes) (*libvirt.DomainGuestInfo, error)
 	// Stats are the domain's statistics under the VMI's device names.
 	Stats() (launcherpod.DomainStats, error)
+	// FSFreeze and FSThaw freeze and thaw the guest's filesystems through its agent.
+	FSFreeze() error
+	FSThaw() error
 	Free()
 }
 
@@ -106,3 +109,6 @@ func (d *libvirtDomain) GuestInfo(types libvirt.DomainGuestInfoTypes) (*libvirt.
 }
 
 func (d *libvirtDomain) Stats() (launcherpod.DomainStats, error) { return domainStats(d.dom) }
+
+func (d *libvirtDomain) FSFreeze() error { return d.dom.FSFreeze(nil, 0) }
+func (d *libvirtDomain) FSThaw() error   { return d.dom.FSThaw(nil, 0) }

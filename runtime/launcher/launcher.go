@@ -113,6 +113,8 @@ type Launcher struct {
 	// session is libvirt's unprivileged mode, used when the launcher is not root.
 	session     bool
 	shutdownReq chan struct{}
+	// thaw thaws the guest when its unfreeze timeout passes; nil while not frozen.
+	thaw *time.Timer
 }
 
 // Exit is how the launcher ends: a code from launcherpod and a one-line reason.

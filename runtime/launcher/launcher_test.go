@@ -183,6 +183,16 @@ func TestContainerDiskCloudInitPauseShutdown(t *testing.T) {
 	}
 	r.waitPhase(launcherpod.PhaseRunning, 10*time.Second)
 	r.waitLine("after-pause-2", 20*time.Second)
+	// The test guest's agent does not implement guest-fsfreeze-freeze: libvirt's refusal reaches
+	// the caller, and the guest goes on running.
+	if out, err := r.launcherCmd("ctl", "freeze 60"); err == nil || !strings.Contains(out, "freeze the guest's filesystems:") || !strings.Contains(out, "guest-fsfreeze-freeze") {
+		t.Errorf("freeze without a guest agent: %v: %q", err, out)
+	}
+	if out, err := r.launcherCmd("ctl", "freeze 100000"); err == nil || !strings.Contains(out, "is not a number of seconds from 1 to 600") {
+		t.Errorf("freeze with an unbounded timeout: %v: %q", err, out)
+	}
+	typeOnConsole(t, r, "echo after-freeze-$((2+2))", false)
+	r.waitLine("after-freeze-4", 20*time.Second)
 
 	log, err := os.ReadFile(filepath.Join(r.dir, "console.log"))
 	if err != nil || !strings.Contains(string(log), "SLIMVIRT-GUEST-UP") {

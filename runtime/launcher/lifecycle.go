@@ -355,7 +355,12 @@ func (l *Launcher) handle(_ context.Context, cmd string) (string, error) {
 	if dom == nil {
 		return "", errors.New("the domain is not running")
 	}
+	if strings.HasPrefix(cmd, control.Freeze+" ") {
+		return "", l.freeze(dom, strings.TrimPrefix(cmd, control.Freeze+" "))
+	}
 	switch cmd {
+	case control.Unfreeze:
+		return "", l.unfreeze(dom)
 	case control.Pause:
 		return "", dom.Suspend()
 	case control.Unpause:
