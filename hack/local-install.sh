@@ -20,6 +20,11 @@ helm upgrade --install slimvirt charts/slimvirt --namespace slimvirt --create-na
   --set node.stateDir="$STATE_DIR/slimvirt" \
   --set node.kubeletDir="$KUBELET_DIR" \
   --wait --timeout 5m >/dev/null
+# Helm renders every object before it creates any, so the chart's VolumeSnapshotClass comes
+# with the upgrade after the one that created its CRD (docs/csi.md).
+if ! kubectl get volumesnapshotclass >/dev/null 2>&1 || [ -z "$(kubectl get volumesnapshotclass -o name)" ]; then
+  helm upgrade slimvirt charts/slimvirt --namespace slimvirt --reuse-values --wait --timeout 5m >/dev/null
+fi
 # The node agent chains the plugin into the node's conflist; launcher pods need it.
 for _ in $(seq 1 60); do
   if grep -qs '"type": *"slimvirt"' "$CNI_CONF_DIR"/*.conflist; then

@@ -145,8 +145,9 @@ func (d *fakeDomain) GuestInfo(libvirt.DomainGuestInfoTypes) (*libvirt.DomainGue
 	return nil, fmt.Errorf("no guest agent in the fake")
 }
 
-func (d *fakeDomain) FSFreeze() error { d.call("fsfreeze"); return nil }
-func (d *fakeDomain) FSThaw() error   { d.call("fsthaw"); return nil }
+func (d *fakeDomain) FSFreeze() error            { d.call("fsfreeze"); return nil }
+func (d *fakeDomain) FSThaw() error              { d.call("fsthaw"); return nil }
+func (d *fakeDomain) Resize(string, int64) error { d.call("resize"); return nil }
 
 func (d *fakeDomain) Stats() (launcherpod.DomainStats, error) {
 	return launcherpod.DomainStats{}, fmt.Errorf("no statistics in the fake")

@@ -6,6 +6,7 @@ import (
 	"libvirt.org/go/libvirt"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
+	"github.com/slimvirt/slimvirt/runtime/diskresize"
 )
 
 // hypervisor is libvirt as the launcher's lifecycle uses it: libvirtConn is the real one; the
@@ -39,6 +40,8 @@ type guestDomain interface {
 	// FSFreeze and FSThaw freeze and thaw the guest's filesystems through its agent.
 	FSFreeze() error
 	FSThaw() error
+	// Resize gives the guest size bytes of the disk whose source is path (diskresize.Domain).
+	Resize(path string, size int64) error
 	Free()
 }
 
@@ -112,3 +115,7 @@ func (d *libvirtDomain) Stats() (launcherpod.DomainStats, error) { return domain
 
 func (d *libvirtDomain) FSFreeze() error { return d.dom.FSFreeze(nil, 0) }
 func (d *libvirtDomain) FSThaw() error   { return d.dom.FSThaw(nil, 0) }
+
+func (d *libvirtDomain) Resize(path string, size int64) error {
+	return diskresize.LibvirtDomain{Dom: d.dom}.Resize(path, size)
+}

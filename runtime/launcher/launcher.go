@@ -21,6 +21,7 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/runtime/diskresize"
 	"github.com/slimvirt/slimvirt/runtime/libvirtd"
 	"github.com/slimvirt/slimvirt/runtime/reaper"
 	"github.com/slimvirt/slimvirt/runtime/volumes"
@@ -232,5 +233,5 @@ func (l *Launcher) run(ctx context.Context, sigs <-chan os.Signal) error {
 		return err
 	}
 	defer d.Stop()
-	return l.runDomain(ctx, libvirtConn{d.Conn}, d.Died(), plan{xml: xml, nics: nics}, sigs)
+	return l.runDomain(ctx, libvirtConn{d.Conn}, d.Died(), plan{xml: xml, nics: nics, disks: diskresize.Disks(l.vmi, disks)}, sigs)
 }

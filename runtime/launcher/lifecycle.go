@@ -15,6 +15,7 @@ import (
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	"github.com/slimvirt/slimvirt/runtime/console"
 	"github.com/slimvirt/slimvirt/runtime/control"
+	"github.com/slimvirt/slimvirt/runtime/diskresize"
 	"github.com/slimvirt/slimvirt/runtime/domain"
 )
 
@@ -32,6 +33,8 @@ func (l *Launcher) gracePeriod() time.Duration {
 type plan struct {
 	xml  string
 	nics []NIC
+	// disks are the ones whose growth the guest is told of while it runs.
+	disks []diskresize.Disk
 }
 
 // watch is what ends or changes the domain besides the launcher: its lifecycle events and the
@@ -79,6 +82,12 @@ func (l *Launcher) runDomain(ctx context.Context, hv hypervisor, died <-chan str
 		return err
 	}
 	defer svc.unwatchAgent()
+	// The watch takes each disk's size as the guest's before the guest runs.
+	go func() {
+		if err := diskresize.Watch(runCtx, dom, p.disks, diskresize.Options{Log: l.log}); err != nil {
+			l.log.Warn("disks will not grow online", "err", err)
+		}
+	}()
 	if err := dom.Resume(); err != nil {
 		_ = dom.Destroy()
 		return setupFailed("resume the domain: %v", err)

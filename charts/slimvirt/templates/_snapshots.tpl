@@ -11,7 +11,6 @@ VolumeSnapshotContent with its volume's node (--enable-distributed-snapshotting)
     - --csi-address=/csi/csi.sock
     - --node-deployment
     - --timeout=60s
-    - --feature-gates=VolumeGroupSnapshot=false
   env:
     - name: NODE_NAME
       valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
