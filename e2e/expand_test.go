@@ -61,7 +61,7 @@ spec:
 		out, err := kubectl(t, "-n", storageNS, "logs", pod, "-c", "compute")
 		log = out
 		after = last(out)
-		return after*512 == 128<<20, fmt.Errorf("%v: the guest sees %d sectors", err, after)
+		return after*512 == 128<<20, fmt.Errorf("the guest sees %d sectors: %w", after, err)
 	})
 	t.Logf("the guest saw its data disk grow from %d to %d bytes %s after the PVC was patched", before*512, after*512, time.Since(start).Round(100*time.Millisecond))
 	if n := strings.Count(log, "SLIMVIRT-GUEST-UP"); n != 1 {

@@ -87,7 +87,7 @@ spec:
 	// metrics-server reports the pod, then the autoscaler sees it over the target and scales.
 	eventually(t, 4*time.Minute, "metrics for "+first.Name, func() (bool, error) {
 		out, err := kubectl(t, "get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/"+ns+"/pods/"+first.Name)
-		return err == nil && strings.Contains(out, `"cpu"`), fmt.Errorf("%v: %s", err, out)
+		return err == nil && strings.Contains(out, `"cpu"`), fmt.Errorf("%s: %w", out, err)
 	})
 	var hpa autoscalingv2.HorizontalPodAutoscaler
 	eventually(t, 6*time.Minute, "the autoscaler asks for 2 replicas", func() (bool, error) {
@@ -112,6 +112,6 @@ spec:
 	t.Logf("CPU utilization of the burning VMI's pod: %d%% of its request", util)
 	eventually(t, 5*time.Minute, "2 Running VMIs of "+name, func() (bool, error) {
 		out, err := kubectl(t, "-n", ns, "get", "vmirs", name, "-o", "jsonpath={.spec.replicas} {.status.readyReplicas}")
-		return strings.TrimSpace(out) == "2 2", fmt.Errorf("%v: replicas/ready %q", err, out)
+		return strings.TrimSpace(out) == "2 2", fmt.Errorf("replicas/ready %q: %w", out, err)
 	})
 }

@@ -67,7 +67,7 @@ spec:
 		eventually(t, 6*time.Minute, what, func() (bool, error) {
 			pod, err := kubectl(t, "-n", storageNS, "get", "vmi", "snapvm", "-o", "jsonpath={.status.launcherPod}")
 			if err != nil || strings.TrimSpace(pod) == "" {
-				return false, fmt.Errorf("no launcher pod yet: %v", err)
+				return false, fmt.Errorf("no launcher pod yet: %w", err)
 			}
 			log, err = kubectl(t, "-n", storageNS, "logs", strings.TrimSpace(pod), "-c", "compute")
 			return wrote.MatchString(log), err
@@ -105,7 +105,7 @@ spec:
 `, storageNS))
 	eventually(t, 3*time.Minute, "snapshot snap1 ready", func() (bool, error) {
 		out, err := kubectl(t, "-n", storageNS, "get", "vmsnapshot", "snap1", "-o", "jsonpath={.status.phase} {.status.readyToUse} {.status.error}")
-		return strings.TrimSpace(out) == "Succeeded true", fmt.Errorf("%v: %s", err, out)
+		return strings.TrimSpace(out) == "Succeeded true", fmt.Errorf("%s: %w", out, err)
 	})
 	t.Logf("snapshot of a stopped VM with a 64Mi data disk ready in %s", time.Since(taken).Round(100*time.Millisecond))
 	out := mustKubectl(t, "-n", storageNS, "get", "vmsnapshot", "snap1")
@@ -134,7 +134,7 @@ spec:
 `, storageNS))
 	eventually(t, 3*time.Minute, "restore restore1 complete", func() (bool, error) {
 		out, err := kubectl(t, "-n", storageNS, "get", "vmrestore", "restore1", "-o", "jsonpath={.status.complete}")
-		return strings.TrimSpace(out) == "true", fmt.Errorf("%v: complete=%q", err, out)
+		return strings.TrimSpace(out) == "true", fmt.Errorf("complete=%q: %w", out, err)
 	})
 	claim := strings.TrimSpace(mustKubectl(t, "-n", storageNS, "get", "vm", "snapvm", "-o",
 		`jsonpath={.spec.template.spec.volumes[?(@.name=="datadisk")].persistentVolumeClaim.claimName}`))
