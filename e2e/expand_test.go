@@ -16,13 +16,7 @@ import (
 // expect of a PVC whose StorageClass allows expansion.
 func TestStorageOnlineExpansion(t *testing.T) {
 	storageNamespace(t)
-	applyYAML(t, fmt.Sprintf(`apiVersion: slimvirt.io/v1alpha1
-kind: DataVolume
-metadata: {name: grow, namespace: %s}
-spec:
-  source: {blank: {}}
-  storage: {resources: {requests: {storage: 64Mi}}}
-`, storageNS))
+	blankDV(t, "grow", "64Mi")
 	// The guest prints the data disk's size in sectors every second; the console echoes the
 	// script, so the marker is built at run time.
 	script := "#!/bin/sh\n(while :; do echo \"SIZE\"\"-$(cat /sys/block/vdb/size)-\"; sleep 1; done) &\n"

@@ -313,13 +313,7 @@ func TestStorageHTTPImportBoots(t *testing.T) {
 // reads it back from a new VMI on the same volume.
 func TestStorageDataSurvivesRestart(t *testing.T) {
 	storageNamespace(t)
-	applyYAML(t, fmt.Sprintf(`apiVersion: slimvirt.io/v1alpha1
-kind: DataVolume
-metadata: {name: data, namespace: %s}
-spec:
-  source: {blank: {}}
-  storage: {resources: {requests: {storage: 64Mi}}}
-`, storageNS))
+	blankDV(t, "data", "64Mi")
 	token := fmt.Sprintf("tok%d", time.Now().UnixNano())
 	// The console echoes the script, so the markers are built at run time: FOUND-<token> and
 	// WROTE-<token> never appear in the script's text.
@@ -341,6 +335,18 @@ if [ "$got" = "$T" ]; then echo "FOUND""-$T"; else printf %s "$T" | dd of=/dev/v
 	if !strings.Contains(log, "FOUND-"+token) {
 		t.Fatalf("second boot did not find the token on the disk:\n%s", tail(log))
 	}
+}
+
+// blankDV makes a blank DataVolume of size in the storage namespace.
+func blankDV(t *testing.T, name, size string) {
+	t.Helper()
+	applyYAML(t, fmt.Sprintf(`apiVersion: slimvirt.io/v1alpha1
+kind: DataVolume
+metadata: {name: %s, namespace: %s}
+spec:
+  source: {blank: {}}
+  storage: {resources: {requests: {storage: %s}}}
+`, name, storageNS, size))
 }
 
 // TestStorageClone clones an imported DataVolume and boots from the clone.
