@@ -886,6 +886,26 @@ func outcome(ctx context.Context, ns, kind, name string) (string, error) {
 			}
 		}
 		return string(dv.Status.Phase), nil
+	case "VirtualMachineSnapshot":
+		s := &v1.VirtualMachineSnapshot{}
+		if err := env.c.Get(ctx, key, s); err != nil {
+			return "", err
+		}
+		return string(s.Status.Phase), nil
+	case "VirtualMachineRestore":
+		r := &v1.VirtualMachineRestore{}
+		if err := env.c.Get(ctx, key, r); err != nil {
+			return "", err
+		}
+		if r.Status.Complete != nil && *r.Status.Complete {
+			return "complete", nil
+		}
+		for _, c := range r.Status.Conditions {
+			if c.Status == corev1.ConditionTrue || c.Reason != "" {
+				return string(c.Type) + " " + c.Reason, nil
+			}
+		}
+		return "", nil
 	default:
 		return "", fmt.Errorf("unexpected kind %s", kind)
 	}

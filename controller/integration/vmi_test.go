@@ -341,8 +341,10 @@ func TestVMIEphemeralMissingPVC(t *testing.T) {
 			claim = v.PersistentVolumeClaim
 		}
 	}
-	if claim == nil || claim.ClaimName != "golden" || !claim.ReadOnly {
-		t.Errorf("the pod's claim = %+v, want golden read-only", claim)
+	// Published writable so that kubelet gives the volume to the launcher's group; the compute
+	// container's mount below is the read-only one.
+	if claim == nil || claim.ClaimName != "golden" || claim.ReadOnly {
+		t.Errorf("the pod's claim = %+v, want golden published writable", claim)
 	}
 	var mounted bool
 	for _, m := range computeOf(t, pod).VolumeMounts {
