@@ -31,6 +31,11 @@ kubeconfig: ## Print the path of the local cluster's admin kubeconfig
 cluster-load-images: ## Import _output/images/*.tar into the local cluster's containerd
 	@bash cluster/load-images.sh $(OUT)/images
 
+.PHONY: cluster-registry-seed
+cluster-registry-seed: guide-images ## Push the user guide's images into the local cluster's registry (docker.io/kubevirt/... resolve there)
+	@bash cluster/registry-seed.sh $(OUT)/images/guest.tar:kubevirt/fedora-cloud-container-disk-demo:latest \
+		$(OUT)/guide-images/virtio-container-disk.tar:kubevirt/virtio-container-disk:latest
+
 .PHONY: test-cluster
 test-cluster: k8s ## Bring the local cluster up and down and check pods, logs, exec, Services and cleanup (slow)
 	@bash cluster/test.sh

@@ -43,10 +43,24 @@ disabled_plugins = [
         BinaryName = "$(command -v runc)"
         # runc's state, by default in containerd's fixed /run/containerd/runc.
         Root = "$RUN_DIR/runc"
+  # docker.io resolves to the cluster's registry first (cluster/registry): the images the
+  # user guide names are pushed there, since no registry is reachable from these machines.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$STATE_DIR/config/certs.d"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$CNI_BIN_DIR"
     conf_dir = "$CNI_CONF_DIR"
     max_conf_num = 1
+EOF
+}
+
+write_registry_hosts() {
+  mkdir -p "$STATE_DIR/config/certs.d/docker.io"
+  cat > "$STATE_DIR/config/certs.d/docker.io/hosts.toml" <<EOF
+server = "https://registry-1.docker.io"
+
+[host."http://$REGISTRY_ADDR"]
+  capabilities = ["pull", "resolve"]
 EOF
 }
 
@@ -181,6 +195,7 @@ EOF
 
 write_configs() {
   write_containerd_config
+  write_registry_hosts
   write_kubelet_config
   write_kube_proxy_config
   write_rbac

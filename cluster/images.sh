@@ -79,6 +79,10 @@ ensure_testcni() {
   install -m 0755 "$CLUSTER_OUT/slimvirt-testcni" "$CNI_BIN_DIR/slimvirt-testcni"
 }
 
+ensure_registry() {
+  ensure_go_binary slimvirt-registry ./cluster/registry/cmd/slimvirt-registry cluster/registry
+}
+
 ensure_nsforward() {
   ensure_go_binary slimvirt-nsforward ./cluster/nsforward/cmd/slimvirt-nsforward cluster/nsforward
 }

@@ -40,6 +40,8 @@ K8S_VERSION=${K8S_VERSION:-v1.37.2}
 K8S_BIN=$SLIMVIRT_CACHE/k8s/$K8S_VERSION/bin
 CNI_PLUGINS_VERSION=v1.9.1
 CNI_PLUGINS_CACHE=$SLIMVIRT_CACHE/cni-plugins/$CNI_PLUGINS_VERSION
+# The image registry on the node namespace's loopback: containerd's mirror for docker.io.
+REGISTRY_ADDR=127.0.0.1:5000
 METRICS_SERVER_VERSION=v0.8.0
 METRICS_SERVER_CACHE=$SLIMVIRT_CACHE/metrics-server/$METRICS_SERVER_VERSION
 METRICS_SERVER_IMAGE=slimvirt.io/metrics-server:$METRICS_SERVER_VERSION
@@ -50,7 +52,7 @@ KUBECTL=$K8S_BIN/kubectl
 CTR=(ctr -a "$CONTAINERD_SOCK" -n k8s.io)
 
 # Components in start order; cluster-down stops them in reverse.
-COMPONENTS=(containerd etcd kube-apiserver apiserver-forward kube-controller-manager kube-scheduler kubelet kube-proxy)
+COMPONENTS=(containerd registry etcd kube-apiserver apiserver-forward kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 T0=${T0:-$EPOCHREALTIME}
 step() { awk -v a="$T0" -v b="$EPOCHREALTIME" -v m="$*" 'BEGIN { printf "[%6.1fs] %s\n", b - a, m }'; }

@@ -26,6 +26,7 @@ for c in "${COMPONENTS[@]}"; do
   url=$(health_url "$c") health=running
   case $c in
     containerd) "${CTR[@]}" version >/dev/null 2>&1 && health=ok || health=unreachable ;;
+    registry) in_node curl -sf -m 3 -o /dev/null "http://$REGISTRY_ADDR/v2/" && health=ok || health=unreachable ;;
     apiserver-forward) kctl get --raw /readyz >/dev/null 2>&1 && health=ok || health=unreachable ;;
     *)
       # Health endpoints of the control plane accept the admin client certificate.

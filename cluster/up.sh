@@ -67,6 +67,7 @@ ensure_pause_image
 ensure_metrics_server
 ensure_testcni
 ensure_nsforward
+ensure_registry
 
 mkdir -p "$STATE_DIR" "$RUN_DIR" "$PID_DIR"
 chmod 711 "$STATE_DIR"
@@ -107,6 +108,10 @@ wait_for "containerd ready" 30 "${CTR[@]}" version
 remove_stale_containers
 step "sandbox image $SANDBOX_IMAGE $(import_image "$CLUSTER_OUT/pause.tar")"
 step "image $METRICS_SERVER_IMAGE $(import_image "$CLUSTER_OUT/metrics-server.tar")"
+
+CURRENT=registry
+start_component registry "$CLUSTER_OUT/slimvirt-registry" serve -addr "$REGISTRY_ADDR" -dir "$STATE_DIR/registry"
+wait_for "registry serving on the node's $REGISTRY_ADDR" 30 in_node curl -sf -o /dev/null "http://$REGISTRY_ADDR/v2/"
 
 CURRENT=etcd
 start_component etcd etcd --name "$NODE_NAME" --data-dir "$STATE_DIR/etcd" \

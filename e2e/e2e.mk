@@ -9,7 +9,7 @@ local-install: ## Install (or upgrade) the chart on the local cluster with its n
 	@bash hack/local-install.sh
 
 .PHONY: e2e-setup
-e2e-setup: build images images-csi cluster-up cluster-load-images local-install ## Bring up the local cluster with slimvirt installed
+e2e-setup: build images images-csi cluster-up cluster-load-images cluster-registry-seed local-install ## Bring up the local cluster with slimvirt installed
 
 .PHONY: e2e-run
 e2e-run: ## Run the e2e suite on the bridge network, then the network tests on calico and vpc (KEEP_CLUSTER=1 keeps the cluster)

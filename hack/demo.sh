@@ -34,6 +34,7 @@ step "build the test guest" make --no-print-directory guest
 step "build images" make --no-print-directory images images-csi
 step "start the local cluster" make --no-print-directory cluster-up
 step "load images into the cluster" make --no-print-directory cluster-load-images
+step "push the user guide's images into the cluster's registry" make --no-print-directory cluster-registry-seed
 step "install the slimvirt chart" make --no-print-directory local-install
 
 # shellcheck disable=SC1091

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs or upgrades the slimvirt chart on the local cluster, with the node's paths and TCG
 # emulation allowed (the machines this runs on may have no usable KVM) and hostDisk volumes
-# allowed (the e2e tests use one), and waits for it. CPU_ALLOCATION_RATIO (default 10, the
+# allowed (the e2e tests use one) below the default directory and below /data, where the user
+# guide's Windows VM keeps its disk, and waits for it. CPU_ALLOCATION_RATIO (default 10, the
 # chart's) sets the CPU a launcher pod requests per vCPU: the density benchmark packs more VMs
 # onto the node's two CPUs than 100m each allows.
 set -euo pipefail
@@ -13,6 +14,7 @@ export KUBECONFIG
 helm upgrade --install slimvirt charts/slimvirt --namespace slimvirt --create-namespace \
   --set allowEmulation=true \
   --set allowHostDisk=true \
+  --set "hostDiskDirs={$STATE_DIR/slimvirt/hostdisks,/data}" \
   --set webConsole.enabled=true \
   --set controller.cpuAllocationRatio="${CPU_ALLOCATION_RATIO:-10}" \
   --set node.cni.binDir="$CNI_BIN_DIR" \

@@ -59,6 +59,24 @@ $(IMAGES_OUT)/guest.tar: $(GUEST_OUT)/disk.qcow2 $(IMAGEBUILD)
 	$(IMAGEBUILD) -tag $(GUEST_TAG) -o $@ -rootfs $(GUEST_OUT)/containerdisk
 	rm -rf $(GUEST_OUT)/containerdisk
 
+# The images the user guide's manifests name, served by the local cluster's registry under
+# those names (cluster-registry-seed): the test guest stands in for
+# kubevirt/fedora-cloud-container-disk-demo, and a small ISO for the virtio drivers of
+# kubevirt/virtio-container-disk (/disk/virtio-win.iso, as that image has it).
+GUIDE_IMAGES_OUT := $(OUT)/guide-images
+
+$(GUIDE_IMAGES_OUT)/virtio-container-disk.tar: images/guest/virtio-readme.txt $(IMAGEBUILD) $(wildcard images/cmd/isobuild/*.go runtime/iso9660/*.go)
+	@mkdir -p $(@D)
+	rm -rf $(@D)/virtio
+	mkdir -p $(@D)/virtio/disk
+	go run ./images/cmd/isobuild -o $(@D)/virtio/disk/virtio-win.iso -label VIRTIO-WIN -add images/guest/virtio-readme.txt:README.TXT
+	chown -R 107:107 $(@D)/virtio/disk && chmod 0444 $(@D)/virtio/disk/virtio-win.iso
+	$(IMAGEBUILD) -tag kubevirt/virtio-container-disk:latest -o $@ -rootfs $(@D)/virtio
+	rm -rf $(@D)/virtio
+
+.PHONY: guide-images
+guide-images: $(IMAGES_OUT)/guest.tar $(GUIDE_IMAGES_OUT)/virtio-container-disk.tar ## Build the images the user guide's manifests name (pushed to the local cluster's registry)
+
 # --- Container images ---------------------------------------------------------------------
 
 IMAGE_NAMES := launcher controller node toolbox guest
