@@ -95,6 +95,28 @@ spec:
 	if held != "" {
 		t.Fatalf("a blank DataVolume held %q", held)
 	}
+	// A snapshot of the running VM: the guest's filesystems are frozen through its agent for
+	// the instant the VolumeSnapshots are made, and thawed right after.
+	applyYAML(t, fmt.Sprintf(`apiVersion: slimvirt.io/v1alpha1
+kind: VirtualMachineSnapshot
+metadata: {name: online, namespace: %s}
+spec:
+  source: {apiGroup: slimvirt.io, kind: VirtualMachine, name: snapvm}
+`, storageNS))
+	eventually(t, 3*time.Minute, "snapshot online ready", func() (bool, error) {
+		out, err := kubectl(t, "-n", storageNS, "get", "vmsnapshot", "online", "-o", "jsonpath={.status.phase} {.status.readyToUse} {.status.indications} {.status.error}")
+		return strings.HasPrefix(strings.TrimSpace(out), "Succeeded true"), fmt.Errorf("%s: %w", out, err)
+	})
+	ind := mustKubectl(t, "-n", storageNS, "get", "vmsnapshot", "online", "-o", "jsonpath={.status.indications}")
+	if !strings.Contains(ind, "Online") || !strings.Contains(ind, "GuestAgent") || strings.Contains(ind, "NoGuestAgent") {
+		t.Errorf("the running VM's snapshot indications %s, want Online and GuestAgent", ind)
+	}
+	pod := strings.TrimSpace(mustKubectl(t, "-n", storageNS, "get", "vmi", "snapvm", "-o", "jsonpath={.status.launcherPod}"))
+	console := mustKubectl(t, "-n", storageNS, "logs", pod, "-c", "compute")
+	frozen, thawed := strings.Index(console, "SLIMVIRT-GUEST-FROZEN"), strings.LastIndex(console, "SLIMVIRT-GUEST-THAWED")
+	if frozen < 0 || thawed < frozen {
+		t.Errorf("the guest was not frozen, then thawed, for the online snapshot (frozen at %d, thawed at %d):\n%s", frozen, thawed, tail(console))
+	}
 	stop()
 	taken := time.Now()
 	applyYAML(t, fmt.Sprintf(`apiVersion: slimvirt.io/v1alpha1
@@ -115,8 +137,8 @@ spec:
 		}
 	}
 	vs := strings.TrimSpace(mustKubectl(t, "-n", storageNS, "get", "volumesnapshot", "-o", "jsonpath={.items[*].status.readyToUse}"))
-	if vs != "true" {
-		t.Errorf("VolumeSnapshots ready: %q, want one, ready", vs)
+	if vs != "true true" {
+		t.Errorf("VolumeSnapshots ready: %q, want two (one per VM snapshot), ready", vs)
 	}
 
 	start()

@@ -407,6 +407,30 @@ func TestGuestAgent(t *testing.T) {
 	if info.Version == "" || !listed {
 		t.Errorf("guest-info: %+v, want a version and guest-get-osinfo enabled", info)
 	}
+	// Freeze and thaw: the state, a second freeze refused, the markers on the console.
+	freeze := []struct{ cmd, want string }{
+		{`{"execute":"guest-fsfreeze-status"}`, `"thawed"`},
+		{`{"execute":"guest-fsfreeze-freeze"}`, `0`},
+		{`{"execute":"guest-fsfreeze-status"}`, `"frozen"`},
+		{`{"execute":"guest-fsfreeze-thaw"}`, `0`},
+		{`{"execute":"guest-fsfreeze-status"}`, `"thawed"`},
+		{`{"execute":"guest-fsfreeze-thaw"}`, `0`},
+	}
+	for i, f := range freeze {
+		if r := a.call(f.cmd); string(r.Return) != f.want {
+			t.Errorf("fsfreeze step %d %s: return %s (error %+v), want %s", i, f.cmd, r.Return, r.Error, f.want)
+		}
+		if i == 1 {
+			if r := a.call(`{"execute":"guest-fsfreeze-freeze"}`); r.Error == nil {
+				t.Errorf("a second freeze: %+v, want an error", r)
+			}
+		}
+	}
+	for _, m := range []string{"SLIMVIRT-GUEST-FROZEN", "SLIMVIRT-GUEST-THAWED"} {
+		if _, err := v.console.WaitFor(m, 10*time.Second); err != nil {
+			t.Errorf("no %s on the console: %v", m, err)
+		}
+	}
 	if r := a.call(`{"execute":"guest-no-such-command"}`); r.Error == nil || r.Error.Class != "CommandNotFound" {
 		t.Errorf("unknown command: %+v, want error class CommandNotFound", r)
 	}

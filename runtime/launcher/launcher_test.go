@@ -183,10 +183,37 @@ func TestContainerDiskCloudInitPauseShutdown(t *testing.T) {
 	}
 	r.waitPhase(launcherpod.PhaseRunning, 10*time.Second)
 	r.waitLine("after-pause-2", 20*time.Second)
-	// The test guest's agent does not implement guest-fsfreeze-freeze: libvirt's refusal reaches
-	// the caller, and the guest goes on running.
-	if out, err := r.launcherCmd("ctl", "freeze 60"); err == nil || !strings.Contains(out, "freeze the guest's filesystems:") || !strings.Contains(out, "guest-fsfreeze-freeze") {
-		t.Errorf("freeze without a guest agent: %v: %q", err, out)
+	// Freeze and thaw through libvirt and the guest's agent; a second freeze while frozen is
+	// refused, and a freeze nobody thaws ends by itself after its unfreeze timeout.
+	if out, err := r.launcherCmd("ctl", "freeze 60"); err != nil {
+		t.Errorf("freeze: %v: %q", err, out)
+	}
+	r.waitLine("SLIMVIRT-GUEST-FROZEN", 20*time.Second)
+	if out, err := r.launcherCmd("ctl", "freeze 60"); err == nil {
+		t.Errorf("a second freeze while frozen succeeded: %q", out)
+	}
+	if out, err := r.launcherCmd("ctl", "unfreeze"); err != nil {
+		t.Errorf("unfreeze: %v: %q", err, out)
+	}
+	r.waitLine("SLIMVIRT-GUEST-THAWED", 20*time.Second)
+	frozeAt := time.Now()
+	if out, err := r.launcherCmd("ctl", "freeze 2"); err != nil {
+		t.Errorf("freeze for 2 s: %v: %q", err, out)
+	}
+	for thawed := 0; thawed < 2; {
+		if time.Since(frozeAt) > 30*time.Second {
+			t.Fatal("a freeze with a 2 s unfreeze timeout was never thawed")
+		}
+		time.Sleep(100 * time.Millisecond)
+		thawed = 0
+		for _, l := range r.consoleLines() {
+			if strings.Contains(l, "SLIMVIRT-GUEST-THAWED") {
+				thawed++
+			}
+		}
+	}
+	if took := time.Since(frozeAt); took < 2*time.Second {
+		t.Errorf("a 2 s unfreeze timeout thawed after %s", took)
 	}
 	if out, err := r.launcherCmd("ctl", "freeze 100000"); err == nil || !strings.Contains(out, "is not a number of seconds from 1 to 600") {
 		t.Errorf("freeze with an unbounded timeout: %v: %q", err, out)
