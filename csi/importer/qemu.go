@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 )
 
 // limits are the resources a qemu-img run may use: the image is the tenant's, and qemu-img
@@ -55,35 +54,24 @@ func (b *boundedBuffer) Write(p []byte) (int, error) {
 }
 
 // qemuImg runs qemu-img with args under lim; files become descriptors 3, 4, ... in the child.
-// The limits are set by prlimit(1), which execs qemu-img with them already in place; without
-// prlimit they are set on the child right after it starts.
+// The limits are in place before qemu-img reads a byte: prlimit(1) execs it with them set;
+// without prlimit, the shell's ulimit does the same. (Setting them on the child once it runs
+// would leave a window in which a quick qemu-img works on a tenant's image unlimited.)
 func qemuImg(ctx context.Context, lim limits, files []*os.File, args ...string) (stdout []byte, err error) {
 	cpu := strconv.FormatInt(int64(lim.cpu/time.Second), 10)
 	as := strconv.FormatUint(lim.as, 10)
 	var cmd *exec.Cmd
-	wrapped := false
 	if p, err := exec.LookPath("prlimit"); err == nil {
 		cmd = exec.CommandContext(ctx, p, append([]string{"--cpu=" + cpu, "--as=" + as, "--", "qemu-img"}, args...)...)
-		wrapped = true
 	} else {
-		cmd = exec.CommandContext(ctx, "qemu-img", args...)
+		// ulimit -v counts KiB; "$@" passes args unparsed by the shell.
+		script := "ulimit -t " + cpu + " && ulimit -v " + strconv.FormatUint(lim.as>>10, 10) + ` && exec qemu-img "$@"`
+		cmd = exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", script, "qemu-img"}, args...)...)
 	}
 	var out, stderr boundedBuffer
 	cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = &out, &stderr, files
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start qemu-img %s: %w", args[0], err)
-	}
-	if !wrapped {
-		pid := cmd.Process.Pid
-		c := uint64(lim.cpu / time.Second)
-		if err := errors.Join(
-			unix.Prlimit(pid, unix.RLIMIT_CPU, &unix.Rlimit{Cur: c, Max: c}, nil),
-			unix.Prlimit(pid, unix.RLIMIT_AS, &unix.Rlimit{Cur: lim.as, Max: lim.as}, nil)); err != nil {
-			// Without its limits qemu-img must not run; kill and reap it, the limit error says why.
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			return nil, fmt.Errorf("limit qemu-img %s: %w", args[0], err)
-		}
 	}
 	err = cmd.Wait()
 	if err != nil && ctx.Err() != nil {
