@@ -31,26 +31,8 @@ func TestHelmUninstallRestoresNode(t *testing.T) {
 	if chained, _ := os.ReadFile(conflist); !bytes.Contains(chained, []byte(`"slimvirt"`)) {
 		t.Fatalf("slimvirt is not chained in %s before the test:\n%s", conflist, chained)
 	}
-	helm := func(args ...string) string {
-		t.Helper()
-		bin := "helm"
-		if p := filepath.Join(os.Getenv("SLIMVIRT_CACHE"), "tools", "bin", "helm"); fileExists(p) {
-			bin = p
-		}
-		cmd := exec.Command(bin, append(args, "--kubeconfig", cluster.kubeconfig)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	reinstall := func() {
-		cmd := exec.Command("bash", "hack/local-install.sh")
-		cmd.Dir = ".."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("reinstall: %v\n%s", err, out)
-		}
-	}
+	helm := func(args ...string) string { return helmRun(t, args...) }
+	reinstall := func() { localInstall(t, "") }
 	defer func() {
 		if t.Failed() {
 			reinstall() // leave the cluster usable for the tests after this one
@@ -118,4 +100,32 @@ func TestHelmUninstallRestoresNode(t *testing.T) {
 	applyChaosVM(t, dir, "helm-again", "helm", "Always")
 	t.Cleanup(func() { _, _ = kubectl(t, "delete", "vm", "helm-again", "--wait=true", "--timeout=120s") })
 	vmiLog(t, waitVMIRunning(t, "default", "helm-again", ""), "SLIMVIRT-GUEST-UP")
+}
+
+// helmRun runs the helm the project installs (or the one on PATH) against the local cluster.
+func helmRun(t *testing.T, args ...string) string {
+	t.Helper()
+	bin := "helm"
+	if p := filepath.Join(os.Getenv("SLIMVIRT_CACHE"), "tools", "bin", "helm"); fileExists(p) {
+		bin = p
+	}
+	cmd := exec.Command(bin, append(args, "--kubeconfig", cluster.kubeconfig)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// localInstall installs (or upgrades) the chart as make local-install does; modules is
+// hack/local-install.sh's SLIMVIRT_MODULES: "" or all, csi (the CSI driver alone) or cni (the
+// CNI plugin alone).
+func localInstall(t *testing.T, modules string) {
+	t.Helper()
+	cmd := exec.Command("bash", "hack/local-install.sh")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "SLIMVIRT_MODULES="+modules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("local-install (modules %q): %v\n%s", modules, err, out)
+	}
 }

@@ -11,7 +11,15 @@ env_file=/var/lib/slimvirt-cluster/cluster.env
 # shellcheck disable=SC1090
 source "$env_file"
 export KUBECONFIG
-helm upgrade --install slimvirt charts/slimvirt --namespace slimvirt --create-namespace \
+# SLIMVIRT_MODULES: all (default), csi (the CSI driver alone) or cni (the CNI plugin alone).
+modules=()
+case ${SLIMVIRT_MODULES:-all} in
+  all) ;;
+  csi) modules=(--set controller.enabled=false --set node.agent.enabled=false) ;;
+  cni) modules=(--set controller.enabled=false --set storage.enabled=false) ;;
+  *) echo "local-install: SLIMVIRT_MODULES=$SLIMVIRT_MODULES: want all, csi or cni" >&2; exit 2 ;;
+esac
+helm upgrade --install slimvirt charts/slimvirt --namespace slimvirt --create-namespace "${modules[@]}" \
   --set allowEmulation=true \
   --set allowHostDisk=true \
   --set "hostDiskDirs={$STATE_DIR/slimvirt/hostdisks,/data}" \
@@ -24,8 +32,12 @@ helm upgrade --install slimvirt charts/slimvirt --namespace slimvirt --create-na
   --wait --timeout 5m >/dev/null
 # Helm renders every object before it creates any, so the chart's VolumeSnapshotClass comes
 # with the upgrade after the one that created its CRD (docs/csi.md).
-if ! kubectl get volumesnapshotclass >/dev/null 2>&1 || [ -z "$(kubectl get volumesnapshotclass -o name)" ]; then
+if [ "${SLIMVIRT_MODULES:-all}" != cni ] && { ! kubectl get volumesnapshotclass >/dev/null 2>&1 || [ -z "$(kubectl get volumesnapshotclass -o name)" ]; }; then
   helm upgrade slimvirt charts/slimvirt --namespace slimvirt --reuse-values --wait --timeout 5m >/dev/null
+fi
+if [ "${SLIMVIRT_MODULES:-all}" = csi ]; then
+  echo "local-install: the CSI driver alone installed"
+  exit 0
 fi
 # The node agent chains the plugin into the node's conflist; launcher pods need it.
 for _ in $(seq 1 60); do

@@ -47,6 +47,14 @@ func TestRefusedValues(t *testing.T) {
 	}
 }
 
+// TestRefusedNothingOnNodes: with neither the node agent nor the CSI driver, the node
+// DaemonSet would run nothing; the chart says so instead of rendering it.
+func TestRefusedNothingOnNodes(t *testing.T) {
+	r := prepare(t, valueSet{name: "nothing-on-nodes", values: "node:\n  agent:\n    enabled: false\nstorage:\n  enabled: false\n"})
+	_, err := cluster.helm.template(t.Context(), r)
+	wantError(t, err, "node.agent.enabled and storage.enabled are both false")
+}
+
 // TestRefusedLintWarning sets a table to a string: helm lint --strict exits 0 and warns on
 // stderr only, which the lint check must not let pass.
 func TestRefusedLintWarning(t *testing.T) {

@@ -63,6 +63,36 @@ var valueSets = []valueSet{
 		},
 	},
 	{
+		// The CSI driver alone: its DaemonSet containers, StorageClass and upload endpoint,
+		// nothing of the controller or the node agent.
+		name:   "csi-alone",
+		values: "controller:\n  enabled: false\nnode:\n  agent:\n    enabled: false\n",
+		check: func(t *testing.T, r rendered) {
+			wantModules(t, r, []string{"csi", "csi-provisioner", "csi-resizer", "csi-snapshotter"}, nil,
+				map[string]bool{"Deployment/slimvirt-controller": false, "APIService/v1alpha1.subresources.slimvirt.io": false,
+					"ClusterRole/slimvirt-edit": false, "CSIDriver/csi.slimvirt.io": true, "Service/slimvirt-upload": true,
+					"Service/slimvirt-node-metrics": false, "Deployment/slimvirt-snapshot-controller": true})
+			wantClasses(t, r, map[string]class{"slimvirt": {"default", true}})
+		},
+	},
+	{
+		// The CNI plugin alone: the node agent that installs and chains it, nothing of the
+		// controller or the CSI driver (whose upload Secret it then does not mount).
+		name:   "cni-alone",
+		values: "controller:\n  enabled: false\nstorage:\n  enabled: false\n",
+		check: func(t *testing.T, r rendered) {
+			wantModules(t, r, []string{"node"}, []string{"seed"},
+				map[string]bool{"Deployment/slimvirt-controller": false, "CSIDriver/csi.slimvirt.io": false,
+					"Secret/slimvirt-upload-tls": false, "Service/slimvirt-upload": false, "StorageClass/slimvirt": false,
+					"Deployment/slimvirt-snapshot-controller": false, "Secret/slimvirt-signing-key": true})
+			for _, v := range r.daemonSet(t).Spec.Template.Spec.Volumes {
+				if v.Secret != nil && v.Secret.SecretName == "slimvirt-upload-tls" {
+					t.Errorf("the node DaemonSet mounts %s, which is not installed", v.Secret.SecretName)
+				}
+			}
+		},
+	},
+	{
 		name:   "require-quota",
 		values: "storage:\n  requireQuota: true\n",
 		check: func(t *testing.T, r rendered) {
@@ -365,6 +395,33 @@ func wantClasses(t *testing.T, r rendered, want map[string]class) {
 	}
 	if !maps.Equal(got, want) {
 		t.Errorf("StorageClasses %+v, want %+v", got, want)
+	}
+}
+
+// wantModules checks the node DaemonSet's containers and init containers, in order, and which
+// objects (Kind/name) are rendered.
+func wantModules(t *testing.T, r rendered, containers, inits []string, objects map[string]bool) {
+	t.Helper()
+	spec := r.daemonSet(t).Spec.Template.Spec
+	names := func(cs []corev1.Container) []string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.Name)
+		}
+		return out
+	}
+	if got := names(spec.Containers); !slices.Equal(got, containers) {
+		t.Errorf("node DaemonSet containers %v, want %v", got, containers)
+	}
+	if got := names(spec.InitContainers); !slices.Equal(got, inits) {
+		t.Errorf("node DaemonSet init containers %v, want %v", got, inits)
+	}
+	for ref, want := range objects {
+		kind, name, _ := strings.Cut(ref, "/")
+		found := slices.ContainsFunc(r, func(o object) bool { return o.GetKind() == kind && o.GetName() == name })
+		if found != want {
+			t.Errorf("%s rendered: %v, want %v", ref, found, want)
+		}
 	}
 }
 
