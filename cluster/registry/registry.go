@@ -10,12 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -77,17 +79,37 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
+// PushedAsLabel is the config label a pushed image carries: the name it was pushed under.
+const PushedAsLabel = "slimvirt.io/pushed-as"
+
 // Push puts the one image of a docker-archive tarball into the registry at addr under each
-// of names (repository:tag, e.g. kubevirt/virtio-container-disk:latest).
+// of names (repository:tag, e.g. kubevirt/virtio-container-disk:latest). Each name gets an
+// image of its own (the same layers, a config labelled with the name): containerd's CRI plugin
+// keeps one record per image ID, and an image pulled under a second name with the ID of one
+// imported under another (the tarball's own tag) left kubelet unable to find the first.
 func Push(ctx context.Context, addr, tarPath string, names []string) error {
-	img, err := tarball.ImageFromPath(tarPath, nil)
+	base, err := tarball.ImageFromPath(tarPath, nil)
 	if err != nil {
 		return fmt.Errorf("read image %s: %w", tarPath, err)
+	}
+	cfg, err := base.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("read the config of %s: %w", tarPath, err)
 	}
 	for _, n := range names {
 		ref, err := name.ParseReference(addr+"/"+n, name.Insecure)
 		if err != nil {
 			return fmt.Errorf("image name %q: %w", n, err)
+		}
+		c := cfg.Config.DeepCopy()
+		c.Labels = maps.Clone(c.Labels)
+		if c.Labels == nil {
+			c.Labels = map[string]string{}
+		}
+		c.Labels[PushedAsLabel] = n
+		img, err := mutate.Config(base, *c)
+		if err != nil {
+			return fmt.Errorf("label %s for %s: %w", tarPath, n, err)
 		}
 		if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
 			return fmt.Errorf("push %s as %s: %w", tarPath, ref, err)

@@ -63,16 +63,35 @@ func TestPushThenPull(t *testing.T) {
 	if err := Push(context.Background(), addr, tarPath, names); err != nil {
 		t.Fatal(err)
 	}
-	want, _ := img.Digest()
+	// Each name is an image of its own (its config names it), with the tarball's layers.
+	wantLayers, _ := img.Layers()
+	ids := map[string]bool{}
 	for _, n := range names {
 		ref, _ := name.ParseReference(addr+"/"+n, name.Insecure)
 		got, err := remote.Image(ref)
 		if err != nil {
 			t.Fatalf("pull %s: %v", ref, err)
 		}
-		if d, _ := got.Digest(); d != want {
-			t.Errorf("%s has digest %s, pushed %s", n, d, want)
+		cfg, err := got.ConfigFile()
+		if err != nil || cfg.Config.Labels[PushedAsLabel] != n {
+			t.Errorf("%s: config %+v (%v), want label %s=%s", n, cfg, err, PushedAsLabel, n)
 		}
+		id, _ := got.ConfigName()
+		ids[id.String()] = true
+		layers, _ := got.Layers()
+		if len(layers) != len(wantLayers) {
+			t.Fatalf("%s has %d layers, pushed %d", n, len(layers), len(wantLayers))
+		}
+		for i := range layers {
+			a, _ := layers[i].Digest()
+			b, _ := wantLayers[i].Digest()
+			if a != b {
+				t.Errorf("%s layer %d is %s, pushed %s", n, i, a, b)
+			}
+		}
+	}
+	if tarID, _ := img.ConfigName(); len(ids) != len(names) || ids[tarID.String()] {
+		t.Errorf("image IDs %v: want one per name, none the tarball's own %s", ids, tarID)
 	}
 	blobs, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
 	if len(blobs) < 3 { // two layers and the config
