@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
@@ -82,9 +84,10 @@ func TestControllerBinary(t *testing.T) {
 	}
 	pod := launcherPod(t, ns, vmi.Name)
 	compute := computeOf(t, pod)
-	mem := compute.Resources.Requests.Memory().String()
-	if mem != "228Mi" {
-		t.Errorf("memory request %s, want 228Mi (128Mi + the flag's 100Mi)", mem)
+	want := resource.MustParse("1024M")
+	want.Add(resource.MustParse("100Mi"))
+	if mem := compute.Resources.Requests.Memory(); mem.Cmp(want) != 0 {
+		t.Errorf("memory request %s, want %s (the example's 1024M + the flag's 100Mi)", mem, want.String())
 	}
 	waitPhase(t, ns, vmi.Name, "Scheduling")
 	eventually(t, "/readyz", func() (bool, error) {

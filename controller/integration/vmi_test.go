@@ -151,7 +151,8 @@ func checkLauncherPod(t *testing.T, vmi *v1.VirtualMachineInstance, pod *corev1.
 	}
 	cd := spec.Containers[0]
 	wantCmd := []string{launcherpod.ContainerDiskCopier, "copy", "--src", "/disk", "--dst", launcherpod.ContainerDiskDir + "/containerdisk", "--stay"}
-	if cd.Image != "slimvirt.io/guest:dev" || cd.ImagePullPolicy != corev1.PullIfNotPresent || !slices.Equal(cd.Command, wantCmd) {
+	// The guide's image without a tag: the API server defaults its pull policy to Always.
+	if cd.Image != "kubevirt/fedora-cloud-container-disk-demo" || cd.ImagePullPolicy != corev1.PullAlways || !slices.Equal(cd.Command, wantCmd) {
 		t.Errorf("containerDisk copier = %s %s %v", cd.Image, cd.ImagePullPolicy, cd.Command)
 	}
 	compute := spec.Containers[1]
@@ -159,8 +160,10 @@ func checkLauncherPod(t *testing.T, vmi *v1.VirtualMachineInstance, pod *corev1.
 		t.Errorf("compute image = %s", compute.Image)
 	}
 	mem := compute.Resources.Requests[corev1.ResourceMemory]
-	if want := resource.MustParse("192Mi"); mem.Cmp(want) != 0 {
-		t.Errorf("compute memory request = %s, want 192Mi (128Mi guest + 64Mi overhead)", mem.String())
+	want := resource.MustParse("1024M")
+	want.Add(resource.MustParse("64Mi"))
+	if mem.Cmp(want) != 0 {
+		t.Errorf("compute memory request = %s, want %s (the example's 1024M + 64Mi overhead)", mem.String(), want.String())
 	}
 	if compute.ReadinessProbe != nil || len(spec.ReadinessGates) != 1 || spec.ReadinessGates[0].ConditionType != launcherpod.ConditionDomainRunning {
 		t.Errorf("readiness: probe %+v, gates %+v; want only the %s gate", compute.ReadinessProbe, spec.ReadinessGates, launcherpod.ConditionDomainRunning)
