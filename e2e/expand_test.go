@@ -65,4 +65,25 @@ func TestStorageOnlineExpansion(t *testing.T) {
 	if strings.TrimSpace(out) != "0" {
 		t.Errorf("launcher pod %s's compute container restarted %s times", pod, out)
 	}
+
+	// The VMI says so too: the size the guest sees in status.volumeStatus, and one
+	// DiskResized event for the growth.
+	want := strconv.FormatInt(after*512, 10)
+	eventually(t, time.Minute, "status.volumeStatus to show datadisk at "+want+" bytes", func() (bool, error) {
+		out, err := kubectl(t, "-n", storageNS, "get", "vmi", "vm-grow", "-o", `jsonpath={.status.volumeStatus[?(@.name=="datadisk")].size}`)
+		return strings.TrimSpace(out) == want, fmt.Errorf("volumeStatus says %q: %w", out, err)
+	})
+	note := "disk datadisk grew to " + want + " bytes"
+	var events []string
+	eventually(t, time.Minute, "a DiskResized event on the VMI", func() (bool, error) {
+		out, err := kubectl(t, "-n", storageNS, "get", "events", "--field-selector", "involvedObject.name=vm-grow,reason=DiskResized",
+			"-o", `jsonpath={range .items[*]}{.message}{"\t"}{.count}{"\n"}{end}`)
+		events = strings.Split(strings.TrimSpace(out), "\n")
+		return strings.Contains(out, note), fmt.Errorf("DiskResized events %q: %w", out, err)
+	})
+	// An event repeated is one object with a count (0 or none for an event never repeated).
+	message, count, _ := strings.Cut(events[0], "\t")
+	if n, _ := strconv.Atoi(count); len(events) != 1 || message != note || n > 1 {
+		t.Errorf("DiskResized events (message, count) %q, want %q once", events, note)
+	}
 }

@@ -204,7 +204,20 @@ type Status struct {
 	AgentConnected bool `json:"agentConnected,omitempty"`
 	// GuestOS is what the guest agent said of the guest when it connected.
 	GuestOS *GuestOSInfo `json:"guestOS,omitempty"`
+	// DiskSizes are the bytes the guest sees of each disk that grew while the domain ran, by
+	// volume name: at most MaxDiskSizes of them, names DNS labels, sizes from 1 to MaxDiskSize.
+	// A disk that never grew is not listed.
+	DiskSizes map[string]int64 `json:"diskSizes,omitempty"`
 }
+
+// Bounds of Status.DiskSizes.
+const (
+	// MaxDiskSizes is how many disks a VMI may have (api/v1alpha1: 64 disks).
+	MaxDiskSizes = 64
+	// MaxDiskSize is 8 PiB, 2^53 bytes: far beyond any disk a guest is given, and the largest
+	// integer every JSON reader holds exactly.
+	MaxDiskSize = 1 << 53
+)
 
 // GuestInfo is the reply to the launcher's "guestinfo" control command (slimctl guestinfo).
 type GuestInfo struct {

@@ -109,5 +109,38 @@ func (st Status) validate() error {
 			return fmt.Errorf("guestIP %q is not an IP address", st.GuestIP)
 		}
 	}
+	return validDiskSizes(st.DiskSizes)
+}
+
+// validDiskSizes checks Status.DiskSizes against its bounds. The names become list keys in the
+// VMI's status and the sizes numbers there, so a file that breaks one bound is refused whole.
+func validDiskSizes(sizes map[string]int64) error {
+	if len(sizes) > MaxDiskSizes {
+		return fmt.Errorf("diskSizes has %d disks, more than %d", len(sizes), MaxDiskSizes)
+	}
+	for name, size := range sizes {
+		if !IsDNSLabel(name) {
+			return fmt.Errorf("diskSizes: volume name %.70q is not a DNS label", name)
+		}
+		if size <= 0 || size > MaxDiskSize {
+			return fmt.Errorf("diskSizes: volume %s: size %d is not between 1 and %d", name, size, int64(MaxDiskSize))
+		}
+	}
 	return nil
+}
+
+// IsDNSLabel says whether s is an RFC 1123 label, what Kubernetes allows as a VMI's volume and
+// interface names: 1 to 63 lower-case letters, digits and dashes, starting and ending with a
+// letter or digit. Hand-written: a regexp compiled at start-up costs every CNI plugin run a
+// millisecond or two.
+func IsDNSLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, c := range s {
+		if ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'; !ok {
+			return false
+		}
+	}
+	return true
 }

@@ -3,12 +3,16 @@ package launcherpod
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -39,6 +43,21 @@ func TestParseStatus(t *testing.T) {
 		{name: "bad IP", in: `{"phase":"Running","guestIP":"10.0.0.300"}`, err: "guestIP"},
 		{name: "IP with a zone", in: `{"phase":"Running","guestIP":"fe80::1%eth0"}`, err: "guestIP"},
 		{name: "bad accelerator", in: `{"phase":"Running","accelerator":"hvf"}`, err: "accelerator"},
+		{name: "disks that grew", in: `{"phase":"Running","diskSizes":{"rootdisk":2147483648,"data-1":1048576}}`,
+			want: Status{Phase: PhaseRunning, DiskSizes: map[string]int64{"rootdisk": 2 << 30, "data-1": 1 << 20}}},
+		{name: "largest disk", in: `{"phase":"Running","diskSizes":{"d":9007199254740992}}`,
+			want: Status{Phase: PhaseRunning, DiskSizes: map[string]int64{"d": MaxDiskSize}}},
+		{name: "disk over the bound", in: `{"phase":"Running","diskSizes":{"d":9007199254740993}}`, err: "not between 1 and"},
+		{name: "disk size past int64", in: `{"phase":"Running","diskSizes":{"d":99999999999999999999}}`, err: "cannot unmarshal"},
+		{name: "negative disk size", in: `{"phase":"Running","diskSizes":{"d":-1}}`, err: "not between 1 and"},
+		{name: "zero disk size", in: `{"phase":"Running","diskSizes":{"d":0}}`, err: "not between 1 and"},
+		{name: "fractional disk size", in: `{"phase":"Running","diskSizes":{"d":1.5}}`, err: "cannot unmarshal"},
+		{name: "disk size as a string", in: `{"phase":"Running","diskSizes":{"d":"1Gi"}}`, err: "cannot unmarshal"},
+		{name: "volume name with a slash", in: `{"phase":"Running","diskSizes":{"../etc":1024}}`, err: "not a DNS label"},
+		{name: "volume name upper case", in: `{"phase":"Running","diskSizes":{"Root":1024}}`, err: "not a DNS label"},
+		{name: "empty volume name", in: `{"phase":"Running","diskSizes":{"":1024}}`, err: "not a DNS label"},
+		{name: "volume name of 64 bytes", in: `{"phase":"Running","diskSizes":{"` + strings.Repeat("a", 64) + `":1024}}`, err: "not a DNS label"},
+		{name: "volume name with a NUL", in: `{"phase":"Running","diskSizes":{"a\u0000b":1024}}`, err: "not a DNS label"},
 		{name: "too large", in: `{"phase":"Running","reason":"` + strings.Repeat("x", MaxStatusSize) + `"}`, err: "larger than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,7 +66,7 @@ func TestParseStatus(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("ParseStatus = %+v, %v; want an error with %q", st, err, tc.err)
 				}
-				if st != (Status{}) {
+				if !reflect.DeepEqual(st, Status{}) {
 					t.Errorf("refused status comes with a value: %+v", st)
 				}
 				return
@@ -56,7 +75,7 @@ func TestParseStatus(t *testing.T) {
 				t.Fatal(err)
 			}
 			st.GuestOS = nil
-			if st != tc.want {
+			if !reflect.DeepEqual(st, tc.want) {
 				t.Errorf("ParseStatus = %+v, want %+v", st, tc.want)
 			}
 		})
@@ -137,6 +156,7 @@ func FuzzParseStatus(f *testing.F) {
 		`{"phase":"Running"} {}`,
 		`{"phase":"Running","guestIP":"fe80::1%eth0"}`,
 		`{"phase":"Running","guestMAC":"00-00-5e-00-53-01"}`,
+		`{"phase":"Running","diskSizes":{"rootdisk":2147483648,"../x":-1}}`,
 		`{"PHASE":"Running","phase":"Starting"}`,
 		`[1,2,3]`,
 		"\xff\xfe",
@@ -146,7 +166,7 @@ func FuzzParseStatus(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		st, err := ParseStatus(b)
 		if err != nil {
-			if st != (Status{}) {
+			if !reflect.DeepEqual(st, Status{}) {
 				t.Fatalf("refused %q with a value %+v", b, st)
 			}
 			return
@@ -167,6 +187,14 @@ func FuzzParseStatus(f *testing.F) {
 				t.Fatalf("accepted IP %q", st.GuestIP)
 			}
 		}
+		if len(st.DiskSizes) > MaxDiskSizes {
+			t.Fatalf("accepted %d disks", len(st.DiskSizes))
+		}
+		for name, size := range st.DiskSizes {
+			if !IsDNSLabel(name) || size <= 0 || size > MaxDiskSize {
+				t.Fatalf("accepted disk %q of %d bytes", name, size)
+			}
+		}
 		// What was accepted says the same once written again.
 		again, err := json.Marshal(st)
 		if err != nil {
@@ -176,8 +204,57 @@ func FuzzParseStatus(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted %q but not its own encoding %s: %v", b, again, err)
 		}
-		if st2.Phase != st.Phase || st2.GuestMAC != st.GuestMAC || st2.GuestIP != st.GuestIP {
+		if st2.Phase != st.Phase || st2.GuestMAC != st.GuestMAC || st2.GuestIP != st.GuestIP || !maps.Equal(st2.DiskSizes, st.DiskSizes) {
 			t.Fatalf("round trip changed %+v to %+v", st, st2)
+		}
+	})
+}
+
+// TestParseStatusHostileDiskSizes: the sizes of grown disks come from a file the tenant can
+// write, and the node agent puts them in the VMI's status. A file with more disks than a VMI
+// can have, sizes no disk has, or names that are no volume's is refused whole, so none of it
+// reaches the VMI.
+func TestParseStatusHostileDiskSizes(t *testing.T) {
+	entries := func(n int, size string) string {
+		var b strings.Builder
+		b.WriteString(`{"phase":"Running","diskSizes":{`)
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `"%s":%s`, strconv.FormatInt(int64(i), 36), size)
+		}
+		b.WriteString("}}")
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name, in string
+		err      string
+	}{
+		{"10,000 disks", entries(10000, "1"), "larger than the status file bound"},
+		{"7,000 disks within the size bound", entries(7000, "1"), "more than 64"},
+		{"one disk 10,000 times", strings.Replace(entries(1, "1"), `"0":1`, strings.Repeat(`"0":1,`, 9999)+`"0":-1`, 1), "not between 1 and"},
+		{"65 disks", entries(MaxDiskSizes+1, "1073741824"), "more than 64"},
+		{"negative sizes", entries(3, "-1073741824"), "not between 1 and"},
+		{"the smallest int64", entries(1, "-9223372036854775808"), "not between 1 and"},
+		{"the largest int64", entries(1, "9223372036854775807"), "not between 1 and"},
+		{"names with slashes", `{"phase":"Running","diskSizes":{"a/b":1024,"/var/lib/kubelet":1024}}`, "not a DNS label"},
+		{"a name in another script", `{"phase":"Running","diskSizes":{"dìsk":1024}}`, "not a DNS label"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := ParseStatus([]byte(tc.in))
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("ParseStatus = %d disks, %v; want an error with %q", len(st.DiskSizes), err, tc.err)
+			}
+			if !reflect.DeepEqual(st, Status{}) {
+				t.Errorf("refused status comes with a value: %+v", st)
+			}
+		})
+	}
+	t.Run("64 disks", func(t *testing.T) {
+		st, err := ParseStatus([]byte(entries(MaxDiskSizes, "1073741824")))
+		if err != nil || len(st.DiskSizes) != MaxDiskSizes {
+			t.Fatalf("ParseStatus = %d disks, %v; want %d", len(st.DiskSizes), err, MaxDiskSizes)
 		}
 	})
 }

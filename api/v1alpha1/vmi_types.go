@@ -691,6 +691,28 @@ type VirtualMachineInstanceStatus struct {
 	// GuestOSInfo is filled when a guest agent answers.
 	// +optional
 	GuestOSInfo *GuestOSInfo `json:"guestOSInfo,omitempty"`
+	// VolumeStatus lists the VMI's disks that grew while it ran, with the size the guest sees
+	// (written by the node agent from what the launcher reports).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	VolumeStatus []VolumeStatus `json:"volumeStatus,omitempty"`
+}
+
+// VolumeStatus is what is known of one of the VMI's volumes while it runs (KubeVirt's
+// volumeStatus[], the fields slimvirt fills).
+type VolumeStatus struct {
+	// Name is the volume's name in spec.volumes.
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// Target is the disk's device name in the guest (vda, sdb), when known.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	Target string `json:"target,omitempty"`
+	// Size is the disk's size in bytes as the guest sees it.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Size int64 `json:"size,omitempty"`
 }
 
 // GuestOSInfo is what a guest agent says of the guest.

@@ -129,20 +129,6 @@ func Interfaces(key []byte, pod launcherpod.PodRef, annotations map[string]strin
 	return ifaces, nil
 }
 
-// isDNSLabel says whether s is an RFC 1123 label (what Kubernetes allows as an interface name).
-// Hand-written: a regexp compiled at start-up costs every plugin run a millisecond or two.
-func isDNSLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for _, c := range s {
-		if ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'; !ok {
-			return false
-		}
-	}
-	return true
-}
-
 // MaxInterfaces is how many VM interfaces one pod may carry; the pod has one primary network.
 const MaxInterfaces = 1
 
@@ -163,7 +149,7 @@ func Validate(ifaces []VMInterface) error {
 }
 
 func validateInterface(iface VMInterface) error {
-	if !isDNSLabel(iface.Name) {
+	if !launcherpod.IsDNSLabel(iface.Name) {
 		return fmt.Errorf("name %q is not a DNS label", iface.Name)
 	}
 	switch iface.Binding {

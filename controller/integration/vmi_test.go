@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	vmicontroller "github.com/slimvirt/slimvirt/controller/vmi"
 	"github.com/slimvirt/slimvirt/internal/testenv"
 )
 
@@ -434,4 +436,66 @@ func TestHostDiskNeedsPermission(t *testing.T) {
 	if n := len(podsOf(t, ns, vmi.Name)); n != 0 {
 		t.Errorf("%d pods made for a forbidden hostDisk", n)
 	}
+}
+
+// TestVMIDiskResizedEvent: when the node agent raises a disk's size in a running VMI's
+// status.volumeStatus, the VMI gets one DiskResized event saying how large the disk is now; a
+// status change that grows nothing adds none, and a second growth adds its own.
+func TestVMIDiskResizedEvent(t *testing.T) {
+	needController(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	vm := loadExampleVMI(t, ns)
+	if err := env.c.Create(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	runVMI(t, ns, vm.Name)
+
+	// What the node agent writes (nodeagent/vmistatus).
+	setVolumeStatus := func(vs []v1.VolumeStatus, guestOS string) {
+		t.Helper()
+		cur := getVMI(t, ns, vm.Name)
+		before := cur.DeepCopy()
+		cur.Status.VolumeStatus = vs
+		cur.Status.GuestOSInfo = &v1.GuestOSInfo{Name: guestOS}
+		if err := env.c.Status().Patch(ctx, cur, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notes := func() []string {
+		var events eventsv1.EventList
+		if err := env.c.List(ctx, &events, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range events.Items {
+			if e.Regarding.Name == vm.Name && e.Reason == vmicontroller.EventDiskResized {
+				if e.Series != nil {
+					t.Errorf("event %q repeated %d times", e.Note, e.Series.Count)
+				}
+				out = append(out, e.Note)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	waitNotes := func(want ...string) {
+		t.Helper()
+		eventually(t, "DiskResized events", func() (bool, error) {
+			return slices.Equal(notes(), want), nil
+		})
+	}
+
+	setVolumeStatus([]v1.VolumeStatus{{Name: "emptydisk", Size: 2 << 30}}, "a")
+	first := "disk emptydisk grew to 2147483648 bytes"
+	waitNotes(first)
+
+	setVolumeStatus([]v1.VolumeStatus{{Name: "emptydisk", Size: 2 << 30}}, "b")
+	time.Sleep(2 * time.Second) // the controller has seen the change
+	if got := notes(); !slices.Equal(got, []string{first}) {
+		t.Errorf("after a change that grew nothing: DiskResized events %q, want only %q", got, first)
+	}
+
+	setVolumeStatus([]v1.VolumeStatus{{Name: "emptydisk", Size: 3 << 30}}, "b")
+	waitNotes(first, "disk emptydisk grew to 3221225472 bytes")
 }

@@ -13,10 +13,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
@@ -41,6 +45,7 @@ const (
 	EventFailedCreate     = "FailedCreate"
 	EventSuccessfulDelete = "SuccessfulDelete"
 	EventStarted          = "Started"
+	EventDiskResized      = "DiskResized"
 )
 
 // Reconciler makes and watches launcher pods for VMIs.
@@ -57,13 +62,31 @@ type Reconciler struct {
 	Now func() time.Time
 }
 
-// SetupWithManager registers the reconciler; it watches VMIs and the pods they own.
+// SetupWithManager registers the reconciler; it watches VMIs and the pods they own, and tells
+// of disks that grew as the VMIs' status changes.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.VirtualMachineInstance{}).
 		Owns(&corev1.Pod{}).
+		Watches(&v1.VirtualMachineInstance{}, handler.Funcs{UpdateFunc: r.diskGrowthEvents}).
 		Named("vmi").
 		Complete(r)
+}
+
+// diskGrowthEvents emits a DiskResized event for each disk whose size the node agent raised in
+// status.volumeStatus between two versions of a VMI. It runs on the change itself, not in
+// Reconcile, which sees only the newest version: every growth is told once, and a controller
+// that starts (or takes over the lease) sees VMIs as new and tells nothing again. A growth
+// written while no controller ran is in the status, not in the events.
+func (r *Reconciler) diskGrowthEvents(_ context.Context, e event.UpdateEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	before, ok := e.ObjectOld.(*v1.VirtualMachineInstance)
+	after, ok2 := e.ObjectNew.(*v1.VirtualMachineInstance)
+	if !ok || !ok2 {
+		return
+	}
+	for _, vs := range DiskGrowths(before.Status.VolumeStatus, after.Status.VolumeStatus) {
+		r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, EventDiskResized, "ResizeDisk", "disk %s grew to %d bytes", vs.Name, vs.Size)
+	}
 }
 
 // Reconcile brings one VMI's pod and status up to date.

@@ -272,3 +272,20 @@ func firstNonEmpty(a, b string) string {
 	}
 	return b
 }
+
+// DiskGrowths are the entries of after's volumeStatus whose size is larger than in before's
+// (a disk listed for the first time grew from what the VMI started with): one DiskResized event
+// each.
+func DiskGrowths(before, after []v1.VolumeStatus) []v1.VolumeStatus {
+	was := make(map[string]int64, len(before))
+	for _, vs := range before {
+		was[vs.Name] = vs.Size
+	}
+	var grew []v1.VolumeStatus
+	for _, vs := range after {
+		if vs.Size > was[vs.Name] {
+			grew = append(grew, vs)
+		}
+	}
+	return grew
+}

@@ -1,6 +1,7 @@
 package vmi
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -181,5 +182,35 @@ func TestInitContainerRefusal(t *testing.T) {
 	st := ComputeStatus(vmi, Observation{PodName: "p", Pod: pod}, metav1.Now())
 	if st.Phase != v1.Failed || st.Reason != ReasonSetupFailed || st.Message != "container hostdisk-owner: hostDisk evil.img: a link on the way below the allowed directory: refused" {
 		t.Errorf("status = %s %s %q", st.Phase, st.Reason, st.Message)
+	}
+}
+
+// TestDiskGrowths: a DiskResized event is due for each disk whose size grew between two
+// versions of a VMI's status, and for none that stayed or shrank.
+func TestDiskGrowths(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		before, after []v1.VolumeStatus
+		want          []string
+	}{
+		{"nothing", nil, nil, nil},
+		{"first growth", nil, []v1.VolumeStatus{{Name: "data", Size: 2 << 30}}, []string{"data"}},
+		{"same size", []v1.VolumeStatus{{Name: "data", Size: 2 << 30}}, []v1.VolumeStatus{{Name: "data", Size: 2 << 30}}, nil},
+		{"grew again", []v1.VolumeStatus{{Name: "data", Size: 2 << 30}}, []v1.VolumeStatus{{Name: "data", Size: 3 << 30}}, []string{"data"}},
+		{"smaller", []v1.VolumeStatus{{Name: "data", Size: 3 << 30}}, []v1.VolumeStatus{{Name: "data", Size: 2 << 30}}, nil},
+		{"one of two", []v1.VolumeStatus{{Name: "data", Size: 1}, {Name: "logs", Size: 1}},
+			[]v1.VolumeStatus{{Name: "data", Size: 1}, {Name: "logs", Size: 2}}, []string{"logs"}},
+		{"gone", []v1.VolumeStatus{{Name: "data", Size: 1}}, nil, nil},
+		{"no size", nil, []v1.VolumeStatus{{Name: "data", Target: "vdb"}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, vs := range DiskGrowths(tc.before, tc.after) {
+				got = append(got, vs.Name)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("DiskGrowths = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

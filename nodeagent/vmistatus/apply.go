@@ -1,6 +1,7 @@
 // Package vmistatus reports what the launchers on this node say to their VMIs' status: the
 // Running phase as soon as the domain runs, the Paused and AgentConnected conditions, the
-// guest's OS as its agent reports it, and the guest's MAC and leased IP on its first interface. The controller owns the rest of the status (Pending to
+// guest's OS as its agent reports it, the guest's MAC and leased IP on its first interface, and
+// the size the guest sees of each disk that grew. The controller owns the rest of the status (Pending to
 // Scheduled, the final phases, Ready and Synchronized) and keeps what is written here.
 package vmistatus
 
@@ -59,7 +60,34 @@ func Apply(vmi *v1.VirtualMachineInstance, pod *corev1.Pod, st launcherpod.Statu
 	if st.GuestOS != nil {
 		s.GuestOSInfo = v1.GuestOSInfoFrom(st.GuestOS)
 	}
+	s.VolumeStatus = VolumeStatus(vmi, s.VolumeStatus, st.DiskSizes)
 	return !equality.Semantic.DeepEqual(before, s)
+}
+
+// VolumeStatus is the VMI's status.volumeStatus once the launcher reported sizes, the bytes the
+// guest sees of each disk that grew: the entries of current, each named volume's size set to
+// what was reported, in the order of spec.volumes. A name that is none of the VMI's volumes is
+// left out (the launcher's pod could write any).
+func VolumeStatus(vmi *v1.VirtualMachineInstance, current []v1.VolumeStatus, sizes map[string]int64) []v1.VolumeStatus {
+	if len(sizes) == 0 {
+		return current
+	}
+	var out []v1.VolumeStatus
+	for _, vol := range vmi.Spec.Volumes {
+		i := slices.IndexFunc(current, func(vs v1.VolumeStatus) bool { return vs.Name == vol.Name })
+		size, reported := sizes[vol.Name]
+		switch {
+		case reported && i >= 0:
+			vs := current[i]
+			vs.Size = size
+			out = append(out, vs)
+		case reported:
+			out = append(out, v1.VolumeStatus{Name: vol.Name, Size: size})
+		case i >= 0:
+			out = append(out, current[i])
+		}
+	}
+	return out
 }
 
 func beforeRunning(p v1.VirtualMachineInstancePhase) bool {

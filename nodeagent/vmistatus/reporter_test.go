@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,11 +39,20 @@ type fixture struct {
 }
 
 func (f *fixture) vmiWithPod(ctx context.Context, name, nodeName string, phase v1.VirtualMachineInstancePhase) (*v1.VirtualMachineInstance, *corev1.Pod) {
+	return f.vmiWithVolumes(ctx, name, nodeName, phase)
+}
+
+// vmiWithVolumes is vmiWithPod for a VMI with a disk on each of vols.
+func (f *fixture) vmiWithVolumes(ctx context.Context, name, nodeName string, phase v1.VirtualMachineInstancePhase, vols ...v1.Volume) (*v1.VirtualMachineInstance, *corev1.Pod) {
 	t := f.t
 	vmi := &v1.VirtualMachineInstance{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
 		Spec: v1.VirtualMachineInstanceSpec{Domain: v1.DomainSpec{
-			Resources: v1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}}}},
+			Resources: v1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}}},
+			Volumes: vols},
+	}
+	for _, vol := range vols {
+		vmi.Spec.Domain.Devices.Disks = append(vmi.Spec.Domain.Devices.Disks, v1.Disk{Name: vol.Name, Disk: &v1.DiskTarget{}})
 	}
 	testutil.Must(t, f.c.Create(ctx, vmi))
 	pod := &corev1.Pod{
@@ -63,6 +74,11 @@ func (f *fixture) vmiWithPod(ctx context.Context, name, nodeName string, phase v
 // launcherSays writes the status file as the launcher does.
 func (f *fixture) launcherSays(pod *corev1.Pod, st launcherpod.Status) {
 	b, _ := json.Marshal(st)
+	f.launcherWrites(pod, b)
+}
+
+// launcherWrites puts b in place as the status file, as the launcher (or its pod) can.
+func (f *fixture) launcherWrites(pod *corev1.Pod, b []byte) {
 	path := launcherwatch.Launcher{Pod: pod, RunDir: launcherwatch.RunDir(f.kubelet, pod)}.StatusFile()
 	testutil.Must(f.t, os.WriteFile(path+".tmp", b, 0o644))
 	testutil.Must(f.t, os.Rename(path+".tmp", path))
@@ -320,4 +336,64 @@ func TestReporterReportsLaunchersTogether(t *testing.T) {
 	if bc.missed {
 		t.Errorf("the %d VMIs' status patches were never in flight together: the launchers were reported one after another", n)
 	}
+}
+
+// TestReporterDiskSizes: a launcher's report of a disk that grew reaches the VMI's
+// status.volumeStatus with the size the guest sees, and a later growth replaces it. A name that
+// is none of the VMI's volumes is left out; a status file with 10,000 disks, a negative size or
+// a volume name with slashes is refused whole and the VMI keeps what it said.
+func TestReporterDiskSizes(t *testing.T) {
+	f, env, ctx := newFixture(t, "vmistatus-disks")
+	_, pod := f.vmiWithVolumes(ctx, "vm1", node, v1.Scheduled,
+		v1.Volume{Name: "scratch", VolumeSource: v1.VolumeSource{EmptyDisk: &v1.EmptyDiskSource{Capacity: resource.MustParse("1Gi")}}},
+		v1.Volume{Name: "data", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "data-pvc"}}})
+	running := launcherpod.Status{Phase: launcherpod.PhaseRunning, GuestMAC: "02:00:00:00:00:01"}
+	f.launcherSays(pod, running)
+	logs := &lockedLog{}
+	rctx, cancel := context.WithCancel(ctx)
+	w := launcherwatch.New(env.Clientset, node, f.kubelet)
+	testutil.Must(t, w.Start(rctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&vmistatus.Reporter{Client: f.c, Launchers: w, Interval: 100 * time.Millisecond,
+			Log: slog.New(slog.NewTextHandler(logs, nil))}).Run(rctx)
+	}()
+	defer func() { cancel(); <-done }()
+	vmi := f.waitFor(ctx, "vm1", "Running", func(v *v1.VirtualMachineInstance) bool { return v.Status.Phase == v1.Running })
+	if vs := vmi.Status.VolumeStatus; vs != nil {
+		t.Fatalf("volumeStatus %+v before any disk grew", vs)
+	}
+
+	grown := running
+	grown.DiskSizes = map[string]int64{"data": 2 << 30, "nosuch": 1 << 30}
+	f.launcherSays(pod, grown)
+	want := []v1.VolumeStatus{{Name: "data", Size: 2 << 30}}
+	f.waitFor(ctx, "vm1", "volumeStatus with data at 2Gi", func(v *v1.VirtualMachineInstance) bool { return reflect.DeepEqual(v.Status.VolumeStatus, want) })
+
+	var many strings.Builder
+	many.WriteString(`{"phase":"Running","guestMAC":"02:00:00:00:00:01","diskSizes":{`)
+	for i := range 10000 {
+		fmt.Fprintf(&many, `"d%d":%d,`, i, 5<<30)
+	}
+	many.WriteString(`"data":5368709120}}`)
+	for name, b := range map[string]string{
+		"10,000 disks":        many.String(),
+		"a negative size":     `{"phase":"Running","guestMAC":"02:00:00:00:00:01","diskSizes":{"data":-1}}`,
+		"a name with slashes": `{"phase":"Running","guestMAC":"02:00:00:00:00:01","diskSizes":{"data":5368709120,"../../data":5368709120}}`,
+	} {
+		f.launcherWrites(pod, []byte(b))
+		time.Sleep(500 * time.Millisecond) // five passes
+		if vs := f.get(ctx, "vm1").Status.VolumeStatus; !reflect.DeepEqual(vs, want) {
+			t.Errorf("after a status file with %s: volumeStatus %+v, want %+v", name, vs, want)
+		}
+	}
+	if n := logs.count("cannot read a launcher's status"); n < 3 {
+		t.Errorf("the refused status files were logged %d times, want once each", n)
+	}
+
+	grown.DiskSizes = map[string]int64{"data": 3 << 30}
+	f.launcherSays(pod, grown)
+	want = []v1.VolumeStatus{{Name: "data", Size: 3 << 30}}
+	f.waitFor(ctx, "vm1", "volumeStatus with data at 3Gi", func(v *v1.VirtualMachineInstance) bool { return reflect.DeepEqual(v.Status.VolumeStatus, want) })
 }

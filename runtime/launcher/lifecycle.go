@@ -84,7 +84,7 @@ func (l *Launcher) runDomain(ctx context.Context, hv hypervisor, died <-chan str
 	defer svc.unwatchAgent()
 	// The watch takes each disk's size as the guest's before the guest runs.
 	go func() {
-		if err := diskresize.Watch(runCtx, dom, p.disks, diskresize.Options{Log: l.log}); err != nil {
+		if err := diskresize.Watch(runCtx, dom, p.disks, diskresize.Options{Log: l.log, OnResize: l.diskGrew}); err != nil {
 			l.log.Warn("disks will not grow online", "err", err)
 		}
 	}()

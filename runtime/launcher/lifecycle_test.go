@@ -3,6 +3,7 @@ package launcher
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/internal/testutil"
 	"github.com/slimvirt/slimvirt/runtime/control"
+	"github.com/slimvirt/slimvirt/runtime/diskresize"
 	"github.com/slimvirt/slimvirt/runtime/libvirtd"
 )
 
@@ -74,10 +76,12 @@ func (lc *lifecycle) start() {
 	lc.waitPhase(launcherpod.PhaseRunning)
 }
 
-func (lc *lifecycle) run() {
+func (lc *lifecycle) run() { lc.runPlan(plan{xml: "<domain/>"}) }
+
+func (lc *lifecycle) runPlan(p plan) {
 	ctx, cancel := context.WithCancel(context.Background())
 	lc.t.Cleanup(cancel)
-	go func() { lc.exit <- lc.l.runDomain(ctx, lc.hv, lc.died, plan{xml: "<domain/>"}, lc.sigs) }()
+	go func() { lc.exit <- lc.l.runDomain(ctx, lc.hv, lc.died, p, lc.sigs) }()
 }
 
 func (lc *lifecycle) waitPhase(phase string) {
@@ -114,6 +118,38 @@ func TestLifecycleStartPowerOff(t *testing.T) {
 	lc.hv.dom.stop(libvirt.DOMAIN_EVENT_STOPPED_SHUTDOWN)
 	lc.wantExit(launcherpod.ExitGuestShutdown, "the guest powered off")
 	lc.wantCalls("resume")
+}
+
+// A PVC's disk that grows while the guest runs is given to the guest, and the size the guest
+// now sees is in the status file, where the node agent reads it; a disk that does not grow is
+// not listed.
+func TestLifecycleDiskGrowthInStatus(t *testing.T) {
+	lc := newLifecycle(t, 30)
+	dir := t.TempDir()
+	grows, stays := filepath.Join(dir, "grows.img"), filepath.Join(dir, "stays.img")
+	for _, p := range []string{grows, stays} {
+		testutil.Must(t, os.WriteFile(p, nil, 0o644))
+		testutil.Must(t, os.Truncate(p, 1<<20))
+	}
+	lc.runPlan(plan{xml: "<domain/>", disks: []diskresize.Disk{{Volume: "data", Path: grows}, {Volume: "logs", Path: stays}}})
+	lc.waitPhase(launcherpod.PhaseRunning)
+	if st, err := launcherpod.ReadStatus(lc.l.status.path); err != nil || st.DiskSizes != nil {
+		t.Fatalf("before any growth the status file says %+v, %v", st, err)
+	}
+	testutil.Must(t, os.Truncate(grows, 3<<20))
+	want := map[string]int64{"data": 3 << 20}
+	var st launcherpod.Status
+	testutil.WaitFor(t, 3*diskresize.DefaultInterval+5*time.Second, "the grown disk in the status file", func() bool {
+		var err error
+		st, err = launcherpod.ReadStatus(lc.l.status.path)
+		return err == nil && maps.Equal(st.DiskSizes, want)
+	})
+	if st.Phase != launcherpod.PhaseRunning {
+		t.Errorf("phase %s after the disk grew, want Running", st.Phase)
+	}
+	lc.hv.dom.stop(libvirt.DOMAIN_EVENT_STOPPED_SHUTDOWN)
+	lc.wantExit(launcherpod.ExitGuestShutdown, "the guest powered off")
+	lc.wantCalls("resume", "resize")
 }
 
 // A SIGTERM or a control-socket shutdown presses the power button; a guest that does not
@@ -271,4 +307,55 @@ func TestLifecycleStartFailures(t *testing.T) {
 		lc.wantExit(launcherpod.ExitSetupFailed, "resume the domain: QEMU gone")
 		lc.wantCalls("resume", "destroy")
 	})
+}
+
+// TestStatusDiskSize: the status file lists a disk once it grew, with the size the guest sees
+// now; a report of a disk that did not grow, or of a size beyond what the node agent accepts,
+// changes nothing, so the file stays one the node agent reads.
+func TestStatusDiskSize(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		resizes []diskresize.Resized
+		want    map[string]int64
+	}{
+		{"grew", []diskresize.Resized{{Volume: "data", From: 1 << 30, To: 2 << 30}}, map[string]int64{"data": 2 << 30}},
+		{"grew twice", []diskresize.Resized{{Volume: "data", From: 1 << 30, To: 2 << 30}, {Volume: "data", From: 2 << 30, To: 5 << 30}},
+			map[string]int64{"data": 5 << 30}},
+		{"two disks", []diskresize.Resized{{Volume: "data", From: 1 << 30, To: 2 << 30}, {Volume: "root", From: 1 << 20, To: 1 << 21}},
+			map[string]int64{"data": 2 << 30, "root": 1 << 21}},
+		{"same size", []diskresize.Resized{{Volume: "data", From: 1 << 30, To: 1 << 30}}, nil},
+		{"smaller", []diskresize.Resized{{Volume: "data", From: 2 << 30, To: 1 << 30}}, nil},
+		{"beyond the bound", []diskresize.Resized{{Volume: "data", From: 1 << 30, To: launcherpod.MaxDiskSize + 512}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &statusWriter{path: filepath.Join(t.TempDir(), "status.json")}
+			testutil.Must(t, s.phase(launcherpod.PhaseRunning, ""))
+			for _, r := range tc.resizes {
+				testutil.Must(t, s.diskSize(r))
+			}
+			st, err := launcherpod.ReadStatus(s.path)
+			testutil.Must(t, err)
+			if !maps.Equal(st.DiskSizes, tc.want) || st.Phase != launcherpod.PhaseRunning {
+				t.Errorf("status file says %s %v, want Running %v", st.Phase, st.DiskSizes, tc.want)
+			}
+		})
+	}
+}
+
+// TestStatusUpdateKeepsCurrent: an update that changes the disk sizes in place is still seen as
+// a change and written, and what was written before is not changed behind the writer's back.
+func TestStatusUpdateKeepsCurrent(t *testing.T) {
+	s := &statusWriter{path: filepath.Join(t.TempDir(), "status.json")}
+	testutil.Must(t, s.phase(launcherpod.PhaseRunning, ""))
+	testutil.Must(t, s.diskSize(diskresize.Resized{Volume: "data", From: 1, To: 1 << 20}))
+	held := s.get()
+	testutil.Must(t, s.diskSize(diskresize.Resized{Volume: "data", From: 1 << 20, To: 2 << 20}))
+	if held.DiskSizes["data"] != 1<<20 {
+		t.Errorf("a status read earlier changed: %v", held.DiskSizes)
+	}
+	st, err := launcherpod.ReadStatus(s.path)
+	testutil.Must(t, err)
+	if st.DiskSizes["data"] != 2<<20 {
+		t.Errorf("status file says %v, want data at %d", st.DiskSizes, 2<<20)
+	}
 }

@@ -3,10 +3,13 @@ package launcher
 import (
 	"encoding/json"
 	"errors"
+	"maps"
+	"reflect"
 	"sync"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	"github.com/slimvirt/slimvirt/internal/atomicfile"
+	"github.com/slimvirt/slimvirt/runtime/diskresize"
 )
 
 // statusWriter keeps the status and replaces the file on every change, so the node agent
@@ -21,8 +24,10 @@ func (s *statusWriter) update(f func(*launcherpod.Status)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := s.cur
+	// f may change the map in place: it must not change s.cur's with it.
+	next.DiskSizes = maps.Clone(s.cur.DiskSizes)
 	f(&next)
-	if next == s.cur && s.cur.Phase != "" {
+	if reflect.DeepEqual(next, s.cur) && s.cur.Phase != "" {
 		return nil
 	}
 	s.cur = next
@@ -41,6 +46,28 @@ func (s *statusWriter) get() launcherpod.Status {
 
 func (s *statusWriter) phase(p, reason string) error {
 	return s.update(func(st *launcherpod.Status) { st.Phase, st.Reason = p, reason })
+}
+
+// diskGrew is diskresize.Options.OnResize: the node agent learns from the status file how large
+// the disk the guest was just given is, and puts it in the VMI's status.
+func (l *Launcher) diskGrew(r diskresize.Resized) {
+	if err := l.status.diskSize(r); err != nil {
+		l.log.Error("report a disk's new size", "volume", r.Volume, "size", r.To, "err", err)
+	}
+}
+
+// diskSize records the size the guest now sees of a disk that grew; anything else (a size
+// that did not grow, or beyond the contract's bound) leaves the status as it is.
+func (s *statusWriter) diskSize(r diskresize.Resized) error {
+	if r.To <= r.From || r.To > launcherpod.MaxDiskSize {
+		return nil
+	}
+	return s.update(func(st *launcherpod.Status) {
+		if st.DiskSizes == nil {
+			st.DiskSizes = map[string]int64{}
+		}
+		st.DiskSizes[r.Volume] = r.To
+	})
 }
 
 // running says whether the status file at path shows the domain Running ("probe": for a
