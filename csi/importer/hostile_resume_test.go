@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -120,14 +119,9 @@ func TestHostileRangeAnswers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			newTarget(t, dir, volSize)
-			s := newRangeServer(raw, `"v1"`)
-			s.stallAt = 6 << 20
+			dir, s, url := stallingImport(t, raw, `"v1"`)
 			s.ranged = tt.ranged
-			ts := httptest.NewServer(s)
-			t.Cleanup(ts.Close)
-			url, checksum := ts.URL+"/disk.raw", checksumOf("sha256", raw)
+			checksum := checksumOf("sha256", raw)
 			if got := stopMidImport(t, s, dir, url, checksum); got != int64(off) {
 				t.Fatalf("record vouches for %d bytes, want %d", got, off)
 			}
@@ -222,13 +216,8 @@ func TestHostileRecord(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			newTarget(t, dir, volSize)
-			s := newRangeServer(raw, `"v1"`)
-			s.stallAt = 6 << 20
-			ts := httptest.NewServer(s)
-			t.Cleanup(ts.Close)
-			url, checksum := ts.URL+"/disk.raw", checksumOf("sha256", raw)
+			dir, s, url := stallingImport(t, raw, `"v1"`)
+			checksum := checksumOf("sha256", raw)
 			off := stopMidImport(t, s, dir, url, checksum)
 			target := resumeTarget(dir)
 			// Plant bytes where the image has its zero gap: only a disk reset to holes (or a

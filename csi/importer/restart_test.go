@@ -104,7 +104,21 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 
 func (c *countingWriter) Flush() { c.ResponseWriter.(http.Flusher).Flush() }
 
-// resumeTarget is the target of an import that keeps a resume record, checkpointing every MiB.
+// stallingImport makes a volume in a new directory and a server of image that stalls after
+// 6 MiB of the first plain GET; it returns the directory, the server and the image's URL.
+func stallingImport(t *testing.T, image []byte, etag string) (string, *rangeServer, string) {
+	t.Helper()
+	dir := t.TempDir()
+	newTarget(t, dir, volSize)
+	s := newRangeServer(image, etag)
+	s.stallAt = 6 << 20
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	return dir, s, ts.URL + "/disk.raw"
+}
+
+// resumeTarget is the target of an import into dir that keeps a resume record, checkpointing
+// every MiB.
 func resumeTarget(dir string) importer.Target {
 	return importer.Target{Disk: filepath.Join(dir, "vol", "disk.img"), Size: volSize, Scratch: filepath.Join(dir, ".scratch", "vol.qcow2"),
 		Record: filepath.Join(dir, ".scratch", "vol.resume"), Owner: "vol@test", CheckpointEvery: 1 << 20}
@@ -131,60 +145,61 @@ func checksumOf(algo string, data []byte) string {
 	return algo + ":" + hex.EncodeToString(h.Sum(nil))
 }
 
-// killMidImport runs an import of url into dir's target in a child process, waits until the
-// server stalled and the child's resume record stopped moving, and kills the child with SIGKILL.
-// It returns the offset the record vouches for.
-func killMidImport(t testing.TB, s *rangeServer, dir, url, checksum string, every int64) int64 {
-	t.Helper()
+// killMidImport runs an import of url into t in a child process, waits until the server
+// stalled and the child's resume record vouches for want bytes, and kills the child with
+// SIGKILL. It returns the offset the record vouches for then.
+func killMidImport(tb testing.TB, s *rangeServer, t importer.Target, url, checksum string, want int64) int64 {
+	tb.Helper()
+	spec, err := json.Marshal(childImport{Target: t, URL: url, Checksum: checksum})
+	testutil.Must(tb, err)
 	child := exec.Command(os.Args[0], "-test.run=^TestResumeChild$")
-	child.Env = append(os.Environ(), "SLIMVIRT_RESUME_CHILD="+dir, "SLIMVIRT_RESUME_URL="+url,
-		"SLIMVIRT_RESUME_CHECKSUM="+checksum, "SLIMVIRT_RESUME_EVERY="+strconv.FormatInt(every, 10))
+	child.Env = append(os.Environ(), "SLIMVIRT_RESUME_CHILD="+string(spec))
 	child.Stdout, child.Stderr = os.Stderr, os.Stderr
-	testutil.Must(t, child.Start())
+	testutil.Must(tb, child.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- child.Wait() }()
 	defer func() {
 		_ = child.Process.Kill() // already killed when the test got that far
-		<-exited
+		if err := <-exited; err != nil {
+			tb.Logf("importing child: %v", err)
+		}
 	}()
 	select {
 	case <-s.stalled:
 	case err := <-exited:
-		t.Fatalf("the importing child ended before the server stalled: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the server never stalled")
+		tb.Fatalf("the importing child ended before the server stalled: %v", err)
+	case <-time.After(120 * time.Second):
+		tb.Fatal("the server never stalled")
 	}
-	rec := resumeTarget(dir).Record
-	last, since := int64(-1), time.Now()
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if off := recordOffset(t, rec); off != last {
-			last, since = off, time.Now()
-		} else if off > 0 && time.Since(since) > 300*time.Millisecond {
-			break
-		}
+	for deadline := time.Now().Add(60 * time.Second); recordOffset(tb, t.Record) < want; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the child's resume record never settled (offset %d)", last)
+			tb.Fatalf("the child's resume record vouches for %d bytes, never %d", recordOffset(tb, t.Record), want)
 		}
 	}
-	testutil.Must(t, child.Process.Signal(syscall.SIGKILL))
+	testutil.Must(tb, child.Process.Signal(syscall.SIGKILL))
 	if err := <-exited; err == nil {
-		t.Fatal("the importing child exited cleanly although it was killed")
+		tb.Fatal("the importing child exited cleanly although it was killed")
 	}
 	exited <- nil
-	return recordOffset(t, rec)
+	return recordOffset(tb, t.Record)
+}
+
+// childImport is the import killMidImport hands its child.
+type childImport struct {
+	Target   importer.Target
+	URL      string
+	Checksum string
 }
 
 // TestResumeChild is the process killMidImport kills mid-import.
 func TestResumeChild(t *testing.T) {
-	dir := os.Getenv("SLIMVIRT_RESUME_CHILD")
-	if dir == "" {
+	spec := os.Getenv("SLIMVIRT_RESUME_CHILD")
+	if spec == "" {
 		return // only run as the child of killMidImport
 	}
-	target := resumeTarget(dir)
-	every, err := strconv.ParseInt(os.Getenv("SLIMVIRT_RESUME_EVERY"), 10, 64)
-	testutil.Must(t, err)
-	target.CheckpointEvery = every
-	err = newImporter().Fetch(context.Background(), importer.Request{URL: os.Getenv("SLIMVIRT_RESUME_URL"), Checksum: os.Getenv("SLIMVIRT_RESUME_CHECKSUM")}, target, nil)
+	var c childImport
+	testutil.Must(t, json.Unmarshal([]byte(spec), &c))
+	err := newImporter().Fetch(context.Background(), importer.Request{URL: c.URL, Checksum: c.Checksum}, c.Target, nil)
 	t.Fatalf("the import was meant to be killed, it ended: %v", err)
 }
 
@@ -203,23 +218,19 @@ func TestKilledImportResumes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s etag=%q", tt.algo, tt.etag), func(t *testing.T) {
-			dir := t.TempDir()
-			newTarget(t, dir, volSize)
-			s := newRangeServer(raw, tt.etag)
-			s.stallAt = 6 << 20
-			ts := httptest.NewServer(s)
-			t.Cleanup(ts.Close)
+			dir, s, url := stallingImport(t, raw, tt.etag)
 			checksum := ""
 			if tt.algo != "" {
 				checksum = checksumOf(tt.algo, raw)
 			}
-			off := killMidImport(t, s, dir, ts.URL+"/disk.raw", checksum, 1<<20)
-			if off <= 0 || off > 6<<20 {
-				t.Fatalf("the killed import's record vouches for %d bytes, want 0 < n <= %d", off, 6<<20)
+			// Killed with 6 MiB received: the record vouches for the 4 MiB written in full chunks.
+			off := killMidImport(t, s, resumeTarget(dir), url, checksum, 4<<20)
+			if off != 4<<20 {
+				t.Fatalf("the killed import's record vouches for %d bytes, want %d", off, 4<<20)
 			}
 			before := s.served.Load()
 			target := resumeTarget(dir)
-			testutil.Must(t, newImporter().Fetch(context.Background(), importer.Request{URL: ts.URL + "/disk.raw", Checksum: checksum}, target, nil))
+			testutil.Must(t, newImporter().Fetch(context.Background(), importer.Request{URL: url, Checksum: checksum}, target, nil))
 			reqs := s.requests()
 			if want := []string{"", fmt.Sprintf("bytes=%d-", off)}; fmt.Sprint(reqs) != fmt.Sprint(want) {
 				t.Fatalf("requests %q, want %q", reqs, want)
@@ -255,13 +266,8 @@ func TestKilledImportSourceChanged(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			newTarget(t, dir, volSize)
-			s := newRangeServer(raw, tt.etag)
-			s.stallAt = 6 << 20
-			ts := httptest.NewServer(s)
-			t.Cleanup(ts.Close)
-			if off := killMidImport(t, s, dir, ts.URL+"/disk.raw", tt.checksum(raw), 1<<20); off != 4<<20 {
+			dir, s, url := stallingImport(t, raw, tt.etag)
+			if off := killMidImport(t, s, resumeTarget(dir), url, tt.checksum(raw), 4<<20); off != 4<<20 {
 				t.Fatalf("record vouches for %d bytes, want %d", off, 4<<20)
 			}
 			newEtag := ""
@@ -271,7 +277,7 @@ func TestKilledImportSourceChanged(t *testing.T) {
 			s.set(changed, newEtag)
 			before, n := s.served.Load(), len(s.requests())
 			target := resumeTarget(dir)
-			testutil.Must(t, newImporter().Fetch(context.Background(), importer.Request{URL: ts.URL + "/disk.raw", Checksum: tt.checksum(changed)}, target, nil))
+			testutil.Must(t, newImporter().Fetch(context.Background(), importer.Request{URL: url, Checksum: tt.checksum(changed)}, target, nil))
 			if got := s.requests()[n:]; fmt.Sprint(got) != fmt.Sprint(tt.want) {
 				t.Fatalf("second run's requests %q, want %q", got, tt.want)
 			}
