@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/importer"
 	"github.com/slimvirt/slimvirt/internal/testutil"
 )
@@ -184,6 +185,10 @@ func TestHostileRecord(t *testing.T) {
 		{name: "another URL", tamper: edit(func(r map[string]any) { r["url"] = "http://127.0.0.1:1/other.raw" })},
 		{name: "another volume", tamper: edit(func(r map[string]any) { r["owner"] = "vol@another-incarnation" })},
 		{name: "another disk.img", tamper: edit(func(r map[string]any) { r["diskIno"] = r["diskIno"].(float64) + 1 })},
+		{name: "disk.img reset to holes since", tamper: func(t *testing.T, path string) {
+			testutil.Must(t, diskimg.Reset(filepath.Join(filepath.Dir(filepath.Dir(path)), "vol", "disk.img")))
+		}},
+		{name: "data count past the offset", tamper: edit(func(r map[string]any) { r["data"] = r["offset"].(float64) + 1 })},
 		{name: "offset past the image", tamper: edit(func(r map[string]any) { r["offset"] = float64(len(raw) + 1) })},
 		{name: "offset past the disk", tamper: edit(func(r map[string]any) {
 			r["offset"], r["total"] = float64(volSize+(1<<20)), float64(volSize+(2<<20))

@@ -9,8 +9,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"hash"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,6 +40,9 @@ type Config struct {
 	Backoff time.Duration
 	// Idle is how long a connection may deliver nothing before it counts as dropped (default 60s).
 	Idle time.Duration
+	// Checkpoint is how many bytes of a raw image are written between two resume records
+	// (default 64 MiB); a Target's CheckpointEvery overrides it.
+	Checkpoint int64
 	// Egress says which addresses an import may connect to; the zero value refuses the
 	// node's own addresses, loopback, link-local and the like.
 	Egress egress.Policy
@@ -61,6 +64,9 @@ func New(cfg Config) *Importer {
 	}
 	if cfg.Idle == 0 {
 		cfg.Idle = 60 * time.Second
+	}
+	if cfg.Checkpoint <= 0 {
+		cfg.Checkpoint = 64 << 20
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -243,12 +249,18 @@ func (im *Importer) resumeFrom(body *resumingBody, req Request, t Target) (from 
 		im.cfg.Log.Info("resume record discarded", "url", req.URL, "record", t.Record, "reason", "punch hole: "+err.Error())
 		return nil, false, nil
 	}
+	// A disk.img reset to holes since (or replaced by another file of the same identity) no
+	// longer holds the data the record vouches for.
+	if alloc, err := diskimg.AllocatedFile(disk); err != nil || alloc < rec.Data {
+		im.cfg.Log.Info("resume record discarded", "url", req.URL, "record", t.Record, "reason", "disk.img lost the data written", "allocated", alloc, "data", rec.Data)
+		return nil, false, nil
+	}
 	resumed, err := body.openFrom(rec.Offset, rec.Total, rec.Validator)
 	if err != nil || !resumed {
 		return nil, err == nil, err
 	}
 	im.cfg.Log.Info("import resumed after a restart", "url", req.URL, "offset", rec.Offset, "total", rec.Total)
-	return &resumePoint{offset: rec.Offset, hash: h}, false, nil
+	return &resumePoint{offset: rec.Offset, data: rec.Data, hash: h}, false, nil
 }
 
 // checkpoints records, every t.CheckpointEvery bytes, how far a raw image is written.
@@ -266,12 +278,12 @@ func (im *Importer) checkpoints(req Request, t Target, body *resumingBody) *chec
 	}
 	every := t.CheckpointEvery
 	if every <= 0 {
-		every = 64 << 20
+		every = im.cfg.Checkpoint
 	}
 	rec := record{Version: recordVersion, Owner: t.Owner, URL: req.URL, Checksum: req.Checksum,
 		Validator: body.valid, Total: body.size, DiskDev: id.dev, DiskIno: id.ino}
-	return &checkpoint{every: every, save: func(off int64, h hash.Hash) {
-		rec.Offset = off
+	return &checkpoint{every: every, save: func(off, data int64, h hash.Hash) {
+		rec.Offset, rec.Data = off, data
 		if err := saveRecord(t.Record, rec, h); err != nil {
 			// The previous record still holds (it names fewer bytes); the import goes on.
 			im.cfg.Log.Error("save resume record", "url", req.URL, "offset", off, "err", err)

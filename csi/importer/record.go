@@ -22,8 +22,8 @@ import (
 //
 // What it vouches for ("verified" bytes): the first Offset bytes of the image were received
 // from URL while the server named them Validator, were written into disk.img at their offsets
-// (all-zero blocks left as the holes disk.img started as) and disk.img was fsynced before the
-// record naming Offset replaced the previous one; Hash is the checksum's running state over
+// (all-zero blocks left as the holes disk.img started as; Data bytes are not holes) and
+// disk.img was fsynced before the record naming Offset replaced the previous one; Hash is the checksum's running state over
 // exactly those Offset bytes. Nothing after Offset is trusted: it is punched out before the
 // download continues. The record lives in the pool's scratch directory, which the volume's
 // pods cannot reach, and is bound to one volume (Owner: its ID and creation time) and to its
@@ -36,9 +36,12 @@ type record struct {
 	Validator string `json:"validator"`
 	Total     int64  `json:"total"`
 	Offset    int64  `json:"offset"`
-	Hash      []byte `json:"hash,omitempty"`
-	DiskDev   uint64 `json:"diskDev"`
-	DiskIno   uint64 `json:"diskIno"`
+	// Data is how many of the first Offset bytes were written (the rest are holes): a disk.img
+	// that holds fewer was reset or replaced since.
+	Data    int64  `json:"data"`
+	Hash    []byte `json:"hash,omitempty"`
+	DiskDev uint64 `json:"diskDev"`
+	DiskIno uint64 `json:"diskIno"`
 }
 
 const (
@@ -119,6 +122,8 @@ func (rec *record) mismatch(want record, disk diskID, diskSize int64) string {
 		return fmt.Sprintf("image length %d does not fit the %d-byte disk", rec.Total, diskSize)
 	case rec.Offset <= 0 || rec.Offset >= rec.Total:
 		return fmt.Sprintf("offset %d outside the %d-byte image", rec.Offset, rec.Total)
+	case rec.Data < 0 || rec.Data > rec.Offset:
+		return fmt.Sprintf("%d bytes of data in the first %d", rec.Data, rec.Offset)
 	case (rec.Checksum == "") != (len(rec.Hash) == 0):
 		return "checksum state missing or unexpected"
 	}

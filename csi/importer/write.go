@@ -39,7 +39,8 @@ type Target struct {
 	Record string
 	// Owner names the volume and its incarnation; a record of another owner is discarded.
 	Owner string
-	// CheckpointEvery is how many bytes are written between two records (default 64 MiB).
+	// CheckpointEvery is how many bytes are written between two records (default: the
+	// importer's Checkpoint).
 	CheckpointEvery int64
 }
 
@@ -71,18 +72,21 @@ func Write(ctx context.Context, s Stream, t Target) error {
 }
 
 // resumePoint is where a resumed import continues: the first offset bytes of the raw image
-// are in disk.img, and hash (nil without a checksum) is the checksum's state over them.
+// are in disk.img (data of them in blocks that are not holes), and hash (nil without a
+// checksum) is the checksum's state over them.
 type resumePoint struct {
-	offset int64
-	hash   hash.Hash
+	offset, data int64
+	hash         hash.Hash
 }
 
 // checkpoint makes what writeRaw wrote durable and hands it to save, every `every` bytes.
 type checkpoint struct {
 	every int64
 	last  int64
-	hash  hash.Hash
-	save  func(off int64, h hash.Hash)
+	// data counts the bytes written into the disk (not left as holes) so far.
+	data int64
+	hash hash.Hash
+	save func(off, data int64, h hash.Hash)
 }
 
 // reached is called with the image's bytes up to off written into f.
@@ -94,7 +98,7 @@ func (c *checkpoint) reached(f *os.File, off int64) error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", f.Name(), err)
 	}
-	c.save(off, c.hash)
+	c.save(off, c.data, c.hash)
 	c.last = off
 	return nil
 }
@@ -106,9 +110,9 @@ func write(ctx context.Context, s Stream, t Target, from *resumePoint, ck *check
 	if err != nil {
 		return &PermanentError{Err: err}
 	}
-	var start int64
+	var start, data int64
 	if from != nil {
-		start, h = from.offset, from.hash
+		start, data, h = from.offset, from.data, from.hash
 	}
 	counted := &counter{r: s.R, n: start, total: s.Total, progress: s.Progress, ctx: ctx}
 	br := bufio.NewReaderSize(counted, 1<<20)
@@ -147,7 +151,7 @@ func write(ctx context.Context, s Stream, t Target, from *resumePoint, ck *check
 		return writeQcow2(ctx, image, t, verify, s.Progress)
 	default:
 		if ck != nil {
-			ck.last, ck.hash = start, h
+			ck.last, ck.data, ck.hash = start, data, h
 		}
 		if err := writeRaw(ctx, image, t, start, ck); err != nil {
 			return err
@@ -271,6 +275,9 @@ func writeRaw(ctx context.Context, r io.Reader, t Target, start int64, ck *check
 			}
 			if _, err := f.WriteAt(buf[b:e], off+int64(b)); err != nil {
 				return fmt.Errorf("write disk %s at %d: %w", t.Disk, off+int64(b), err)
+			}
+			if ck != nil {
+				ck.data += int64(e - b)
 			}
 			b = e
 		}
