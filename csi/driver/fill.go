@@ -136,8 +136,10 @@ func (j *jobs) stopAll() {
 
 // fill makes a volume's content and marks it Ready, or Failed with its space released.
 func (d *Driver) fill(ctx context.Context, v state.Volume) {
-	// A restarted fill may find part of an earlier attempt; start from an empty volume.
-	if err := resetVolume(v); err != nil {
+	// A restarted fill may find part of an earlier attempt; start from an empty volume, unless
+	// the filler continues the import it had begun (it checks disk.img and resets it itself
+	// when it cannot).
+	if err := d.prepareFill(v); err != nil {
 		d.finishFill(ctx, v, err)
 		return
 	}
@@ -182,6 +184,27 @@ func (d *Driver) fill(ctx context.Context, v state.Volume) {
 		case <-time.After(fillRetryDelay << attempt):
 		}
 	}
+}
+
+// resumer is a Filler that can continue an import a restart cut short.
+type resumer interface {
+	Resumes(v state.Volume) bool
+}
+
+// prepareFill empties v for a fill, keeping disk.img as it is when the filler resumes into it.
+func (d *Driver) prepareFill(v state.Volume) error {
+	r, ok := d.cfg.Filler.(resumer)
+	if !ok || v.Source == nil || v.Source.Import == nil || !r.Resumes(v) {
+		return resetVolume(v)
+	}
+	d.log.Info("keeping the disk for a resumed import", "volume", v.ID)
+	if v.Block {
+		return nil
+	}
+	if err := voltree.Clear(v.Dir, diskimg.Name, treeLimits(v.Size)); err != nil {
+		return fmt.Errorf("empty volume %s: %w", v.Name, err)
+	}
+	return nil
 }
 
 const (

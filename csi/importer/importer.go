@@ -9,10 +9,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/slimvirt/slimvirt/csi/claim"
 	"github.com/slimvirt/slimvirt/csi/diskimg"
@@ -36,6 +40,9 @@ type Config struct {
 	Backoff time.Duration
 	// Idle is how long a connection may deliver nothing before it counts as dropped (default 60s).
 	Idle time.Duration
+	// Checkpoint is how many bytes of a raw image are written between two resume records
+	// (default 64 MiB); a Target's CheckpointEvery overrides it.
+	Checkpoint int64
 	// Egress says which addresses an import may connect to; the zero value refuses the
 	// node's own addresses, loopback, link-local and the like.
 	Egress egress.Policy
@@ -57,6 +64,9 @@ func New(cfg Config) *Importer {
 	}
 	if cfg.Idle == 0 {
 		cfg.Idle = 60 * time.Second
+	}
+	if cfg.Checkpoint <= 0 {
+		cfg.Checkpoint = 64 << 20
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -99,7 +109,27 @@ func (im *Importer) Import(ctx context.Context, vol state.Volume, src claim.Impo
 		}
 	}
 	return im.Fetch(ctx, Request{URL: src.URL, Checksum: src.Checksum, Username: user, Password: pass, CA: ca},
-		Target{Disk: filepath.Join(vol.Dir, diskimg.Name), Size: vol.Size, Scratch: ScratchPath(vol)}, progress)
+		Target{Disk: filepath.Join(vol.Dir, diskimg.Name), Size: vol.Size, Scratch: ScratchPath(vol),
+			Record: RecordPath(vol), Owner: owner(vol)}, progress)
+}
+
+// RecordPath is where an import into vol keeps its resume record: in the pool's scratch
+// directory, beside the volume's directory and out of its pods' reach.
+func RecordPath(vol state.Volume) string {
+	return filepath.Join(filepath.Dir(vol.Dir), scratchDir, vol.ID+recordSuffix)
+}
+
+// owner names vol and its incarnation: a volume made again under the same ID is another owner.
+func owner(vol state.Volume) string {
+	return vol.ID + "@" + vol.Created.UTC().Format(time.RFC3339Nano)
+}
+
+// Resumes says whether an import into vol that a restart cut short will continue where it
+// stopped: the driver then keeps vol's disk.img as it is instead of resetting it, and Import
+// checks the record and resets the disk itself when the record does not hold.
+func (im *Importer) Resumes(vol state.Volume) bool {
+	fi, err := os.Lstat(RecordPath(vol))
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // Request is one HTTP image.
@@ -135,17 +165,141 @@ func (im *Importer) Fetch(ctx context.Context, req Request, t Target, progress f
 			return r, nil
 		},
 	}
-	if err := body.open(); err != nil {
+	from, err := im.start(body, req, t)
+	if err != nil {
+		im.endRecord(ctx, t)
 		return err
 	}
 	defer body.Close()
-	start := time.Now()
-	err = Write(ctx, Stream{R: body, Total: body.size, Checksum: req.Checksum, Progress: progress}, t)
+	var ck *checkpoint
+	if t.Record != "" && body.ranges && body.valid != "" && len(body.valid) <= maxValidator && body.size > 0 {
+		ck = im.checkpoints(req, t, body)
+	}
+	begin := time.Now()
+	err = write(ctx, Stream{R: body, Total: body.size, Checksum: req.Checksum, Progress: progress}, t, from, ck)
+	im.endRecord(ctx, t)
 	if err != nil {
 		return err
 	}
-	im.cfg.Log.Info("imported image", "url", req.URL, "bytes", body.off, "resumes", body.resumes, "duration", time.Since(start))
+	resumedAt := int64(0)
+	if from != nil {
+		resumedAt = from.offset
+	}
+	im.cfg.Log.Info("imported image", "url", req.URL, "bytes", body.off, "resumedAt", resumedAt, "resumes", body.resumes, "duration", time.Since(begin))
 	return nil
+}
+
+// start opens the image: from where a killed run's record says, when the record holds for
+// this import and the server still has that file; from byte zero into an all-holes disk
+// otherwise.
+func (im *Importer) start(body *resumingBody, req Request, t Target) (*resumePoint, error) {
+	if t.Record == "" {
+		return nil, body.open()
+	}
+	from, opened, err := im.resumeFrom(body, req, t)
+	if err != nil {
+		return nil, err
+	}
+	if from != nil {
+		return from, nil
+	}
+	// The driver left disk.img as it was for the record: start from holes.
+	if err := removeRecord(t.Record); err != nil {
+		return nil, err
+	}
+	if err := diskimg.Reset(t.Disk); err != nil {
+		if opened {
+			_ = body.Close() // the import stops here; the reset's error is the one to report
+		}
+		return nil, err
+	}
+	if opened {
+		return nil, nil
+	}
+	return nil, body.open()
+}
+
+// resumeFrom continues from the record, if there is one that holds. opened says the body
+// already holds the whole image from byte zero (the server answered the Range request so).
+func (im *Importer) resumeFrom(body *resumingBody, req Request, t Target) (from *resumePoint, opened bool, err error) {
+	disk, err := openDisk(t.Disk)
+	if err != nil {
+		return nil, false, err
+	}
+	defer disk.Close()
+	id, size, err := fileID(disk)
+	if err != nil {
+		return nil, false, err
+	}
+	rec, why := loadRecord(t.Record, record{Owner: t.Owner, URL: req.URL, Checksum: req.Checksum}, id, min(size, t.Size))
+	if rec == nil {
+		if why != "" {
+			im.cfg.Log.Info("resume record discarded", "url", req.URL, "record", t.Record, "reason", why)
+		}
+		return nil, false, nil
+	}
+	h, err := rec.restoreHash()
+	if err != nil {
+		im.cfg.Log.Info("resume record discarded", "url", req.URL, "record", t.Record, "reason", err.Error())
+		return nil, false, nil
+	}
+	// Bytes past the record were written but not vouched for: make them holes again, as a
+	// fresh import at this byte would find them.
+	if err := unix.Fallocate(int(disk.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, rec.Offset, size-rec.Offset); err != nil {
+		im.cfg.Log.Info("resume record discarded", "url", req.URL, "record", t.Record, "reason", "punch hole: "+err.Error())
+		return nil, false, nil
+	}
+	// A disk.img reset to holes since (or replaced by another file of the same identity) no
+	// longer holds the data the record vouches for.
+	if alloc, err := diskimg.AllocatedFile(disk); err != nil || alloc < rec.Data {
+		im.cfg.Log.Info("resume record discarded", "url", req.URL, "record", t.Record, "reason", "disk.img lost the data written", "allocated", alloc, "data", rec.Data)
+		return nil, false, nil
+	}
+	resumed, err := body.openFrom(rec.Offset, rec.Total, rec.Validator)
+	if err != nil || !resumed {
+		return nil, err == nil, err
+	}
+	im.cfg.Log.Info("import resumed after a restart", "url", req.URL, "offset", rec.Offset, "total", rec.Total)
+	return &resumePoint{offset: rec.Offset, data: rec.Data, hash: h}, false, nil
+}
+
+// checkpoints records, every t.CheckpointEvery bytes, how far a raw image is written.
+func (im *Importer) checkpoints(req Request, t Target, body *resumingBody) *checkpoint {
+	disk, err := openDisk(t.Disk)
+	if err != nil {
+		im.cfg.Log.Info("import will not be resumable", "url", req.URL, "err", err)
+		return nil
+	}
+	id, _, err := fileID(disk)
+	_ = disk.Close() // opened read-write only to stat it
+	if err != nil {
+		im.cfg.Log.Info("import will not be resumable", "url", req.URL, "err", err)
+		return nil
+	}
+	every := t.CheckpointEvery
+	if every <= 0 {
+		every = im.cfg.Checkpoint
+	}
+	rec := record{Version: recordVersion, Owner: t.Owner, URL: req.URL, Checksum: req.Checksum,
+		Validator: body.valid, Total: body.size, DiskDev: id.dev, DiskIno: id.ino}
+	return &checkpoint{every: every, save: func(off, data int64, h hash.Hash) {
+		rec.Offset, rec.Data = off, data
+		if err := saveRecord(t.Record, rec, h); err != nil {
+			// The previous record still holds (it names fewer bytes); the import goes on.
+			im.cfg.Log.Error("save resume record", "url", req.URL, "offset", off, "err", err)
+		}
+	}}
+}
+
+// endRecord removes the record once the import is over: done, or failed (the driver then
+// resets the disk). An import stopped by its context (the driver shutting down) keeps it.
+func (im *Importer) endRecord(ctx context.Context, t Target) {
+	if t.Record == "" || ctx.Err() != nil {
+		return
+	}
+	if err := removeRecord(t.Record); err != nil {
+		im.cfg.Log.Error("remove resume record", "record", t.Record, "err", err)
+	}
 }
 
 func (im *Importer) client(ca []byte) (*http.Client, error) {

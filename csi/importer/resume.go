@@ -103,19 +103,145 @@ func (r *resumingBody) open() error {
 			}
 			return &PermanentError{Err: last}
 		}
-		r.body = resp.Body
-		r.size = resp.ContentLength
-		r.ranges = strings.Contains(resp.Header.Get("Accept-Ranges"), "bytes")
-		r.valid = resp.Header.Get("ETag")
-		if r.valid == "" || strings.HasPrefix(r.valid, "W/") {
-			r.valid = resp.Header.Get("Last-Modified")
-		}
+		r.adopt(resp)
 		return nil
 	}
 	return last
 }
 
+// adopt takes a 200 response as the whole image from byte zero.
+func (r *resumingBody) adopt(resp *http.Response) {
+	r.body = resp.Body
+	r.off = 0
+	r.size = resp.ContentLength
+	r.ranges = strings.Contains(resp.Header.Get("Accept-Ranges"), "bytes")
+	r.valid = validator(resp.Header)
+}
+
+// validator is what tells this version of a file from another: a strong ETag, or else
+// Last-Modified (a weak ETag may not be used with If-Range).
+func validator(h http.Header) string {
+	v := h.Get("ETag")
+	if v == "" || strings.HasPrefix(v, "W/") {
+		v = h.Get("Last-Modified")
+	}
+	return v
+}
+
+// openFrom continues an image a killed run began: it asks for the bytes from off of the
+// total-byte file the server named valid. It answers true when the server sends exactly
+// those bytes of that file; false when the body now holds the whole image from byte zero
+// instead (the file changed, the server ignored Range, or its answer to the Range request
+// did not add up). Transient failures are retried as open retries them.
+func (r *resumingBody) openFrom(off, total int64, valid string) (bool, error) {
+	var last error
+	for attempt := 0; attempt <= r.retries; attempt++ {
+		if attempt > 0 {
+			if err := sleep(r.ctx, r.backoff<<(attempt-1)); err != nil {
+				return false, err
+			}
+		}
+		req, err := r.newReq(r.ctx)
+		if err != nil {
+			return false, &PermanentError{Err: err}
+		}
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+		req.Header.Set("If-Range", valid)
+		resp, err := r.do(req)
+		if err != nil {
+			if r.ctx.Err() != nil {
+				return false, r.ctx.Err()
+			}
+			var pe *PermanentError
+			if errors.As(err, &pe) {
+				return false, pe
+			}
+			if ref, ok := egress.AsRefused(err); ok {
+				return false, &PermanentError{Err: ref}
+			}
+			last = fmt.Errorf("GET %s from byte %d: %w", r.url, off, err)
+			continue
+		}
+		switch {
+		case resp.StatusCode == http.StatusOK:
+			r.log.Info("import starts over", "url", r.url, "offset", off, "reason", "the server sent the whole file: it changed or ignores Range")
+			r.adopt(resp)
+			return false, nil
+		case resp.StatusCode == http.StatusPartialContent:
+			if why := partialMismatch(resp, off, total, valid); why != "" {
+				_ = resp.Body.Close() // not the bytes asked for, not read
+				r.log.Info("import starts over", "url", r.url, "offset", off, "reason", why)
+				return false, r.open()
+			}
+			r.body, r.off, r.size, r.ranges, r.valid = resp.Body, off, total, true, valid
+			return true, nil
+		case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
+			_ = resp.Body.Close() // an error page, not read
+			last = fmt.Errorf("GET %s from byte %d: server answered %s", r.url, off, resp.Status)
+		default:
+			_ = resp.Body.Close() // 416 and the like: not the bytes asked for, not read
+			r.log.Info("import starts over", "url", r.url, "offset", off, "reason", "server answered "+resp.Status)
+			return false, r.open()
+		}
+	}
+	return false, last
+}
+
+// partialMismatch says why a 206 answer is not bytes off..total-1 of the file named valid, or "".
+func partialMismatch(resp *http.Response, off, total int64, valid string) string {
+	first, lastByte, size, err := parseContentRange(resp.Header.Get("Content-Range"))
+	switch {
+	case err != nil:
+		return err.Error()
+	case first != off || lastByte != total-1 || size != total:
+		return fmt.Sprintf("server sent range %q, asked for bytes %d-%d/%d", resp.Header.Get("Content-Range"), off, total-1, total)
+	case resp.ContentLength >= 0 && resp.ContentLength != total-off:
+		return fmt.Sprintf("server announced %d bytes for a %d-byte range", resp.ContentLength, total-off)
+	}
+	if v := validator(resp.Header); valid != "" && v != "" && v != valid {
+		return "the file changed on the server (validator " + v + ", was " + valid + ")"
+	}
+	return ""
+}
+
+// parseContentRange reads "bytes first-last/size" with every number given.
+func parseContentRange(s string) (first, last, size int64, err error) {
+	bad := fmt.Errorf("bad Content-Range %q", s)
+	spec, ok := strings.CutPrefix(s, "bytes ")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	rng, total, ok := strings.Cut(spec, "/")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	a, b, ok := strings.Cut(rng, "-")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	nums := [3]int64{}
+	for i, n := range []string{a, b, total} {
+		if n == "" || len(n) > 19 || strings.TrimLeft(n, "0123456789") != "" {
+			return 0, 0, 0, bad
+		}
+		if nums[i], err = strconv.ParseInt(n, 10, 64); err != nil {
+			return 0, 0, 0, bad
+		}
+	}
+	if nums[0] > nums[1] || nums[1] >= nums[2] {
+		return 0, 0, 0, bad
+	}
+	return nums[0], nums[1], nums[2], nil
+}
+
 func (r *resumingBody) Read(p []byte) (int, error) {
+	if r.size >= 0 {
+		// Never more than the server announced: a longer body is not part of the image.
+		if r.off >= r.size {
+			return 0, io.EOF
+		}
+		p = p[:min(int64(len(p)), r.size-r.off)]
+	}
 	for {
 		n, err := r.body.Read(p)
 		r.off += int64(n)
@@ -175,9 +301,9 @@ func (r *resumingBody) resume(cause error) error {
 			last = fmt.Errorf("resume %s at byte %d: server answered %s", r.url, r.off, resp.Status)
 			continue
 		}
-		if !strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(r.off, 10)+"-") {
+		if why := partialMismatch(resp, r.off, r.size, r.valid); why != "" {
 			_ = resp.Body.Close() // the wrong range, not read
-			return permanent("resume %s: server sent range %q, asked from %d", r.url, resp.Header.Get("Content-Range"), r.off)
+			return permanent("resume %s at byte %d: %s", r.url, r.off, why)
 		}
 		r.body = resp.Body
 		r.resumes++

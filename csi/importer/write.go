@@ -33,6 +33,15 @@ type Target struct {
 	Size int64
 	// Scratch is a file path outside the volume where a qcow2 image is staged for conversion.
 	Scratch string
+	// Record is where an HTTP import of a raw image keeps its resume record: outside the
+	// volume, where the volume's pods cannot write. Empty: an import cut short by a restart
+	// starts over.
+	Record string
+	// Owner names the volume and its incarnation; a record of another owner is discarded.
+	Owner string
+	// CheckpointEvery is how many bytes are written between two records (default: the
+	// importer's Checkpoint).
+	CheckpointEvery int64
 }
 
 // Stream is the image as it arrives.
@@ -59,24 +68,67 @@ const (
 // before Write returns success; on any error the disk may hold a partial image and the caller
 // must not hand it out.
 func Write(ctx context.Context, s Stream, t Target) error {
-	var h hash.Hash
-	var want string
-	if s.Checksum != "" {
-		algo, digest, err := claim.ParseChecksum(s.Checksum)
-		if err != nil {
-			return &PermanentError{Err: err}
-		}
-		h = map[string]func() hash.Hash{"md5": md5.New, "sha1": sha1.New, "sha256": sha256.New, "sha512": sha512.New}[algo]()
-		want = digest
+	return write(ctx, s, t, nil, nil)
+}
+
+// resumePoint is where a resumed import continues: the first offset bytes of the raw image
+// are in disk.img (data of them in blocks that are not holes), and hash (nil without a
+// checksum) is the checksum's state over them.
+type resumePoint struct {
+	offset, data int64
+	hash         hash.Hash
+}
+
+// checkpoint makes what writeRaw wrote durable and hands it to save, every `every` bytes.
+type checkpoint struct {
+	every int64
+	last  int64
+	// data counts the bytes written into the disk (not left as holes) so far.
+	data int64
+	hash hash.Hash
+	save func(off, data int64, h hash.Hash)
+}
+
+// reached is called with the image's bytes up to off written into f.
+func (c *checkpoint) reached(f *os.File, off int64) error {
+	if c == nil || off-c.last < c.every {
+		return nil
 	}
-	counted := &counter{r: s.R, total: s.Total, progress: s.Progress, ctx: ctx}
-	var src io.Reader = counted
-	if h != nil {
-		src = io.TeeReader(counted, h)
+	// The record may say "written" only of bytes that are on disk.
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", f.Name(), err)
 	}
-	image, format, closeFn, err := decompress(ctx, bufio.NewReaderSize(src, 1<<20))
+	c.save(off, c.data, c.hash)
+	c.last = off
+	return nil
+}
+
+// write is Write continuing from a resume point (s.R then yields the raw image from
+// from.offset on) and keeping checkpoints of a raw image, when they are given.
+func write(ctx context.Context, s Stream, t Target, from *resumePoint, ck *checkpoint) error {
+	h, want, err := newHash(s.Checksum)
 	if err != nil {
-		return err
+		return &PermanentError{Err: err}
+	}
+	var start, data int64
+	if from != nil {
+		start, data, h = from.offset, from.data, from.hash
+	}
+	counted := &counter{r: s.R, n: start, total: s.Total, progress: s.Progress, ctx: ctx}
+	br := bufio.NewReaderSize(counted, 1<<20)
+	// The hash sees exactly the bytes handed on, so at a checkpoint it covers what is written.
+	var src io.Reader = br
+	if h != nil {
+		src = io.TeeReader(br, h)
+	}
+	image, format, closeFn := src, "raw", func() {}
+	if from == nil {
+		if head, _ := br.Peek(8); compressed(head) {
+			ck = nil // a compressed stream cannot be taken up again at a byte of its own
+		}
+		if image, format, closeFn, err = decompress(ctx, br, src); err != nil {
+			return err
+		}
 	}
 	defer closeFn()
 
@@ -98,7 +150,10 @@ func Write(ctx context.Context, s Stream, t Target) error {
 	case "qcow2":
 		return writeQcow2(ctx, image, t, verify, s.Progress)
 	default:
-		if err := writeRaw(ctx, image, t); err != nil {
+		if ck != nil {
+			ck.last, ck.data, ck.hash = start, data, h
+		}
+		if err := writeRaw(ctx, image, t, start, ck); err != nil {
 			return err
 		}
 		if err := verify(); err != nil {
@@ -108,12 +163,35 @@ func Write(ctx context.Context, s Stream, t Target) error {
 	}
 }
 
-// decompress peels gzip or xz off the stream and says what format is inside.
-func decompress(ctx context.Context, br *bufio.Reader) (io.Reader, string, func(), error) {
+// newHash makes the hash a checksum (algorithm:hex) names and returns it with the digest; nil
+// for no checksum.
+func newHash(checksum string) (hash.Hash, string, error) {
+	if checksum == "" {
+		return nil, "", nil
+	}
+	algo, digest, err := claim.ParseChecksum(checksum)
+	if err != nil {
+		return nil, "", err
+	}
+	mk, ok := map[string]func() hash.Hash{"md5": md5.New, "sha1": sha1.New, "sha256": sha256.New, "sha512": sha512.New}[algo]
+	if !ok {
+		return nil, "", fmt.Errorf("checksum algorithm %q not supported", algo)
+	}
+	return mk(), digest, nil
+}
+
+// compressed says whether an image starting with head is gzip or xz.
+func compressed(head []byte) bool {
+	return bytes.HasPrefix(head, []byte(magicGzip)) || bytes.HasPrefix(head, []byte(magicXz))
+}
+
+// decompress peels gzip or xz off the stream and says what format is inside. br is peeked at,
+// the image is read from in (br, or a reader of br's bytes).
+func decompress(ctx context.Context, br *bufio.Reader, in io.Reader) (io.Reader, string, func(), error) {
 	head, _ := br.Peek(8)
-	var r io.Reader = br
+	r := in
 	closeFn := func() {}
-	src := &recordingReader{r: br}
+	src := &recordingReader{r: in}
 	switch {
 	case bytes.HasPrefix(head, []byte(magicGzip)):
 		zr, err := gzip.NewReader(src)
@@ -130,9 +208,9 @@ func decompress(ctx context.Context, br *bufio.Reader) (io.Reader, string, func(
 		r, closeFn = decoded{r: xr, src: src, what: "xz"}, stop
 	default:
 		if bytes.HasPrefix(head, []byte(magicQcow2)) {
-			return br, "qcow2", closeFn, nil
+			return in, "qcow2", closeFn, nil
 		}
-		return br, "raw", closeFn, nil
+		return in, "raw", closeFn, nil
 	}
 	inner := bufio.NewReaderSize(r, 1<<20)
 	head, _ = inner.Peek(4)
@@ -167,7 +245,7 @@ func (d decoded) Read(p []byte) (int, error) {
 
 // writeRaw copies the image into disk.img, seeking over zero blocks so the file stays sparse
 // (the disk started as holes, so skipped blocks read as zeros).
-func writeRaw(ctx context.Context, r io.Reader, t Target) error {
+func writeRaw(ctx context.Context, r io.Reader, t Target, start int64, ck *checkpoint) error {
 	f, err := openDisk(t.Disk)
 	if err != nil {
 		return err
@@ -176,7 +254,7 @@ func writeRaw(ctx context.Context, r io.Reader, t Target) error {
 	const block = 64 << 10
 	buf := make([]byte, 4<<20)
 	isZero := zeroCheck(make([]byte, block)).is
-	var off int64
+	off := start
 	for {
 		n, rerr := fill(r, buf)
 		if off+int64(n) > t.Size {
@@ -198,11 +276,19 @@ func writeRaw(ctx context.Context, r io.Reader, t Target) error {
 			if _, err := f.WriteAt(buf[b:e], off+int64(b)); err != nil {
 				return fmt.Errorf("write disk %s at %d: %w", t.Disk, off+int64(b), err)
 			}
+			if ck != nil {
+				ck.data += int64(e - b)
+			}
 			b = e
 		}
 		off += int64(n)
 		if errors.Is(rerr, io.EOF) {
 			return nil
+		}
+		if rerr == nil {
+			if err := ck.reached(f, off); err != nil {
+				return err
+			}
 		}
 		if rerr != nil {
 			if ctx.Err() != nil {
@@ -366,7 +452,8 @@ func openScratch(path string) (*os.File, error) {
 
 // RemoveStaleScratch removes the scratch files in the scratch directories of the pools (one
 // .scratch directory per pool): files an older version staged by name and a driver that was
-// killed left. Call it before any import starts.
+// killed left, and the resume records of volumes that are gone. Call it before any import
+// starts.
 func RemoveStaleScratch(poolDirs []string, log *slog.Logger) {
 	if log == nil {
 		log = slog.Default()
@@ -378,7 +465,7 @@ func RemoveStaleScratch(poolDirs []string, log *slog.Logger) {
 			continue
 		}
 		for _, e := range entries {
-			if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".qcow2") {
+			if !e.Type().IsRegular() || (!strings.HasSuffix(e.Name(), ".qcow2") && !staleRecord(p, e.Name())) {
 				continue
 			}
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
