@@ -206,7 +206,7 @@ type VirtualMachineSnapshotContentSpec struct {
 	// VirtualMachineSnapshotName is the snapshot this content belongs to.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
-	VirtualMachineSnapshotName *string `json:"virtualMachineSnapshotName,omitempty"`
+	VirtualMachineSnapshotName *string               `json:"virtualMachineSnapshotName,omitempty"`
 	Source                     SnapshotContentSource `json:"source"`
 	// VolumeBackups are the VM's persistent disks, one VolumeSnapshot each.
 	// +optional

@@ -79,7 +79,9 @@ func TestComputeResources(t *testing.T) {
 // TestComputeCPURequest: a launcher pod always requests CPU (a HorizontalPodAutoscaler on CPU
 // needs it): the VMI's request, else its limit, else its vCPUs' share at the allocation ratio.
 func TestComputeCPURequest(t *testing.T) {
-	cpu := func(s string) corev1.ResourceList { return corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(s)} }
+	cpu := func(s string) corev1.ResourceList {
+		return corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(s)}
+	}
 	tests := []struct {
 		name  string
 		ratio int

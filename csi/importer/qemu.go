@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
 )
 
 // limits are the resources a qemu-img run may use: the image is the tenant's, and qemu-img
