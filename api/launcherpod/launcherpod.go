@@ -17,6 +17,9 @@ const (
 	LabelApp = "slimvirt.io/app"
 	// AppLauncher is LabelApp's value on launcher pods.
 	AppLauncher = "virt-launcher"
+	// AppImporter is LabelApp's value on a registry DataVolume's importer pod, which runs the
+	// copier from the node's seed like a launcher pod's containerDisk copiers.
+	AppImporter = "importer"
 
 	// AnnotationInterfaces holds the pod's VM interfaces as JSON ([]Interface); the CNI plugin
 	// builds the binding from it.
@@ -94,6 +97,10 @@ const (
 	// ContainerDiskCopier is the static binary the containerDisk (and kernelBoot) init
 	// containers run, from the user's image, to copy the image's disk out.
 	ContainerDiskCopier = NodeDir + "/" + NodeSeedMarker
+	// ImporterExitRefused is the copier's exit code when it sends a registry DataVolume's disk
+	// and the image cannot be imported at all (no disk, several, or refused by the endpoint):
+	// the importer pod is not run again.
+	ImporterExitRefused = 3
 	// CapsSeedDir holds libvirt's cache of QEMU's capabilities, probed once per node with the
 	// launcher image; each launcher's libvirtd starts from it instead of probing QEMU.
 	CapsSeedDir = NodeDir + "/" + CapsSeedName

@@ -69,6 +69,14 @@ const (
 // with an UploadTokenResponse.
 const UploadToken = "uploadtoken"
 
+// The upload endpoint as the chart publishes it in slimvirt's namespace: the Service in front
+// of every node's endpoint, and the ConfigMap (key ca.crt) its certificate chains to.
+const (
+	UploadService     = "slimvirt-upload"
+	UploadCAConfigMap = "slimvirt-upload-ca"
+	UploadCAKey       = "ca.crt"
+)
+
 // PlainProtocol is KubeVirt's websocket subprotocol for console and VNC: binary messages carry
 // the stream's bytes as they are. BinaryProtocol is noVNC's name for the same framing; the
 // servers accept either, and a client that offers none.

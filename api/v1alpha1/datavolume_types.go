@@ -59,10 +59,12 @@ type DataVolumeSpec struct {
 
 // DataVolumeSourceSpec is CDI's DataVolumeSource: exactly one kind of source.
 //
-// +kubebuilder:validation:XValidation:rule="[has(self.http), has(self.upload), has(self.pvc), has(self.blank), has(self.snapshot)].filter(x, x).size() == 1",message="set exactly one of http, upload, pvc, snapshot and blank"
+// +kubebuilder:validation:XValidation:rule="[has(self.http), has(self.registry), has(self.upload), has(self.pvc), has(self.blank), has(self.snapshot)].filter(x, x).size() == 1",message="set exactly one of http, registry, upload, pvc, snapshot and blank"
 type DataVolumeSourceSpec struct {
 	// +optional
 	HTTP *DataVolumeSourceHTTP `json:"http,omitempty"`
+	// +optional
+	Registry *DataVolumeSourceRegistry `json:"registry,omitempty"`
 	// +optional
 	Upload *DataVolumeSourceUpload `json:"upload,omitempty"`
 	// +optional
@@ -93,6 +95,22 @@ type DataVolumeSourceHTTP struct {
 	// +optional
 	// +kubebuilder:validation:Pattern=`^(md5:[0-9a-fA-F]{32}|sha1:[0-9a-fA-F]{40}|sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128})$`
 	Checksum string `json:"checksum,omitempty"`
+}
+
+// DataVolumeSourceRegistry imports the disk of a containerDisk image (the one file under /disk/,
+// raw or qcow2, optionally .gz or .xz compressed), as CDI's registry source with pullMethod
+// node: the node that holds the volume pulls the image with its own credentials and mirrors.
+type DataVolumeSourceRegistry struct {
+	// URL of the image: docker://<image reference>, e.g.
+	// docker://quay.io/containerdisks/fedora:41 or docker://kubevirt/cirros-container-disk-demo.
+	// +kubebuilder:validation:Pattern=`^docker://[a-z0-9]`
+	// +kubebuilder:validation:MaxLength=1024
+	URL string `json:"url"`
+	// PullMethod may only be node (the default): the node's container runtime pulls the image.
+	// CDI's pod pull, with secretRef and certConfigMap, is not supported.
+	// +optional
+	// +kubebuilder:validation:Enum=node
+	PullMethod string `json:"pullMethod,omitempty"`
 }
 
 // DataVolumeSourceUpload waits for the content to be uploaded (slimctl image-upload).

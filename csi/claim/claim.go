@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 const (
@@ -19,9 +21,9 @@ const (
 
 // Requests: set on the PVC before it is provisioned.
 const (
-	// AnnSource is http, upload or blank (the default).
+	// AnnSource is http, registry, upload or blank (the default).
 	AnnSource = "import.slimvirt.io/source"
-	// AnnEndpoint is the http(s) URL of the image.
+	// AnnEndpoint is the http(s) URL of the image, or the image reference of a registry source.
 	AnnEndpoint = "import.slimvirt.io/endpoint"
 	// AnnChecksum is algorithm:hex, e.g. sha256:9f86d0....
 	AnnChecksum = "import.slimvirt.io/checksum"
@@ -45,12 +47,17 @@ const (
 	SourceHTTP   = "http"
 	SourceUpload = "upload"
 	SourceBlank  = "blank"
+	// SourceRegistry is a containerDisk image's disk: the controller runs the image on the
+	// volume's node, and its disk arrives like an upload.
+	SourceRegistry = "registry"
 )
 
 // Source is the content a PVC's annotations ask for.
 type Source struct {
-	// Upload means the content arrives through the upload endpoint.
+	// Upload means the content arrives through the upload endpoint (also for a registry source).
 	Upload bool
+	// Registry is the image reference of a registry source; Upload is then set too.
+	Registry string
 	// Import is an HTTP(S) import.
 	Import *Import
 }
@@ -72,6 +79,12 @@ func ParseSource(ann map[string]string) (*Source, error) {
 		return nil, nil
 	case SourceUpload:
 		return &Source{Upload: true}, nil
+	case SourceRegistry:
+		ref, err := ParseImage(ann[AnnEndpoint])
+		if err != nil {
+			return nil, err
+		}
+		return &Source{Upload: true, Registry: ref}, nil
 	case SourceHTTP:
 		imp := Import{
 			URL:           ann[AnnEndpoint],
@@ -107,6 +120,22 @@ func (imp Import) Validate() error {
 		}
 	}
 	return nil
+}
+
+// MaxImageLen bounds an image reference.
+const MaxImageLen = 1024
+
+// ParseImage checks an image reference (docker://<ref> or <ref>, as a container's image is
+// written) and returns it without the scheme.
+func ParseImage(s string) (string, error) {
+	ref := strings.TrimPrefix(s, "docker://")
+	if len(ref) > MaxImageLen {
+		return "", fmt.Errorf("image reference is %d bytes, more than %d", len(ref), MaxImageLen)
+	}
+	if _, err := name.ParseReference(ref); err != nil {
+		return "", fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	return ref, nil
 }
 
 // ParseChecksum splits algorithm:hex and checks the digest length.

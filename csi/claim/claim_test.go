@@ -23,6 +23,11 @@ func TestParseSource(t *testing.T) {
 		{"bad checksum algorithm", map[string]string{AnnSource: "http", AnnEndpoint: "http://h/x", AnnChecksum: "crc32:00"}, nil, "algorithm"},
 		{"short digest", map[string]string{AnnSource: "http", AnnEndpoint: "http://h/x", AnnChecksum: "sha256:abc"}, nil, "64 hex"},
 		{"not hex", map[string]string{AnnSource: "http", AnnEndpoint: "http://h/x", AnnChecksum: "md5:" + strings.Repeat("z", 32)}, nil, "not hex"},
+		{"registry", map[string]string{AnnSource: "registry", AnnEndpoint: "docker://kubevirt/cirros-container-disk-demo:latest"}, &Source{Upload: true, Registry: "kubevirt/cirros-container-disk-demo:latest"}, ""},
+		{"registry without scheme", map[string]string{AnnSource: "registry", AnnEndpoint: "quay.io/containerdisks/fedora:41"}, &Source{Upload: true, Registry: "quay.io/containerdisks/fedora:41"}, ""},
+		{"registry reference with upper case refused", map[string]string{AnnSource: "registry", AnnEndpoint: "docker://Kubevirt/X"}, nil, "image reference"},
+		{"registry reference too long", map[string]string{AnnSource: "registry", AnnEndpoint: "docker://a/" + strings.Repeat("b", 1100)}, nil, "more than"},
+		{"registry without image", map[string]string{AnnSource: "registry"}, nil, "image reference"},
 		{"unknown source", map[string]string{AnnSource: "s3"}, nil, "unknown source"},
 	}
 	for _, tt := range tests {
@@ -37,7 +42,7 @@ func TestParseSource(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if (got == nil) != (tt.want == nil) || got != nil && (got.Upload != tt.want.Upload || (got.Import == nil) != (tt.want.Import == nil) || got.Import != nil && *got.Import != *tt.want.Import) {
+			if (got == nil) != (tt.want == nil) || got != nil && (got.Upload != tt.want.Upload || got.Registry != tt.want.Registry || (got.Import == nil) != (tt.want.Import == nil) || got.Import != nil && *got.Import != *tt.want.Import) {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
 			}
 		})

@@ -2,7 +2,10 @@ package claim
 
 import (
 	"net/url"
+	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // FuzzParseSource: whatever a tenant writes into a PVC's import annotations is either refused
@@ -16,6 +19,9 @@ func FuzzParseSource(f *testing.F) {
 	f.Add("upload", "", "", "", "")
 	f.Add("", "", "", "", "")
 	f.Add("s3", "s3://bucket/x", "", "", "")
+	f.Add("registry", "docker://kubevirt/cirros-container-disk-demo:latest", "", "", "")
+	f.Add("registry", "docker://127.0.0.1:5000/a@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "", "", "")
+	f.Add("registry", "docker://UPPER/case", "", "", "")
 	f.Fuzz(func(t *testing.T, source, endpoint, checksum, secret, cm string) {
 		ann := map[string]string{AnnSource: source, AnnEndpoint: endpoint, AnnChecksum: checksum, AnnSecret: secret, AnnCertConfigMap: cm}
 		src, err := ParseSource(ann)
@@ -34,6 +40,14 @@ func FuzzParseSource(f *testing.F) {
 		case SourceUpload:
 			if src == nil || !src.Upload || src.Import != nil {
 				t.Fatalf("upload gave %+v", src)
+			}
+			return
+		case SourceRegistry:
+			if src == nil || !src.Upload || src.Import != nil || src.Registry == "" || len(src.Registry) > MaxImageLen || strings.Contains(src.Registry, "://") {
+				t.Fatalf("registry gave %+v", src)
+			}
+			if _, err := name.ParseReference(src.Registry); err != nil {
+				t.Fatalf("accepted image %q: %v", src.Registry, err)
 			}
 			return
 		case SourceHTTP:
