@@ -30,8 +30,11 @@ const (
 	QCOW2Name = "disk.qcow2"
 )
 
-// ErrNoDisk says the image holds no disk file.
-var ErrNoDisk = errors.New("no disk file")
+// ErrNoDisk says the image holds no disk file; ErrAmbiguous that it holds more than one.
+var (
+	ErrNoDisk    = errors.New("no disk file")
+	ErrAmbiguous = errors.New("more than one disk file")
+)
 
 // Install puts the copier src (the launcher image's) into dir, the node directory every
 // launcher pod mounts. The directory appears at once with the copier in it (a launcher pod
@@ -105,7 +108,7 @@ func FindDisk(src string) (string, error) {
 	case 1:
 		return files[0], nil
 	default:
-		return "", fmt.Errorf("%s holds %d files (%v): name the disk with path", src, len(files), files)
+		return "", fmt.Errorf("%w: %s holds %d files (%v): name the disk with path", ErrAmbiguous, src, len(files), files)
 	}
 }
 
