@@ -37,12 +37,15 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/controller/datavolume"
+	"github.com/slimvirt/slimvirt/controller/manager"
+	"github.com/slimvirt/slimvirt/controller/uploadtokens"
 	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/driver"
 	"github.com/slimvirt/slimvirt/csi/egress"
@@ -157,10 +160,14 @@ func TestDataVolumes(t *testing.T) {
 
 	// The reconciler under test.
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		// The controller's own cache: only the pods it makes.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: manager.CachedPods}}},
 		// Each test of the package runs its own manager with the same controllers.
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
 	testutil.Must(t, err)
-	testutil.Must(t, datavolume.SetupWithManager(mgr, datavolume.Options{Namespace: release}))
+	tokens, err := uploadtokens.New(ctx, env.Clientset, release, datavolume.ImporterTokenTTL, logr.Discard())
+	testutil.Must(t, err)
+	testutil.Must(t, datavolume.SetupWithManager(mgr, datavolume.Options{Namespace: release, Tokens: tokens}))
 	go func() { _ = mgr.Start(ctx) }() // returns when ctx ends with the test
 
 	// Images on a local server.
@@ -474,6 +481,11 @@ func TestDataVolumes(t *testing.T) {
 		if pvc.Status.Phase == corev1.ClaimBound || pvc.Annotations["import.slimvirt.io/phase"] != "" {
 			t.Fatalf("the node provisioned a volume without credentials: %s %v", pvc.Status.Phase, pvc.Annotations)
 		}
+	})
+
+	t.Run("registry", func(t *testing.T) {
+		testRegistry(t, registryCase{ctx: ctx, c: c, cs: env.Clientset, d: d, newDV: newDV, waitPhase: waitPhase, diskOf: diskOf,
+			raw: raw, size: size.Value(), qcow2: filepath.Join(img, "disk.qcow2")})
 	})
 
 	t.Run("cross-namespace clone is refused", func(t *testing.T) {

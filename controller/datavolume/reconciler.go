@@ -22,9 +22,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
@@ -49,19 +52,24 @@ type Options struct {
 	DriverName string
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// Namespace holds the per-volume Secrets that carry import credentials to the nodes:
-	// slimvirt's own namespace; the controller's pod namespace when empty.
+	// Namespace holds the per-volume Secrets that carry import credentials to the nodes, and
+	// the importer pods of registry sources: slimvirt's own namespace; the controller's pod
+	// namespace when empty.
 	Namespace string
+	// Tokens signs the upload tokens registry importers send their disk with; without it,
+	// registry DataVolumes fail.
+	Tokens TokenIssuer
 }
 
 // Reconciler makes DataVolumes' PVCs and reports their progress.
 type Reconciler struct {
 	Client client.Client
 	// Reader reads what is not cached (a snapshot source's VolumeSnapshot).
-	Reader   client.Reader
-	Recorder recorder.EventRecorder
-	Options  Options
-	creds    *credentials
+	Reader    client.Reader
+	Recorder  recorder.EventRecorder
+	Options   Options
+	creds     *credentials
+	importers *importers
 }
 
 // SetupWithManager registers the DataVolume reconciler, which watches DataVolumes and their
@@ -80,10 +88,15 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if err := setupClaims(mgr, creds); err != nil {
 		return err
 	}
-	r := &Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("slimvirt-datavolume"), Options: opts, creds: creds}
+	r := &Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("slimvirt-datavolume"), Options: opts, creds: creds,
+		importers: &importers{client: mgr.GetClient(), reader: mgr.GetAPIReader(), namespace: opts.Namespace, tokens: opts.Tokens}}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.DataVolume{}).
 		Owns(&corev1.PersistentVolumeClaim{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(dataVolumeOfImporter),
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+				return o.GetNamespace() == opts.Namespace && o.GetLabels()[labelImporterFor] != ""
+			}))).
 		Named("datavolume").
 		Complete(r)
 }
@@ -92,7 +105,10 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	dv := &v1.DataVolume{}
 	if err := r.Client.Get(ctx, req.NamespacedName, dv); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.importers.cleanup(ctx, req.Namespace, req.Name, "")
+		}
+		return ctrl.Result{}, err
 	}
 	if !dv.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // the PVC is owned by the DataVolume and goes with it
@@ -132,6 +148,11 @@ func (r *Reconciler) observe(ctx context.Context, dv *v1.DataVolume) (Observatio
 		if obs.Wait, err = r.creds.sync(ctx, pvc); err != nil {
 			return Observation{}, err
 		}
+		if dv.Spec.Source.Registry != nil {
+			if obs.Wait, obs.Problem, err = r.importers.sync(ctx, dv, pvc); err != nil {
+				return Observation{}, err
+			}
+		}
 	}
 	if sc := storageClassName(pvc); sc != "" {
 		var class storagev1.StorageClass
@@ -154,6 +175,11 @@ func validate(dv *v1.DataVolume) *Problem {
 	}
 	if dv.Spec.Source.HTTP != nil {
 		if err := importOf(dv.Spec.Source.HTTP).Validate(); err != nil {
+			return &Problem{Reason: "InvalidSource", Message: err.Error()}
+		}
+	}
+	if dv.Spec.Source.Registry != nil {
+		if _, err := claim.ParseImage(dv.Spec.Source.Registry.URL); err != nil {
 			return &Problem{Reason: "InvalidSource", Message: err.Error()}
 		}
 	}
@@ -207,17 +233,12 @@ func (r *Reconciler) createPVC(ctx context.Context, dv *v1.DataVolume) (*corev1.
 	size, hasSize := spec.Resources.Requests[corev1.ResourceStorage]
 	immediate := dv.Annotations[AnnBindImmediate] == "true"
 	switch src := dv.Spec.Source; {
-	case src.HTTP != nil:
-		pvc.Annotations[claim.AnnSource] = claim.SourceHTTP
-		pvc.Annotations[claim.AnnEndpoint] = src.HTTP.URL
-		setIf(pvc.Annotations, claim.AnnChecksum, src.HTTP.Checksum)
-		setIf(pvc.Annotations, claim.AnnSecret, src.HTTP.SecretRef)
-		setIf(pvc.Annotations, claim.AnnCertConfigMap, src.HTTP.CertConfigMap)
-	case src.Upload != nil:
-		pvc.Annotations[claim.AnnSource] = claim.SourceUpload
-		immediate = true // nothing consumes an upload target before the upload
-	case src.Blank != nil:
-		pvc.Annotations[claim.AnnSource] = claim.SourceBlank
+	case src.HTTP != nil, src.Registry != nil, src.Upload != nil, src.Blank != nil:
+		uploadLike, err := annotateSource(pvc.Annotations, src)
+		if err != nil {
+			return nil, err
+		}
+		immediate = immediate || uploadLike
 	case src.PVC != nil:
 		source, node, err := r.cloneSource(ctx, dv)
 		if err != nil || source == nil {
@@ -271,6 +292,32 @@ func (r *Reconciler) createPVC(ctx context.Context, dv *v1.DataVolume) (*corev1.
 	log.FromContext(ctx).Info("created PVC", "pvc", pvc.Name, "size", size.String())
 	r.Recorder.Eventf(dv, pvc, corev1.EventTypeNormal, "Pending", "CreatePVC", "PVC %s created", pvc.Name)
 	return pvc, nil
+}
+
+// annotateSource writes what the driver fills the volume with (an import, an upload, blank)
+// as the PVC's annotations; uploads are true: nothing consumes their volume before the upload.
+func annotateSource(ann map[string]string, src v1.DataVolumeSourceSpec) (upload bool, err error) {
+	switch {
+	case src.HTTP != nil:
+		ann[claim.AnnSource] = claim.SourceHTTP
+		ann[claim.AnnEndpoint] = src.HTTP.URL
+		setIf(ann, claim.AnnChecksum, src.HTTP.Checksum)
+		setIf(ann, claim.AnnSecret, src.HTTP.SecretRef)
+		setIf(ann, claim.AnnCertConfigMap, src.HTTP.CertConfigMap)
+	case src.Registry != nil:
+		ref, err := claim.ParseImage(src.Registry.URL)
+		if err != nil {
+			return false, &Problem{Reason: "InvalidSource", Message: err.Error()}
+		}
+		ann[claim.AnnSource] = claim.SourceRegistry
+		ann[claim.AnnEndpoint] = ref
+	case src.Upload != nil:
+		ann[claim.AnnSource] = claim.SourceUpload
+		return true, nil
+	default:
+		ann[claim.AnnSource] = claim.SourceBlank
+	}
+	return false, nil
 }
 
 func setIf(m map[string]string, k, v string) {
@@ -415,7 +462,7 @@ func (r *Reconciler) phaseEvent(dv *v1.DataVolume, st v1.DataVolumeStatus) {
 	typ, reason, msg := corev1.EventTypeNormal, string(st.Phase), fmt.Sprintf("DataVolume %s is %s", dv.Name, st.Phase)
 	switch st.Phase {
 	case v1.DataVolumeSucceeded:
-		reason = map[kind]string{kindImport: "ImportSucceeded", kindUpload: "UploadSucceeded", kindClone: "CloneSucceeded", kindBlank: "ImportSucceeded", kindSnapshot: "CloneSucceeded"}[sourceKind(dv)]
+		reason = map[kind]string{kindImport: "ImportSucceeded", kindRegistry: "ImportSucceeded", kindUpload: "UploadSucceeded", kindClone: "CloneSucceeded", kindBlank: "ImportSucceeded", kindSnapshot: "CloneSucceeded"}[sourceKind(dv)]
 		msg = "Successfully populated PVC " + dv.Name
 	case v1.DataVolumeFailed:
 		typ, reason = corev1.EventTypeWarning, "Error"

@@ -37,12 +37,15 @@ const (
 	kindUpload
 	kindClone
 	kindSnapshot
+	kindRegistry
 )
 
 func sourceKind(dv *v1.DataVolume) kind {
 	switch s := dv.Spec.Source; {
 	case s.HTTP != nil:
 		return kindImport
+	case s.Registry != nil:
+		return kindRegistry
 	case s.Upload != nil:
 		return kindUpload
 	case s.PVC != nil:
@@ -56,7 +59,7 @@ func sourceKind(dv *v1.DataVolume) kind {
 // phases returns CDI's "scheduled" and "in progress" phases of a source kind.
 func phases(k kind) [2]v1.DataVolumePhase {
 	switch k {
-	case kindImport:
+	case kindImport, kindRegistry:
 		return [2]v1.DataVolumePhase{v1.DataVolumeImportScheduled, v1.DataVolumeImportInProgress}
 	case kindUpload:
 		return [2]v1.DataVolumePhase{v1.DataVolumeUploadScheduled, v1.DataVolumeUploadReady}
@@ -111,6 +114,10 @@ func Status(dv *v1.DataVolume, obs Observation, now time.Time) v1.DataVolumeStat
 		st.Phase = names[1]
 		running, runReason = corev1.ConditionTrue, ""
 		runMsg = report.Message
+	case reported && report.Phase == claim.PhasePending && k == kindRegistry:
+		// The volume waits for the importer pod to send the image's disk.
+		st.Phase = names[0]
+		runReason, runMsg = importerWait(obs)
 	case reported && report.Phase == claim.PhasePending:
 		st.Phase = names[1] // only uploads wait for their content: UploadReady
 		runReason, runMsg = "Pending", "waiting for the upload"
@@ -140,6 +147,14 @@ func Status(dv *v1.DataVolume, obs Observation, now time.Time) v1.DataVolumeStat
 		condition(dv, v1.DataVolumeRunning, running, runReason, runMsg, now),
 	}
 	return st
+}
+
+// importerWait is why a registry DataVolume's volume still waits for its disk.
+func importerWait(obs Observation) (reason, msg string) {
+	if obs.Wait != nil {
+		return obs.Wait.Reason, obs.Wait.Message
+	}
+	return "Pending", "waiting for the importer pod"
 }
 
 // readReport reads what the driver reported on the claim; the restarts and progress it reports

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -127,9 +128,9 @@ func New(cfg Config) (*Controller, error) {
 		LeaderElectionNamespace: cfg.LeaderElectionNamespace,
 		// The next leader may start at once: our reconcilers are safe to interrupt anywhere.
 		LeaderElectionReleaseOnCancel: true,
-		// Only launcher pods are cached; the controller never lists other pods.
+		// Only launcher and importer pods are cached; the controller never lists other pods.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{launcherpod.LabelApp: launcherpod.AppLauncher})},
+			&corev1.Pod{}: {Label: CachedPods},
 		}},
 		// Tests run several managers in one process, one after the other.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
@@ -142,6 +143,16 @@ func New(cfg Config) (*Controller, error) {
 	}
 	return &Controller{mgr: mgr}, nil
 }
+
+// CachedPods selects the pods the controller caches, those it makes: launchers and registry
+// importers.
+var CachedPods = func() labels.Selector {
+	req, err := labels.NewRequirement(launcherpod.LabelApp, selection.In, []string{launcherpod.AppLauncher, launcherpod.AppImporter})
+	if err != nil {
+		panic(err) // constant input
+	}
+	return labels.NewSelector().Add(*req)
+}()
 
 func setup(mgr ctrl.Manager, cfg Config, key []byte) error {
 	m, err := metrics.New(ctrlmetrics.Registry, mgr.GetCache())
@@ -165,7 +176,11 @@ func setup(mgr ctrl.Manager, cfg Config, key []byte) error {
 	if err := rsR.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up vmirs controller: %w", err)
 	}
-	if err := datavolume.SetupWithManager(mgr, datavolume.Options{}); err != nil {
+	tokens, err := importerTokens(cfg, mgr.GetLogger().WithName("importer-tokens"))
+	if err != nil {
+		return err
+	}
+	if err := datavolume.SetupWithManager(mgr, datavolume.Options{Namespace: cfg.Namespace, Tokens: tokens}); err != nil {
 		return fmt.Errorf("set up datavolume controller: %w", err)
 	}
 	if err := setupSnapshots(mgr, cfg, rec); err != nil {

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/slimvirt/slimvirt/controller/certs"
+	"github.com/slimvirt/slimvirt/controller/datavolume"
 	"github.com/slimvirt/slimvirt/controller/subresources"
 	"github.com/slimvirt/slimvirt/controller/uploadtokens"
 )
@@ -97,12 +98,35 @@ func (a *aggregatedAPI) Start(ctx context.Context) error {
 // aggregated API makes, so that helm uninstall (which deletes the Deployment) removes them
 // through the garbage collector; none without Config.Deployment.
 func (a *aggregatedAPI) owners(ctx context.Context) ([]metav1.OwnerReference, error) {
-	if a.cfg.Deployment == "" {
+	return deploymentOwners(ctx, a.cs, a.cfg)
+}
+
+func deploymentOwners(ctx context.Context, cs kubernetes.Interface, cfg Config) ([]metav1.OwnerReference, error) {
+	if cfg.Deployment == "" {
 		return nil, nil
 	}
-	d, err := a.cs.AppsV1().Deployments(a.cfg.Namespace).Get(ctx, a.cfg.Deployment, metav1.GetOptions{})
+	d, err := cs.AppsV1().Deployments(cfg.Namespace).Get(ctx, cfg.Deployment, metav1.GetOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("get the controller's Deployment %s/%s: %w", a.cfg.Namespace, a.cfg.Deployment, err)
+		return nil, fmt.Errorf("get the controller's Deployment %s/%s: %w", cfg.Namespace, cfg.Deployment, err)
 	}
 	return []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID}}, nil
+}
+
+// importerTokens signs the upload tokens of registry DataVolumes' importer pods with the
+// aggregated API's key, read (or made) on first use.
+func importerTokens(cfg Config, log logr.Logger) (datavolume.TokenIssuer, error) {
+	if cfg.Namespace == "" {
+		return nil, nil
+	}
+	cs, err := kubernetes.NewForConfig(cfg.RestConfig)
+	if err != nil {
+		return nil, fmt.Errorf("make a clientset: %w", err)
+	}
+	return &datavolume.LazyIssuer{New: func(ctx context.Context) (datavolume.TokenIssuer, error) {
+		owners, err := deploymentOwners(ctx, cs, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return uploadtokens.New(ctx, cs, cfg.Namespace, datavolume.ImporterTokenTTL, log, owners...)
+	}}, nil
 }
