@@ -34,6 +34,7 @@ cluster-load-images: ## Import _output/images/*.tar into the local cluster's con
 .PHONY: cluster-registry-seed
 cluster-registry-seed: guide-images ## Push the user guide's images into the local cluster's registry (docker.io/kubevirt/... resolve there)
 	@bash cluster/registry-seed.sh $(OUT)/images/guest.tar:kubevirt/fedora-cloud-container-disk-demo:latest \
+		$(OUT)/images/guest.tar:kubevirt/cirros-container-disk-demo:latest \
 		$(OUT)/guide-images/virtio-container-disk.tar:kubevirt/virtio-container-disk:latest
 
 .PHONY: test-cluster

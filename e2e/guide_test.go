@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"strings"
@@ -101,6 +102,16 @@ func TestGuideWindowsVM(t *testing.T) {
 	if err != nil || st.Size() != 50<<30 {
 		t.Errorf("the hostDisk /data/disk.img: %v, size %d, want 50Gi made by DiskOrCreate", err, sizeOf(st))
 	}
+
+	// The guide's Service selects the VM by kubevirt.io/domain: win10: its endpoint is the
+	// launcher pod, ready, on the RDP port (no Windows answers behind it here).
+	mustKubectl(t, "-n", storageNS, "apply", "-f", "../examples/service-win10.yaml")
+	podIP := strings.TrimSpace(mustKubectl(t, "-n", storageNS, "get", "pod", pod, "-o", "jsonpath={.status.podIP}"))
+	eventually(t, time.Minute, "Service win10-rdp's endpoint is the launcher pod", func() (bool, error) {
+		out, err := kubectl(t, "-n", storageNS, "get", "endpointslices", "-l", "kubernetes.io/service-name=win10-rdp",
+			"-o", `jsonpath={range .items[*].endpoints[*]}{.addresses[0]} {.conditions.ready} {.targetRef.name};{end}{range .items[*].ports[*]}{.port};{end}`)
+		return err == nil && strings.Contains(out, podIP+" true "+pod+";") && strings.Contains(out, "3389;"), fmt.Errorf("endpoints %q, want %s (%s) on 3389", out, podIP, pod)
+	})
 }
 
 // liveDomainXML reads the running domain's XML from the launcher's own libvirtd.

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -129,20 +130,20 @@ func TestVMLifecycle(t *testing.T) {
 	}
 }
 
-// TestVMIReplicaSetScale scales a VMI replica set with kubectl scale, up and down to zero.
+// TestVMIReplicaSetScale applies KubeVirt user guide's replica set as written (apiVersion
+// aside: examples/vmirs-linux.yaml) and scales it with kubectl scale, up and down to zero.
 func TestVMIReplicaSetScale(t *testing.T) {
-	const ns, name = "default", "testvmirs"
+	const ns, name = "default", "testreplicaset"
 	ctx := context.Background()
 	_, _ = kubectl(t, "delete", "-f", "../examples/vmirs-linux.yaml", "--ignore-not-found", "--wait=true")
 	mustKubectl(t, "apply", "-f", "../examples/vmirs-linux.yaml")
 	t.Cleanup(func() {
 		_, _ = kubectl(t, "delete", "-f", "../examples/vmirs-linux.yaml", "--ignore-not-found", "--wait=true", "--timeout=90s")
 	})
-	mustKubectl(t, "scale", "vmirs", name, "--replicas=3")
 	running := func(want int) func() (bool, error) {
 		return func() (bool, error) {
 			list := &v1alpha1.VirtualMachineInstanceList{}
-			if err := cluster.client.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{"app": "testvmirs"}); err != nil {
+			if err := cluster.client.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{"myvmi": "myvmi"}); err != nil {
 				return false, err
 			}
 			n := 0
@@ -151,15 +152,21 @@ func TestVMIReplicaSetScale(t *testing.T) {
 					n++
 				}
 			}
-			return n == want && len(list.Items) == want, nil
+			return n == want && len(list.Items) == want, fmt.Errorf("%d of %d VMIs Running", n, len(list.Items))
 		}
 	}
+	eventually(t, 5*time.Minute, "the guide's 2 Running VMIs", running(2))
+	eventually(t, time.Minute, "replica set status 2/2 ready", func() (bool, error) {
+		out, err := kubectl(t, "get", "vmirs", name, "-o", "jsonpath={.status.readyReplicas}/{.status.replicas}")
+		return err == nil && strings.TrimSpace(out) == "2/2", fmt.Errorf("ready/replicas %q", out)
+	})
+	mustKubectl(t, "scale", "vmirs", name, "--replicas=3")
 	eventually(t, 5*time.Minute, "3 Running VMIs", running(3))
 	mustKubectl(t, "scale", "vmirs", name, "--replicas=0")
 	eventually(t, 3*time.Minute, "no VMIs", running(0))
 	eventually(t, 2*time.Minute, "no launcher pods", func() (bool, error) {
 		pods := &corev1.PodList{}
-		err := cluster.client.List(ctx, pods, client.InNamespace(ns), client.MatchingLabels{"app": "testvmirs"})
+		err := cluster.client.List(ctx, pods, client.InNamespace(ns), client.MatchingLabels{"myvmi": "myvmi"})
 		return err == nil && len(pods.Items) == 0, err
 	})
 }

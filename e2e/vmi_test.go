@@ -78,9 +78,15 @@ func TestLinuxVMI(t *testing.T) {
 		}
 	}
 
+	// A Service selecting the VMI by kubevirt.io/domain, as the guide's does, reaches the guest.
+	mustKubectl(t, "-n", ns, "apply", "-f", "../examples/service-linux.yaml")
+	t.Cleanup(func() {
+		_, _ = kubectl(t, "-n", ns, "delete", "-f", "../examples/service-linux.yaml", "--ignore-not-found")
+	})
+	svcIP := strings.TrimSpace(mustKubectl(t, "-n", ns, "get", "svc", "testvmi-http", "-o", "jsonpath={.spec.clusterIP}"))
 	// Debian 12's static busybox wget crashes with -T, so timeout(1) bounds each try.
-	page := runClientPod(t, ns, "vmi-http-client", "for i in $(seq 1 30); do timeout 5 wget -q -O- http://"+ip+"/ && exit 0; sleep 2; done; exit 1")
-	if !strings.Contains(page, "slimvirt guest") {
-		t.Fatalf("guest page from another pod: %q", page)
+	page := runClientPod(t, ns, "vmi-http-client", "for i in $(seq 1 30); do timeout 5 wget -q -O- http://"+ip+"/ && timeout 5 wget -q -O- http://"+svcIP+":8080/ && exit 0; sleep 2; done; exit 1")
+	if strings.Count(page, "slimvirt guest") < 2 {
+		t.Fatalf("guest page from another pod, by the VMI's IP and through Service testvmi-http (%s): %q", svcIP, page)
 	}
 }
