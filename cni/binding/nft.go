@@ -1,7 +1,6 @@
 package binding
 
 import (
-	"errors"
 	"fmt"
 	"net"
 
@@ -292,29 +291,41 @@ func addMasqueradeNAT(podIf, bridge string, gw, vm net.IP, ports []launcherpod.P
 	return nil
 }
 
-// deleteTables removes the plugin's tables; absent tables are fine.
-func deleteTables() error {
-	c, err := nftables.New()
+// deleteTables removes the plugin's tables; absent tables are fine. The tables are freed after an
+// RCU grace period, and closing the netlink socket waits for that: the caller calls closeTables
+// once its other work is done.
+func deleteTables() (closeTables func() error, err error) {
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
-		return fmt.Errorf("open nftables: %w", err)
+		return func() error { return nil }, fmt.Errorf("open nftables: %w", err)
 	}
-	var errs []error
-	for _, fam := range []nftables.TableFamily{nftables.TableFamilyBridge, nftables.TableFamilyIPv4, nftables.TableFamilyNetdev} {
-		tables, err := c.ListTablesOfFamily(fam)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("list nftables tables: %w", err))
-			continue
+	closeTables = func() error {
+		if err := c.CloseLasting(); err != nil {
+			return fmt.Errorf("close nftables: %w", err)
 		}
-		for _, t := range tables {
+		return nil
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		return closeTables, fmt.Errorf("list nftables tables: %w", err)
+	}
+	found := false
+	for _, t := range tables {
+		switch t.Family {
+		case nftables.TableFamilyBridge, nftables.TableFamilyIPv4, nftables.TableFamilyNetdev:
 			if t.Name == NFTableName {
 				c.DelTable(t)
+				found = true
 			}
 		}
 	}
-	if err := c.Flush(); err != nil {
-		errs = append(errs, fmt.Errorf("delete nftables tables: %w", err))
+	if !found {
+		return closeTables, nil
 	}
-	return errors.Join(errs...)
+	if err := c.Flush(); err != nil {
+		return closeTables, fmt.Errorf("delete nftables tables: %w", err)
+	}
+	return closeTables, nil
 }
 
 // hasTable says whether the plugin's table of family exists (for CHECK).
