@@ -12,8 +12,12 @@ local-install: ## Install (or upgrade) the chart on the local cluster with its n
 e2e-setup: build images images-csi cluster-up cluster-load-images cluster-registry-seed local-install ## Bring up the local cluster with slimvirt installed
 
 .PHONY: e2e-run
-e2e-run: ## Run the e2e suite on the bridge network, then the network tests on calico and vpc (KEEP_CLUSTER=1 keeps the cluster)
+e2e-run: ## Run the e2e suite (not the fault drills: make chaos) on the bridge network, then the network tests on calico and vpc (KEEP_CLUSTER=1 keeps the cluster)
 	@E2E_RUN='$(E2E_RUN)' KEEP_CLUSTER='$(KEEP_CLUSTER)' bash hack/e2e.sh
+
+.PHONY: chaos
+chaos: ## Run the fault drills (TestChaos*: controller, QEMU, libvirtd, node agent and runtime killed mid-work) on the local cluster
+	@E2E_RUN='TestChaos' E2E_SKIP= E2E_NET_STYLES= KEEP_CLUSTER='$(KEEP_CLUSTER)' bash hack/e2e.sh
 
 .PHONY: e2e-hostile
 e2e-hostile: ## Run only the hostile-tenant suite (TestHostile*: attacks by a tenant with the edit role) on the local cluster
