@@ -4,10 +4,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/slimvirt/slimvirt/api/v1alpha1"
@@ -77,6 +80,25 @@ func TestLinuxVMI(t *testing.T) {
 			t.Errorf("launcher pod lacks the VMI label %s=%s: %s", k, v, out)
 		}
 	}
+
+	// status.memoryOverhead: what the launcher pod asks for besides the guest's 1024M.
+	var lp corev1.Pod
+	if err := cluster.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: pod}, &lp); err != nil {
+		t.Fatal(err)
+	}
+	var want resource.Quantity
+	for _, c := range lp.Spec.Containers {
+		want.Add(c.Resources.Requests[corev1.ResourceMemory])
+	}
+	want.Sub(resource.MustParse("1024M"))
+	eventually(t, 30*time.Second, "status.memoryOverhead", func() (bool, error) {
+		v, err := getVMI(t, ns, name)
+		if err != nil {
+			return false, err
+		}
+		return v.Status.MemoryOverhead != nil && v.Status.MemoryOverhead.Cmp(want) == 0, fmt.Errorf("memoryOverhead %v, want %s", v.Status.MemoryOverhead, want.String())
+	})
+	t.Logf("status.memoryOverhead %s", want.String())
 
 	// A Service selecting the VMI by kubevirt.io/domain, as the guide's does, reaches the guest.
 	mustKubectl(t, "-n", ns, "apply", "-f", "../examples/service-linux.yaml")

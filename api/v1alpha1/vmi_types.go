@@ -697,6 +697,10 @@ type VirtualMachineInstanceStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	VolumeStatus []VolumeStatus `json:"volumeStatus,omitempty"`
+	// MemoryOverhead is the memory the launcher pod requests besides the guest's (the launcher's
+	// processes, QEMU's own, the containerDisk copiers), as KubeVirt reports it.
+	// +optional
+	MemoryOverhead *resource.Quantity `json:"memoryOverhead,omitempty"`
 }
 
 // VolumeStatus is what is known of one of the VMI's volumes while it runs (KubeVirt's

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
@@ -97,6 +98,7 @@ func ComputeStatus(vmi *v1.VirtualMachineInstance, obs Observation, now metav1.T
 			st.NodeName = pod.Spec.NodeName
 		}
 		setInterfaces(&st, vmi, pod)
+		st.MemoryOverhead = memoryOverhead(vmi, pod)
 	}
 	ready := st.Phase == v1.Running && out.phase == v1.Running
 	reason, message := ReasonGuestRunning, ""
@@ -105,6 +107,26 @@ func ComputeStatus(vmi *v1.VirtualMachineInstance, obs Observation, now metav1.T
 	}
 	setCondition(&st, readyCondition(ready, reason, message), now)
 	return st
+}
+
+// memoryOverhead is what the launcher pod's containers request besides the guest's memory; nil
+// when the VMI does not say how much memory its guest has.
+func memoryOverhead(vmi *v1.VirtualMachineInstance, pod *corev1.Pod) *resource.Quantity {
+	guest, ok := vmi.Spec.Domain.GuestMemory()
+	if !ok {
+		return nil
+	}
+	var total resource.Quantity
+	for _, c := range pod.Spec.Containers {
+		if m, ok := c.Resources.Requests[corev1.ResourceMemory]; ok {
+			total.Add(m)
+		}
+	}
+	total.Sub(guest)
+	if total.Sign() < 0 {
+		return nil // the guest's memory is overcommitted
+	}
+	return resource.NewQuantity(total.Value(), resource.BinarySI)
 }
 
 // podOutcome reads the VMI's phase off its launcher pod.

@@ -6,7 +6,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
@@ -212,5 +214,36 @@ func TestDiskGrowths(t *testing.T) {
 				t.Errorf("DiskGrowths = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestMemoryOverhead: status.memoryOverhead is what the launcher pod asks for besides the
+// guest: the launcher's overhead and each containerDisk copier's request; with the guest's
+// memory above its request (overcommitted), none is reported.
+func TestMemoryOverhead(t *testing.T) {
+	vmi := &v1.VirtualMachineInstance{Spec: v1.VirtualMachineInstanceSpec{
+		Domain: v1.DomainSpec{Resources: v1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}},
+			Devices: v1.Devices{Disks: []v1.Disk{{Name: "a"}, {Name: "b"}}}},
+		Volumes: []v1.Volume{
+			{Name: "a", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "x"}}},
+			{Name: "b", VolumeSource: v1.VolumeSource{ContainerDisk: &v1.ContainerDiskSource{Image: "y"}}},
+		}}}
+	vmi.Name, vmi.Namespace = "v", "ns"
+	pod, err := BuildPod(testConfig(), vmi, "p", VolumeFacts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := ComputeStatus(vmi, Observation{PodName: "p", Pod: pod}, metav1.Now())
+	// testConfig's 64Mi launcher overhead and two copiers of 8Mi.
+	if st.MemoryOverhead == nil || st.MemoryOverhead.String() != "80Mi" {
+		t.Errorf("memoryOverhead = %v, want 80Mi", st.MemoryOverhead)
+	}
+	vmi.Spec.Domain.Memory = &v1.Memory{Guest: ptr.To(resource.MustParse("1Gi"))}
+	vmi.Spec.Domain.Resources.OvercommitGuestOverhead = true
+	if pod, err = BuildPod(testConfig(), vmi, "p", VolumeFacts{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := ComputeStatus(vmi, Observation{PodName: "p", Pod: pod}, metav1.Now()); st.MemoryOverhead != nil {
+		t.Errorf("memoryOverhead = %v for an overcommitted guest, want none", st.MemoryOverhead)
 	}
 }
