@@ -61,7 +61,8 @@ var reviewed = []grant{
 	{"ClusterRole slimvirt-controller", "subresources.slimvirt.io/virtualmachineinstances/unfreeze", "update", "and thawed right after"},
 	// The controller, in the release namespace.
 	{"Role slimvirt-controller", "coordination.k8s.io/leases", "create,get,update", "leader election"},
-	{"Role slimvirt-controller", "secrets", "create,delete", "the per-volume import Secrets, made before an import and deleted when it ends"},
+	{"Role slimvirt-controller", "secrets", "create,delete", "the per-volume import Secrets, made before an import and deleted when it ends; registry importer pods' token Secrets"},
+	{"Role slimvirt-controller", "services[slimvirt-upload]", "get", "registry importer pods send their disk to the upload Service's cluster IP"},
 	{"Role slimvirt-controller", "secrets[slimvirt-ca,slimvirt-node-access-tls,slimvirt-upload-token-key]", "get,update", "the CA, the node agents' serving certificate and the upload-token key, made and rotated by the controller"},
 	{"Role slimvirt-controller", "apps/deployments[slimvirt-controller]", "get", "its own Deployment owns the certificates and keys it makes, so helm uninstall removes them"},
 	{"Role slimvirt-controller", "configmaps", "create", "the upload-token public key, made once"},
