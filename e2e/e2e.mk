@@ -15,10 +15,6 @@ e2e-setup: build images images-csi cluster-up cluster-load-images cluster-regist
 e2e-run: ## Run the e2e suite (not the fault drills: make chaos) on the bridge network, then the network tests on calico and vpc (KEEP_CLUSTER=1 keeps the cluster)
 	@E2E_RUN='$(E2E_RUN)' KEEP_CLUSTER='$(KEEP_CLUSTER)' bash hack/e2e.sh
 
-.PHONY: chaos
-chaos: ## Run the fault drills (TestChaos*: controller, QEMU, libvirtd, node agent and runtime killed mid-work) on the local cluster
-	@E2E_RUN='TestChaos' E2E_SKIP= E2E_NET_STYLES= KEEP_CLUSTER='$(KEEP_CLUSTER)' bash hack/e2e.sh
-
 .PHONY: e2e-hostile
 e2e-hostile: ## Run only the hostile-tenant suite (TestHostile*: attacks by a tenant with the edit role) on the local cluster
 	@E2E_RUN='TestHostile' E2E_NET_STYLES= KEEP_CLUSTER='$(KEEP_CLUSTER)' bash hack/e2e.sh
