@@ -27,11 +27,17 @@ e2e-storage: ## Run Kubernetes' External Storage suite (e2e.test, built from sou
 demo: ## Build everything, start the local cluster, install slimvirt and boot examples/vmi-linux.yaml
 	@bash hack/demo.sh
 
-BENCH_TARGETS += bench-start bench-cost
+BENCH_TARGETS += bench-start bench-cost bench-stop
 .PHONY: bench-start
 bench-start: ## Measure apply -> Running and -> guest lease for 20 single VMIs and a batch of 10 (local cluster; KEEP_CLUSTER=1 keeps it)
 	@$(MAKE) --no-print-directory e2e-setup
 	@rc=0; SLIMVIRT_BENCH=1 go test -tags e2e -count=1 -timeout 40m -v -run TestBenchStartLatency ./e2e/ || rc=$$?; \
+	  if [ -z "$(KEEP_CLUSTER)" ]; then $(MAKE) --no-print-directory cluster-down; fi; exit $$rc
+
+.PHONY: bench-stop
+bench-stop: ## Measure kubectl delete vmi -> launcher pod gone, for a guest that honours ACPI and one that ignores it (local cluster; KEEP_CLUSTER=1 keeps it)
+	@$(MAKE) --no-print-directory e2e-setup
+	@rc=0; SLIMVIRT_BENCH=1 go test -tags e2e -count=1 -timeout 30m -v -run TestBenchStop ./e2e/ || rc=$$?; \
 	  if [ -z "$(KEEP_CLUSTER)" ]; then $(MAKE) --no-print-directory cluster-down; fi; exit $$rc
 
 .PHONY: chaos
