@@ -358,21 +358,11 @@ func writeQcow2(ctx context.Context, r io.Reader, t Target, verify func() error,
 		return fmt.Errorf("read qcow2 header: %w", err)
 	}
 	head = head[:n]
-	h, err := qcow2.Parse(head)
-	var refused *qcow2.Error
-	if errors.As(err, &refused) {
-		return &PermanentError{Err: fmt.Errorf("import refused: qcow2 header: %s", refused.Reason)}
-	}
+	h, err := checkHeader(head, int64(len(head)), t)
 	if err != nil {
-		return &PermanentError{Err: fmt.Errorf("import refused: qcow2 header: %w", err)}
-	}
-	if h.VirtualSize > t.Size {
-		return permanent("image virtual size %d is larger than the volume (%d bytes): make the volume bigger", h.VirtualSize, t.Size)
+		return err
 	}
 	bound := h.MaxFileSize()
-	if int64(len(head)) > bound {
-		return permanent("import refused: the qcow2 image is larger than an image of its virtual size can be (%d bytes at most)", bound)
-	}
 	f, err := openScratch(t.Scratch)
 	if err != nil {
 		return err
@@ -394,14 +384,21 @@ func writeQcow2(ctx context.Context, r io.Reader, t Target, verify func() error,
 	if err := verify(); err != nil {
 		return err
 	}
-	info, err := qemuInfo(ctx, f)
+	return convertQcow2(ctx, stagedFile{f}, t, progress)
+}
+
+// convertQcow2 has qemu-img info refuse an image that names other files or is larger than the
+// disk, qemu-img check refuse a truncated or corrupt one, and converts it into disk.img, which
+// is fsynced.
+func convertQcow2(ctx context.Context, src qcow2Source, t Target, progress func(float64)) error {
+	info, err := qemuInfo(ctx, src)
 	if err != nil {
 		return err
 	}
 	if info.VirtualSize > t.Size {
 		return permanent("image virtual size %d is larger than the volume (%d bytes): make the volume bigger", info.VirtualSize, t.Size)
 	}
-	if err := qemuCheck(ctx, f); err != nil {
+	if err := qemuCheck(ctx, src); err != nil {
 		return err
 	}
 	disk, err := openDisk(t.Disk)
@@ -409,7 +406,7 @@ func writeQcow2(ctx context.Context, r io.Reader, t Target, verify func() error,
 		return err
 	}
 	defer disk.Close()
-	if err := qemuConvert(ctx, f, disk, t.Size); err != nil {
+	if err := qemuConvert(ctx, src, disk, t.Size); err != nil {
 		return err
 	}
 	if progress != nil {
@@ -419,6 +416,27 @@ func writeQcow2(ctx context.Context, r io.Reader, t Target, verify func() error,
 		return fmt.Errorf("sync %s: %w", t.Disk, err)
 	}
 	return nil
+}
+
+// checkHeader refuses a qcow2 image whose header (head, its first cluster or the whole
+// image) names another file, is encrypted or has insane metadata, whose virtual size exceeds
+// the volume, or whose length (as far as known) exceeds what an image of its virtual size can be.
+func checkHeader(head []byte, length int64, t Target) (*qcow2.Header, error) {
+	h, err := qcow2.Parse(head)
+	var refused *qcow2.Error
+	if errors.As(err, &refused) {
+		return nil, &PermanentError{Err: fmt.Errorf("import refused: qcow2 header: %s", refused.Reason)}
+	}
+	if err != nil {
+		return nil, &PermanentError{Err: fmt.Errorf("import refused: qcow2 header: %w", err)}
+	}
+	if h.VirtualSize > t.Size {
+		return nil, permanent("image virtual size %d is larger than the volume (%d bytes): make the volume bigger", h.VirtualSize, t.Size)
+	}
+	if bound := h.MaxFileSize(); length > bound {
+		return nil, permanent("import refused: the qcow2 image is larger than an image of its virtual size can be (%d bytes at most)", bound)
+	}
+	return h, nil
 }
 
 // openScratch makes an unlinked file in the scratch directory: it holds pool space only while

@@ -1,0 +1,90 @@
+package importer_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/slimvirt/slimvirt/csi/importer"
+	"github.com/slimvirt/slimvirt/internal/testutil"
+)
+
+// qcow2Image returns the test qcow2 image and the raw image it holds.
+func qcow2Image(t *testing.T) ([]byte, []byte) {
+	dir, raw := images(t)
+	img, err := os.ReadFile(filepath.Join(dir, "disk.qcow2"))
+	testutil.Must(t, err)
+	return img, raw
+}
+
+// rangeRequests returns the Range headers of the requests that had one.
+func rangeRequests(s *rangeServer) []string {
+	var out []string
+	for _, r := range s.requests() {
+		if r != "" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestQcow2Streamed: a qcow2 from a server that serves ranges is converted while it downloads:
+// no scratch file is ever made, the server sees a few bounded range requests after the first
+// GET and sends about the file once, and disk.img is the image, sparse. With a checksum, or
+// compressed, the same image is staged as before.
+func TestQcow2Streamed(t *testing.T) {
+	img, raw := qcow2Image(t)
+	s := newRangeServer(img, `"v1"`)
+	url := serveHandler(t, s)
+	target := newTarget(t, t.TempDir(), volSize)
+	stop := scratchWatch(t, target.Scratch)
+	var last float64
+	err := newImporter().Fetch(context.Background(), importer.Request{URL: url + "/disk.qcow2"}, target, func(f float64) { last = f })
+	peak := stop()
+	testutil.Must(t, err)
+	checkDisk(t, target.Disk, raw)
+	if _, err := os.Stat(filepath.Dir(target.Scratch)); !os.IsNotExist(err) {
+		t.Fatalf("the scratch directory was made: %v", err)
+	}
+	if peak != 0 {
+		t.Fatalf("a scratch file of %d bytes was staged", peak)
+	}
+	ranges := rangeRequests(s)
+	if len(ranges) == 0 || len(ranges) > 16 {
+		t.Fatalf("server saw %d range requests, want a few: %v", len(ranges), ranges)
+	}
+	for _, r := range ranges {
+		if !strings.HasPrefix(r, "bytes=") || strings.HasSuffix(r, "-") {
+			t.Fatalf("range request %q is not a bounded range", r)
+		}
+	}
+	if sent := s.served.Load(); sent > 2*int64(len(img)) {
+		t.Fatalf("server sent %d bytes for a %d-byte image", sent, len(img))
+	}
+	if last != 1 {
+		t.Fatalf("last progress %v", last)
+	}
+	t.Logf("streamed %d-byte qcow2 with %d range requests: %v", len(img), len(ranges), ranges)
+
+	for _, tc := range []struct{ name, checksum string }{{"checksum", checksumOf("sha256", img)}} {
+		s := newRangeServer(img, `"v1"`)
+		url := serveHandler(t, s)
+		target := newTarget(t, t.TempDir(), volSize)
+		testutil.Must(t, newImporter().Fetch(context.Background(), importer.Request{URL: url + "/disk.qcow2", Checksum: tc.checksum}, target, nil))
+		checkDisk(t, target.Disk, raw)
+		if ranges := rangeRequests(s); len(ranges) != 0 {
+			t.Fatalf("%s: staged import sent range requests %v", tc.name, ranges)
+		}
+	}
+}
+
+// serveHandler serves h on loopback for the test.
+func serveHandler(t *testing.T, h http.Handler) string {
+	ts := httptest.NewServer(h) // 127.0.0.1 only
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
