@@ -1,7 +1,6 @@
 package importer_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -204,28 +203,34 @@ func dropRangeOnce(img []byte) func(w http.ResponseWriter, r *http.Request, a, b
 	}
 }
 
-// TestQcow2StreamedCancelled: an import stopped while qemu-img convert reads from the export
-// returns at once and leaves no qemu-img process, no socket and no scratch behind.
-func TestQcow2StreamedCancelled(t *testing.T) {
+// stallingConvert serves the test qcow2 and returns its URL; the range requests past the
+// image's first half, which only the convert makes, are never answered.
+func stallingConvert(t *testing.T) string {
 	img, _ := qcow2Image(t)
 	s := newRangeServer(img, `"v1"`)
 	s.ranged = func(w http.ResponseWriter, r *http.Request, data []byte) bool {
 		if a, _ := asked(r); a < len(img)/2 {
 			return false
 		}
-		<-r.Context().Done() // the data the convert waits for never comes
+		<-r.Context().Done()
 		return true
 	}
-	url := serveHandler(t, s)
+	return serveHandler(t, s) + "/disk.qcow2"
+}
+
+// TestQcow2StreamedCancelled: an import stopped while qemu-img convert reads from the export
+// returns at once and leaves no qemu-img process, no socket and no scratch behind.
+func TestQcow2StreamedCancelled(t *testing.T) {
+	url := stallingConvert(t)
 	target := newTarget(t, t.TempDir(), volSize)
 	sockets := unixSockets(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- newImporter().Fetch(ctx, importer.Request{URL: url + "/disk.qcow2"}, target, nil)
+		done <- newImporter().Fetch(ctx, importer.Request{URL: url}, target, nil)
 	}()
-	for deadline := time.Now().Add(30 * time.Second); len(children(t, "convert")) == 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); len(childrenOf(os.Getpid(), "convert")) == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("qemu-img convert never started")
 		}
@@ -240,30 +245,6 @@ func TestQcow2StreamedCancelled(t *testing.T) {
 		t.Fatal("the cancelled import did not return")
 	}
 	checkNothingLeft(t, sockets, target)
-}
-
-// children lists this process's child processes whose command line contains word.
-func children(t *testing.T, word string) []string {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	testutil.Must(t, err)
-	var out []string
-	for _, e := range entries {
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so count from its closing parenthesis.
-		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(fields) < 2 || fields[1] != strconv.Itoa(os.Getpid()) {
-			continue
-		}
-		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if bytes.Contains(cmd, []byte(word)) {
-			out = append(out, strings.ReplaceAll(string(cmd), "\x00", " "))
-		}
-	}
-	return out
 }
 
 // unixSockets returns the inodes of the unix sockets this process holds.
@@ -293,7 +274,7 @@ func unixSockets(t *testing.T) map[string]bool {
 // and no scratch was made.
 func checkNothingLeft(t *testing.T, before map[string]bool, target importer.Target) {
 	t.Helper()
-	if left := children(t, "qemu-img"); len(left) > 0 {
+	if left := childrenOf(os.Getpid(), "qemu-img"); len(left) > 0 {
 		t.Fatalf("qemu-img still runs: %v", left)
 	}
 	for ino := range unixSockets(t) {
