@@ -25,6 +25,10 @@ type readAhead struct {
 	progress func(float64)
 	wg       sync.WaitGroup
 
+	// reportMu serialises progress reports, which may be slow (they update the PVC), outside mu.
+	reportMu sync.Mutex
+	reported float64
+
 	mu       sync.Mutex
 	cond     *sync.Cond
 	blocks   map[int64]*raEntry
@@ -157,11 +161,10 @@ func (r *readAhead) fetch(i int64) {
 			r.mu.Lock()
 			r.fetched += int64(n - entries[k].filled)
 			entries[k].filled = n
-			if r.progress != nil {
-				r.progress(min(0.99, float64(r.fetched)/float64(r.file.size)))
-			}
+			f := min(0.99, float64(r.fetched)/float64(r.file.size))
 			r.mu.Unlock()
 			r.cond.Broadcast()
+			r.report(f)
 		})
 		r.mu.Lock()
 		r.inflight--
@@ -178,6 +181,18 @@ func (r *readAhead) fetch(i int64) {
 		r.mu.Unlock()
 		r.cond.Broadcast()
 	}()
+}
+
+// report hands progress on, one report at a time and never backwards; 1 is said only by the
+// caller, once the image is converted.
+func (r *readAhead) report(f float64) {
+	r.reportMu.Lock()
+	defer r.reportMu.Unlock()
+	if r.progress == nil || f <= r.reported {
+		return
+	}
+	r.reported = f
+	r.progress(f)
 }
 
 // evict drops the least recently read complete blocks beyond raKeep. Called with mu held.

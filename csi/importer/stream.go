@@ -58,7 +58,7 @@ func (im *Importer) streamQcow2(ctx context.Context, body *resumingBody, head []
 	ra := newReadAhead(ctx, file, progress)
 	defer ra.Close()
 	ra.seed(head)
-	err := convertQcow2(ctx, &nbdExport{export: nbd.Export{Size: body.size, ReadAt: ra.ReadAt}, log: im.cfg.Log}, t, progress)
+	err := convertQcow2(ctx, &nbdExport{export: nbd.Export{Size: body.size, ReadAt: ra.ReadAt}, log: im.cfg.Log}, t, ra.report)
 	if ferr := ra.failure(); err != nil && ferr != nil && ctx.Err() == nil {
 		// qemu-img saw only an I/O error; the fetch knows why.
 		var pe *PermanentError

@@ -2,12 +2,15 @@ package importer_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/slimvirt/slimvirt/csi/importer"
 	"github.com/slimvirt/slimvirt/internal/testutil"
@@ -87,4 +90,38 @@ func serveHandler(t *testing.T, h http.Handler) string {
 	ts := httptest.NewServer(h) // 127.0.0.1 only
 	t.Cleanup(ts.Close)
 	return ts.URL
+}
+
+// TestQcow2StreamedProgress: with a slow server the progress of a streamed import moves in
+// steps, never backwards, and ends at 1.
+func TestQcow2StreamedProgress(t *testing.T) {
+	img, raw := qcow2Image(t)
+	s := newRangeServer(img, `"v1"`)
+	s.ranged = func(w http.ResponseWriter, r *http.Request, data []byte) bool {
+		a, b := asked(r)
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", a, b, len(data)))
+		w.Header().Set("Content-Length", strconv.Itoa(b-a+1))
+		w.WriteHeader(http.StatusPartialContent)
+		for off := a; off <= b; off += 256 << 10 {
+			_, _ = w.Write(data[off:min(off+256<<10, b+1)])
+			w.(http.Flusher).Flush()
+			time.Sleep(40 * time.Millisecond)
+		}
+		return true
+	}
+	url := serveHandler(t, s)
+	target := newTarget(t, t.TempDir(), volSize)
+	var seen []float64
+	testutil.Must(t, newImporter().Fetch(context.Background(), importer.Request{URL: url + "/disk.qcow2"}, target, func(f float64) {
+		seen = append(seen, f)
+	}))
+	checkDisk(t, target.Disk, raw)
+	if len(seen) < 5 || seen[len(seen)-1] != 1 {
+		t.Fatalf("progress %v: want at least 5 steps ending at 1", seen)
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i] <= seen[i-1] || seen[i] > 1 {
+			t.Fatalf("progress not increasing within 0..1: %v", seen)
+		}
+	}
 }
