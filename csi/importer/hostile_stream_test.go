@@ -1,6 +1,7 @@
 package importer_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -140,10 +141,6 @@ func TestQcow2StreamedLyingServer(t *testing.T) {
 		{"body longer than the range (chunked)", func(w http.ResponseWriter, r *http.Request, a, b int) {
 			partial(w, fmt.Sprintf("bytes %d-%d/%d", a, b, size), -1, append(append([]byte(nil), img[a:b+1]...), 0xAA))
 		}, "more bytes than the range"},
-		{"the whole file", func(w http.ResponseWriter, r *http.Request, a, b int) {
-			w.WriteHeader(http.StatusOK)
-			_, _ = w.Write(img)
-		}, "sent the whole file"},
 		{"garbage Content-Range", func(w http.ResponseWriter, r *http.Request, a, b int) {
 			partial(w, "bytes */"+strconv.Itoa(size), b-a+1, img[a:b+1])
 		}, "bad Content-Range"},
@@ -180,6 +177,58 @@ func TestQcow2StreamedLyingServer(t *testing.T) {
 				if !errors.As(err, &pe) || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error %v, want a permanent failure saying %q", err, tt.wantErr)
 				}
+			}
+			checkNothingLeft(t, sockets, target)
+		})
+	}
+}
+
+// TestQcow2StreamedWholeFile: a server that answers a range request of the convert with a 200
+// (it ignores Range although it announced ranges, or the file changed and If-Range failed)
+// makes the import start over, staged, from a fresh GET on a disk reset to holes, and end
+// with the file the server now has.
+func TestQcow2StreamedWholeFile(t *testing.T) {
+	img, raw := qcow2Image(t)
+	dir := t.TempDir()
+	changed := append([]byte(nil), raw...)
+	copy(changed, bytes.Repeat([]byte("changed!"), 1<<17))
+	testutil.Must(t, os.WriteFile(filepath.Join(dir, "changed.raw"), changed, 0o644))
+	run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", filepath.Join(dir, "changed.raw"), filepath.Join(dir, "changed.qcow2"))
+	changedImg, err := os.ReadFile(filepath.Join(dir, "changed.qcow2"))
+	testutil.Must(t, err)
+	for _, tc := range []struct {
+		name string
+		want []byte
+		lie  func(s *rangeServer, w http.ResponseWriter)
+	}{
+		{"ignores Range", raw, func(s *rangeServer, w http.ResponseWriter) {
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(img)
+		}},
+		{"file changed", changed, func(s *rangeServer, w http.ResponseWriter) {
+			s.set(changedImg, `"v2"`)
+			w.Header().Set("ETag", `"v2"`)
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(changedImg)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newRangeServer(img, `"v1"`)
+			s.ranged = func(w http.ResponseWriter, r *http.Request, data []byte) bool {
+				if a, _ := asked(r); a < len(img)/2 {
+					return false
+				}
+				tc.lie(s, w)
+				return true
+			}
+			url := serveHandler(t, s)
+			target := newTarget(t, t.TempDir(), volSize)
+			sockets := unixSockets(t)
+			testutil.Must(t, newImporter().Fetch(context.Background(), importer.Request{URL: url + "/disk.qcow2"}, target, nil))
+			checkDisk(t, target.Disk, tc.want)
+			reqs := s.requests()
+			if len(reqs) < 3 || reqs[0] != "" || reqs[len(reqs)-1] != "" {
+				t.Fatalf("requests %q: want a GET, range requests, and a GET again", reqs)
 			}
 			checkNothingLeft(t, sockets, target)
 		})
@@ -271,7 +320,7 @@ func unixSockets(t *testing.T) map[string]bool {
 }
 
 // checkNothingLeft asserts that no qemu-img child runs, no unix socket was added since before
-// and no scratch was made.
+// and no scratch file is left.
 func checkNothingLeft(t *testing.T, before map[string]bool, target importer.Target) {
 	t.Helper()
 	if left := childrenOf(os.Getpid(), "qemu-img"); len(left) > 0 {
@@ -282,8 +331,8 @@ func checkNothingLeft(t *testing.T, before map[string]bool, target importer.Targ
 			t.Fatalf("unix socket %s left open", ino)
 		}
 	}
-	if _, err := os.Stat(filepath.Dir(target.Scratch)); !os.IsNotExist(err) {
-		t.Fatalf("the scratch directory was made: %v", err)
+	if entries, _ := os.ReadDir(filepath.Dir(target.Scratch)); len(entries) != 0 {
+		t.Fatalf("%d scratch files left", len(entries))
 	}
 }
 

@@ -174,22 +174,15 @@ func (im *Importer) Fetch(ctx context.Context, req Request, t Target, progress f
 	defer body.Close()
 	begin := time.Now()
 	var image io.Reader = body
-	if from == nil && streamable(req, body) {
-		head, qcow, rest, err := peekQcow2(body)
-		if err != nil {
+	if from == nil {
+		var streamed bool
+		if image, streamed, err = im.streamOrStage(ctx, req, body, t, progress); streamed || err != nil {
 			im.endRecord(ctx, t)
+			if err == nil {
+				im.cfg.Log.Info("imported image", "url", req.URL, "bytes", body.size, "streamed", true, "duration", time.Since(begin))
+			}
 			return err
 		}
-		if qcow {
-			err := im.streamQcow2(ctx, body, head, t, progress)
-			im.endRecord(ctx, t)
-			if err != nil {
-				return err
-			}
-			im.cfg.Log.Info("imported image", "url", req.URL, "bytes", body.size, "streamed", true, "duration", time.Since(begin))
-			return nil
-		}
-		image = rest
 	}
 	var ck *checkpoint
 	if t.Record != "" && body.ranges && body.valid != "" && len(body.valid) <= maxValidator && body.size > 0 {

@@ -13,6 +13,10 @@ import (
 	"github.com/slimvirt/slimvirt/csi/egress"
 )
 
+// errWholeFile is a 200 answer to a range request: the file changed on the server (If-Range
+// failed) or the server ignores Range. Either way the import can only start over.
+var errWholeFile = errors.New("the server sent the whole file: it changed on the server or ignores Range")
+
 // remoteFile reads byte ranges of the file an import's first GET announced: size bytes under
 // validator valid. Every answer must be exactly the range asked for of that file; anything
 // else ends the import.
@@ -99,7 +103,7 @@ func (f *remoteFile) once(ctx context.Context, first, last int64, pos *rangePos,
 	switch {
 	case resp.StatusCode == http.StatusPartialContent:
 	case resp.StatusCode == http.StatusOK:
-		return permanent("GET %s bytes %d-%d: the server sent the whole file: it changed on the server or ignores Range", f.url, first, last)
+		return &PermanentError{Err: fmt.Errorf("GET %s bytes %d-%d: %w", f.url, first, last, errWholeFile)}
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
 		return fmt.Errorf("GET %s bytes %d-%d: server answered %s", f.url, first, last, resp.Status)
 	default:

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/slimvirt/slimvirt/csi/diskimg"
 	"github.com/slimvirt/slimvirt/csi/importer/nbd"
 	"github.com/slimvirt/slimvirt/internal/qcow2"
 )
@@ -22,6 +23,32 @@ import (
 // own order.
 func streamable(req Request, body *resumingBody) bool {
 	return req.Checksum == "" && body.ranges && body.valid != "" && len(body.valid) <= maxValidator && body.size > 0
+}
+
+// streamOrStage converts a streamable qcow2 while it downloads (streamed) or returns what the
+// image is to be written from: body, with the bytes peeked at put back; or, when the server
+// answered a range request with the whole file (it changed, or ignores Range), body opened
+// again from byte zero, on a disk reset to holes, to be staged.
+func (im *Importer) streamOrStage(ctx context.Context, req Request, body *resumingBody, t Target, progress func(float64)) (io.Reader, bool, error) {
+	if !streamable(req, body) {
+		return body, false, nil
+	}
+	head, qcow, rest, err := peekQcow2(body)
+	if err != nil || !qcow {
+		return rest, false, err
+	}
+	err = im.streamQcow2(ctx, body, head, t, progress)
+	if err == nil || !errors.Is(err, errWholeFile) || ctx.Err() != nil {
+		return nil, true, err
+	}
+	im.cfg.Log.Info("import starts over, staged", "url", req.URL, "reason", err.Error())
+	if err := diskimg.Reset(t.Disk); err != nil {
+		return nil, true, err
+	}
+	if err := body.open(); err != nil {
+		return nil, true, err
+	}
+	return body, false, nil
 }
 
 // peekQcow2 reads the start of body: the first cluster of a qcow2 image (qcow2 true), or the
