@@ -67,6 +67,10 @@ func qemuImg(ctx context.Context, lim limits, files []*os.File, args ...string) 
 		script := "ulimit -t " + cpu + " && ulimit -v " + strconv.FormatUint(lim.as>>10, 10) + ` && exec qemu-img "$@"`
 		cmd = exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", script, "qemu-img"}, args...)...)
 	}
+	// glibc reserves 64 MiB of address space for each thread's malloc arena, up to 8 per core:
+	// qemu-img's I/O threads alone could then pass the address-space limit, and it aborts in
+	// qemu_thread_create with a valid image. Two arenas keep it near 200 MiB.
+	cmd.Env = append(os.Environ(), "MALLOC_ARENA_MAX=2")
 	var out, stderr boundedBuffer
 	cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = &out, &stderr, files
 	if err := cmd.Start(); err != nil {
