@@ -11,8 +11,9 @@ const (
 	// raMax is the largest window one range request asks for; sequential reads double the
 	// window up to it, a jump starts again at one block.
 	raMax = 16
-	// raKeep is how many blocks are kept; windows in flight may add up to two raMax more.
-	raKeep = 32
+	// raKeep is how many blocks are kept: two windows and what was read before them. Blocks
+	// still being fetched are kept beyond it.
+	raKeep = 48
 )
 
 // readAhead serves reads of a remoteFile from blocks fetched in windows: qemu-img's many small
@@ -45,6 +46,7 @@ type raEntry struct {
 	data   []byte
 	filled int
 	used   uint64
+	read   bool
 	err    error
 }
 
@@ -110,7 +112,7 @@ func (r *readAhead) read(p []byte, i int64, in int) error {
 		case e.filled >= in+len(p):
 			copy(p, e.data[in:])
 			r.tick++
-			e.used = r.tick
+			e.used, e.read = r.tick, true
 			r.ahead(i)
 			return nil
 		}
@@ -147,7 +149,7 @@ func (r *readAhead) fetch(i int64) {
 		if _, ok := r.blocks[j]; ok {
 			break
 		}
-		e := &raEntry{data: make([]byte, min(raBlock, r.file.size-j*raBlock))}
+		e := &raEntry{data: make([]byte, min(raBlock, r.file.size-j*raBlock)), used: r.tick}
 		r.blocks[j] = e
 		bufs, entries = append(bufs, e.data), append(entries, e)
 	}
@@ -195,18 +197,28 @@ func (r *readAhead) report(f float64) {
 	r.progress(f)
 }
 
-// evict drops the least recently read complete blocks beyond raKeep. Called with mu held.
+// evict drops complete blocks beyond raKeep: those read already, least recently read first;
+// then those fetched ahead and not read yet, outside the last window. Called with mu held.
 func (r *readAhead) evict() {
 	for len(r.blocks) > raKeep {
-		victim, oldest := int64(-1), ^uint64(0)
-		for i, e := range r.blocks {
-			if (e.filled == len(e.data) || e.err != nil) && (i < r.winStart || i >= r.next) && e.used < oldest {
-				victim, oldest = i, e.used
-			}
+		victim := r.oldest(func(i int64, e *raEntry) bool { return e.read })
+		if victim < 0 {
+			victim = r.oldest(func(i int64, e *raEntry) bool { return i < r.winStart || i >= r.next })
 		}
 		if victim < 0 {
 			return
 		}
 		delete(r.blocks, victim)
 	}
+}
+
+// oldest is the complete block that ok accepts with the oldest use, or -1.
+func (r *readAhead) oldest(ok func(int64, *raEntry) bool) int64 {
+	victim, oldest := int64(-1), ^uint64(0)
+	for i, e := range r.blocks {
+		if (e.filled == len(e.data) || e.err != nil) && e.used < oldest && ok(i, e) {
+			victim, oldest = i, e.used
+		}
+	}
+	return victim
 }

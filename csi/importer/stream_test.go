@@ -1,7 +1,9 @@
 package importer_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -145,4 +147,34 @@ func TestQcow2StreamedProgress(t *testing.T) {
 			t.Fatalf("progress not increasing within 0..1: %v", seen)
 		}
 	}
+}
+
+// TestQcow2StreamedFewRequests: a 96 MiB qcow2 of random data comes in a few range requests of
+// growing size, each byte once (read ahead and kept until it is read, not fetched twice).
+func TestQcow2StreamedFewRequests(t *testing.T) {
+	dir := t.TempDir()
+	raw := make([]byte, 96<<20)
+	rand.Read(raw)
+	testutil.Must(t, os.WriteFile(filepath.Join(dir, "a.raw"), raw, 0o644))
+	run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", filepath.Join(dir, "a.raw"), filepath.Join(dir, "a.qcow2"))
+	img, err := os.ReadFile(filepath.Join(dir, "a.qcow2"))
+	testutil.Must(t, err)
+	s := newRangeServer(img, `"v1"`)
+	url := serveHandler(t, s)
+	target := newTarget(t, t.TempDir(), 128<<20)
+	testutil.Must(t, newImporter().Fetch(context.Background(), importer.Request{URL: url + "/disk.qcow2"}, target, nil))
+	got, err := os.ReadFile(target.Disk)
+	testutil.Must(t, err)
+	if !bytes.Equal(got[:len(raw)], raw) {
+		t.Fatal("disk.img does not hold the image")
+	}
+	ranges := rangeRequests(s)
+	if len(ranges) > 12 {
+		t.Fatalf("%d range requests for a %d-byte image: %v", len(ranges), len(img), ranges)
+	}
+	// The first GET is closed after 2 MiB; the socket buffers may hold a few MiB more.
+	if sent := s.served.Load(); sent > int64(len(img))+(8<<20) {
+		t.Fatalf("server sent %d bytes for a %d-byte image: %v", sent, len(img), ranges)
+	}
+	t.Logf("%d range requests, %d bytes sent for %d: %v", len(ranges), s.served.Load(), len(img), ranges)
 }
