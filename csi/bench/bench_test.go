@@ -6,6 +6,8 @@ package bench
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -79,7 +81,7 @@ func run(b *testing.B, name string, args ...string) time.Duration {
 	return time.Since(start)
 }
 
-func ourImport(b *testing.B, url, dir string, size int64) time.Duration {
+func ourImport(b *testing.B, url, checksum, dir string, size int64) time.Duration {
 	disk := filepath.Join(dir, "vol", diskimg.Name)
 	testutil.Must(b, os.RemoveAll(filepath.Dir(disk)))
 	testutil.Must(b, os.MkdirAll(filepath.Dir(disk), 0o755))
@@ -90,10 +92,23 @@ func ourImport(b *testing.B, url, dir string, size int64) time.Duration {
 		// The benchmark's image server listens on loopback, which imports refuse by default.
 		Egress: egress.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}})
 	start := time.Now()
-	if err := im.Fetch(context.Background(), importer.Request{URL: url}, importer.Target{Disk: disk, Size: size, Scratch: filepath.Join(dir, ".scratch", "vol.qcow2")}, nil); err != nil {
+	if err := im.Fetch(context.Background(), importer.Request{URL: url, Checksum: checksum}, importer.Target{Disk: disk, Size: size, Scratch: filepath.Join(dir, ".scratch", "vol.qcow2")}, nil); err != nil {
 		b.Fatal(err)
 	}
 	return time.Since(start)
+}
+
+func sha256File(b *testing.B, path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		b.Fatal(err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
 func best(ds ...time.Duration) time.Duration {
@@ -105,12 +120,14 @@ func mbps(d time.Duration) float64 { return float64(gib) / (1 << 20) / d.Seconds
 
 // BenchmarkImport compares importing 1 GiB raw and qcow2 images over HTTP (loopback) with
 // curl -o to the same filesystem (plus fsync, since an import is durable before it is ready),
-// and for qcow2 with curl + qemu-img convert, best of two runs each.
+// and for qcow2 with curl + qemu-img convert, best of two runs each. The qcow2 import streams;
+// with a checksum it is staged, which is measured too.
 func BenchmarkImport(b *testing.B) {
 	dir := workDir(b)
 	raw := image(b, dir)
 	qcow := filepath.Join(dir, "src", "disk.qcow2")
 	run(b, "qemu-img", "convert", "-O", "qcow2", raw, qcow)
+	qcowSum := sha256File(b, qcow)
 	srv := httptest.NewServer(http.FileServer(http.Dir(filepath.Join(dir, "src"))))
 	defer srv.Close()
 	out := filepath.Join(dir, "curl.out")
@@ -135,17 +152,20 @@ func BenchmarkImport(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		curl("disk.raw") // warm the server's page cache
-		var c, cs, ours, cq, cqs, oursQ []time.Duration
+		var c, cs, ours, cq, cqs, oursQ, oursQS []time.Duration
 		for r := 0; r < 2; r++ {
 			_ = exec.Command("sync").Run()
 			c = append(c, curl("disk.raw"))
 			cs = append(cs, curlSync("disk.raw"))
-			ours = append(ours, ourImport(b, srv.URL+"/disk.raw", dir, gib))
+			ours = append(ours, ourImport(b, srv.URL+"/disk.raw", "", dir, gib))
 			cq = append(cq, curlConvert(false))
 			cqs = append(cqs, curlConvert(true))
-			oursQ = append(oursQ, ourImport(b, srv.URL+"/disk.qcow2", dir, gib))
+			oursQ = append(oursQ, ourImport(b, srv.URL+"/disk.qcow2", "", dir, gib))
 		}
 		alloc, _ := diskimg.Allocated(filepath.Join(dir, "vol", diskimg.Name))
+		for r := 0; r < 2; r++ {
+			oursQS = append(oursQS, ourImport(b, srv.URL+"/disk.qcow2", qcowSum, dir, gib))
+		}
 		fmt.Printf("\n%-44s %10s %10s\n", "import of a 1 GiB image (best of 2)", "time", "MiB/s")
 		row := func(name string, d time.Duration) {
 			fmt.Printf("%-44s %10s %10.0f\n", name, d.Round(time.Millisecond), mbps(d))
@@ -156,6 +176,7 @@ func BenchmarkImport(b *testing.B) {
 		row("qcow2: curl -o + qemu-img convert", best(cq...))
 		row("qcow2: curl -o + qemu-img convert + fsync", best(cqs...))
 		row("qcow2: slimvirt import (incl. fsync)", best(oursQ...))
+		row("qcow2 + sha256: slimvirt import (staged)", best(oursQS...))
 		fmt.Printf("raw import / (curl -o + fsync) = %.2f, / curl -o = %.2f\n", best(ours...).Seconds()/best(cs...).Seconds(), best(ours...).Seconds()/best(c...).Seconds())
 		fmt.Printf("qcow2 import / (curl + convert + fsync) = %.2f, / (curl + convert) = %.2f\n", best(oursQ...).Seconds()/best(cqs...).Seconds(), best(oursQ...).Seconds()/best(cq...).Seconds())
 		fmt.Printf("disk.img after qcow2 import: %d bytes allocated of %d (image holds 768 MiB of data)\n", alloc, int64(gib))

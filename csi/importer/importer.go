@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -171,12 +172,23 @@ func (im *Importer) Fetch(ctx context.Context, req Request, t Target, progress f
 		return err
 	}
 	defer body.Close()
+	begin := time.Now()
+	var image io.Reader = body
+	if from == nil {
+		var streamed bool
+		if image, streamed, err = im.streamOrStage(ctx, req, body, t, progress); streamed || err != nil {
+			im.endRecord(ctx, t)
+			if err == nil {
+				im.cfg.Log.Info("imported image", "url", req.URL, "bytes", body.size, "streamed", true, "duration", time.Since(begin))
+			}
+			return err
+		}
+	}
 	var ck *checkpoint
 	if t.Record != "" && body.ranges && body.valid != "" && len(body.valid) <= maxValidator && body.size > 0 {
 		ck = im.checkpoints(req, t, body)
 	}
-	begin := time.Now()
-	err = write(ctx, Stream{R: body, Total: body.size, Checksum: req.Checksum, Progress: progress}, t, from, ck)
+	err = write(ctx, Stream{R: image, Total: body.size, Checksum: req.Checksum, Progress: progress}, t, from, ck)
 	im.endRecord(ctx, t)
 	if err != nil {
 		return err

@@ -1,12 +1,14 @@
 package importer_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,18 +27,7 @@ func TestKilledImportLeavesNoScratch(t *testing.T) {
 	run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", filepath.Join(dir, "img.raw"), filepath.Join(dir, "img.qcow2"))
 	target := newTarget(t, dir, volSize)
 
-	child := exec.Command(os.Args[0], "-test.run=^TestStagingChild$")
-	child.Env = append(os.Environ(), "SLIMVIRT_STAGING_CHILD="+dir)
-	child.Stdout, child.Stderr = os.Stderr, os.Stderr
-	testutil.Must(t, child.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- child.Wait() }()
-	t.Cleanup(func() {
-		_ = child.Process.Kill() // already gone when the test got that far
-		if err := <-exited; err != nil {
-			t.Logf("importing child: %v", err)
-		}
-	})
+	child, exited := startChild(t, "TestStagingChild", "SLIMVIRT_STAGING_CHILD="+dir)
 
 	scratchDir := filepath.Dir(target.Scratch)
 	staging := func() bool {
@@ -74,6 +65,25 @@ func TestKilledImportLeavesNoScratch(t *testing.T) {
 	}
 }
 
+// startChild runs this test binary's test as an importing child with env added; exited yields
+// how it ended (and takes it back). The child is killed at cleanup.
+func startChild(t *testing.T, test string, env ...string) (*exec.Cmd, chan error) {
+	t.Helper()
+	child := exec.Command(os.Args[0], "-test.run=^"+test+"$")
+	child.Env = append(os.Environ(), env...)
+	child.Stdout, child.Stderr = os.Stderr, os.Stderr
+	testutil.Must(t, child.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- child.Wait() }()
+	t.Cleanup(func() {
+		_ = child.Process.Kill() // already gone when the test got that far
+		if err := <-exited; err != nil {
+			t.Logf("importing child: %v", err)
+		}
+	})
+	return child, exited
+}
+
 // TestStagingChild is the process TestKilledImportLeavesNoScratch kills: it stages the first
 // half of a qcow2 and then waits for bytes that never come.
 func TestStagingChild(t *testing.T) {
@@ -86,4 +96,73 @@ func TestStagingChild(t *testing.T) {
 	pr, _ := io.Pipe() // never written: the rest of the image never arrives
 	target := importer.Target{Disk: filepath.Join(dir, "vol", "disk.img"), Size: volSize, Scratch: filepath.Join(dir, ".scratch", "vol.qcow2")}
 	_ = importer.Write(context.Background(), importer.Stream{R: io.MultiReader(strings.NewReader(string(img[:len(img)/2])), pr), Total: int64(len(img))}, target)
+}
+
+// TestKilledStreamingImportLeavesNoProcess: a driver killed while qemu-img convert reads a
+// streamed qcow2 from it leaves no qemu-img behind: its end of the socketpair closes with the
+// driver, and qemu-img exits.
+func TestKilledStreamingImportLeavesNoProcess(t *testing.T) {
+	url := stallingConvert(t)
+	dir := t.TempDir()
+	child, _ := startChild(t, "TestStreamingChild", "SLIMVIRT_STREAMING_CHILD="+dir, "SLIMVIRT_STREAMING_URL="+url)
+	var convert []int
+	for deadline := time.Now().Add(30 * time.Second); len(convert) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("qemu-img convert never started in the importing child")
+		}
+		convert = childrenOf(child.Process.Pid, "convert")
+	}
+	testutil.Must(t, child.Process.Signal(syscall.SIGKILL))
+	for deadline := time.Now().Add(10 * time.Second); running(convert[0]); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("qemu-img convert (pid %d) still runs 10 s after its driver was killed", convert)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, ".scratch")); len(entries) != 0 {
+		t.Fatalf("a killed import left %d scratch files", len(entries))
+	}
+}
+
+// TestStreamingChild is the process TestKilledStreamingImportLeavesNoProcess kills.
+func TestStreamingChild(t *testing.T) {
+	dir := os.Getenv("SLIMVIRT_STREAMING_CHILD")
+	if dir == "" {
+		return // only run as the child of TestKilledStreamingImportLeavesNoProcess
+	}
+	_ = newImporter().Fetch(context.Background(), importer.Request{URL: os.Getenv("SLIMVIRT_STREAMING_URL")}, newTarget(t, dir, volSize), nil)
+}
+
+// childrenOf returns the pids of the children of parent whose command line contains word.
+func childrenOf(parent int, word string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so count from its closing parenthesis.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) < 2 || fields[1] != strconv.Itoa(parent) {
+			continue
+		}
+		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.Contains(cmd, []byte(word)) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// running says whether pid is a live process (not gone, not a zombie).
+func running(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
 }

@@ -67,6 +67,10 @@ func qemuImg(ctx context.Context, lim limits, files []*os.File, args ...string) 
 		script := "ulimit -t " + cpu + " && ulimit -v " + strconv.FormatUint(lim.as>>10, 10) + ` && exec qemu-img "$@"`
 		cmd = exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", script, "qemu-img"}, args...)...)
 	}
+	// glibc reserves 64 MiB of address space for each thread's malloc arena, up to 8 per core:
+	// qemu-img's I/O threads alone could then pass the address-space limit, and it aborts in
+	// qemu_thread_create with a valid image. Two arenas keep it near 200 MiB.
+	cmd.Env = append(os.Environ(), "MALLOC_ARENA_MAX=2")
 	var out, stderr boundedBuffer
 	cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = &out, &stderr, files
 	if err := cmd.Start(); err != nil {
@@ -161,9 +165,36 @@ func trim(s string) string {
 	return s
 }
 
-// qemuInfo inspects the staged image (open as f) as qcow2.
-func qemuInfo(ctx context.Context, f *os.File) (imageInfo, error) {
-	out, err := qemuImg(ctx, inspectLimits, []*os.File{f}, "info", "--output=json", "--image-opts", imageOpts("qcow2", 3))
+// qcow2Source is where qemu-img reads the qcow2 image from: the staged file, or an NBD export
+// of the remote file.
+type qcow2Source interface {
+	// attach returns the file qemu-img inherits as descriptor 3, the --image-opts that name
+	// the image through it, and what to call once qemu-img has exited.
+	attach() (*os.File, string, func(), error)
+}
+
+// stagedFile is a qcow2 staged in a scratch file.
+type stagedFile struct{ f *os.File }
+
+func (s stagedFile) attach() (*os.File, string, func(), error) {
+	return s.f, imageOpts("qcow2", 3), func() {}, nil
+}
+
+// qemuImgOn runs qemu-img with the image of src as descriptor 3 and files after it.
+func qemuImgOn(ctx context.Context, lim limits, src qcow2Source, files []*os.File, args func(opts string) []string) ([]byte, error) {
+	f, opts, done, err := src.attach()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return qemuImg(ctx, lim, append([]*os.File{f}, files...), args(opts)...)
+}
+
+// qemuInfo inspects the image as qcow2.
+func qemuInfo(ctx context.Context, src qcow2Source) (imageInfo, error) {
+	out, err := qemuImgOn(ctx, inspectLimits, src, nil, func(opts string) []string {
+		return []string{"info", "--output=json", "--image-opts", opts}
+	})
 	if err != nil {
 		var qe *qemuError
 		if errors.As(err, &qe) {
@@ -183,8 +214,10 @@ func qemuInfo(ctx context.Context, f *os.File) (imageInfo, error) {
 
 // qemuCheck refuses a qcow2 whose metadata points past its end or is otherwise corrupt:
 // qemu-img convert would read the missing clusters as zeros and succeed.
-func qemuCheck(ctx context.Context, f *os.File) error {
-	out, err := qemuImg(ctx, inspectLimits, []*os.File{f}, "check", "--output=json", "--image-opts", imageOpts("qcow2", 3))
+func qemuCheck(ctx context.Context, src qcow2Source) error {
+	out, err := qemuImgOn(ctx, inspectLimits, src, nil, func(opts string) []string {
+		return []string{"check", "--output=json", "--image-opts", opts}
+	})
 	var pe *PermanentError
 	if errors.As(err, &pe) || ctx.Err() != nil {
 		return err
@@ -202,11 +235,13 @@ func qemuCheck(ctx context.Context, f *os.File) error {
 	return nil
 }
 
-// qemuConvert writes the staged qcow2 (src) into the raw disk (dst), both as descriptors, with
-// -n --target-is-zero: only allocated clusters are written and disk.img stays sparse.
-func qemuConvert(ctx context.Context, src, dst *os.File, size int64) error {
-	_, err := qemuImg(ctx, convertLimits(size), []*os.File{src, dst}, "convert", "-n", "--target-is-zero", "-t", "writeback", "-W",
-		"--image-opts", imageOpts("qcow2", 3), "--target-image-opts", imageOpts("raw", 4))
+// qemuConvert writes the qcow2 (src) into the raw disk (dst, a descriptor) with -n
+// --target-is-zero: only allocated clusters are written and disk.img stays sparse.
+func qemuConvert(ctx context.Context, src qcow2Source, dst *os.File, size int64) error {
+	_, err := qemuImgOn(ctx, convertLimits(size), src, []*os.File{dst}, func(opts string) []string {
+		return []string{"convert", "-n", "--target-is-zero", "-t", "writeback", "-W",
+			"--image-opts", opts, "--target-image-opts", imageOpts("raw", 4)}
+	})
 	var qe *qemuError
 	if errors.As(err, &qe) {
 		return permanent("convert qcow2 to raw: %w", err)

@@ -2,11 +2,16 @@ package importer
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slimvirt/slimvirt/internal/testutil"
 )
 
 // FuzzParseImageInfo: whatever qemu-img info prints, an image that refers to another file is
@@ -100,6 +105,34 @@ func TestQemuImgLimits(t *testing.T) {
 		out, err := qemuImg(context.Background(), inspectLimits, nil, "--version")
 		if err != nil || !strings.Contains(string(out), "qemu-img version") {
 			t.Fatalf("prlimit %v: qemu-img --version under the inspect limits: %v %s", withPrlimit, err, out)
+		}
+	}
+}
+
+// TestQemuImgConvertFitsLimits: a convert whose I/O threads each got their own malloc arena
+// passed 800 MiB of address space and aborted now and then under the 1 GiB limit ("qemu:
+// qemu_thread_create: Resource temporarily unavailable"). It fits in half of that, every time.
+func TestQemuImgConvertFitsLimits(t *testing.T) {
+	dir := t.TempDir()
+	raw := make([]byte, 64<<20)
+	rand.Read(raw)
+	testutil.Must(t, os.WriteFile(filepath.Join(dir, "a.raw"), raw, 0o644))
+	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", filepath.Join(dir, "a.raw"), filepath.Join(dir, "a.qcow2")).CombinedOutput(); err != nil {
+		t.Fatalf("make qcow2: %v: %s", err, out)
+	}
+	src, err := os.Open(filepath.Join(dir, "a.qcow2"))
+	testutil.Must(t, err)
+	defer src.Close()
+	lim := limits{cpu: 60 * time.Second, as: 512 << 20}
+	for i := 0; i < 5; i++ {
+		dst, err := os.OpenFile(filepath.Join(dir, "disk.img"), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		testutil.Must(t, err)
+		testutil.Must(t, dst.Truncate(int64(len(raw))))
+		_, err = qemuImg(context.Background(), lim, []*os.File{src, dst}, "convert", "-n", "--target-is-zero", "-t", "writeback", "-W",
+			"--image-opts", imageOpts("qcow2", 3), "--target-image-opts", imageOpts("raw", 4))
+		_ = dst.Close()
+		if err != nil {
+			t.Fatalf("convert %d under %d MiB of address space: %v", i, lim.as>>20, err)
 		}
 	}
 }

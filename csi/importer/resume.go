@@ -189,19 +189,7 @@ func (r *resumingBody) openFrom(off, total int64, valid string) (bool, error) {
 
 // partialMismatch says why a 206 answer is not bytes off..total-1 of the file named valid, or "".
 func partialMismatch(resp *http.Response, off, total int64, valid string) string {
-	first, lastByte, size, err := parseContentRange(resp.Header.Get("Content-Range"))
-	switch {
-	case err != nil:
-		return err.Error()
-	case first != off || lastByte != total-1 || size != total:
-		return fmt.Sprintf("server sent range %q, asked for bytes %d-%d/%d", resp.Header.Get("Content-Range"), off, total-1, total)
-	case resp.ContentLength >= 0 && resp.ContentLength != total-off:
-		return fmt.Sprintf("server announced %d bytes for a %d-byte range", resp.ContentLength, total-off)
-	}
-	if v := validator(resp.Header); valid != "" && v != "" && v != valid {
-		return "the file changed on the server (validator " + v + ", was " + valid + ")"
-	}
-	return ""
+	return rangeMismatch(resp, off, total-1, total, valid)
 }
 
 // parseContentRange reads "bytes first-last/size" with every number given.
