@@ -1,0 +1,116 @@
+package series
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// csiText is the head of a csi.txt as make bench-csi writes it (go test's lines included).
+const csiText = `
+import of a 1 GiB image (best of 2)                time      MiB/s
+raw: curl -o                                     1.973s        519
+raw: curl -o + fsync                             2.716s        377
+raw: slimvirt import (incl. fsync)               1.461s        701
+qcow2: curl -o + qemu-img convert                1.532s        668
+qcow2: curl -o + qemu-img convert + fsync        3.229s        317
+qcow2: slimvirt import (incl. fsync)             3.984s        257
+raw import / (curl -o + fsync) = 0.54, / curl -o = 0.74
+qcow2 import / (curl + convert + fsync) = 1.23, / (curl + convert) = 2.60
+goos: linux
+BenchmarkImport-2         	       1	52172824307 ns/op
+`
+
+// cniText is a cni.txt as make bench-cni writes it.
+const cniText = `
+CNI chain latency, 100 runs each, alternating (bridge + host-local, launcher pod with the bridge binding)
+
+| chain | ADD median | ADD p95 | DEL median | DEL p95 |
+|---|---|---|---|---|
+| bridge | 16.4 ms | 28.7 ms | 25.7 ms | 42.5 ms |
+| bridge + slimvirt | 31.4 ms | 53.4 ms | 72.1 ms | 88.4 ms |
+| slimvirt adds | 15.0 ms | 24.7 ms | 46.4 ms | 45.9 ms |
+
+--- PASS: TestLatency (15.39s)
+PASS
+`
+
+func writeFile(t *testing.T, name, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestReadImports(t *testing.T) {
+	rows, err := ReadImports(writeFile(t, CSIFile, csiText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 6 {
+		t.Fatalf("got %d rows, want 6: %+v", len(rows), rows)
+	}
+	want := Import{Format: "qcow2", Method: "curl -o + qemu-img convert + fsync", Time: 3229 * time.Millisecond, MiBps: 317, Heading: "import of a 1 GiB image (best of 2)"}
+	if rows[4] != want {
+		t.Errorf("row 5 = %+v, want %+v", rows[4], want)
+	}
+	if rows[2].Format != "raw" || rows[2].Method != "slimvirt import (incl. fsync)" || rows[2].MiBps != 701 {
+		t.Errorf("row 3 = %+v", rows[2])
+	}
+}
+
+// TestReadTablesMalformed checks that a broken row of a table is refused with its file and
+// line, and that a file without the table is refused.
+func TestReadTablesMalformed(t *testing.T) {
+	imports := func(p string) error { _, err := ReadImports(p); return err }
+	cniSummary := func(p string) error { _, err := ReadCNISummary(p); return err }
+	for _, tc := range []struct {
+		name, text string
+		read       func(string) error
+		line       int
+	}{
+		{"import without MiB/s", strings.Replace(csiText, "1.461s        701", "1.461s", 1), imports, 5},
+		{"import time", strings.Replace(csiText, "1.532s", "1.532x", 1), imports, 6},
+		{"CNI row missing a cell", strings.Replace(cniText, "| 42.5 ms |", "|", 1), cniSummary, 6},
+		{"CNI cell not in ms", strings.Replace(cniText, "31.4 ms", "31.4 s", 1), cniSummary, 7},
+		{"no import table", "CreateVolume over 50 volumes: median 2.117ms\n", imports, 0},
+		{"no CNI table", "--- PASS: TestLatency (15.39s)\n", cniSummary, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeFile(t, "results.txt", tc.text)
+			err := tc.read(path)
+			if tc.line == 0 {
+				if err == nil || !strings.Contains(err.Error(), "no ") || !strings.Contains(err.Error(), path) {
+					t.Fatalf("got %v, want an error naming %s and saying the table is missing", err, path)
+				}
+				return
+			}
+			var pe *ParseError
+			if !errors.As(err, &pe) || pe.Line != tc.line || pe.File != path {
+				t.Fatalf("got %v, want a ParseError at %s:%d", err, path, tc.line)
+			}
+		})
+	}
+}
+
+func TestReadCNISummary(t *testing.T) {
+	rows, err := ReadCNISummary(writeFile(t, CNITableFile, cniText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 3 {
+		t.Fatalf("got %d rows, want 3: %+v", len(rows), rows)
+	}
+	r := rows[1]
+	if r.Chain != "bridge + slimvirt" || r.AddP50 != 31400*time.Microsecond || r.DelP95 != 88400*time.Microsecond {
+		t.Errorf("row 2 = %+v", r)
+	}
+	if !strings.HasPrefix(r.Heading, "CNI chain latency, 100 runs each") {
+		t.Errorf("heading %q", r.Heading)
+	}
+}
