@@ -1,0 +1,31 @@
+// Command benchplot draws the benchmarks' results in bench/results/ as SVG plots beside
+// their tables (hack/bench-summary.sh runs it and links the plots from the results page).
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"os/signal"
+
+	"github.com/slimvirt/slimvirt/bench/figure"
+)
+
+func main() {
+	cfg := figure.Config{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	flag.StringVar(&cfg.Results, "results", "bench/results", "directory the benchmarks wrote their files into")
+	flag.StringVar(&cfg.Out, "out", "", "directory for the SVGs (default: the results directory)")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	p, err := figure.New(cfg)
+	if err != nil {
+		cfg.Log.Error("benchplot: bad configuration", "err", err)
+		os.Exit(2)
+	}
+	if _, err := p.Run(ctx); err != nil {
+		cfg.Log.Error("benchplot: plots failed", "err", err)
+		os.Exit(1)
+	}
+}
