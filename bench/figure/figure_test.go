@@ -17,28 +17,6 @@ import (
 	"github.com/slimvirt/slimvirt/bench/series"
 )
 
-// csiText and cniText are the tables as make bench-csi and make bench-cni print them.
-const csiText = `
-import of a 1 GiB image (best of 2)                time      MiB/s
-raw: curl -o                                     1.973s        519
-raw: curl -o + fsync                             2.716s        377
-raw: slimvirt import (incl. fsync)               1.461s        701
-qcow2: curl -o + qemu-img convert                1.532s        668
-qcow2: curl -o + qemu-img convert + fsync        3.229s        317
-qcow2: slimvirt import (incl. fsync)             3.984s        257
-raw import / (curl -o + fsync) = 0.54, / curl -o = 0.74
-`
-
-const cniText = `
-CNI chain latency, 100 runs each, alternating (bridge + host-local, launcher pod with the bridge binding)
-
-| chain | ADD median | ADD p95 | DEL median | DEL p95 |
-|---|---|---|---|---|
-| bridge | 16.4 ms | 28.7 ms | 25.7 ms | 42.5 ms |
-| bridge + slimvirt | 31.4 ms | 53.4 ms | 72.1 ms | 88.4 ms |
-| slimvirt adds | 15.0 ms | 24.7 ms | 46.4 ms | 45.9 ms |
-`
-
 // results writes a results directory holding every file the figures read, with a few rows each.
 func results(t *testing.T) string {
 	t.Helper()
@@ -70,14 +48,23 @@ func results(t *testing.T) string {
 			{Running: 20, Component: "node agent", CPU: 0.010, WorkingSet: 50 * mib, Window: time.Minute},
 		}),
 		series.WriteCNI(filepath.Join(dir, series.CNIFile), cni),
-		os.WriteFile(filepath.Join(dir, series.CSIFile), []byte(csiText), 0o644),
-		os.WriteFile(filepath.Join(dir, series.CNITableFile), []byte(cniText), 0o644),
+		copyFile(filepath.Join("..", "series", "testdata", series.CSIFile), filepath.Join(dir, series.CSIFile)),
+		copyFile(filepath.Join("..", "series", "testdata", series.CNITableFile), filepath.Join(dir, series.CNITableFile)),
 	} {
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
 	return dir
+}
+
+// copyFile copies the tables the series package's tests read (as the benchmarks print them).
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o644)
 }
 
 // svgText parses an SVG as XML and returns the text it shows, one element per line.
