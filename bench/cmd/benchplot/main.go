@@ -1,10 +1,12 @@
 // Command benchplot draws the benchmarks' results in bench/results/ as SVG plots beside
-// their tables (hack/bench-summary.sh runs it and links the plots from the results page).
+// their tables and prints the names of the SVGs it wrote (hack/bench-summary.sh runs it and
+// links them from the results page).
 package main
 
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -24,7 +26,12 @@ func main() {
 		cfg.Log.Error("benchplot: bad configuration", "err", err)
 		os.Exit(2)
 	}
-	if _, err := p.Run(ctx); err != nil {
+	// The SVGs written go to stdout, one a line, for the results page to link.
+	wrote, err := p.Run(ctx)
+	for _, name := range wrote {
+		fmt.Println(name)
+	}
+	if err != nil {
 		cfg.Log.Error("benchplot: plots failed", "err", err)
 		os.Exit(1)
 	}
