@@ -1,6 +1,7 @@
 package figure
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -74,7 +75,8 @@ func cniLatency(results string) (*plot.Plot, error) {
 	if err == nil {
 		return cniSamples(samples)
 	}
-	if _, ok := err.(*missingError); !ok {
+	var missing *missingError
+	if !errors.As(err, &missing) {
 		return nil, err
 	}
 	table, err := read(results, series.CNITableFile, series.ReadCNISummary)

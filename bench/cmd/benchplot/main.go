@@ -14,7 +14,9 @@ import (
 	"github.com/slimvirt/slimvirt/bench/figure"
 )
 
-func main() {
+func main() { os.Exit(run()) }
+
+func run() int {
 	cfg := figure.Config{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	flag.StringVar(&cfg.Results, "results", "bench/results", "directory the benchmarks wrote their files into")
 	flag.StringVar(&cfg.Out, "out", "", "directory for the SVGs (default: the results directory)")
@@ -24,7 +26,7 @@ func main() {
 	p, err := figure.New(cfg)
 	if err != nil {
 		cfg.Log.Error("benchplot: bad configuration", "err", err)
-		os.Exit(2)
+		return 2
 	}
 	// The SVGs written go to stdout, one a line, for the results page to link.
 	wrote, err := p.Run(ctx)
@@ -33,6 +35,7 @@ func main() {
 	}
 	if err != nil {
 		cfg.Log.Error("benchplot: plots failed", "err", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
