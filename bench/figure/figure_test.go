@@ -194,22 +194,41 @@ func TestRunRefusesMalformedFile(t *testing.T) {
 	}
 }
 
-// TestCNIFromTable draws the CNI figure from cni.txt's summary table when no run wrote every
-// sample, and says so on the figure.
-func TestCNIFromTable(t *testing.T) {
-	dir := results(t)
-	if err := os.Remove(filepath.Join(dir, series.CNIFile)); err != nil {
-		t.Fatal(err)
+// TestFiguresFromTables draws the figures that have a table to fall back on from that table
+// when no run has written the series yet, and says so on each.
+func TestFiguresFromTables(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{series.CNITableFile, series.StartLatencyTableFile, series.ControlPlaneTableFile} {
+		if err := copyFile(filepath.Join("..", "series", "testdata", name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	p, out, _ := newPlotter(t, dir)
-	if _, err := p.Run(context.Background()); err != nil {
+	wrote, err := p.Run(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
-	text := svgText(t, filepath.Join(out, "cni-latency.svg"))
-	for _, n := range []string{"summary figures (median, P95) from cni.txt", "bridge + slimvirt", "slimvirt adds", "ADD median", "DEL P95"} {
-		if !strings.Contains(text, n) {
-			t.Errorf("cni-latency.svg does not show %q; it shows:\n%s", n, text)
+	want := map[string][]string{
+		"cni-latency.svg": {"summary figures (median, P95) from cni.txt", "bridge + slimvirt", "slimvirt adds", "ADD median", "DEL P95"},
+		"start-latency.svg": {"summary figures (P50, P95) from start-latency.md", "single VMIs, one after another (n=20)",
+			"batch created together (n=10)", "to Running, P50", "to guest lease, P95", "KubeVirt density test P95 29.7 s (PR #14876)"},
+		"control-plane-cpu.svg":    {"summary figures from control-plane.md", "controller", "node agent", "cores"},
+		"control-plane-memory.svg": {"summary figures from control-plane.md", "controller", "node agent", "MiB"},
+	}
+	if len(wrote) != len(want) {
+		t.Errorf("wrote %v, want %d figures", wrote, len(want))
+	}
+	for svg, names := range want {
+		text := svgText(t, filepath.Join(out, svg))
+		for _, n := range names {
+			if !strings.Contains(text, n) {
+				t.Errorf("%s does not show %q; it shows:\n%s", svg, n, text)
+			}
 		}
+	}
+	// The KubeVirt row of the table is a reference line, not a category.
+	if text := svgText(t, filepath.Join(out, "start-latency.svg")); strings.Contains(text, "(n=100)") {
+		t.Errorf("start-latency.svg shows KubeVirt's row as a category:\n%s", text)
 	}
 }
 

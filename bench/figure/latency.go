@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"gonum.org/v1/plot"
-	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
@@ -18,6 +18,14 @@ import (
 // shape of start (one at a time, batches of 10, 50, 100, ...), against KubeVirt's density test.
 func startLatency(results string) (*plot.Plot, error) {
 	rows, err := read(results, series.StartLatencyFile, series.ReadStartLatency)
+	var missing *missingError
+	if errors.As(err, &missing) {
+		table, err := read(results, series.StartLatencyTableFile, series.ReadStartLatencySummary)
+		if err != nil {
+			return nil, err
+		}
+		return startLatencySummary(table)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -121,41 +129,50 @@ func cniSamples(samples []series.CNISample) (*plot.Plot, error) {
 func cniSummary(rows []series.CNISummary) (*plot.Plot, error) {
 	p := newPlot("CNI chain latency: summary figures (median, P95) from cni.txt, not every run\n"+rows[0].Heading, "", "milliseconds")
 	p.Title.TextStyle.Font.Size = vg.Points(9)
-	p.Y.Min = 0
 	var names []string
-	type mark struct {
-		label string
-		x     float64
-		y     func(series.CNISummary) time.Duration
-		color int
-		shape int
-	}
-	marks := []mark{
-		{"ADD median", -0.2, func(r series.CNISummary) time.Duration { return r.AddP50 }, 0, 0},
-		{"ADD P95", -0.2, func(r series.CNISummary) time.Duration { return r.AddP95 }, 0, 2},
-		{"DEL median", 0.2, func(r series.CNISummary) time.Duration { return r.DelP50 }, 1, 0},
-		{"DEL P95", 0.2, func(r series.CNISummary) time.Duration { return r.DelP95 }, 1, 2},
-	}
+	m := []marks{{label: "ADD median", dx: -0.2}, {label: "ADD P95", dx: -0.2, shape: 2},
+		{label: "DEL median", dx: 0.2, color: 1}, {label: "DEL P95", dx: 0.2, color: 1, shape: 2}}
 	for _, r := range rows {
 		names = append(names, r.Chain)
-	}
-	for _, m := range marks {
-		var xys plotter.XYs
-		for i, r := range rows {
-			xys = append(xys, plotter.XY{X: float64(i) + m.x, Y: ms(m.y(r))})
+		for i, d := range []time.Duration{r.AddP50, r.AddP95, r.DelP50, r.DelP95} {
+			m[i].y = append(m[i].y, ms(d))
 		}
-		s, err := plotter.NewScatter(xys)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", m.label, err)
-		}
-		s.Color = plotutil.Color(m.color)
-		s.Shape = plotutil.Shape(m.shape)
-		s.Radius = vg.Points(4)
-		p.Add(s)
-		p.Legend.Add(m.label, s)
 	}
-	p.NominalX(names...)
-	p.X.Min, p.X.Max = -0.5, float64(len(rows))-0.5
-	headroom(p, len(marks))
+	if err := addMarks(p, names, m); err != nil {
+		return nil, err
+	}
+	headroom(p, len(m))
+	return p, nil
+}
+
+// startLatencySummary draws start-latency.md's percentiles, until a run has written every
+// VMI's times. Its KubeVirt row is drawn as the reference lines.
+func startLatencySummary(rows []series.StartLatencySummary) (*plot.Plot, error) {
+	p := newPlot("Start latency: summary figures (P50, P95) from start-latency.md, not every VMI\n"+
+		"from kubectl apply (this machine, QEMU TCG)", "", "seconds")
+	p.Title.TextStyle.Font.Size = vg.Points(10)
+	var names []string
+	m := []marks{{label: "to Running, P50", dx: -0.15}, {label: "to Running, P95", dx: -0.15, shape: 2},
+		{label: "to guest lease, P50", dx: 0.15, color: 1}, {label: "to guest lease, P95", dx: 0.15, color: 1, shape: 2}}
+	for _, r := range rows {
+		if strings.HasPrefix(r.Label, "KubeVirt") {
+			continue
+		}
+		names = append(names, fmt.Sprintf("%s (n=%d)", r.Label, r.N))
+		for i, d := range []time.Duration{r.RunningP50, r.RunningP95, r.LeaseP50, r.LeaseP95} {
+			m[i].y = append(m[i].y, d.Seconds())
+		}
+	}
+	if len(names) == 0 {
+		return nil, errors.New("start-latency.md has no slimvirt rows")
+	}
+	if err := addMarks(p, names, m); err != nil {
+		return nil, err
+	}
+	refs := kubevirtDensity()
+	if err := hline(p, refs, -0.5, float64(len(names))-0.5); err != nil {
+		return nil, err
+	}
+	headroom(p, len(m)+len(refs))
 	return p, nil
 }

@@ -99,3 +99,39 @@ func headroom(p *plot.Plot, entries int) {
 	free := 1 - 0.04 - 0.05*float64(entries)
 	p.Y.Max = p.Y.Min + (p.Y.Max-p.Y.Min)/max(free, 0.5)
 }
+
+// marks is one summary figure (a percentile) per category, drawn as markers dx off the
+// category's tick; a zero is a figure the table does not have.
+type marks struct {
+	label        string
+	dx           float64
+	color, shape int
+	y            []float64
+}
+
+// addMarks draws ms over the categories names.
+func addMarks(p *plot.Plot, names []string, ms []marks) error {
+	for _, m := range ms {
+		var xys plotter.XYs
+		for i, y := range m.y {
+			if y > 0 {
+				xys = append(xys, plotter.XY{X: float64(i) + m.dx, Y: y})
+			}
+		}
+		if len(xys) == 0 {
+			continue
+		}
+		s, err := plotter.NewScatter(xys)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.label, err)
+		}
+		s.Color = plotutil.Color(m.color)
+		s.Shape = plotutil.Shape(m.shape)
+		s.Radius = vg.Points(4)
+		p.Add(s)
+		p.Legend.Add(m.label, s)
+	}
+	p.NominalX(names...)
+	p.X.Min, p.X.Max, p.Y.Min = -0.5, float64(len(names))-0.5, 0
+	return nil
+}

@@ -50,8 +50,11 @@ func TestReadImports(t *testing.T) {
 // line, and that a file without the table is refused.
 func TestReadTablesMalformed(t *testing.T) {
 	csiText, cniText := testdata(t, CSIFile), testdata(t, CNITableFile)
+	sl, cp := testdata(t, StartLatencyTableFile), testdata(t, ControlPlaneTableFile)
 	imports := func(p string) error { _, err := ReadImports(p); return err }
 	cniSummary := func(p string) error { _, err := ReadCNISummary(p); return err }
+	startLatency := func(p string) error { _, err := ReadStartLatencySummary(p); return err }
+	controlPlane := func(p string) error { _, err := ReadControlPlaneSummary(p); return err }
 	for _, tc := range []struct {
 		name, text string
 		read       func(string) error
@@ -61,8 +64,16 @@ func TestReadTablesMalformed(t *testing.T) {
 		{"import time", strings.Replace(csiText, "1.532s", "1.532x", 1), imports, 5},
 		{"CNI row missing a cell", strings.Replace(cniText, "| 42.5 ms |", "|", 1), cniSummary, 5},
 		{"CNI cell not in ms", strings.Replace(cniText, "31.4 ms", "31.4 s", 1), cniSummary, 6},
+		{"start latency columns", strings.Replace(sl, "| lease P95 |", "| lease P99 |", 1), startLatency, 1},
+		{"start latency n", strings.Replace(sl, "| 20 |", "| twenty |", 1), startLatency, 3},
+		{"start latency unit", strings.Replace(sl, "70.6 s", "70.6 ms", 1), startLatency, 4},
+		{"start latency cells", strings.Replace(sl, "| 13.6 s |", "|", 1), startLatency, 3},
+		{"control plane column", strings.Replace(cp, "| 20 VMIs Running |", "| twenty |", 1), controlPlane, 1},
+		{"control plane row", strings.Replace(cp, "| controller working set |", "| controller RSS |", 1), controlPlane, 4},
+		{"control plane unit", strings.Replace(cp, "0.010 cores", "0.010", 1), controlPlane, 5},
 		{"no import table", "CreateVolume over 50 volumes: median 2.117ms\n", imports, 0},
 		{"no CNI table", "--- PASS: TestLatency (15.39s)\n", cniSummary, 0},
+		{"no markdown table", "nothing measured\n", controlPlane, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeFile(t, "results.txt", tc.text)
