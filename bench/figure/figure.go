@@ -88,7 +88,7 @@ func (p *Plotter) Run(ctx context.Context) ([]string, error) {
 		var missing *missingError
 		switch {
 		case errors.As(err, &missing):
-			p.cfg.Log.Info("plot skipped: no data", "svg", f.SVG, "file", missing.path)
+			p.cfg.Log.Info("plot skipped: no data", "svg", f.SVG, "file", missing.path, "reason", missing.why)
 			continue
 		case err != nil:
 			errs = append(errs, fmt.Errorf("plot %s: %w", f.SVG, err))
@@ -129,17 +129,20 @@ func save(pl *plot.Plot, path string) error {
 	return nil
 }
 
-// missingError says that none of the files a figure can be drawn from exists.
-type missingError struct{ path string }
+// missingError says that a figure has nothing to draw: its file is missing or holds no rows.
+type missingError struct{ path, why string }
 
-func (e *missingError) Error() string { return "no " + e.path }
+func (e *missingError) Error() string { return e.path + ": " + e.why }
 
-// read calls r on results/name and turns a missing file into a missingError.
-func read[T any](results, name string, r func(string) (T, error)) (T, error) {
+// read calls r on results/name; a missing file, or one without rows, is a missingError.
+func read[T any](results, name string, r func(string) ([]T, error)) ([]T, error) {
 	path := filepath.Join(results, name)
 	v, err := r(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return v, &missingError{path}
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, &missingError{path, "no such file"}
+	case err == nil && len(v) == 0:
+		return nil, &missingError{path, "no rows"}
 	}
 	return v, err
 }

@@ -169,6 +169,28 @@ func TestRunSkipsMissingFiles(t *testing.T) {
 	}
 }
 
+func TestRunSkipsFilesWithoutRows(t *testing.T) {
+	dir := t.TempDir()
+	for _, err := range []error{
+		series.WriteStartLatency(filepath.Join(dir, series.StartLatencyFile), nil),
+		series.WriteVMMemory(filepath.Join(dir, series.VMMemoryFile), nil),
+		series.WriteControlPlane(filepath.Join(dir, series.ControlPlaneFile), nil),
+		series.WriteCNI(filepath.Join(dir, series.CNIFile), nil),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, _, logs := newPlotter(t, dir)
+	wrote, err := p.Run(context.Background())
+	if err != nil || len(wrote) != 0 {
+		t.Fatalf("wrote %v, err %v; want nothing and no error", wrote, err)
+	}
+	if !strings.Contains(logs.String(), "reason=\"no rows\"") {
+		t.Errorf("no log line says why:\n%s", logs)
+	}
+}
+
 func TestRunRefusesMalformedFile(t *testing.T) {
 	dir := results(t)
 	path := filepath.Join(dir, series.VMMemoryFile)
