@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/bench/series"
 )
 
 // Cost benchmarks on the local cluster (make bench-cost): what a VM costs besides its RAM, what
@@ -191,6 +192,7 @@ func TestBenchOverhead(t *testing.T) {
 		req.Add(c.Resources.Requests[corev1.ResourceMemory])
 	}
 	copierRSS, _ := memByComm(t, "default", pod.Name, "container-disk-containerdisk")
+	running := vmisRunning(t)
 	table := fmt.Sprintf(`| per-VM overhead, %d MiB guest, idle after boot (this machine: QEMU TCG) | slimvirt | KubeVirt |
 |---|---|---|
 | launcher pod working set (cgroup) | %s | - |
@@ -204,6 +206,34 @@ func TestBenchOverhead(t *testing.T) {
 		mibs(rss["slimvirt-launch"]+rss["libvirtd"]), mibs(rss["slimvirt-launch"]), mibs(rss["libvirtd"]), mibs(pss["qemu"]),
 		mibs(copierRSS["slimvirt-diskco"]), req.String())
 	writeResult(t, "overhead.md", table)
+	writeSeries(t, series.VMMemoryFile, func(path string) error {
+		return series.WriteVMMemory(path, []series.VMMemory{{Running: running, VMI: vmi.Name, Guest: guestMi * mib,
+			WorkingSet: ws, LauncherPSS: ownPSS, QEMUPSS: pss["qemu"]}})
+	})
+}
+
+// vmisRunning counts the VMIs in phase Running on the cluster, whoever made them.
+func vmisRunning(t *testing.T) int {
+	t.Helper()
+	list := &v1alpha1.VirtualMachineInstanceList{}
+	if err := cluster.client.List(context.Background(), list); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, v := range list.Items {
+		if v.Status.Phase == v1alpha1.Running {
+			n++
+		}
+	}
+	return n
+}
+
+// writeSeries writes a raw series file beside the tables, for the plots.
+func writeSeries(t *testing.T, name string, write func(path string) error) {
+	t.Helper()
+	if err := write(filepath.Join("../bench/results", name)); err != nil {
+		t.Error(err)
+	}
 }
 
 // componentCost is a component pod's CPU use over a window and its working set at the end.
@@ -239,6 +269,7 @@ func TestBenchControlPlane(t *testing.T) {
 		wg.Wait()
 		return ctl, node
 	}
+	running0 := vmisRunning(t)
 	ctl0, node0 := measure()
 	for i := 0; i < n; i++ {
 		applyCostVMI(t, dir, fmt.Sprintf("bench-cp-%d", i), "control-plane", 64)
@@ -257,6 +288,7 @@ func TestBenchControlPlane(t *testing.T) {
 		return running == n, nil
 	})
 	time.Sleep(20 * time.Second)
+	running1 := vmisRunning(t)
 	ctl1, node1 := measure()
 	table := fmt.Sprintf(`| control plane (this machine: 2 cores; CPU = mean over %s) | 0 VMIs | %d VMIs Running |
 |---|---|---|
@@ -266,6 +298,16 @@ func TestBenchControlPlane(t *testing.T) {
 | node agent pod working set | %s | %s |
 `, window, n, ctl0.cores, ctl1.cores, mibs(ctl0.ws), mibs(ctl1.ws), node0.cores, node1.cores, mibs(node0.ws), mibs(node1.ws))
 	writeResult(t, "control-plane.md", table)
+	var rows []series.ControlPlane
+	for _, m := range []struct {
+		running   int
+		ctl, node cost
+	}{{running0, ctl0, node0}, {running1, ctl1, node1}} {
+		rows = append(rows,
+			series.ControlPlane{Running: m.running, Component: "controller", CPU: m.ctl.cores, WorkingSet: m.ctl.ws, Window: window},
+			series.ControlPlane{Running: m.running, Component: "node agent", CPU: m.node.cores, WorkingSet: m.node.ws, Window: window})
+	}
+	writeSeries(t, series.ControlPlaneFile, func(path string) error { return series.WriteControlPlane(path, rows) })
 }
 
 // TestBenchDensity starts 64 MiB VMIs in waves of 10 until a wave does not fully reach Running

@@ -22,6 +22,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/slimvirt/slimvirt/api/v1alpha1"
+	"github.com/slimvirt/slimvirt/bench/series"
 )
 
 // benchVMI is the example VMI without cloud-init: a containerDisk guest on the pod network.
@@ -42,8 +43,8 @@ spec:
 `
 
 // startTimes creates VMIs with create and measures, from the moment create begins, the time each takes to reach
-// phase Running and for its guest to print the lease marker. Running comes from one watch of
-// the VMIs, set up before create; the marker's time is the container runtime's timestamp of
+// phase Running and for its guest to print the lease marker (both in the order of names). Running comes from one
+// watch of the VMIs, set up before create; the marker's time is the container runtime's timestamp of
 // that log line, read once the VMIs run. Nothing polls or streams while they start, so the
 // measurement does not load the machine it measures (KubeVirt's density test reads the VMIs'
 // own transition times for the same reason).
@@ -71,7 +72,7 @@ func startTimes(t *testing.T, names []string, create func()) (running, lease []t
 	for _, n := range names {
 		want[n] = true
 	}
-	pods := map[string]string{}
+	pods, runningAt := map[string]string{}, map[string]time.Duration{}
 	for len(want) > 0 {
 		select {
 		case ev, ok := <-w.ResultChan():
@@ -84,7 +85,7 @@ func startTimes(t *testing.T, names []string, create func()) (running, lease []t
 			if !isVMI || !want[vmi.Name] || vmi.Status.Phase != v1alpha1.Running {
 				continue
 			}
-			running = append(running, time.Since(start))
+			runningAt[vmi.Name] = time.Since(start)
 			delete(want, vmi.Name)
 			pods[vmi.Name] = vmi.Status.LauncherPod
 		case <-ctx.Done():
@@ -97,6 +98,7 @@ func startTimes(t *testing.T, names []string, create func()) (running, lease []t
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
+		running = append(running, runningAt[name])
 		lease = append(lease, at.Sub(start))
 	}
 	return running, lease
@@ -180,12 +182,14 @@ func TestBenchStartLatency(t *testing.T) {
 	dir := t.TempDir()
 	_, _ = kubectl(t, "delete", "vmi", "-l", "bench=start-latency", "--wait=true")
 	var sRun, sLease []time.Duration
+	var perVMI []series.StartLatency
 	for i := 0; i < singles; i++ {
 		name := fmt.Sprintf("bench-single-%d", i)
 		settle(t)
 		var file string
 		r, l := startTimes(t, []string{name}, func() { file = applyBenchVMI(t, dir, name) })
 		sRun, sLease = append(sRun, r...), append(sLease, l...)
+		perVMI = append(perVMI, series.StartLatency{Shape: series.ShapeSingle, Together: 1, VMI: name, Running: r[0], Lease: l[0]})
 		mustKubectl(t, "delete", "-f", file, "--wait=true", "--timeout=120s")
 	}
 	// The batch is one kubectl apply of ten VMIs, as a user creates them together; each is
@@ -201,6 +205,9 @@ func TestBenchStartLatency(t *testing.T) {
 	}
 	settle(t)
 	bRun, bLease := startTimes(t, names, func() { mustKubectl(t, "apply", "-f", batchFile) })
+	for i, name := range names {
+		perVMI = append(perVMI, series.StartLatency{Shape: series.ShapeBatch, Together: batch, VMI: name, Running: bRun[i], Lease: bLease[i]})
+	}
 	_, _ = kubectl(t, "delete", "vmi", "-l", "bench=start-latency", "--wait=true", "--timeout=180s")
 
 	table := fmt.Sprintf(`| start latency (this machine: 2 cores, QEMU TCG) | n | Running P50 | Running P95 | lease P50 | lease P95 |
@@ -214,6 +221,8 @@ func TestBenchStartLatency(t *testing.T) {
 	if err := os.MkdirAll("../bench/results", 0o755); err == nil {
 		_ = os.WriteFile("../bench/results/start-latency.md", []byte(table), 0o644)
 	}
+	// Every VMI's times, for the plot of their distribution.
+	writeSeries(t, series.StartLatencyFile, func(path string) error { return series.WriteStartLatency(path, perVMI) })
 }
 
 func pct(ds []time.Duration, p int) string {

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Gathers the tables the benchmarks wrote into bench/results/ into one page,
-# bench/results/README.md, and prints it.
+# Draws the benchmarks' results in bench/results/ as SVG plots (bench/cmd/benchplot), gathers
+# the tables the benchmarks wrote there into one page, bench/results/README.md, with each plot
+# under the table it goes with (an SVG's name starts with its table's), and prints the page.
 set -euo pipefail
-cd "$(dirname "$0")/../bench/results"
+cd "$(dirname "$0")/.."
+# A plot whose data file is missing is skipped; one that does not parse fails this script,
+# after the page is written with the plots that were drawn.
+rc=0
+plots=$(go run ./bench/cmd/benchplot -results bench/results) || rc=$?
+cd bench/results
 {
   echo "# slimvirt benchmarks"
   echo
@@ -20,6 +26,12 @@ cd "$(dirname "$0")/../bench/results"
          grep -vE '^(=== |--- |PASS$|FAIL|ok |goos:|goarch:|pkg:|cpu:|Benchmark|\s*$)' "$f" || true
          echo '```' ;;
     esac
+    for svg in $plots; do
+      case $svg in
+        "${f%.*}"*.svg) echo; echo "![${svg%.svg}]($svg)" ;;
+      esac
+    done
   done
 } >README.md
 cat README.md
+exit "$rc"

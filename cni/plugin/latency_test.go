@@ -3,10 +3,12 @@ package plugin_test
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
 
+	benchseries "github.com/slimvirt/slimvirt/bench/series"
 	"github.com/slimvirt/slimvirt/cni/internal/nettest"
 )
 
@@ -54,6 +56,17 @@ func TestLatency(t *testing.T) {
 	addCost := q(ours.add, .5) - q(base.add, .5)
 	fmt.Printf("| slimvirt adds | %s | %s | %s | %s |\n\n", ms(addCost), ms(q(ours.add, .95)-q(base.add, .95)),
 		ms(q(ours.del, .5)-q(base.del, .5)), ms(q(ours.del, .95)-q(base.del, .95)))
+	// Every run, in the order they alternated, for the plot of their distribution (make
+	// bench-cni runs this from cni/plugin).
+	var samples []benchseries.CNISample
+	for i := range base.add {
+		samples = append(samples,
+			benchseries.CNISample{Chain: "bridge", Run: i, Add: base.add[i], Del: base.del[i]},
+			benchseries.CNISample{Chain: "bridge + slimvirt", Run: i, Add: ours.add[i], Del: ours.del[i]})
+	}
+	if err := benchseries.WriteCNI(filepath.Join("..", "..", "bench", "results", benchseries.CNIFile), samples); err != nil {
+		t.Error(err)
+	}
 	if addCost > 25*time.Millisecond {
 		t.Errorf("slimvirt adds %s to ADD (median), target under 25 ms", addCost)
 	}
