@@ -12,9 +12,9 @@ cd bench/results
 {
   echo "# slimvirt benchmarks"
   echo
-  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d) on this machine: $(nproc) cores,"
+  echo "Gathered by \`make bench\` on $(date -u +%Y-%m-%d) on this machine (each section says when its benchmark ran): $(nproc) cores,"
   echo "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), KVM $( (grep -qwE 'vmx|svm' /proc/cpuinfo && echo available) || echo 'not usable (QEMU TCG)')."
-  for f in start-latency.md overhead.md control-plane.md density.md runtime.txt cni.txt csi.txt; do
+  for f in start-latency.md overhead.md control-plane.md density.md stop.md runtime.txt cni.txt csi.txt; do
     [ -f "$f" ] || continue
     echo
     echo "## ${f%.*} ($(date -u -r "$f" +%Y-%m-%d\ %H:%M) UTC)"
