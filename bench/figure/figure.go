@@ -14,6 +14,8 @@ import (
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 // Config says where the results are and where the plots go.
@@ -107,18 +109,15 @@ func (p *Plotter) Run(ctx context.Context) ([]string, error) {
 
 // save writes the SVG atomically: the results page never links a half-written file.
 func save(pl *plot.Plot, path string) error {
-	w, err := pl.WriterTo(width, height, "svg")
-	if err != nil {
-		return fmt.Errorf("render %s: %w", path, err)
-	}
+	// Text is laid out with the font's own metrics, so the font goes into the file: a viewer
+	// with another font would overflow labels and legends.
+	c := vgsvg.NewWith(vgsvg.UseWH(width, height), vgsvg.EmbedFonts(true))
+	pl.Draw(draw.New(c))
 	var b bytes.Buffer
-	if _, err := w.WriteTo(&b); err != nil {
+	if _, err := c.WriteTo(&b); err != nil {
 		return fmt.Errorf("render %s: %w", path, err)
 	}
-	// Text is laid out with Liberation Serif's metrics; a viewer without that font should
-	// fall back to one with the same metrics (Times New Roman), not to its default.
-	svg := bytes.ReplaceAll(b.Bytes(), []byte("font-family:Liberation Serif;"),
-		[]byte("font-family:'Liberation Serif','Times New Roman',Tinos,Times,serif;"))
+	svg := b.Bytes()
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, svg, 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

@@ -57,6 +57,6 @@ func csiImport(results string) (*plot.Plot, error) {
 	for _, r := range rows {
 		top = max(top, r.MiBps)
 	}
-	p.X.Max = top * 1.45
+	p.X.Max = top * 1.8
 	return p, nil
 }

@@ -23,8 +23,8 @@ func kubevirtDensity() []reference {
 	return []reference{
 		{"KubeVirt density test P50 22.6 s (PR #14876)", 22.6},
 		{"KubeVirt density test P95 29.7 s (PR #14876)", 29.7},
-		{"KubeVirt density test P50 15 s", 15},
-		{"KubeVirt density test P95 19.5 s", 19.5},
+		{"KubeVirt density test P50 15 s (PR #8541)", 15},
+		{"KubeVirt density test P95 19.5 s (PR #8541)", 19.5},
 	}
 }
 
