@@ -59,7 +59,7 @@ lint: vet ## Vet, then run golangci-lint (.golangci.yml) over the whole tree, th
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need nothing but Go
-	go test ./api/... ./images/... ./internal/... ./e2e/storagesuite/...
+	go test ./api/... ./bench/... ./images/... ./internal/... ./e2e/storagesuite/...
 
 .PHONY: fuzz
 fuzz: ## Fuzz every parser of tenant input (each Go fuzz target) for FUZZTIME (default 30s) each
