@@ -99,6 +99,11 @@ func TestLinuxVMI(t *testing.T) {
 		return v.Status.MemoryOverhead != nil && v.Status.MemoryOverhead.Cmp(want) == 0, fmt.Errorf("memoryOverhead %v, want %s", v.Status.MemoryOverhead, want.String())
 	})
 	t.Logf("status.memoryOverhead %s", want.String())
+	// status.volumeStatus: each disk with the guest's device name, in the order of the volumes.
+	eventually(t, 30*time.Second, "status.volumeStatus with targets", func() (bool, error) {
+		out, err := kubectl(t, "-n", ns, "get", "vmi", name, "-o", `jsonpath={range .status.volumeStatus[*]}{.name}={.target} {end}`)
+		return strings.TrimSpace(out) == "containerdisk=vda emptydisk=vdb cloudinitdisk=vdc", fmt.Errorf("volumeStatus %q: %w", out, err)
+	})
 
 	// A Service selecting the VMI by kubevirt.io/domain, as the guide's does, reaches the guest.
 	mustKubectl(t, "-n", ns, "apply", "-f", "../examples/service-linux.yaml")

@@ -215,6 +215,10 @@ type Status struct {
 	// volume name: at most MaxDiskSizes of them, names DNS labels, sizes from 1 to MaxDiskSize.
 	// A disk that never grew is not listed.
 	DiskSizes map[string]int64 `json:"diskSizes,omitempty"`
+	// DiskTargets are the guest's device names of the domain's disks (vda, sdb), by volume
+	// name: at most MaxDiskSizes of them, names DNS labels, targets vd, sd or hd and 1 to 3
+	// letters.
+	DiskTargets map[string]string `json:"diskTargets,omitempty"`
 }
 
 // Bounds of Status.DiskSizes.

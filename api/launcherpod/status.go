@@ -109,7 +109,39 @@ func (st Status) validate() error {
 			return fmt.Errorf("guestIP %q is not an IP address", st.GuestIP)
 		}
 	}
-	return validDiskSizes(st.DiskSizes)
+	if err := validDiskSizes(st.DiskSizes); err != nil {
+		return err
+	}
+	return validDiskTargets(st.DiskTargets)
+}
+
+// validDiskTargets checks Status.DiskTargets: the names become list keys in the VMI's status
+// and the targets strings there.
+func validDiskTargets(targets map[string]string) error {
+	if len(targets) > MaxDiskSizes {
+		return fmt.Errorf("diskTargets has %d disks, more than %d", len(targets), MaxDiskSizes)
+	}
+	for name, target := range targets {
+		if !IsDNSLabel(name) {
+			return fmt.Errorf("diskTargets: volume name %.70q is not a DNS label", name)
+		}
+		if !isDiskTarget(target) {
+			return fmt.Errorf("diskTargets: volume %s: target %.20q is not vd, sd or hd and 1 to 3 letters", name, target)
+		}
+	}
+	return nil
+}
+
+func isDiskTarget(s string) bool {
+	if len(s) < 3 || len(s) > 5 || (s[:2] != "vd" && s[:2] != "sd" && s[:2] != "hd") {
+		return false
+	}
+	for _, c := range s[2:] {
+		if c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return true
 }
 
 // validDiskSizes checks Status.DiskSizes against its bounds. The names become list keys in the

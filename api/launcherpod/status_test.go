@@ -58,6 +58,14 @@ func TestParseStatus(t *testing.T) {
 		{name: "empty volume name", in: `{"phase":"Running","diskSizes":{"":1024}}`, err: "not a DNS label"},
 		{name: "volume name of 64 bytes", in: `{"phase":"Running","diskSizes":{"` + strings.Repeat("a", 64) + `":1024}}`, err: "not a DNS label"},
 		{name: "volume name with a NUL", in: `{"phase":"Running","diskSizes":{"a\u0000b":1024}}`, err: "not a DNS label"},
+		{name: "disk targets", in: `{"phase":"Running","diskTargets":{"rootdisk":"vda","cdrom-1":"sda","old":"hdc","many":"vdaab"}}`,
+			want: Status{Phase: PhaseRunning, DiskTargets: map[string]string{"rootdisk": "vda", "cdrom-1": "sda", "old": "hdc", "many": "vdaab"}}},
+		{name: "disk target with a path", in: `{"phase":"Running","diskTargets":{"d":"../vda"}}`, err: "is not vd, sd or hd"},
+		{name: "disk target of another kind", in: `{"phase":"Running","diskTargets":{"d":"nvme0n1"}}`, err: "is not vd, sd or hd"},
+		{name: "disk target too long", in: `{"phase":"Running","diskTargets":{"d":"vdaaaa"}}`, err: "is not vd, sd or hd"},
+		{name: "disk target upper case", in: `{"phase":"Running","diskTargets":{"d":"VDA"}}`, err: "is not vd, sd or hd"},
+		{name: "disk target prefix alone", in: `{"phase":"Running","diskTargets":{"d":"vd"}}`, err: "is not vd, sd or hd"},
+		{name: "disk target volume name bad", in: `{"phase":"Running","diskTargets":{"A":"vda"}}`, err: "not a DNS label"},
 		{name: "too large", in: `{"phase":"Running","reason":"` + strings.Repeat("x", MaxStatusSize) + `"}`, err: "larger than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -193,6 +201,14 @@ func FuzzParseStatus(f *testing.F) {
 		for name, size := range st.DiskSizes {
 			if !IsDNSLabel(name) || size <= 0 || size > MaxDiskSize {
 				t.Fatalf("accepted disk %q of %d bytes", name, size)
+			}
+		}
+		if len(st.DiskTargets) > MaxDiskSizes {
+			t.Fatalf("accepted %d disk targets", len(st.DiskTargets))
+		}
+		for name, target := range st.DiskTargets {
+			if !IsDNSLabel(name) || !isDiskTarget(target) {
+				t.Fatalf("accepted disk target %q: %q", name, target)
 			}
 		}
 		// What was accepted says the same once written again.

@@ -691,8 +691,9 @@ type VirtualMachineInstanceStatus struct {
 	// GuestOSInfo is filled when a guest agent answers.
 	// +optional
 	GuestOSInfo *GuestOSInfo `json:"guestOSInfo,omitempty"`
-	// VolumeStatus lists the VMI's disks that grew while it ran, with the size the guest sees
-	// (written by the node agent from what the launcher reports).
+	// VolumeStatus lists the VMI's disks with the guest's device name, and the size the guest
+	// sees of those that grew while it ran (written by the node agent from what the launcher
+	// reports).
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64

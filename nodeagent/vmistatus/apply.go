@@ -60,31 +60,34 @@ func Apply(vmi *v1.VirtualMachineInstance, pod *corev1.Pod, st launcherpod.Statu
 	if st.GuestOS != nil {
 		s.GuestOSInfo = v1.GuestOSInfoFrom(st.GuestOS)
 	}
-	s.VolumeStatus = VolumeStatus(vmi, s.VolumeStatus, st.DiskSizes)
+	s.VolumeStatus = VolumeStatus(vmi, s.VolumeStatus, st.DiskTargets, st.DiskSizes)
 	return !equality.Semantic.DeepEqual(before, s)
 }
 
-// VolumeStatus is the VMI's status.volumeStatus once the launcher reported sizes, the bytes the
-// guest sees of each disk that grew: the entries of current, each named volume's size set to
-// what was reported, in the order of spec.volumes. A name that is none of the VMI's volumes is
-// left out (the launcher's pod could write any).
-func VolumeStatus(vmi *v1.VirtualMachineInstance, current []v1.VolumeStatus, sizes map[string]int64) []v1.VolumeStatus {
-	if len(sizes) == 0 {
+// VolumeStatus is the VMI's status.volumeStatus from what the launcher reported: each volume
+// with a disk in the guest, in the order of spec.volumes, with the guest's device name
+// (targets) and, for a disk that grew, the bytes the guest now sees (sizes). An entry of
+// current keeps what the report does not say. A name that is none of the VMI's volumes is left
+// out (the launcher's pod could write any).
+func VolumeStatus(vmi *v1.VirtualMachineInstance, current []v1.VolumeStatus, targets map[string]string, sizes map[string]int64) []v1.VolumeStatus {
+	if len(sizes) == 0 && len(targets) == 0 {
 		return current
 	}
 	var out []v1.VolumeStatus
 	for _, vol := range vmi.Spec.Volumes {
-		i := slices.IndexFunc(current, func(vs v1.VolumeStatus) bool { return vs.Name == vol.Name })
-		size, reported := sizes[vol.Name]
-		switch {
-		case reported && i >= 0:
-			vs := current[i]
+		vs := v1.VolumeStatus{Name: vol.Name}
+		i := slices.IndexFunc(current, func(c v1.VolumeStatus) bool { return c.Name == vol.Name })
+		if i >= 0 {
+			vs = current[i]
+		}
+		if t, ok := targets[vol.Name]; ok {
+			vs.Target = t
+		}
+		if size, ok := sizes[vol.Name]; ok {
 			vs.Size = size
+		}
+		if i >= 0 || vs.Target != "" || vs.Size != 0 {
 			out = append(out, vs)
-		case reported:
-			out = append(out, v1.VolumeStatus{Name: vol.Name, Size: size})
-		case i >= 0:
-			out = append(out, current[i])
 		}
 	}
 	return out

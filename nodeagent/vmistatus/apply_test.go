@@ -12,29 +12,34 @@ import (
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 )
 
-// TestVolumeStatus: what the launcher reports of grown disks becomes status.volumeStatus, in
-// the order of spec.volumes, keeping what the status says of the other volumes; a name the
-// VMI has no volume of is left out.
+// TestVolumeStatus: what the launcher reports of its disks (their guest device names, and the
+// sizes of those that grew) becomes status.volumeStatus, in the order of spec.volumes, keeping
+// what the status says of the rest; a name the VMI has no volume of is left out.
 func TestVolumeStatus(t *testing.T) {
 	vmi := &v1.VirtualMachineInstance{Spec: v1.VirtualMachineInstanceSpec{Volumes: []v1.Volume{{Name: "root"}, {Name: "data"}, {Name: "logs"}}}}
+	all := map[string]string{"root": "vda", "data": "vdb", "logs": "sda"}
 	for _, tc := range []struct {
 		name    string
 		current []v1.VolumeStatus
+		targets map[string]string
 		sizes   map[string]int64
 		want    []v1.VolumeStatus
 	}{
-		{"nothing grew", nil, nil, nil},
-		{"nothing reported keeps the status", []v1.VolumeStatus{{Name: "data", Size: 7}}, nil, []v1.VolumeStatus{{Name: "data", Size: 7}}},
-		{"one grew", nil, map[string]int64{"data": 2 << 30}, []v1.VolumeStatus{{Name: "data", Size: 2 << 30}}},
-		{"in the volumes' order", nil, map[string]int64{"logs": 3, "root": 1}, []v1.VolumeStatus{{Name: "root", Size: 1}, {Name: "logs", Size: 3}}},
-		{"grew again", []v1.VolumeStatus{{Name: "data", Target: "vdb", Size: 1 << 30}}, map[string]int64{"data": 2 << 30},
+		{"nothing reported", nil, nil, nil, nil},
+		{"nothing reported keeps the status", []v1.VolumeStatus{{Name: "data", Size: 7}}, nil, nil, []v1.VolumeStatus{{Name: "data", Size: 7}}},
+		{"every disk with its target", nil, all, nil,
+			[]v1.VolumeStatus{{Name: "root", Target: "vda"}, {Name: "data", Target: "vdb"}, {Name: "logs", Target: "sda"}}},
+		{"one grew", nil, all, map[string]int64{"data": 2 << 30},
+			[]v1.VolumeStatus{{Name: "root", Target: "vda"}, {Name: "data", Target: "vdb", Size: 2 << 30}, {Name: "logs", Target: "sda"}}},
+		{"grew without targets", nil, nil, map[string]int64{"logs": 3, "root": 1}, []v1.VolumeStatus{{Name: "root", Size: 1}, {Name: "logs", Size: 3}}},
+		{"grew again", []v1.VolumeStatus{{Name: "data", Target: "vdb", Size: 1 << 30}}, nil, map[string]int64{"data": 2 << 30},
 			[]v1.VolumeStatus{{Name: "data", Target: "vdb", Size: 2 << 30}}},
-		{"another one grew", []v1.VolumeStatus{{Name: "logs", Size: 5}}, map[string]int64{"data": 2 << 30},
+		{"another one grew", []v1.VolumeStatus{{Name: "logs", Size: 5}}, nil, map[string]int64{"data": 2 << 30},
 			[]v1.VolumeStatus{{Name: "data", Size: 2 << 30}, {Name: "logs", Size: 5}}},
-		{"no such volume", nil, map[string]int64{"nosuch": 1 << 30}, nil},
+		{"no such volume", nil, map[string]string{"nosuch": "vdz"}, map[string]int64{"nosuch": 1 << 30}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := VolumeStatus(vmi, tc.current, tc.sizes); !reflect.DeepEqual(got, tc.want) {
+			if got := VolumeStatus(vmi, tc.current, tc.targets, tc.sizes); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("VolumeStatus = %+v, want %+v", got, tc.want)
 			}
 		})

@@ -92,7 +92,9 @@ func (l *Launcher) runDomain(ctx context.Context, hv hypervisor, died <-chan str
 		_ = dom.Destroy()
 		return setupFailed("resume the domain: %v", err)
 	}
-	_ = l.status.phase(launcherpod.PhaseRunning, "")
+	if err := l.status.running(p.xml); err != nil {
+		l.log.Warn("report the disks' device names", "err", err)
+	}
 	l.log.Info("domain running", "domain", domain.Name(l.vmi))
 	return l.follow(dom, w, svc, sigs, stopServices)
 }

@@ -359,3 +359,27 @@ func TestStatusUpdateKeepsCurrent(t *testing.T) {
 		t.Errorf("status file says %v, want data at %d", st.DiskSizes, 2<<20)
 	}
 }
+
+// TestStatusRunningDiskTargets: once the domain runs, the status file names each disk's guest
+// device by its volume, read from the aliases of the domain XML the launcher defined; a disk
+// without the launcher's alias is not named.
+func TestStatusRunningDiskTargets(t *testing.T) {
+	const xml = `<domain type="qemu"><name>d</name><devices>
+<disk type="file" device="disk"><target dev="vda" bus="virtio"/><alias name="ua-rootdisk"/></disk>
+<disk type="file" device="cdrom"><target dev="sda" bus="sata"/><alias name="ua-cdrom-1"/></disk>
+<disk type="file" device="disk"><target dev="vdb" bus="virtio"/><alias name="virtio-disk1"/></disk>
+</devices></domain>`
+	s := &statusWriter{path: filepath.Join(t.TempDir(), "status.json")}
+	testutil.Must(t, s.running(xml))
+	st, err := launcherpod.ReadStatus(s.path)
+	testutil.Must(t, err)
+	if want := map[string]string{"rootdisk": "vda", "cdrom-1": "sda"}; st.Phase != launcherpod.PhaseRunning || !maps.Equal(st.DiskTargets, want) {
+		t.Errorf("status file says %s %v, want Running %v", st.Phase, st.DiskTargets, want)
+	}
+	if err := s.running("<domain"); err == nil {
+		t.Error("a domain XML that does not parse gave no error")
+	}
+	if st, _ := launcherpod.ReadStatus(s.path); st.Phase != launcherpod.PhaseRunning || len(st.DiskTargets) != 2 {
+		t.Errorf("after an unreadable XML the status says %s %v, want Running with the targets kept", st.Phase, st.DiskTargets)
+	}
+}

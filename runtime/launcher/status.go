@@ -3,6 +3,7 @@ package launcher
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"reflect"
 	"sync"
@@ -26,6 +27,7 @@ func (s *statusWriter) update(f func(*launcherpod.Status)) error {
 	next := s.cur
 	// f may change the map in place: it must not change s.cur's with it.
 	next.DiskSizes = maps.Clone(s.cur.DiskSizes)
+	next.DiskTargets = maps.Clone(s.cur.DiskTargets)
 	f(&next)
 	if reflect.DeepEqual(next, s.cur) && s.cur.Phase != "" {
 		return nil
@@ -46,6 +48,25 @@ func (s *statusWriter) get() launcherpod.Status {
 
 func (s *statusWriter) phase(p, reason string) error {
 	return s.update(func(st *launcherpod.Status) { st.Phase, st.Reason = p, reason })
+}
+
+// running marks the domain Running with its disks' guest device names, read from the domain
+// XML the launcher defined (each disk's alias names its volume).
+func (s *statusWriter) running(domainXML string) error {
+	names, err := ParseDeviceNames(domainXML)
+	targets := map[string]string{}
+	for dev, name := range names.Disks {
+		targets[name] = dev
+	}
+	if err == nil && len(targets) > launcherpod.MaxDiskSizes {
+		err = fmt.Errorf("%d disks, more than %d", len(targets), launcherpod.MaxDiskSizes)
+	}
+	return errors.Join(err, s.update(func(st *launcherpod.Status) {
+		st.Phase, st.Reason = launcherpod.PhaseRunning, ""
+		if err == nil && len(targets) > 0 {
+			st.DiskTargets = targets
+		}
+	}))
 }
 
 // diskGrew is diskresize.Options.OnResize: the node agent learns from the status file how large
