@@ -170,10 +170,11 @@ func splice(ctx context.Context, local, remote net.Conn) spliced {
 	return s
 }
 
-func logSpliced(log *slog.Logger, stream Stream, s spliced, took time.Duration) {
+// logSpliced logs how a stream ended; log names the stream.
+func logSpliced(log *slog.Logger, s spliced, took time.Duration) {
 	if s.err != nil {
-		log.Warn("migration stream ended", "stream", stream, "sent", s.up, "received", s.down, "took", took.Round(time.Millisecond), "err", s.err)
+		log.Warn("migration stream ended", "sent", s.up, "received", s.down, "took", took.Round(time.Millisecond), "err", s.err)
 		return
 	}
-	log.Info("migration stream ended", "stream", stream, "sent", s.up, "received", s.down, "took", took.Round(time.Millisecond))
+	log.Info("migration stream ended", "sent", s.up, "received", s.down, "took", took.Round(time.Millisecond))
 }

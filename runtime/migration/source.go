@@ -135,7 +135,7 @@ func (s *Source) forward(ctx context.Context, stream Stream, local net.Conn) {
 	defer s.conns.remove(remote)
 	begin := time.Now()
 	log.Info("migration stream open", "target", s.cfg.TargetAddr)
-	logSpliced(log, stream, splice(ctx, local, remote), time.Since(begin))
+	logSpliced(log, splice(ctx, local, remote), time.Since(begin))
 }
 
 // connect opens one authenticated stream to the target.

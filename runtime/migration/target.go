@@ -117,13 +117,14 @@ func (t *Target) serveConn(ctx context.Context, raw net.Conn) {
 		return
 	}
 	stream, _ := streamOfALPN(tc.ConnectionState().NegotiatedProtocol)
+	log = log.With("stream", stream)
 	var d net.Dialer
 	local, err := d.DialContext(ctx, "unix", t.local[stream])
 	if err != nil {
-		log.Warn("migration stream has no local end", "stream", stream, "err", err)
+		log.Warn("migration stream has no local end", "err", err)
 		return
 	}
 	begin := time.Now()
-	log.Info("migration stream open", "stream", stream)
-	logSpliced(log, stream, splice(ctx, local, tc), time.Since(begin))
+	log.Info("migration stream open")
+	logSpliced(log, splice(ctx, local, tc), time.Since(begin))
 }
