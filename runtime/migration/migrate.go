@@ -14,6 +14,9 @@ import (
 type Options struct {
 	// Sockets are the source's sockets of the channel (ListenSource).
 	Sockets Sockets
+	// Channel, when set, says how the channel failed, which a failed migration's error then
+	// adds to libvirt's.
+	Channel interface{ Err() error }
 	// TargetSession says the target's libvirtd runs unprivileged (libvirtd.Session there).
 	TargetSession bool
 	// BandwidthMiBs caps the memory and disk streams, in MiB/s; 0 leaves them uncapped.
@@ -114,6 +117,11 @@ func Migrate(ctx context.Context, conn *libvirt.Connect, dom *libvirt.Domain, op
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil {
 			return Stats{}, fmt.Errorf("migrate %s: aborted (%w): %w", name, cause, err)
+		}
+		if opts.Channel != nil {
+			if cerr := opts.Channel.Err(); cerr != nil {
+				return Stats{}, fmt.Errorf("migrate %s: %w; the channel failed: %w", name, err, cerr)
+			}
 		}
 		return Stats{}, fmt.Errorf("migrate %s: %w", name, err)
 	}

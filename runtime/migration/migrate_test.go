@@ -44,6 +44,8 @@ const (
 
 // env is a guest running in one pod, and another pod, on one network with a stranger.
 type env struct {
+	// top is the test the env lives for: the guest's console outlives the subtests.
+	top  *testing.T
 	root string
 	net  *network
 	// src runs the guest, dst is the other pod; srcRole and dstRole name their namespaces.
@@ -71,7 +73,7 @@ func newEnv(t *testing.T) *env {
 	root, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", prefix, os.Getpid()))
 	testutil.Must(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(root) })
-	e := &env{root: root, net: newNetwork(t, "source", "target", "stranger")}
+	e := &env{top: t, root: root, net: newNetwork(t, "source", "target", "stranger")}
 	pods := startPods(t, root, e.net, "source", "target")
 	e.src, e.dst = pods["source"], pods["target"]
 	e.srcRole, e.dstRole = "source", "target"
@@ -264,13 +266,13 @@ func (e *env) prepare(t *testing.T) *attempt {
 	})
 	testutil.Must(t, err)
 	go func() { _ = source.Serve(ctx) }()
-	a.opts = migration.Options{Sockets: migration.Sockets{Dir: sockets}, Log: log, ProgressEvery: 250 * time.Millisecond}
+	a.opts = migration.Options{Sockets: migration.Sockets{Dir: sockets}, Channel: source, Log: log, ProgressEvery: 250 * time.Millisecond}
 	return a
 }
 
 // stillOnSource checks that a failed migration left the guest running on the source, the same
-// boot, its disk intact, and nothing on the target.
-func (e *env) stillOnSource(t *testing.T) {
+// boot, its disk intact, and, when the target is still there, nothing on it.
+func (e *env) stillOnSource(t *testing.T, targetAlive bool) {
 	t.Helper()
 	state, _, err := e.dom.GetState()
 	testutil.Must(t, err)
@@ -282,6 +284,9 @@ func (e *env) stillOnSource(t *testing.T) {
 	}
 	if !diskHas(t, e.src.host(dataDisk), e.marker) {
 		t.Error("the source's data disk lost the guest's data")
+	}
+	if !targetAlive {
+		return
 	}
 	testutil.WaitFor(t, time.Minute, "the target to drop the incoming domain", func() bool {
 		doms, err := e.dst.conn.ListAllDomains(0)
@@ -369,8 +374,11 @@ func TestMigration(t *testing.T) {
 		if err == nil {
 			t.Fatal("the migration succeeded through a cut channel")
 		}
+		if !strings.Contains(err.Error(), "the channel failed") || !strings.Contains(err.Error(), "timed out") {
+			t.Errorf("the error does not say the channel timed out: %v", err)
+		}
 		t.Logf("the migration failed after %s: %v", time.Since(begin).Round(time.Millisecond), err)
-		e.stillOnSource(t)
+		e.stillOnSource(t, true)
 		e.net.plug(e.dstRole)
 	})
 
@@ -383,11 +391,22 @@ func TestMigration(t *testing.T) {
 			t.Fatalf("cancelled migration: %v, want it to say it was called off", err)
 		}
 		t.Logf("cancelled: %v", err)
-		e.stillOnSource(t)
+		e.stillOnSource(t, true)
 	})
 
 	t.Run("migrates with its disks", e.migrate)
 	t.Run("migrates back", e.migrate)
+
+	t.Run("a killed target leaves the guest on the source", func(t *testing.T) {
+		a := e.prepare(t)
+		begin := time.Now()
+		err := e.migrateUntil(t, a, func(context.CancelCauseFunc) { e.dst.kill() })
+		if err == nil {
+			t.Fatal("the migration succeeded to a killed target")
+		}
+		t.Logf("the migration failed after %s: %v", time.Since(begin).Round(time.Millisecond), err)
+		e.stillOnSource(t, false)
+	})
 }
 
 // migrate moves the guest to the other pod with fresh credentials and checks that the other
@@ -417,7 +436,7 @@ func (e *env) migrate(t *testing.T) {
 		t.Errorf("the source still knows the domain (err %v)", err)
 	}
 
-	c := attach(t, e.dst.host(serial))
+	c := attach(e.top, e.dst.host(serial))
 	id, up := c.identity(t)
 	t.Logf("on the target: boot ID %s, uptime %.2f s; before the first migration: %s, %.2f s", id, up, e.bootID, e.uptime)
 	if id != e.bootID || up < e.uptime {

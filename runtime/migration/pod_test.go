@@ -217,6 +217,15 @@ type pod struct {
 	dir  string
 	cmd  *exec.Cmd
 	conn *libvirt.Connect
+	end  sync.Once
+}
+
+// kill ends the pod at once: its PID 1 dies, and the kernel ends the rest of its namespace.
+func (p *pod) kill() {
+	p.end.Do(func() {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	})
 }
 
 // host maps a path of the pod under podRun to the machine's. The launcher and its libvirtd
@@ -253,8 +262,7 @@ func startPod(t *testing.T, root, name, netnsPath string) *pod {
 		if p.conn != nil {
 			_, _ = p.conn.Close()
 		}
-		_ = p.cmd.Process.Kill()
-		_ = p.cmd.Wait()
+		p.kill()
 		_ = logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())

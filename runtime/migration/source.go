@@ -35,6 +35,10 @@ type Source struct {
 	tls       *tls.Config
 	listeners map[Stream]net.Listener
 	conns     conns
+
+	mu sync.Mutex
+	// failed is the first stream that failed, and how.
+	failed error
 }
 
 // ListenSource validates cfg and creates the sockets, so that a migration can be started as
@@ -76,6 +80,21 @@ func ListenSource(cfg SourceConfig) (*Source, error) {
 		s.listeners[stream] = ln
 	}
 	return s, nil
+}
+
+// Err is how the first stream that failed failed, nil while none has.
+func (s *Source) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
+
+func (s *Source) fail(stream Stream, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed == nil {
+		s.failed = fmt.Errorf("the %s stream: %w", stream, err)
+	}
 }
 
 // Close closes the sockets and every connection; Serve returns.
@@ -126,6 +145,7 @@ func (s *Source) forward(ctx context.Context, stream Stream, local net.Conn) {
 	log := s.cfg.Log.With("stream", stream)
 	remote, err := s.connect(ctx, stream)
 	if err != nil {
+		s.fail(stream, err)
 		log.Warn("migration stream refused", "err", err)
 		return
 	}
@@ -135,7 +155,11 @@ func (s *Source) forward(ctx context.Context, stream Stream, local net.Conn) {
 	defer s.conns.remove(remote)
 	begin := time.Now()
 	log.Info("migration stream open", "target", s.cfg.TargetAddr)
-	logSpliced(log, splice(ctx, local, remote), time.Since(begin))
+	sp := splice(ctx, local, remote)
+	if sp.err != nil {
+		s.fail(stream, sp.err)
+	}
+	logSpliced(log, sp, time.Since(begin))
 }
 
 // connect opens one authenticated stream to the target.
