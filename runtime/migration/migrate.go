@@ -19,7 +19,8 @@ type Options struct {
 	Channel interface{ Err() error }
 	// TargetSession says the target's libvirtd runs unprivileged (libvirtd.Session there).
 	TargetSession bool
-	// BandwidthMiBs caps the memory and disk streams, in MiB/s; 0 leaves them uncapped.
+	// BandwidthMiBs caps the migration (VIR_MIGRATE_PARAM_BANDWIDTH), in MiB/s; 0 leaves it
+	// uncapped.
 	BandwidthMiBs uint64
 	// Progress, when set, is called every ProgressEvery (default 1 s) while the migration runs.
 	Progress      func(Progress)
@@ -39,17 +40,18 @@ type Progress struct {
 type Stats struct {
 	// Total is the migration's whole time, Downtime the time the guest was paused.
 	Total, Downtime time.Duration
-	// MemoryBytes and DiskBytes are what was transferred of each.
+	// MemoryBytes and DiskBytes are what libvirt counts as processed: the disks' count takes
+	// in the zeros NBD did not send.
 	MemoryBytes, DiskBytes uint64
 	// MemoryTotal and DiskTotal are the guest's RAM and the copied disks' sizes.
 	MemoryTotal, DiskTotal uint64
 }
 
-// Flags are libvirt's flags for a migration of dom: live, peer to peer (the source libvirtd
+// flags are libvirt's flags for a migration of dom: live, peer to peer (the source libvirtd
 // drives the target libvirtd through the channel), copying every writable local disk
 // through NBD, aborting on an I/O error; a persistent domain stays defined on the target and
 // is undefined on the source, which libvirt does only once the target runs it.
-func Flags(persistent bool) libvirt.DomainMigrateFlags {
+func flags(persistent bool) libvirt.DomainMigrateFlags {
 	f := libvirt.MIGRATE_LIVE | libvirt.MIGRATE_PEER2PEER | libvirt.MIGRATE_NON_SHARED_DISK | libvirt.MIGRATE_ABORT_ON_ERROR
 	if persistent {
 		f |= libvirt.MIGRATE_PERSIST_DEST | libvirt.MIGRATE_UNDEFINE_SOURCE
@@ -57,8 +59,8 @@ func Flags(persistent bool) libvirt.DomainMigrateFlags {
 	return f
 }
 
-// Params are the migration's parameters: QEMU's and NBD's streams on the channel's sockets.
-func Params(opts Options) *libvirt.DomainMigrateParameters {
+// params are the migration's parameters: QEMU's and NBD's streams on the channel's sockets.
+func params(opts Options) *libvirt.DomainMigrateParameters {
 	p := &libvirt.DomainMigrateParameters{
 		URISet: true, URI: opts.Sockets.MemoryURI(),
 		DisksURISet: true, DisksURI: opts.Sockets.DisksURI(),
@@ -111,7 +113,7 @@ func Migrate(ctx context.Context, conn *libvirt.Connect, dom *libvirt.Domain, op
 		defer close(watched)
 		watch(ctx, dom, done, opts, log)
 	}()
-	err = dom.MigrateToURI3(opts.Sockets.DestURI(opts.TargetSession), Params(opts), Flags(persistent))
+	err = dom.MigrateToURI3(opts.Sockets.DestURI(opts.TargetSession), params(opts), flags(persistent))
 	close(done)
 	<-watched
 	if err != nil {
