@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"k8s.io/utils/ptr"
 	"libvirt.org/go/libvirt"
 
+	"github.com/slimvirt/slimvirt/api/launcherpod"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
 	"github.com/slimvirt/slimvirt/images/guest"
 	"github.com/slimvirt/slimvirt/internal/testutil"
@@ -60,7 +62,7 @@ type env struct {
 	marker string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, unprivileged bool) *env {
 	testutil.RequireRoot(t, "migration tests run libvirtd and QEMU in namespaces of their own")
 	guestDir := os.Getenv("SLIMVIRT_GUEST_DIR")
 	if guestDir == "" {
@@ -74,7 +76,7 @@ func newEnv(t *testing.T) *env {
 	testutil.Must(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(root) })
 	e := &env{top: t, root: root, net: newNetwork(t, "source", "target", "stranger")}
-	pods := startPods(t, root, e.net, "source", "target")
+	pods := startPods(t, root, e.net, unprivileged, "source", "target")
 	e.src, e.dst = pods["source"], pods["target"]
 	e.srcRole, e.dstRole = "source", "target"
 
@@ -85,6 +87,7 @@ func newEnv(t *testing.T) *env {
 	testutil.Must(t, err)
 	testutil.Must(t, f.Truncate(dataSize))
 	testutil.Must(t, f.Close())
+	e.src.own(t, e.src.host(rootDisk), e.src.host(dataDisk))
 
 	vmi := &v1.VirtualMachineInstance{
 		ObjectMeta: metav1.ObjectMeta{Name: "migrant", Namespace: "test"},
@@ -122,6 +125,9 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("the guest did not come up on the source: %v\n%s", err, e.console.Log())
 	}
 	t.Logf("the guest came up on the source in %s", time.Since(boot).Round(time.Millisecond))
+	if fi, err := os.Stat(e.src.host(serial)); err != nil || unprivileged != (fi.Sys().(*syscall.Stat_t).Uid == launcherpod.LauncherUID) {
+		t.Fatalf("QEMU's serial socket (%v, %v) is not the launcher uid's as it should be (unprivileged: %v)", fi, err, unprivileged)
+	}
 	e.bootID, e.uptime = e.console.identity(t)
 	e.marker = "slimvirt-migration-" + randomHex(t)
 	e.console.run(t, fmt.Sprintf("echo %s | dd of=/dev/vdb bs=512 seek=%d 2>/dev/null && sync && echo MIG-WROTE $((6*7))", e.marker, dataOffset/512), regexp.MustCompile(`MIG-WROTE 42`))
@@ -245,6 +251,9 @@ func (e *env) prepare(t *testing.T) *attempt {
 		disks[i].Path = e.dst.host(disks[i].Path)
 	}
 	testutil.Must(t, migration.CreateDisks(ctx, disks, e.dst.dir, "qemu-img"))
+	for _, d := range disks {
+		e.dst.own(t, d.Path)
+	}
 
 	a.target, err = migration.NewTarget(migration.TargetConfig{
 		Identity:      a.dst,
@@ -265,8 +274,11 @@ func (e *env) prepare(t *testing.T) *attempt {
 		Log:        log.With("end", "source"),
 	})
 	testutil.Must(t, err)
+	ss := migration.Sockets{Dir: e.src.host(sockets)}
+	e.src.own(t, ss.Libvirt(), ss.Memory(), ss.Disks())
 	go func() { _ = source.Serve(ctx) }()
-	a.opts = migration.Options{Sockets: migration.Sockets{Dir: sockets}, Channel: source, Log: log, ProgressEvery: 250 * time.Millisecond}
+	a.opts = migration.Options{Sockets: migration.Sockets{Dir: sockets}, TargetSession: e.dst.unprivileged,
+		Channel: source, Log: log, ProgressEvery: 250 * time.Millisecond}
 	return a
 }
 
@@ -325,7 +337,7 @@ func (e *env) migrateUntil(t *testing.T, a *attempt, interrupt func(context.Canc
 }
 
 func TestMigration(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, false)
 
 	t.Run("a stranger is refused", func(t *testing.T) {
 		a := e.prepare(t)
@@ -462,6 +474,14 @@ func (e *env) migrate(t *testing.T) {
 	e.dom, e.console = moved, c
 	e.src, e.dst = e.dst, e.src
 	e.srcRole, e.dstRole = e.dstRole, e.srcRole
+}
+
+// The launcher runs as an unprivileged uid, and its libvirtd in session mode: so do both pods
+// here.
+func TestMigrationUnprivileged(t *testing.T) {
+	e := newEnv(t, true)
+	t.Run("migrates with its disks", e.migrate)
+	t.Run("migrates back", e.migrate)
 }
 
 func isNoDomain(err error) bool {

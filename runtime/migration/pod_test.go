@@ -21,6 +21,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"libvirt.org/go/libvirt"
 
+	"github.com/slimvirt/slimvirt/api/launcherpod"
 	"github.com/slimvirt/slimvirt/internal/testutil"
 	"github.com/slimvirt/slimvirt/runtime/libvirtd"
 	"github.com/slimvirt/slimvirt/runtime/migration"
@@ -30,16 +31,26 @@ import (
 // A pod of these tests is this test binary run again as PID 1 of fresh PID and mount
 // namespaces inside a network namespace of the test, as a launcher pod's compute container
 // runs: tmpfs over every directory libvirt writes but its logs, which the test shows when it
-// fails, copies of passwd and group, the pod's own directory bound at /run/slimvirt. It runs a libvirtd through package libvirtd, as the
-// launcher does, until it is killed; the kernel then ends everything in its namespace.
+// fails, copies of passwd and group, the pod's own directory bound at /run/slimvirt. It runs a
+// libvirtd through package libvirtd, as the launcher does, until it is killed; the kernel then
+// ends everything in its namespace. With UNPRIVILEGED set it runs as the launcher's uid
+// without capabilities, as in a launcher pod, and libvirtd runs in session mode.
 const podWrapper = `set -e
 for d in /run /var/lib /var/cache /etc/libvirt; do mount -t tmpfs -o mode=0755 tmpfs $d; done
 mkdir -p "$POD/log" && mount --bind "$POD/log" /var/log
 cp /etc/passwd /etc/group "$POD/"
+if [ -n "$UNPRIVILEGED" ]; then
+  echo "qemu:x:$UNPRIVILEGED:$UNPRIVILEGED:qemu:/run/slimvirt:/usr/sbin/nologin" >>"$POD/passwd"
+  echo "qemu:x:$UNPRIVILEGED:" >>"$POD/group"
+fi
 mount --bind "$POD/passwd" /etc/passwd
 mount --bind "$POD/group" /etc/group
 mkdir -p /run/slimvirt /run/libvirt
 mount --bind "$POD/run" /run/slimvirt
+if [ -n "$UNPRIVILEGED" ]; then
+  chown -R "$UNPRIVILEGED:$UNPRIVILEGED" /run/slimvirt
+  exec setpriv --reuid "$UNPRIVILEGED" --regid "$UNPRIVILEGED" --clear-groups --bounding-set -all --inh-caps -all --no-new-privs -- "$POD_BINARY"
+fi
 exec "$POD_BINARY"
 `
 
@@ -106,8 +117,9 @@ func runPod() int {
 	}
 }
 
-// removeStale removes what a killed run of these tests left: its network namespaces and its
-// directory. Its pods died with it (parent-death signals).
+// removeStale removes what a killed run of these tests left: its network namespaces, its
+// directory, and its unprivileged pods (those running its copy of the binary: the others died
+// with it through parent-death signals).
 func removeStale() {
 	alive := func(name string) bool {
 		pid, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, prefix), "-", 2)[0])
@@ -121,10 +133,19 @@ func removeStale() {
 		}
 	}
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
+	exes, _ := filepath.Glob("/proc/[0-9]*/exe")
 	for _, d := range dirs {
-		if !alive(filepath.Base(d)) {
-			_ = os.RemoveAll(d)
+		if alive(filepath.Base(d)) {
+			continue
 		}
+		for _, exe := range exes {
+			if target, err := os.Readlink(exe); err == nil && strings.HasPrefix(target, d+"/") {
+				if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(exe))); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		_ = os.RemoveAll(d)
 	}
 }
 
@@ -218,11 +239,34 @@ type pod struct {
 	cmd  *exec.Cmd
 	conn *libvirt.Connect
 	end  sync.Once
+	// unprivileged pods run as the launcher's uid: what the test makes for them must be theirs.
+	unprivileged bool
+}
+
+// own gives the pod what the test made for it.
+func (p *pod) own(t *testing.T, paths ...string) {
+	t.Helper()
+	if !p.unprivileged {
+		return
+	}
+	for _, path := range paths {
+		testutil.Must(t, os.Lchown(path, launcherpod.LauncherUID, launcherpod.LauncherUID))
+	}
 }
 
 // kill ends the pod at once: its PID 1 dies, and the kernel ends the rest of its namespace.
+// PID 1 is killed by PID: unshare's parent-death signal does not reach an unprivileged pod
+// (the kernel clears it when setpriv changes the uid).
 func (p *pod) kill() {
 	p.end.Do(func() {
+		pid := p.cmd.Process.Pid
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
+			for _, f := range strings.Fields(string(b)) {
+				if child, err := strconv.Atoi(f); err == nil {
+					_ = syscall.Kill(child, syscall.SIGKILL)
+				}
+			}
+		}
 		_ = p.cmd.Process.Kill()
 		_ = p.cmd.Wait()
 	})
@@ -234,22 +278,25 @@ func (p *pod) host(podPath string) string {
 	return filepath.Join(p.dir, strings.TrimPrefix(podPath, podRun))
 }
 
-func startPod(t *testing.T, root, name, netnsPath string) *pod {
+func startPod(t *testing.T, root, name, netnsPath, binary string, unprivileged bool) *pod {
 	t.Helper()
-	p := &pod{name: name, dir: filepath.Join(root, name, "run")}
+	p := &pod{name: name, dir: filepath.Join(root, name, "run"), unprivileged: unprivileged}
 	for _, d := range []string{p.dir, p.host(podRun + "/disks"), p.host(podRun + "/migration")} {
 		testutil.Must(t, os.MkdirAll(d, 0o755))
 	}
-	self, err := os.Executable()
-	testutil.Must(t, err)
 	p.cmd = exec.Command("nsenter", "--net="+netnsPath, "unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
 		"--mount", "--propagation", "private", "sh", "-c", podWrapper)
 	p.cmd.Env = []string{
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
 		"POD=" + filepath.Dir(p.dir),
-		"POD_BINARY=" + self,
+		"POD_BINARY=" + binary,
 		podEnv + "=1",
 		"HOST_UUID=" + randomUUID(t),
+	}
+	uri := "qemu:///system?socket="
+	if unprivileged {
+		p.cmd.Env = append(p.cmd.Env, fmt.Sprintf("UNPRIVILEGED=%d", launcherpod.LauncherUID))
+		uri = "qemu:///session?socket="
 	}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	logf, err := os.Create(filepath.Join(root, name, "pod.log"))
@@ -268,6 +315,8 @@ func startPod(t *testing.T, root, name, netnsPath string) *pod {
 			b, _ := os.ReadFile(logf.Name())
 			t.Logf("pod %s log:\n%s", name, b)
 			logs, _ := filepath.Glob(filepath.Join(root, name, "log", "libvirt", "qemu", "*.log"))
+			session, _ := filepath.Glob(p.host(podRun + "/libvirt/cache/libvirt/qemu/log/*.log"))
+			logs = append(logs, session...)
 			for _, l := range logs {
 				b, _ := os.ReadFile(l)
 				t.Logf("pod %s, %s:\n%s", name, filepath.Base(l), b)
@@ -293,7 +342,7 @@ func startPod(t *testing.T, root, name, netnsPath string) *pod {
 	case <-time.After(120 * time.Second):
 		t.Fatalf("pod %s: libvirtd not ready after 2 minutes", name)
 	}
-	p.conn, err = libvirt.NewConnect("qemu:///system?socket=" + p.host(podRun+"/libvirt/libvirt-sock"))
+	p.conn, err = libvirt.NewConnect(uri + p.host(podRun+"/libvirt/libvirt-sock"))
 	testutil.Must(t, err)
 	return p
 }
@@ -304,9 +353,20 @@ func randomUUID(t *testing.T) string {
 	return strings.TrimSpace(string(b))
 }
 
-// startPods starts the pods at once: each libvirtd probes QEMU on start.
-func startPods(t *testing.T, root string, n *network, roles ...string) map[string]*pod {
+// startPods starts the pods at once: each libvirtd probes QEMU on start. Unprivileged pods
+// run a copy of this binary that their uid may execute (go test's directory is root's only).
+func startPods(t *testing.T, root string, n *network, unprivileged bool, roles ...string) map[string]*pod {
 	t.Helper()
+	binary, err := os.Executable()
+	testutil.Must(t, err)
+	if unprivileged {
+		testutil.Must(t, os.Chmod(root, 0o755))
+		copied := filepath.Join(root, "pod")
+		if out, err := exec.Command("cp", binary, copied).CombinedOutput(); err != nil {
+			t.Fatalf("copy the test binary: %v: %s", err, out)
+		}
+		binary = copied
+	}
 	var mu sync.Mutex
 	pods := map[string]*pod{}
 	var wg sync.WaitGroup
@@ -314,7 +374,7 @@ func startPods(t *testing.T, root string, n *network, roles ...string) map[strin
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p := startPod(t, root, role, n.path(role))
+			p := startPod(t, root, role, n.path(role), binary, unprivileged)
 			mu.Lock()
 			pods[role] = p
 			mu.Unlock()
