@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -52,6 +53,9 @@ log_outputs = "3:stderr"
 max_clients = 8
 `
 
+// hostUUID is the form libvirtd accepts for host_uuid.
+var hostUUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
 // daemon is a supervised child: libvirtd or virtlogd.
 type daemon struct {
 	name string
@@ -78,9 +82,16 @@ func (d *Daemons) writeConfig() error {
 	if c.Virtlogd != "" {
 		handler = "logd"
 	}
+	daemonConf := fmt.Sprintf(libvirtdConf, c.RunDir)
+	if c.HostUUID != "" {
+		if !hostUUID.MatchString(c.HostUUID) {
+			return fmt.Errorf("host UUID %.64q is not a UUID", c.HostUUID)
+		}
+		daemonConf += fmt.Sprintf("host_uuid = %q\n", c.HostUUID)
+	}
 	files := map[string]string{
 		"qemu.conf":     fmt.Sprintf(qemuConf, ids, handler),
-		"libvirtd.conf": fmt.Sprintf(libvirtdConf, c.RunDir),
+		"libvirtd.conf": daemonConf,
 		"virtlogd.conf": virtlogdConf,
 	}
 	for name, content := range files {

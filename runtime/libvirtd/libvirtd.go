@@ -40,6 +40,10 @@ type Config struct {
 	// CapsSeedDir holds QEMU capabilities probed once for the node (package capsseed); empty
 	// or missing lets libvirtd probe QEMU itself.
 	CapsSeedDir string
+	// HostUUID is the host UUID this libvirtd reports; empty keeps the machine's. libvirt
+	// refuses to migrate a domain between two daemons of the same UUID ("the same host"), which
+	// two launcher pods on one node are not: a pod that may migrate gets its own.
+	HostUUID string
 }
 
 // Session says whether libvirt runs in its unprivileged mode: it does when this process is not root.

@@ -58,3 +58,30 @@ func TestSessionPaths(t *testing.T) {
 		t.Errorf("session capabilities cache %s", got)
 	}
 }
+
+// A host UUID, when given, reaches libvirtd.conf; one that is not a UUID is refused.
+func TestHostUUID(t *testing.T) {
+	for _, tc := range []struct {
+		uuid, want string
+		ok         bool
+	}{
+		{"", "", true},
+		{"6f1c2a47-25a8-4c1b-9f0e-3d2b8a7c6e51", `host_uuid = "6f1c2a47-25a8-4c1b-9f0e-3d2b8a7c6e51"`, true},
+		{"6f1c2a47\"\nlisten_tcp = 1", "", false},
+	} {
+		run := filepath.Join(t.TempDir(), "libvirt")
+		d := &Daemons{cfg: Config{RunDir: run, HostUUID: tc.uuid}, session: true}
+		err := d.writeConfig()
+		if (err == nil) != tc.ok {
+			t.Fatalf("host UUID %q: err %v", tc.uuid, err)
+		}
+		if !tc.ok {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(d.confDir(), "libvirtd.conf"))
+		testutil.Must(t, err)
+		if got := strings.Contains(string(b), "host_uuid"); got != (tc.want != "") || !strings.Contains(string(b), tc.want) {
+			t.Errorf("host UUID %q: libvirtd.conf:\n%s", tc.uuid, b)
+		}
+	}
+}
