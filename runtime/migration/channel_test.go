@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -260,7 +261,7 @@ func TestChannelBoundsConnections(t *testing.T) {
 	testutil.Must(t, err)
 	defer extra.Close()
 	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := extra.Read(make([]byte, 1)); err != io.EOF {
+	if _, err := extra.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Errorf("a third connection: %v, want it closed (EOF)", err)
 	}
 }

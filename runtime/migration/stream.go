@@ -59,10 +59,11 @@ func (s Sockets) Memory() string { return filepath.Join(s.Dir, "memory.sock") }
 // Disks is the socket of the NBD server of the disk copy.
 func (s Sockets) Disks() string { return filepath.Join(s.Dir, "disks.sock") }
 
-// MemoryURI and DisksURI are the socket URIs libvirt takes (VIR_MIGRATE_PARAM_URI,
-// VIR_MIGRATE_PARAM_DISKS_URI).
+// MemoryURI is the socket URI libvirt takes for the memory stream (VIR_MIGRATE_PARAM_URI).
 func (s Sockets) MemoryURI() string { return "unix://" + s.Memory() }
-func (s Sockets) DisksURI() string  { return "unix://" + s.Disks() }
+
+// DisksURI is the socket URI libvirt takes for the disk copy (VIR_MIGRATE_PARAM_DISKS_URI).
+func (s Sockets) DisksURI() string { return "unix://" + s.Disks() }
 
 // DestURI is the URI the source libvirtd opens to reach the target libvirtd through the
 // channel; session says the target's libvirtd runs unprivileged.
