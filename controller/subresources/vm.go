@@ -7,6 +7,8 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	api "github.com/slimvirt/slimvirt/api/subresources"
@@ -15,47 +17,64 @@ import (
 
 // vmRequest carries out start, stop and restart: it annotates the VM as slimctl does, and the
 // controller acts on the annotation. Requests that make no sense in the VM's state are refused
-// with a Conflict, as KubeVirt's virt-api refuses them.
+// with a Conflict, as KubeVirt's virt-api refuses them. When the VM changes between the read and
+// the write (the controller writes its status all the time), the request is judged again on the
+// VM as it is now, a few times, before the caller is told to try again.
 func (s *Server) vmRequest(w http.ResponseWriter, r *http.Request, t target) {
 	ctx := r.Context()
 	log := s.requestLog(ctx, t)
-	vm := &v1.VirtualMachine{}
-	if err := s.get(ctx, t, vm); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	var vmi *v1.VirtualMachineInstance
-	found := &v1.VirtualMachineInstance{}
-	vmiTarget := t
-	vmiTarget.resource = api.VMIs
-	switch err := s.get(ctx, vmiTarget, found); {
-	case err == nil:
-		vmi = found
-	case !apierrors.IsNotFound(err):
-		s.writeError(w, r, err)
-		return
-	}
-	edit, err := decideVMRequest(t.subresource, vm, vmi, time.Now())
-	if err != nil {
-		log.Info("refused", "reason", err.Error())
-		s.writeError(w, r, apierrors.NewConflict(t.groupResource(), t.name, err))
-		return
-	}
-	// The optimistic lock makes the decision hold for the VM it was made from.
-	patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	edit.apply(vm)
-	if err := s.cfg.Client.Patch(ctx, vm, patch); err != nil {
-		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-			s.writeError(w, r, apierrors.NewConflict(t.groupResource(), t.name, errors.New("the VM changed while the request was made; try again")))
-			return
+	var edit annotationEdit
+	var refused *refusal
+	err := retry.RetryOnConflict(requestBackoff, func() error {
+		vm := &v1.VirtualMachine{}
+		if err := s.get(ctx, t, vm); err != nil {
+			return err
 		}
+		var vmi *v1.VirtualMachineInstance
+		found := &v1.VirtualMachineInstance{}
+		vmiTarget := t
+		vmiTarget.resource = api.VMIs
+		switch err := s.get(ctx, vmiTarget, found); {
+		case err == nil:
+			vmi = found
+		case !apierrors.IsNotFound(err):
+			return err
+		}
+		var err error
+		if edit, err = decideVMRequest(t.subresource, vm, vmi, time.Now()); err != nil {
+			refused = &refusal{err}
+			return nil
+		}
+		// The optimistic lock makes the decision hold for the VM it was made from.
+		patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		edit.apply(vm)
+		return s.cfg.Client.Patch(ctx, vm, patch)
+	})
+	switch {
+	case refused != nil:
+		log.Info("refused", "reason", refused.Error())
+		s.writeError(w, r, apierrors.NewConflict(t.groupResource(), t.name, refused.err))
+	case apierrors.IsConflict(err):
+		s.writeError(w, r, apierrors.NewConflict(t.groupResource(), t.name, errors.New("the VM kept changing while the request was made; try again")))
+	case apierrors.IsNotFound(err) || apierrors.IsInternalError(err):
+		s.writeError(w, r, err) // get's, already said in the caller's terms
+	case err != nil:
 		log.Error("annotate VM", "error", err)
 		s.writeError(w, r, apierrors.NewInternalError(fmt.Errorf("annotate VM %s", t)))
-		return
+	default:
+		log.Info("requested", "annotations", edit.set)
+		w.WriteHeader(http.StatusAccepted)
 	}
-	log.Info("requested", "annotations", edit.set)
-	w.WriteHeader(http.StatusAccepted)
 }
+
+// requestBackoff spaces the tries of a request that met a concurrent write: eight, from 10 ms
+// doubling to at most a second, so a read from a cache a little behind catches up.
+var requestBackoff = wait.Backoff{Steps: 8, Duration: 10 * time.Millisecond, Factor: 2, Jitter: 0.1, Cap: time.Second}
+
+// refusal is a request the VM's state does not allow.
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
 
 // annotationEdit is the change a request makes to the VM's request annotations.
 type annotationEdit struct {

@@ -1,13 +1,16 @@
 package subresources
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	api "github.com/slimvirt/slimvirt/api/subresources"
 	v1 "github.com/slimvirt/slimvirt/api/v1alpha1"
@@ -176,4 +179,40 @@ func TestDecideVMRequest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVMRequestWhileTheVMChanges: the controller writes a VM often (its status, its
+// finalizer); here the VM is written every 20 ms. A start that meets such a write between its
+// read and its patch is judged again on the VM as it is now, not refused with "try again".
+func TestVMRequestWhileTheVMChanges(t *testing.T) {
+	const ns = "busy"
+	env.vm(t, ns, "busy", v1.RunStrategyManual)
+	token := env.user(t, ns, "operator", allow("update", "virtualmachines/start", "virtualmachines/stop"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		writes := 0
+		defer func() { done <- writes }()
+		for i := 0; ctx.Err() == nil; i++ {
+			vm := env.getVM(t, ns, "busy")
+			patch := client.MergeFrom(vm.DeepCopy())
+			vm.Labels = map[string]string{"tick": strconv.Itoa(i)}
+			if env.c.Patch(ctx, vm, patch) == nil {
+				writes++
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	var codes []int
+	for i := 0; i < 30; i++ {
+		action := api.Start // the VM has no VMI: each start is accepted, the latest wins
+		code, body := env.do(t, token, http.MethodPut, api.APIPath(api.VMs, ns, "busy", action), nil)
+		codes = append(codes, code)
+		if code != http.StatusAccepted {
+			cancel()
+			t.Fatalf("%s #%d while the VM changes: %d %s", action, i, code, body)
+		}
+	}
+	cancel()
+	t.Logf("30 requests accepted while the VM was written %d times", <-done)
 }
